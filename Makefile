@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv when it is missing and
+# install the project with its test extras, pinning torch to the CPU build (constraints.txt).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.e4gym-installed
+
+.PHONY: demo test lint calibrate bench-emulator clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/e4gym demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check .
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+calibrate: $(STAMP)
+	$(BIN)/e4gym calibrate
+
+bench-emulator: $(STAMP)
+	$(BIN)/python benchmarks/emulator_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

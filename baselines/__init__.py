@@ -1,0 +1,1 @@
+"""Baseline governors: Linux defaults, oracles, zTT, Ring-DVFS."""

@@ -1,0 +1,204 @@
+"""The ``e4gym`` command.
+
+Verbs (``e4gym VERB --help`` for each):
+
+* ``devices``: list the device catalogue with clock ranges and power modes;
+* ``calibrate``: check the emulator against the published figures (CALIBRATION.md), pass/fail per row;
+* ``demo``: stream frames through the emulator at fixed settings and under the default governors;
+* ``profile``: regenerate a model's cost profile (``configs/models/NAME.yaml``) from the PyTorch network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from e4gym.errors import E4gymError
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table (readable in a terminal and pasteable into docs)."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    fmt = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([fmt(cells[0]), sep, *(fmt(r) for r in cells[1:])])
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """Print the device catalogue."""
+    from e4gym.hardware.spec import available_devices, load_device
+
+    rows = []
+    for name in available_devices():
+        s = load_device(name)
+        rows.append([
+            name,
+            f"{s.cpu_cores}× {s.cpu_arch}",
+            f"{s.cpu_freqs_hz[0] / 1e6:.0f}–{s.cpu_freqs_hz[-1] / 1e6:.0f} MHz ({s.n_cpu})",
+            f"{s.gpu_arch} {s.cuda_cores}",
+            f"{s.gpu_freqs_hz[0] / 1e6:.0f}–{s.gpu_freqs_hz[-1] / 1e6:.0f} MHz ({s.n_gpu})",
+            f"{s.emc_freqs_hz[0] / 1e6:.0f}–{s.emc_freqs_hz[-1] / 1e6:.0f} MHz ({s.n_emc})",
+            f"{s.dram_bw_bytes_per_s / 1e9:.1f}",
+            ", ".join(m if m != s.default_power_mode else f"{m}*" for m in s.power_modes),
+        ])
+    print(_table(["device", "CPU", "CPU clocks (levels)", "GPU cores", "GPU clocks (levels)",
+                  "EMC clocks (levels)", "DRAM GB/s", "power modes (*default)"], rows))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Print the calibration table; exit status 1 if any row fails."""
+    from tqdm import tqdm
+
+    from e4gym.hardware.calibration import calibrate, format_rows
+    from e4gym.hardware.spec import available_devices, load_device
+
+    devices = args.device or available_devices()
+    for d in devices:
+        load_device(d)  # fail fast on an unknown name
+    bar = tqdm(total=len(devices), desc="calibrating", unit="device", file=sys.stderr, disable=args.quiet)
+
+    def progress(name: str) -> None:
+        bar.set_postfix_str(name)
+        bar.update(1)
+
+    rows = calibrate(devices, progress=progress)
+    bar.close()
+    print(format_rows(rows))
+    failed = [r for r in rows if not r.passed]
+    print(f"\n{len(rows) - len(failed)}/{len(rows)} rows pass")
+    return 1 if failed else 0
+
+
+def _parse_setting(text: str, spec) -> tuple[str, tuple[int, int, int] | None]:
+    """``top``, ``min``, ``default`` or ``CPU_MHZ,GPU_MHZ[,EMC_MHZ]`` (nearest levels)."""
+    top = spec.max_levels()
+    if text == "top":
+        return "top clocks", top
+    if text == "min":
+        return "lowest clocks", (0, 0, top[2])
+    if text == "default":
+        return "default governors", None
+    try:
+        parts = [float(p) * 1e6 for p in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (2, 3):
+        raise E4gymError(f"--setting '{text}': expected top, min, default or CPU_MHZ,GPU_MHZ[,EMC_MHZ]")
+    emc = spec.level_of("emc", parts[2]) if len(parts) == 3 else top[2]
+    levels = (spec.level_of("cpu", parts[0]), spec.level_of("gpu", parts[1]), emc)
+    return f"CPU {spec.cpu_freqs_hz[levels[0]] / 1e6:.0f} / GPU {spec.gpu_freqs_hz[levels[1]] / 1e6:.0f} MHz", levels
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Stream frames at fixed settings and under the default governors; print a table."""
+    from e4gym.dnn.profile import load_model_profile
+    from e4gym.hardware.emulator import EmulatedBackend
+    from e4gym.hardware.spec import load_device
+    from e4gym.hardware.stream import stream
+
+    spec = load_device(args.device)
+    profile = load_model_profile(args.model)
+    rows = []
+    for text in args.setting:
+        exit_ = args.exit
+        if "@" in text:
+            text, _, e = text.partition("@")
+            try:
+                exit_ = int(e)
+            except ValueError:
+                raise E4gymError(f"--setting '{text}@{e}': the exit after '@' must be an integer") from None
+        work = profile.frame_work(exit_)
+        label, levels = _parse_setting(text, spec)
+        label += f", exit {work.key.rsplit('exit', 1)[-1]}"
+        governors = "default" if levels is None else None
+        with EmulatedBackend(spec, seed=args.seed, governors=governors) as board:
+            if levels is not None:
+                board.apply(levels)
+            frames = list(stream(board, work, args.frames, fps=args.fps))
+        lat = np.array([f.latency_s for f in frames]) * 1e3
+        energy = np.array([f.energy_j for f in frames]) * 1e3
+        measured = np.array([f.measured_energy_j for f in frames]) * 1e3
+        rows.append([
+            label,
+            f"{np.mean([f.cpu_hz for f in frames]) / 1e6:.0f}",
+            f"{np.mean([f.gpu_hz for f in frames]) / 1e6:.0f}",
+            f"{lat.mean():.1f}",
+            f"{np.percentile(lat, 99):.1f}",
+            f"{100 * np.mean([f.deadline_missed for f in frames]):.1f}",
+            f"{energy.mean():.0f}",
+            f"{measured.mean():.0f}",
+            f"{energy.sum() / 1e3 / (args.frames / args.fps):.2f}",
+            f"{max(f.temp_c for f in frames):.1f}",
+        ])
+    print(f"{spec.full_name}, {profile.name} ({profile.n_exits} exits), "
+          f"{args.frames} frames at {args.fps:g} fps (deadline {1e3 / args.fps:.1f} ms), emulated, seed {args.seed}\n")
+    print(_table(["setting", "CPU MHz", "GPU MHz", "latency ms", "p99 ms", "missed %", "energy mJ/frame",
+                  "measured mJ/frame", "power W", "peak °C"], rows))
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Regenerate a model's cost profile from its PyTorch network."""
+    from e4gym.dnn.profile import load_model_profile
+    from e4gym.dnn.profiling import write_profile
+
+    path = write_profile(args.model, args.out)
+    p = load_model_profile(path)
+    print(f"wrote {path}: {p.n_blocks} blocks, {p.n_exits} exits, {p.total_macs / 1e9:.3f} GMACs")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``e4gym`` command."""
+    from e4gym import __version__
+
+    parser = argparse.ArgumentParser(prog="e4gym", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"e4gym {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("devices", help="list the device catalogue")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("calibrate", help="check the emulator against the published figures")
+    p.add_argument("--device", action="append", help="device name (repeatable; default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("demo", help="stream frames through the emulator at fixed settings")
+    p.add_argument("--device", default="xavier-nx")
+    p.add_argument("--model", default="efficientnet_b0")
+    p.add_argument("--exit", type=int, default=-1, help="exit index for settings without @EXIT (default: last)")
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--setting", action="append",
+                   help="top, min, default or CPU_MHZ,GPU_MHZ[,EMC_MHZ], optionally @EXIT (repeatable; "
+                        "default: top, 1190,803@2 and default)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("profile", help="regenerate configs/models/MODEL.yaml from the PyTorch network")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", default=None, help="output path (default: configs/models/MODEL.yaml)")
+    p.set_defaults(func=cmd_profile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``e4gym`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "setting", "unset") is None:
+        args.setting = ["top", "1190,803@2", "default"]
+    try:
+        return int(args.func(args) or 0)
+    except E4gymError as exc:
+        print(f"e4gym {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

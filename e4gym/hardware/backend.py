@@ -1,0 +1,123 @@
+"""The :class:`Backend` protocol every hardware backend (emulated or real) satisfies, and its records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from e4gym.hardware.spec import DeviceSpec
+from e4gym.hardware.work import Work
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Requested clock levels: indices into the device's CPU, GPU and EMC level tables."""
+
+    cpu: int
+    gpu: int
+    emc: int
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        """``(cpu, gpu, emc)``."""
+        return (self.cpu, self.gpu, self.emc)
+
+
+@dataclass(frozen=True)
+class Cooling:
+    """How the board is cooled.
+
+    Attributes:
+        fan: ``True`` with the fan running, ``False`` with the passive heat sink only.
+        ambient_c: ambient temperature (°C).
+    """
+
+    fan: bool = True
+    ambient_c: float = 25.0
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one :meth:`Backend.run` (or an idle period) measured.
+
+    Attributes:
+        latency_s: wall time of the segment (s), including DVFS stalls.
+        energy_j: true board energy over the segment (J).
+        measured_energy_j: energy as the board's power monitor reports it (J): power polled every
+            ``sensor_period_s`` and held between polls, as a user integrating INA3221 readings gets.
+        avg_power_w: ``energy_j / latency_s`` (W).
+        temp_c: temperature at the end of the segment (°C).
+        cpu_hz / gpu_hz / emc_hz: clocks the segment ran at (after power-mode caps and throttling) (Hz).
+        throttled: the thermal trip capped the clocks during the segment.
+        transition_s: time lost to DVFS transitions in this segment (s), included in ``latency_s``.
+        gpu_util: GPU busy fraction over the segment (0..1).
+        time_s: simulated (or wall) time at the end of the segment (s).
+    """
+
+    latency_s: float
+    energy_j: float
+    measured_energy_j: float
+    avg_power_w: float
+    temp_c: float
+    cpu_hz: float
+    gpu_hz: float
+    emc_hz: float
+    throttled: bool
+    transition_s: float
+    gpu_util: float
+    time_s: float
+
+
+@dataclass(frozen=True)
+class SensorReading:
+    """A snapshot of the board's sensors.
+
+    Attributes:
+        power_w: the power monitor's latest reading (W).
+        temp_c: hottest thermal zone (°C).
+        cpu_hz / gpu_hz / emc_hz: current clocks (Hz).
+        throttled: thermal throttling is active.
+        time_s: time of the reading (s).
+    """
+
+    power_w: float
+    temp_c: float
+    cpu_hz: float
+    gpu_hz: float
+    emc_hz: float
+    throttled: bool
+    time_s: float
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A board that runs DNN work at chosen clocks and measures it.
+
+    Backends are context managers: ``close()`` (also on ``__exit__``) restores whatever the backend
+    changed (on a real board: governors, clocks, online cores).
+    """
+
+    spec: DeviceSpec
+
+    def apply(self, setting: Setting) -> float:
+        """Request clock levels; returns the stall it costs (s). Raises SettingError when out of range."""
+        ...
+
+    def run(self, work: Work, batch: int = 1) -> Measurement:
+        """Run ``work`` for a batch of ``batch`` inferences at the current clocks and measure it."""
+        ...
+
+    def idle(self, duration_s: float) -> Measurement:
+        """Stay idle for ``duration_s`` seconds (e.g. until the next frame arrives) and measure it."""
+        ...
+
+    def read_sensors(self) -> SensorReading:
+        """Read power, temperature and clocks now."""
+        ...
+
+    def close(self) -> None:
+        """Restore what the backend changed."""
+        ...
+
+    def __enter__(self) -> Backend: ...
+
+    def __exit__(self, *exc: object) -> None: ...

@@ -1,0 +1,725 @@
+"""The emulated Jetson board: :class:`EmulatedBackend` (one board) and :class:`BatchedEmulator` (N boards).
+
+Both look costs up in the analytic tables of :mod:`e4gym.hardware.model` and add what depends on state:
+
+* **temperature**: first-order thermal model ``C·dT/dt = P − (T − T_amb)/R`` (time constant ``tau_s``,
+  ``R`` for fan or passive cooling); leakage grows with temperature;
+* **throttling**: at the device's trip temperature CPU and GPU clocks are capped at ``throttle_frac`` of
+  their maximum until the board cools ``throttle_hysteresis_c`` below it;
+* **DVFS transitions**: switching a domain stalls it (``transition_stall_s``) and the new clock takes effect
+  only after the domain's delay (1 ms CPU, 5 ms GPU, 8 ms EMC, measured on Orin Nano; CALIBRATION.md §2):
+  the first ``delay`` seconds of work still run at the old setting;
+* **noise**: multiplicative, ``σ = noise_latency`` on latency and ``noise_power`` on power, drawn from a
+  counter-based generator (splitmix64 of the board's key and a counter), so one board's numbers do not
+  depend on how many boards are simulated beside it — the scalar and batched paths agree;
+* **power monitor**: power polled every ``sensor_period_s`` and held between polls (INA3221 as read by a
+  polling thread; Dutt et al. poll every 100 ms), so the measured energy differs from the true energy as on
+  a board;
+* **governors** (scalar backend): domains not in ``userspace`` are driven by the load-driven kernel
+  governors of :mod:`e4gym.hardware.governors`.
+
+Both paths share one implementation of the state update (:func:`_advance`), written once over an ``ops``
+namespace that is :mod:`math` for one board and NumPy for many.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from e4gym.errors import ConfigError, SettingError, UnknownNameError
+from e4gym.hardware.backend import Cooling, Measurement, SensorReading, Setting
+from e4gym.hardware.governors import GOVERNORS
+from e4gym.hardware.model import CostTable, PowerTable, cost_table, power_table
+from e4gym.hardware.spec import CPU_GOVERNORS, EMC_GOVERNORS, GPU_GOVERNORS, DeviceSpec, load_device
+from e4gym.hardware.work import Work
+
+_M64 = (1 << 64) - 1
+_TWO_PI = 2.0 * math.pi
+_NOISE_CLIP = 3.0
+
+
+# ------------------------------------------------------------------------------------------ generic ops
+
+
+class _ScalarOps:
+    exp = staticmethod(math.exp)
+    floor = staticmethod(math.floor)
+    minimum = staticmethod(min)
+    maximum = staticmethod(max)
+
+    @staticmethod
+    def where(cond, a, b):
+        return a if cond else b
+
+
+class _ArrayOps:
+    exp = staticmethod(np.exp)
+    floor = staticmethod(np.floor)
+    minimum = staticmethod(np.minimum)
+    maximum = staticmethod(np.maximum)
+    where = staticmethod(np.where)
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def _splitmix64_np(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _normals(key: int, counter: int) -> tuple[float, float]:
+    """Two standard normals (clipped to ±3) from ``(key, counter)`` by Box–Muller."""
+    base = (key + 2 * counter) & _M64
+    u1 = ((_splitmix64(base) >> 11) + 1) * 2.0**-53
+    u2 = (_splitmix64((base + 1) & _M64) >> 11) * 2.0**-53
+    r = math.sqrt(-2.0 * math.log(u1))
+    z1, z2 = r * math.cos(_TWO_PI * u2), r * math.sin(_TWO_PI * u2)
+    return max(-_NOISE_CLIP, min(_NOISE_CLIP, z1)), max(-_NOISE_CLIP, min(_NOISE_CLIP, z2))
+
+
+def _normals_np(keys: np.ndarray, counters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised :func:`_normals` (identical bits up to libm rounding)."""
+    with np.errstate(over="ignore"):
+        base = keys + np.uint64(2) * counters.astype(np.uint64)
+        u1 = ((_splitmix64_np(base) >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53
+        u2 = (_splitmix64_np(base + np.uint64(1)) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    r = np.sqrt(-2.0 * np.log(u1))
+    z1, z2 = r * np.cos(_TWO_PI * u2), r * np.sin(_TWO_PI * u2)
+    return np.clip(z1, -_NOISE_CLIP, _NOISE_CLIP), np.clip(z2, -_NOISE_CLIP, _NOISE_CLIP)
+
+
+def seed_to_key(seed: int | None) -> int:
+    """Map a seed (or ``None`` for entropy from the OS) to a 64-bit noise key."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy) & _M64
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
+    return _splitmix64(int(seed) & _M64)
+
+
+# ------------------------------------------------------------------------------------------ shared state update
+
+
+@dataclass
+class _Consts:
+    """Per-board constants the state update needs (floats; broadcast against array state)."""
+
+    ambient_c: float
+    r_th: float
+    tau_s: float
+    trip_c: float
+    release_c: float
+    leak_k: float
+    temp_ref_c: float
+    sensor_period_s: float
+    noise_latency: float
+    noise_power: float
+
+
+def _advance(ops, c: _Consts, st, duration_s, power_w):
+    """Advance time, temperature, throttling and the power monitor over one constant-power segment.
+
+    Returns the energy the power monitor attributes to the segment (J).
+    """
+    t0 = st.time_s
+    t1 = t0 + duration_s
+    # Power monitor: sample-and-hold at fixed polling instants.
+    sampled = st.sensor_next_s <= t1
+    measured = ops.where(
+        sampled,
+        st.sensor_held_w * (st.sensor_next_s - t0) + power_w * (t1 - st.sensor_next_s),
+        st.sensor_held_w * duration_s,
+    )
+    polls = ops.floor((t1 - st.sensor_next_s) / c.sensor_period_s) + 1.0
+    st.sensor_next_s = ops.where(sampled, st.sensor_next_s + c.sensor_period_s * polls, st.sensor_next_s)
+    st.sensor_held_w = ops.where(sampled, power_w, st.sensor_held_w)
+    # First-order thermal model, exact for constant power over the segment.
+    t_ss = c.ambient_c + power_w * c.r_th
+    st.temp_c = t_ss + (st.temp_c - t_ss) * ops.exp(-duration_s / c.tau_s)
+    st.throttled = ops.where(
+        st.temp_c >= c.trip_c, True, ops.where(st.temp_c < c.release_c, False, st.throttled)
+    )
+    st.time_s = t1
+    return measured
+
+
+def _leak_scale(ops, c: _Consts, temp_c):
+    return ops.exp(c.leak_k * (temp_c - c.temp_ref_c))
+
+
+# ------------------------------------------------------------------------------------------ the scalar backend
+
+
+class _State:
+    """Mutable state of one emulated board (attributes are Python scalars)."""
+
+    __slots__ = (
+        "counter",
+        "eff",
+        "pending_idx",
+        "pending_s",
+        "requested",
+        "sensor_held_w",
+        "sensor_next_s",
+        "temp_c",
+        "throttled",
+        "time_s",
+        "win_busy_cpu",
+        "win_busy_gpu",
+        "win_elapsed",
+    )
+
+
+def _validate_governors(spec: DeviceSpec, governors: dict[str, str] | None) -> dict[str, str]:
+    chosen = {"cpu": "userspace", "gpu": "userspace", "emc": "userspace"}
+    if governors == "default":
+        governors = dict(spec.governors)
+    for dom, name in (governors or {}).items():
+        allowed = {"cpu": CPU_GOVERNORS, "gpu": GPU_GOVERNORS, "emc": EMC_GOVERNORS}.get(dom)
+        if allowed is None:
+            raise UnknownNameError(f"unknown clock domain '{dom}' in governors; domains: ['cpu', 'gpu', 'emc']")
+        if name not in allowed:
+            raise UnknownNameError(f"unknown {dom} governor '{name}'; {dom} governors: {list(allowed)}")
+        chosen[dom] = name
+    return chosen
+
+
+class EmulatedBackend:
+    """One emulated Jetson board (the default backend; needs no hardware).
+
+    Args:
+        device: a :class:`DeviceSpec` or a device name (``"xavier-nx"``) or YAML path.
+        seed: seeds the measurement noise and the power monitor's phase (same seed ⇒ same numbers).
+        power_mode: nvpmodel mode name (default: the device's default mode).
+        cooling: fan or passive and the ambient temperature (default: the device's defaults).
+        governors: per domain governor, e.g. ``{"cpu": "schedutil", "gpu": "nvhost_podgov"}``, or
+            ``"default"`` for the device's shipped governors. Domains not named stay ``userspace``:
+            clocks only change through :meth:`apply`.
+        initial_temp_c: starting temperature (default: ambient).
+
+    The board starts at the highest allowed levels of its power mode. Time starts at 0 s.
+
+    Example:
+        >>> from e4gym.dnn import load_model_profile
+        >>> with EmulatedBackend("xavier-nx", seed=0) as board:
+        ...     m = board.run(load_model_profile("efficientnet_b0").frame_work())
+    """
+
+    def __init__(
+        self,
+        device: DeviceSpec | str,
+        *,
+        seed: int | None = None,
+        power_mode: str | None = None,
+        cooling: Cooling | None = None,
+        governors: dict[str, str] | str | None = None,
+        initial_temp_c: float | None = None,
+    ) -> None:
+        self.spec = load_device(device) if not isinstance(device, DeviceSpec) else device
+        spec = self.spec
+        self.mode = spec.power_mode(power_mode)
+        self.cooling = cooling or Cooling(fan=spec.thermal.fan, ambient_c=spec.thermal.ambient_c)
+        self.governors = _validate_governors(spec, governors)  # type: ignore[arg-type]
+        self._consts = _consts(spec, self.cooling)
+        self.power: PowerTable = power_table(spec, self.mode.cpu_online)
+        self._leak = self.power.leak_ref_w.tolist()
+        self._idle = self.power.idle_dyn_w.tolist()
+        self._tables: dict[tuple[str, int], tuple[CostTable, list, list, list]] = {}
+        self.max_levels = spec.max_levels(power_mode)
+        self._throttle_caps = _throttle_caps(spec, self.max_levels)
+        self._ng, self._ne = spec.n_gpu, spec.n_emc
+        self._initial_temp_c = self.cooling.ambient_c if initial_temp_c is None else float(initial_temp_c)
+        self._closed = False
+        self.reset(seed)
+
+    # -------------------------------------------------------------------------------------- lifecycle
+
+    def reset(self, seed: int | None = None, *, initial_temp_c: float | None = None) -> None:
+        """Return the board to its initial state (time 0, ambient temperature, top levels), reseeded."""
+        self._key = seed_to_key(seed)
+        st = _State()
+        st.time_s = 0.0
+        st.temp_c = self._initial_temp_c if initial_temp_c is None else float(initial_temp_c)
+        st.throttled = False
+        st.requested = self.max_levels
+        st.eff = self.max_levels
+        st.pending_s = 0.0
+        st.pending_idx = self._flat(st.eff)
+        # The monitor's first poll falls at a seeded phase within one period.
+        st.sensor_next_s = ((self._key >> 11) * 2.0**-53) * self.spec.model.sensor_period_s
+        st.sensor_held_w = self._idle_power(self._flat(st.eff), st.temp_c)
+        st.counter = 0
+        st.win_elapsed = st.win_busy_cpu = st.win_busy_gpu = 0.0
+        self._st = st
+
+    def close(self) -> None:
+        """Nothing to restore on an emulated board; further calls raise."""
+        self._closed = True
+
+    def __enter__(self) -> EmulatedBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------------------------------- helpers
+
+    def _flat(self, levels: tuple[int, int, int]) -> int:
+        return (levels[0] * self._ng + levels[1]) * self._ne + levels[2]
+
+    def _idle_power(self, idx: int, temp_c: float) -> float:
+        return self.power.static_w + self._idle[idx] + self._leak[idx] * _leak_scale(_ScalarOps, self._consts, temp_c)
+
+    def table(self, work: Work, batch: int = 1) -> CostTable:
+        """The :class:`CostTable` of ``work`` at ``batch`` on this board (cached by ``work.key``)."""
+        return self._lists(work, batch)[0]
+
+    def _lists(self, work: Work, batch: int) -> tuple[CostTable, list, list, list]:
+        key = (work.key, batch)
+        hit = self._tables.get(key)
+        if hit is None:
+            if not isinstance(batch, (int, np.integer)) or batch < 1:
+                raise ConfigError(f"batch must be an integer >= 1, got {batch!r}")
+            t = cost_table(self.spec, work, self.power, int(batch))
+            hit = (t, t.latency_s.tolist(), t.busy_dyn_j.tolist(), t.gpu_busy_s.tolist())
+            self._tables[key] = hit
+        return hit
+
+    def _effective(self) -> tuple[int, int, int]:
+        st = self._st
+        caps = self._throttle_caps if st.throttled else self.max_levels
+        r = st.requested
+        return (min(r[0], caps[0]), min(r[1], caps[1]), min(r[2], caps[2]))
+
+    def _settle(self) -> float:
+        """Apply pending level changes (requests, throttling); returns the stall time (s)."""
+        st, m = self._st, self.spec.model
+        eff = self._effective()
+        if eff == st.eff:
+            return 0.0
+        delays = [d for a, b, d in zip(eff, st.eff, m.transition_delay_s) if a != b]
+        if st.pending_s <= 0.0:
+            st.pending_idx = self._flat(st.eff)
+        st.pending_s = max(st.pending_s, max(delays))
+        st.eff = eff
+        return m.transition_stall_s * len(delays)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SettingError("this EmulatedBackend is closed; create a new one")
+
+    # -------------------------------------------------------------------------------------- Backend API
+
+    @property
+    def levels(self) -> tuple[int, int, int]:
+        """Current effective levels ``(cpu, gpu, emc)`` (after caps and throttling)."""
+        return self._st.eff
+
+    @property
+    def time_s(self) -> float:
+        """Simulated time since the last reset (s)."""
+        return self._st.time_s
+
+    @property
+    def temp_c(self) -> float:
+        """Current temperature (°C)."""
+        return self._st.temp_c
+
+    def apply(self, setting: Setting | tuple[int, int, int]) -> float:
+        """Request levels ``(cpu, gpu, emc)``; levels above the power mode's caps are clamped to them.
+
+        Domains driven by a kernel governor ignore the request. Returns the stall the switch will cost
+        (s), charged to the next segment.
+
+        Raises:
+            SettingError: a level index is outside the device's tables.
+        """
+        self._check_open()
+        c, g, e = setting.as_tuple() if isinstance(setting, Setting) else setting
+        self.spec.check_levels(c, g, e)
+        cur = self._st.requested
+        gov = self.governors
+        self._st.requested = (
+            int(c) if gov["cpu"] == "userspace" else cur[0],
+            int(g) if gov["gpu"] == "userspace" else cur[1],
+            int(e) if gov["emc"] == "userspace" else cur[2],
+        )
+        eff = self._effective()
+        return self.spec.model.transition_stall_s * sum(a != b for a, b in zip(eff, self._st.eff))
+
+    def run(self, work: Work, batch: int = 1) -> Measurement:
+        """Run ``work`` (``batch`` inferences back to back in one launch) at the current clocks."""
+        self._check_open()
+        st, c = self._st, self._consts
+        _, lat_t, dyn_t, gbusy_t = self._lists(work, batch)
+        stall = self._settle()
+        idx = self._flat(st.eff)
+        lat, dyn, gbusy = lat_t[idx], dyn_t[idx], gbusy_t[idx]
+        extra = 0.0
+        if st.pending_s > 0.0:
+            old = st.pending_idx
+            lat_old = lat_t[old]
+            x = min(st.pending_s / lat_old, 1.0)
+            blended = x * lat_old + (1.0 - x) * lat
+            extra = blended - lat
+            dyn = x * dyn_t[old] + (1.0 - x) * dyn
+            gbusy = x * gbusy_t[old] + (1.0 - x) * gbusy
+            st.pending_s = max(0.0, st.pending_s - blended)
+            lat = blended
+        z_lat, z_pow = _normals(self._key, st.counter)
+        st.counter += 1
+        f_lat = 1.0 + c.noise_latency * z_lat
+        f_pow = 1.0 + c.noise_power * z_pow
+        leak = self._leak[idx] * _leak_scale(_ScalarOps, c, st.temp_c)
+        p_floor = self.power.static_w + self._idle[idx] + leak
+        power = (p_floor + dyn / lat) * f_pow
+        lat = lat * f_lat
+        # The stall runs at the idle floor before the work starts.
+        total = lat + stall
+        energy = power * lat + p_floor * stall
+        avg_power = energy / total
+        measured = _advance(_ScalarOps, c, st, total, avg_power)
+        self._govern(total, total, gbusy * f_lat)
+        return Measurement(
+            latency_s=total,
+            energy_j=energy,
+            measured_energy_j=measured,
+            avg_power_w=avg_power,
+            temp_c=st.temp_c,
+            cpu_hz=self.spec.cpu_freqs_hz[st.eff[0]],
+            gpu_hz=self.spec.gpu_freqs_hz[st.eff[1]],
+            emc_hz=self.spec.emc_freqs_hz[st.eff[2]],
+            throttled=st.throttled,
+            transition_s=stall + extra * f_lat,
+            gpu_util=min(1.0, gbusy * f_lat / total),
+            time_s=st.time_s,
+        )
+
+    def idle(self, duration_s: float) -> Measurement:
+        """Stay idle for ``duration_s`` (s) at the current clocks (e.g. waiting for the next frame)."""
+        self._check_open()
+        if not duration_s >= 0.0 or not math.isfinite(duration_s):
+            raise SettingError(f"idle duration must be a finite number of seconds >= 0, got {duration_s!r}")
+        st, c = self._st, self._consts
+        stall = self._settle()
+        st.pending_s = max(0.0, st.pending_s - duration_s)
+        idx = self._flat(st.eff)
+        power = self._idle_power(idx, st.temp_c)
+        energy = power * duration_s
+        measured = _advance(_ScalarOps, c, st, duration_s, power) if duration_s > 0 else 0.0
+        self._govern(duration_s, 0.0, 0.0)
+        return Measurement(
+            latency_s=duration_s,
+            energy_j=energy,
+            measured_energy_j=measured,
+            avg_power_w=power,
+            temp_c=st.temp_c,
+            cpu_hz=self.spec.cpu_freqs_hz[st.eff[0]],
+            gpu_hz=self.spec.gpu_freqs_hz[st.eff[1]],
+            emc_hz=self.spec.emc_freqs_hz[st.eff[2]],
+            throttled=st.throttled,
+            transition_s=stall,
+            gpu_util=0.0,
+            time_s=st.time_s,
+        )
+
+    def read_sensors(self) -> SensorReading:
+        """The power monitor's latest reading, the temperature and the clocks now."""
+        st = self._st
+        return SensorReading(
+            power_w=st.sensor_held_w,
+            temp_c=st.temp_c,
+            cpu_hz=self.spec.cpu_freqs_hz[st.eff[0]],
+            gpu_hz=self.spec.gpu_freqs_hz[st.eff[1]],
+            emc_hz=self.spec.emc_freqs_hz[st.eff[2]],
+            throttled=st.throttled,
+            time_s=st.time_s,
+        )
+
+    # -------------------------------------------------------------------------------------- governors
+
+    def _govern(self, elapsed: float, busy_cpu: float, busy_gpu: float) -> None:
+        gov = self.governors
+        if gov["cpu"] == gov["gpu"] == gov["emc"] == "userspace":
+            return
+        st = self._st
+        st.win_elapsed += elapsed
+        st.win_busy_cpu += busy_cpu
+        st.win_busy_gpu += busy_gpu
+        if st.win_elapsed < self.spec.model.governor_period_s:
+            return
+        loads = (st.win_busy_cpu / st.win_elapsed, st.win_busy_gpu / st.win_elapsed, 1.0)
+        tables = (self.spec.cpu_freqs_hz, self.spec.gpu_freqs_hz, self.spec.emc_freqs_hz)
+        req = list(st.requested)
+        for d, dom in enumerate(("cpu", "gpu", "emc")):
+            if gov[dom] != "userspace":
+                req[d] = GOVERNORS[gov[dom]](st.eff[d], min(loads[d], 1.0), tables[d], self.max_levels[d])
+        st.requested = (req[0], req[1], req[2])
+        st.win_elapsed = st.win_busy_cpu = st.win_busy_gpu = 0.0
+
+
+def _cap(table: tuple[float, ...], frac: float) -> int:
+    limit = frac * table[-1]
+    allowed = [i for i, f in enumerate(table) if f <= limit * (1 + 1e-9)]
+    return allowed[-1] if allowed else 0
+
+
+def _throttle_caps(spec: DeviceSpec, max_levels: tuple[int, int, int]) -> tuple[int, int, int]:
+    frac = spec.model.throttle_frac
+    return (
+        min(max_levels[0], _cap(spec.cpu_freqs_hz, frac)),
+        min(max_levels[1], _cap(spec.gpu_freqs_hz, frac)),
+        max_levels[2],
+    )
+
+
+def _consts(spec: DeviceSpec, cooling: Cooling) -> _Consts:
+    m = spec.model
+    return _Consts(
+        ambient_c=cooling.ambient_c,
+        r_th=m.r_th_fan_c_per_w if cooling.fan else m.r_th_passive_c_per_w,
+        tau_s=m.tau_s,
+        trip_c=spec.thermal.throttle_c,
+        release_c=spec.thermal.throttle_c - m.throttle_hysteresis_c,
+        leak_k=m.leak_temp_coeff_per_c,
+        temp_ref_c=m.temp_ref_c,
+        sensor_period_s=m.sensor_period_s,
+        noise_latency=m.noise_latency,
+        noise_power=m.noise_power,
+    )
+
+
+# ------------------------------------------------------------------------------------------ the batched emulator
+
+
+@dataclass
+class MeasurementBatch:
+    """:class:`~e4gym.hardware.backend.Measurement` for N boards: every field an array of shape ``(N,)``."""
+
+    latency_s: np.ndarray
+    energy_j: np.ndarray
+    measured_energy_j: np.ndarray
+    avg_power_w: np.ndarray
+    temp_c: np.ndarray
+    cpu_hz: np.ndarray
+    gpu_hz: np.ndarray
+    emc_hz: np.ndarray
+    throttled: np.ndarray
+    transition_s: np.ndarray
+    gpu_util: np.ndarray
+    time_s: np.ndarray
+
+
+class _ArrayState:
+    pass
+
+
+class BatchedEmulator:
+    """N independent emulated boards of one device, stepped together in NumPy.
+
+    Board ``i`` with seed ``s`` produces the same numbers as ``EmulatedBackend(device, seed=s)`` given the
+    same calls (up to floating-point rounding of the vectorised math), whatever N is. Clocks are set by the
+    caller only (all domains ``userspace``); use :class:`EmulatedBackend` to emulate kernel governors.
+
+    Args:
+        device: a :class:`DeviceSpec` or a device name.
+        seeds: one seed per board (its length is N).
+        power_mode / cooling / initial_temp_c: as for :class:`EmulatedBackend`.
+    """
+
+    def __init__(
+        self,
+        device: DeviceSpec | str,
+        seeds: list[int] | np.ndarray,
+        *,
+        power_mode: str | None = None,
+        cooling: Cooling | None = None,
+        initial_temp_c: float | None = None,
+    ) -> None:
+        self.spec = load_device(device) if not isinstance(device, DeviceSpec) else device
+        spec = self.spec
+        self.n = len(seeds)
+        if self.n < 1:
+            raise ConfigError("BatchedEmulator needs at least one seed (one board)")
+        self.mode = spec.power_mode(power_mode)
+        self.cooling = cooling or Cooling(fan=spec.thermal.fan, ambient_c=spec.thermal.ambient_c)
+        self._consts = _consts(spec, self.cooling)
+        self.power = power_table(spec, self.mode.cpu_online)
+        self.max_levels = spec.max_levels(power_mode)
+        self._max = np.asarray(self.max_levels, dtype=np.int64)
+        self._thr = np.asarray(_throttle_caps(spec, self.max_levels), dtype=np.int64)
+        self._delays = np.asarray(spec.model.transition_delay_s)
+        self._freqs = [np.asarray(t) for t in (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz)]
+        self._tables: dict[tuple[str, int], CostTable] = {}
+        self._initial_temp_c = self.cooling.ambient_c if initial_temp_c is None else float(initial_temp_c)
+        self._st = _ArrayState()
+        self.reset(np.arange(self.n), seeds)
+
+    def reset(self, index: np.ndarray, seeds: list[int] | np.ndarray) -> None:
+        """Reset boards ``index`` (int array) with ``seeds`` (one per index) to their initial state."""
+        index = np.asarray(index, dtype=np.int64)
+        keys = np.asarray([seed_to_key(int(s)) for s in seeds], dtype=np.uint64)
+        st, n = self._st, self.n
+        if not hasattr(st, "time_s"):
+            st.time_s = np.zeros(n)
+            st.temp_c = np.zeros(n)
+            st.throttled = np.zeros(n, dtype=bool)
+            st.requested = np.tile(self._max, (n, 1))
+            st.eff = np.tile(self._max, (n, 1))
+            st.pending_s = np.zeros(n)
+            st.pending_idx = np.zeros(n, dtype=np.int64)
+            st.sensor_next_s = np.zeros(n)
+            st.sensor_held_w = np.zeros(n)
+            st.counter = np.zeros(n, dtype=np.int64)
+            st.key = np.zeros(n, dtype=np.uint64)
+        st.key[index] = keys
+        st.time_s[index] = 0.0
+        st.temp_c[index] = self._initial_temp_c
+        st.throttled[index] = False
+        st.requested[index] = self._max
+        st.eff[index] = self._max
+        st.pending_s[index] = 0.0
+        flat = self._flat(st.eff[index])
+        st.pending_idx[index] = flat
+        st.sensor_next_s[index] = (keys >> np.uint64(11)).astype(np.float64) * 2.0**-53 * self._consts.sensor_period_s
+        st.sensor_held_w[index] = (
+            self.power.static_w
+            + self.power.idle_dyn_w[flat]
+            + self.power.leak_ref_w[flat] * _leak_scale(_ArrayOps, self._consts, st.temp_c[index])
+        )
+        st.counter[index] = 0
+
+    def _flat(self, levels: np.ndarray) -> np.ndarray:
+        ng, ne = self.spec.n_gpu, self.spec.n_emc
+        return (levels[..., 0] * ng + levels[..., 1]) * ne + levels[..., 2]
+
+    def table(self, work: Work, batch: int = 1) -> CostTable:
+        """The cost table of ``work`` (cached)."""
+        key = (work.key, batch)
+        if key not in self._tables:
+            self._tables[key] = cost_table(self.spec, work, self.power, batch)
+        return self._tables[key]
+
+    @property
+    def levels(self) -> np.ndarray:
+        """Effective levels, shape ``(N, 3)``."""
+        return self._st.eff
+
+    @property
+    def temp_c(self) -> np.ndarray:
+        """Temperatures (°C), shape ``(N,)``."""
+        return self._st.temp_c
+
+    def apply(self, levels: np.ndarray) -> np.ndarray:
+        """Request levels, an int array of shape ``(N, 3)``; returns each board's stall (s).
+
+        Raises:
+            SettingError: a level is outside the device's tables (names the first offending board).
+        """
+        levels = np.asarray(levels)
+        if levels.shape != (self.n, 3) or not np.issubdtype(levels.dtype, np.integer):
+            raise SettingError(
+                f"levels must be an integer array of shape ({self.n}, 3), got {levels.dtype} {levels.shape}"
+            )
+        n_levels = np.asarray(self.spec.n_levels)
+        bad = np.any((levels < 0) | (levels >= n_levels), axis=1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            self.spec.check_levels(*(int(v) for v in levels[i]))
+        self._st.requested = levels.astype(np.int64)
+        eff = self._effective()
+        return self.spec.model.transition_stall_s * np.sum(eff != self._st.eff, axis=1)
+
+    def _effective(self) -> np.ndarray:
+        st = self._st
+        caps = np.where(st.throttled[:, None], self._thr[None, :], self._max[None, :])
+        return np.minimum(st.requested, caps)
+
+    def _settle(self) -> np.ndarray:
+        st, m = self._st, self.spec.model
+        eff = self._effective()
+        changed = eff != st.eff
+        any_change = changed.any(axis=1)
+        delay = np.max(np.where(changed, self._delays[None, :], 0.0), axis=1)
+        fresh = any_change & (st.pending_s <= 0.0)
+        st.pending_idx = np.where(fresh, self._flat(st.eff), st.pending_idx)
+        st.pending_s = np.where(any_change, np.maximum(st.pending_s, delay), st.pending_s)
+        st.eff = eff
+        return m.transition_stall_s * changed.sum(axis=1)
+
+    def run(self, work: Work, batch: int = 1) -> MeasurementBatch:
+        """Run ``work`` on every board at its current clocks."""
+        st, c = self._st, self._consts
+        t = self.table(work, batch)
+        stall = self._settle()
+        idx = self._flat(st.eff)
+        lat, dyn, gbusy = t.latency_s[idx], t.busy_dyn_j[idx], t.gpu_busy_s[idx]
+        pend = st.pending_s > 0.0
+        old = st.pending_idx
+        lat_old = t.latency_s[old]
+        x = np.where(pend, np.minimum(st.pending_s / lat_old, 1.0), 0.0)
+        blended = x * lat_old + (1.0 - x) * lat
+        extra = blended - lat
+        dyn = x * t.busy_dyn_j[old] + (1.0 - x) * dyn
+        gbusy = x * t.gpu_busy_s[old] + (1.0 - x) * gbusy
+        st.pending_s = np.where(pend, np.maximum(0.0, st.pending_s - blended), st.pending_s)
+        lat = blended
+        z_lat, z_pow = _normals_np(st.key, st.counter)
+        st.counter = st.counter + 1
+        f_lat = 1.0 + c.noise_latency * z_lat
+        f_pow = 1.0 + c.noise_power * z_pow
+        leak = self.power.leak_ref_w[idx] * _leak_scale(_ArrayOps, c, st.temp_c)
+        p_floor = self.power.static_w + self.power.idle_dyn_w[idx] + leak
+        power = (p_floor + dyn / lat) * f_pow
+        lat = lat * f_lat
+        total = lat + stall
+        energy = power * lat + p_floor * stall
+        avg_power = energy / total
+        measured = _advance(_ArrayOps, c, st, total, avg_power)
+        return self._measurement(total, energy, measured, avg_power, stall + extra * f_lat,
+                                 np.minimum(1.0, gbusy * f_lat / total))
+
+    def idle(self, duration_s: np.ndarray) -> MeasurementBatch:
+        """Keep every board idle for its ``duration_s`` (s, shape ``(N,)``, >= 0)."""
+        st, c = self._st, self._consts
+        duration_s = np.broadcast_to(np.asarray(duration_s, dtype=float), (self.n,))
+        if not np.all(np.isfinite(duration_s)) or np.any(duration_s < 0):
+            raise SettingError("idle durations must be finite numbers of seconds >= 0")
+        stall = self._settle()
+        st.pending_s = np.maximum(0.0, st.pending_s - duration_s)
+        idx = self._flat(st.eff)
+        power = (
+            self.power.static_w
+            + self.power.idle_dyn_w[idx]
+            + self.power.leak_ref_w[idx] * _leak_scale(_ArrayOps, c, st.temp_c)
+        )
+        energy = power * duration_s
+        measured = _advance(_ArrayOps, c, st, duration_s, power)
+        return self._measurement(duration_s.copy(), energy, measured, power, stall, np.zeros(self.n))
+
+    def _measurement(self, lat, energy, measured, power, trans, gutil) -> MeasurementBatch:
+        st = self._st
+        return MeasurementBatch(
+            latency_s=lat,
+            energy_j=energy,
+            measured_energy_j=measured,
+            avg_power_w=power,
+            temp_c=st.temp_c.copy(),
+            cpu_hz=self._freqs[0][st.eff[:, 0]],
+            gpu_hz=self._freqs[1][st.eff[:, 1]],
+            emc_hz=self._freqs[2][st.eff[:, 2]],
+            throttled=st.throttled.copy(),
+            transition_s=trans,
+            gpu_util=gutil,
+            time_s=st.time_s.copy(),
+        )

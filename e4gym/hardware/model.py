@@ -1,0 +1,169 @@
+"""The emulator's analytic model of a Jetson board, vectorised over every clock setting at once.
+
+Given a :class:`~e4gym.hardware.work.Work` and a :class:`~e4gym.hardware.spec.DeviceSpec`, this module
+computes, for **every** (CPU, GPU, EMC) level triple, the work's latency, dynamic energy and GPU busy time
+(:class:`CostTable`), and per triple the leakage and idle power (:class:`PowerTable`). The emulator then
+only looks values up and adds the state-dependent parts (temperature, throttling, transitions, noise).
+
+Per block ``b`` of a batch of ``B`` inferences (every coefficient is from the device YAML's ``model:``):
+
+* CPU-side dispatch: ``t_cpu = kernels · dispatch_cycles_per_kernel / f_cpu``
+  (launches do not grow with the batch, so batching amortises them: Dutt et al.);
+* GPU compute: ``t_gpu = (B · flops / (cuda_cores · gpu_flops_per_core_cycle)
+  + kernels · gpu_cycles_per_kernel) / f_gpu``;
+* memory: ``t_mem = (param_bytes + B · activation_bytes) / (dram_bw · f_emc / f_emc_max · mem_efficiency)``;
+* latency ``L_b = (t_cpu^p + t_gpu^p + t_mem^p)^(1/p)`` (partial overlap: ``p = 1`` serial, ``p → ∞``
+  perfect overlap).
+
+Power per domain ``d`` (CPU, GPU, EMC):
+``P_d = c_eff_d · V_d(f)² · f · a_d + leak_d · V_d(f)/V_max · exp(k · (T − T_ref))``, with activity
+``a = idle + (1 − idle) · u``: ``u_cpu = 1`` while inferring (the host thread spins on the stream
+synchronisation), ``u_gpu = t_gpu / L_b``, ``u_emc = t_mem / L_b``. ``V(f)`` is flat at ``v_min`` up to
+``knee_frac`` of the range, then linear to ``v_max`` (assumption: Jetson V/f tables are not public). The
+board adds ``static_w``. All of it is NumPy; nothing here loops in Python over settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from e4gym.hardware.spec import DeviceSpec, DomainModel
+from e4gym.hardware.work import Work
+
+
+def voltage(freqs_hz: np.ndarray, dom: DomainModel) -> np.ndarray:
+    """Assumed supply voltage (V) at each clock of a domain's level table (sorted ascending)."""
+    f = np.asarray(freqs_hz, dtype=float)
+    lo, hi = f[0], f[-1]
+    knee = lo + dom.knee_frac * (hi - lo)
+    span = max(hi - knee, 1e-9)
+    return dom.v_min + (dom.v_max - dom.v_min) * np.clip((f - knee) / span, 0.0, 1.0)
+
+
+def dynamic_power_per_activity(freqs_hz: np.ndarray, dom: DomainModel) -> np.ndarray:
+    """``c_eff · V² · f`` (W at activity 1) for each level of a domain."""
+    f = np.asarray(freqs_hz, dtype=float)
+    return dom.c_eff_f * voltage(f, dom) ** 2 * f
+
+
+def leakage_power_ref(freqs_hz: np.ndarray, dom: DomainModel) -> np.ndarray:
+    """Leakage (W) at the reference temperature for each level of a domain (∝ V)."""
+    return dom.leak_w * voltage(freqs_hz, dom) / dom.v_max
+
+
+@dataclass(frozen=True)
+class PowerTable:
+    """Setting-dependent power that does not depend on the work, flat over ``(cpu, gpu, emc)`` levels.
+
+    Attributes:
+        shape: ``(n_cpu, n_gpu, n_emc)``.
+        leak_ref_w: leakage of all domains at ``temp_ref_c`` (W).
+        idle_dyn_w: dynamic power of the clocked-but-idle domains (W).
+        dyn_active_cpu_w: CPU dynamic power while the host thread is busy (W).
+        gpu_dyn_w / emc_dyn_w: GPU and EMC dynamic power at activity 1 (W), for the cost tables.
+        static_w: board static power (W).
+    """
+
+    shape: tuple[int, int, int]
+    leak_ref_w: np.ndarray
+    idle_dyn_w: np.ndarray
+    dyn_active_cpu_w: np.ndarray
+    gpu_dyn_w: np.ndarray
+    emc_dyn_w: np.ndarray
+    static_w: float
+
+
+def power_table(spec: DeviceSpec, cpu_online: int | None = None) -> PowerTable:
+    """Build the :class:`PowerTable` of ``spec`` with ``cpu_online`` cores online (default: all)."""
+    m = spec.model
+    online = spec.cpu_cores if cpu_online is None else cpu_online
+    fc, fg, fe = (np.asarray(t) for t in (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz))
+    c_dyn = dynamic_power_per_activity(fc, m.cpu)[:, None, None]
+    g_dyn = dynamic_power_per_activity(fg, m.gpu)[None, :, None]
+    e_dyn = dynamic_power_per_activity(fe, m.emc)[None, None, :]
+    # Idle cores still leak; offline cores (power modes) are power-gated.
+    c_leak = leakage_power_ref(fc, m.cpu)[:, None, None] * (online / spec.cpu_cores)
+    g_leak = leakage_power_ref(fg, m.gpu)[None, :, None]
+    e_leak = leakage_power_ref(fe, m.emc)[None, None, :]
+    shape = spec.n_levels
+    leak = np.broadcast_to(c_leak + g_leak + e_leak, shape)
+    # Idle: every online core clocked but idle; one core's worth of activity is the busy host thread.
+    idle = c_dyn * m.cpu.idle_activity * online / spec.cpu_cores + g_dyn * m.gpu.idle_activity
+    idle = np.broadcast_to(idle + e_dyn * m.emc.idle_activity, shape)
+    # Inferring: the host thread's core is fully active on top of the idle floor.
+    active_cpu = np.broadcast_to(c_dyn * (1.0 - m.cpu.idle_activity), shape)
+    return PowerTable(
+        shape=shape,
+        leak_ref_w=np.ascontiguousarray(leak).ravel(),
+        idle_dyn_w=np.ascontiguousarray(idle).ravel(),
+        dyn_active_cpu_w=np.ascontiguousarray(active_cpu).ravel(),
+        gpu_dyn_w=np.ascontiguousarray(np.broadcast_to(g_dyn, shape)).ravel(),
+        emc_dyn_w=np.ascontiguousarray(np.broadcast_to(e_dyn, shape)).ravel(),
+        static_w=m.static_w,
+    )
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """A work's cost at every ``(cpu, gpu, emc)`` level triple, flat (C order), without temperature effects.
+
+    Attributes:
+        latency_s: time to run the work (s).
+        busy_dyn_j: dynamic energy above the idle floor while running it (J); the idle floor, leakage and
+            static power are added by the emulator from the :class:`PowerTable`, since leakage depends on
+            the temperature at run time.
+        gpu_busy_s: time the GPU (compute or memory) is busy (s); the load a GPU governor sees.
+        t_cpu_s / t_gpu_s / t_mem_s: the three components summed over blocks (s), for reports.
+    """
+
+    latency_s: np.ndarray
+    busy_dyn_j: np.ndarray
+    gpu_busy_s: np.ndarray
+    t_cpu_s: np.ndarray
+    t_gpu_s: np.ndarray
+    t_mem_s: np.ndarray
+
+
+def cost_table(spec: DeviceSpec, work: Work, power: PowerTable, batch: int = 1) -> CostTable:
+    """Evaluate ``work`` (``batch`` inferences at once) at every level triple of ``spec``.
+
+    Returns flat arrays of length ``n_cpu · n_gpu · n_emc``; see :class:`CostTable`.
+    """
+    m = spec.model
+    fc = np.asarray(spec.cpu_freqs_hz)[:, None, None, None]
+    fg = np.asarray(spec.gpu_freqs_hz)[None, :, None, None]
+    fe = np.asarray(spec.emc_freqs_hz)[None, None, :, None]
+    kernels = work.array("kernels")[None, None, None, :]
+    flops = work.array("flops")[None, None, None, :]
+    dram = (work.array("param_bytes") + batch * work.array("activation_bytes"))[None, None, None, :]
+
+    t_cpu = kernels * m.dispatch_cycles_per_kernel / fc
+    gpu_cycles = batch * flops / (spec.cuda_cores * m.gpu_flops_per_core_cycle) + kernels * m.gpu_cycles_per_kernel
+    t_gpu = gpu_cycles / fg
+    bw = spec.dram_bw_bytes_per_s * (fe / spec.emc_freqs_hz[-1]) * m.mem_efficiency
+    t_mem = dram / bw
+    p = m.overlap_p
+    lat_b = (t_cpu**p + t_gpu**p + t_mem**p) ** (1.0 / p)  # (nc, ng, ne, nb)
+    gpu_busy_b = np.minimum((t_gpu**p + t_mem**p) ** (1.0 / p), lat_b)
+
+    shape = spec.n_levels
+    g_dyn = power.gpu_dyn_w.reshape(shape)[..., None]
+    e_dyn = power.emc_dyn_w.reshape(shape)[..., None]
+    c_act = power.dyn_active_cpu_w.reshape(shape)[..., None]
+    # Above the idle floor: CPU host thread fully busy, GPU/EMC busy for their share of each block.
+    busy_dyn = c_act * lat_b + g_dyn * (1.0 - m.gpu.idle_activity) * np.broadcast_to(t_gpu, lat_b.shape)
+    busy_dyn = busy_dyn + e_dyn * (1.0 - m.emc.idle_activity) * np.broadcast_to(t_mem, lat_b.shape)
+
+    def flat(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.broadcast_to(a.sum(axis=-1), shape)).ravel()
+
+    return CostTable(
+        latency_s=flat(lat_b),
+        busy_dyn_j=flat(busy_dyn),
+        gpu_busy_s=flat(gpu_busy_b),
+        t_cpu_s=flat(np.broadcast_to(t_cpu, lat_b.shape)),
+        t_gpu_s=flat(np.broadcast_to(t_gpu, lat_b.shape)),
+        t_mem_s=flat(np.broadcast_to(t_mem, lat_b.shape)),
+    )
