@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from e4gym.hardware.spec import DeviceSpec
 from e4gym.hardware.work import Work
@@ -35,9 +35,8 @@ class Cooling:
     ambient_c: float = 25.0
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """What one :meth:`Backend.run` (or an idle period) measured.
+class Measurement(NamedTuple):
+    """What one :meth:`Backend.run` (or an idle period) measured (an immutable record; cheap to build).
 
     Attributes:
         latency_s: wall time of the segment (s), including DVFS stalls.
@@ -67,8 +66,7 @@ class Measurement:
     time_s: float
 
 
-@dataclass(frozen=True)
-class SensorReading:
+class SensorReading(NamedTuple):
     """A snapshot of the board's sensors.
 
     Attributes:

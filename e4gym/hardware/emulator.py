@@ -39,6 +39,7 @@ from e4gym.hardware.work import Work
 _M64 = (1 << 64) - 1
 _TWO_PI = 2.0 * math.pi
 _NOISE_CLIP = 3.0
+_IDLE_CHUNK_OF_TAU = 0.05  # idle periods longer than this fraction of the thermal time constant are split
 
 
 # ------------------------------------------------------------------------------------------ generic ops
@@ -414,9 +415,15 @@ class EmulatedBackend:
         stall = self._settle()
         st.pending_s = max(0.0, st.pending_s - duration_s)
         idx = self._flat(st.eff)
-        power = self._idle_power(idx, st.temp_c)
-        energy = power * duration_s
-        measured = _advance(_ScalarOps, c, st, duration_s, power) if duration_s > 0 else 0.0
+        # Long idle periods are split so that leakage follows the falling temperature.
+        chunks = max(1, math.ceil(duration_s / (c.tau_s * _IDLE_CHUNK_OF_TAU)))
+        step = duration_s / chunks
+        energy = measured = 0.0
+        for _ in range(chunks):
+            power = self._idle_power(idx, st.temp_c)
+            energy += power * step
+            measured += _advance(_ScalarOps, c, st, step, power)
+        power = energy / duration_s if duration_s > 0 else self._idle_power(idx, st.temp_c)
         self._govern(duration_s, 0.0, 0.0)
         return Measurement(
             latency_s=duration_s,
@@ -698,13 +705,21 @@ class BatchedEmulator:
         stall = self._settle()
         st.pending_s = np.maximum(0.0, st.pending_s - duration_s)
         idx = self._flat(st.eff)
-        power = (
-            self.power.static_w
-            + self.power.idle_dyn_w[idx]
-            + self.power.leak_ref_w[idx] * _leak_scale(_ArrayOps, c, st.temp_c)
-        )
-        energy = power * duration_s
-        measured = _advance(_ArrayOps, c, st, duration_s, power)
+        chunks = np.maximum(1, np.ceil(duration_s / (c.tau_s * _IDLE_CHUNK_OF_TAU)))
+        step = duration_s / chunks
+        energy = np.zeros(self.n)
+        measured = np.zeros(self.n)
+        for k in range(int(chunks.max())):
+            power = (
+                self.power.static_w
+                + self.power.idle_dyn_w[idx]
+                + self.power.leak_ref_w[idx] * _leak_scale(_ArrayOps, c, st.temp_c)
+            )
+            dt = np.where(k < chunks, step, 0.0)
+            energy += power * dt
+            measured += _advance(_ArrayOps, c, st, dt, power)
+        safe = np.where(duration_s > 0, duration_s, 1.0)
+        power = np.where(duration_s > 0, energy / safe, power)
         return self._measurement(duration_s.copy(), energy, measured, power, stall, np.zeros(self.n))
 
     def _measurement(self, lat, energy, measured, power, trans, gutil) -> MeasurementBatch:

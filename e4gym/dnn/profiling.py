@@ -1,0 +1,380 @@
+"""Measure the per-block and per-exit cost of the multi-exit networks and write ``configs/models/*.yaml``.
+
+For each backbone block and exit head of a :class:`e4gym.dnn.multiexit.MultiExitNet`, run once at batch 1
+on the CPU in eval mode (fp32, no autograd) and count:
+
+* ``flops``: what :class:`torch.utils.flop_counter.FlopCounterMode` reports (convolutions and matrix
+  products only, 2 FLOPs per multiply-accumulate; element-wise work such as BatchNorm is not counted);
+* ``macs``: ``flops / 2``;
+* ``param_bytes``: bytes of the block's floating-point parameters and buffers (4 per element; the integer
+  ``num_batches_tracked`` counters are not read at inference and are left out);
+* ``activation_bytes``: over every dispatched operator that launches a kernel, the bytes of its
+  floating-point tensor inputs that are not parameters or buffers plus the bytes of its floating-point
+  outputs (4 per element), i.e. activations read plus written, with no reuse across operators;
+* ``kernels``: the number of aten operators dispatched, counted with a
+  :class:`torch.utils._python_dispatch.TorchDispatchMode`, leaving out pure metadata operators (views such
+  as ``aten.view``, ``aten.t``, ``aten.expand``, ``aten.detach``, ``aten.squeeze``; ``aten._unsafe_view``;
+  allocations such as ``aten.empty``) which launch no GPU kernel;
+* ``output_shape``: the output shape without the batch dimension.
+
+All counts depend only on the network's structure and the input shape, so profiles are reproducible
+exactly; ``tests/dnn/test_profiling.py`` regenerates the checked-in profiles and compares them.
+
+The exit accuracies are not measured: they are assumptions (:data:`DEFAULT_EXIT_ACCURACY`) and are kept
+from the existing file when a profile is regenerated.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
+
+from e4gym._yaml import load_yaml
+from e4gym.dnn.multiexit import DEFAULT_EXITS, MultiExitNet, build_multiexit
+from e4gym.errors import ConfigError, UnknownNameError
+from e4gym.paths import config_dir
+
+__all__ = [
+    "DEFAULT_EXIT_ACCURACY",
+    "METADATA_OPS",
+    "measure_module",
+    "profile_model",
+    "profile_to_yaml",
+    "write_profile",
+]
+
+_BYTES_FP32 = 4
+
+#: Operators that only change metadata or allocate memory: they launch no GPU kernel and move no data.
+#: Any operator whose schema marks its output as a view of an input (``OpOverload.is_view``) is skipped too.
+METADATA_OPS = frozenset(
+    {
+        "aten::view",
+        "aten::_unsafe_view",
+        "aten::reshape",
+        "aten::t",
+        "aten::expand",
+        "aten::detach",
+        "aten::squeeze",
+        "aten::unsqueeze",
+        "aten::flatten",
+        "aten::alias",
+        "aten::as_strided",
+        "aten::permute",
+        "aten::transpose",
+        "aten::slice",
+        "aten::select",
+        "aten::lift_fresh",
+        "aten::empty",
+        "aten::empty_like",
+        "aten::empty_strided",
+        "aten::new_empty",
+        "aten::new_empty_strided",
+        "aten::sym_size",
+        "aten::sym_stride",
+        "aten::sym_numel",
+    }
+)
+
+_PORTEND = "PORTEND's cheap-head exits of EfficientNet-B0 (27.9, 48.4, 60.8, 71.1, 74.0 %)"
+_MSDNET = "MSDNet's stronger 5-exit heads (59.2-76.7 %)"
+_FINAL = {
+    "efficientnet_b0": ("EfficientNet_B0_Weights.IMAGENET1K_V1", 77.692),
+    "mobilenet_v2": ("MobileNet_V2_Weights.IMAGENET1K_V1", 71.878),
+    "resnet18": ("ResNet18_Weights.IMAGENET1K_V1", 69.758),
+}
+_ASSUMED = {
+    "efficientnet_b0": (0.40, 0.56, 0.67, 0.73),
+    "mobilenet_v2": (0.38, 0.52, 0.62, 0.68),
+    "resnet18": (0.35, 0.50, 0.62),
+}
+
+
+def _block_name(name: str, index: int) -> str:
+    if name == "resnet18":
+        return ("stem", "layer1", "layer2", "layer3", "layer4")[index]
+    return f"features.{index}"
+
+
+def _default_table() -> dict[str, tuple[tuple[float, str], ...]]:
+    table = {}
+    for name, early in _ASSUMED.items():
+        weights, final = _FINAL[name]
+        rows = [
+            (
+                acc,
+                f"ASSUMPTION: ImageNet top-1 of exit {i} (hidden-256 MLP head after "
+                f"{_block_name(name, DEFAULT_EXITS[name][i])}), interpolated between {_PORTEND} "
+                f"and {_MSDNET}, below the final exit's {final} %",
+            )
+            for i, acc in enumerate(early)
+        ]
+        rows.append(
+            (
+                round(final / 100, 4),
+                f"torchvision's published ImageNet-1K top-1 of {weights} ({final} %); assumes the backbone "
+                f"keeps these weights",
+            )
+        )
+        table[name] = tuple(rows)
+    return table
+
+
+#: Default top-1 accuracy (fraction) and its source string per exit, per model. Hand-set; see the sources.
+DEFAULT_EXIT_ACCURACY: dict[str, tuple[tuple[float, str], ...]] = _default_table()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Counting
+# ------------------------------------------------------------------------------------------------------
+
+
+def _storage_ptr(t: Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def _fp_bytes(t: Any) -> int:
+    if isinstance(t, Tensor) and t.is_floating_point():
+        return t.numel() * _BYTES_FP32
+    return 0
+
+
+class _KernelCounter(TorchDispatchMode):
+    """Counts kernel-launching operators and the activation bytes they read and write."""
+
+    def __init__(self, param_storages: set[int]) -> None:
+        super().__init__()
+        self.param_storages = param_storages
+        self.kernels = 0
+        self.activation_bytes = 0
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._schema.name
+        if func.is_view or packet in METADATA_OPS:
+            return out
+        self.kernels += 1
+        self.ops.append(str(func))
+        inputs, _ = tree_flatten((args, kwargs))
+        for t in inputs:
+            if isinstance(t, Tensor) and _storage_ptr(t) not in self.param_storages:
+                self.activation_bytes += _fp_bytes(t)
+        outputs, _ = tree_flatten(out)
+        self.activation_bytes += sum(_fp_bytes(t) for t in outputs)
+        return out
+
+
+def _param_storages(model: nn.Module) -> set[int]:
+    return {_storage_ptr(t) for t in [*model.parameters(), *model.buffers()]}
+
+
+def measure_module(
+    module: nn.Module, x: Tensor, param_storages: set[int] | None = None
+) -> tuple[dict[str, Any], Tensor]:
+    """Cost of running ``module`` once on ``x`` (no autograd), and its output.
+
+    Args:
+        module: the block or head (put the network in eval mode first).
+        x: its input, batch 1.
+        param_storages: storage addresses of every parameter and buffer of the whole network, so that
+            tensors derived from parameters (e.g. a transposed weight) are not counted as activations;
+            default: those of ``module``.
+
+    Returns:
+        ``({macs, flops, param_bytes, activation_bytes, kernels, output_shape}, output)`` with counts as
+        ints (operations and bytes per inference) and ``output_shape`` without the batch dimension.
+    """
+    if param_storages is None:
+        param_storages = _param_storages(module)
+    with torch.no_grad():
+        flop_counter = FlopCounterMode(display=False)
+        with flop_counter:
+            out = module(x)
+        counter = _KernelCounter(param_storages)
+        with counter:
+            module(x)
+    flops = int(flop_counter.get_total_flops())
+    tensors = [*module.parameters(), *module.buffers()]
+    unique = {id(t): t for t in tensors}.values()
+    cost = {
+        "macs": flops // 2,
+        "flops": flops,
+        "param_bytes": sum(_fp_bytes(t) for t in unique),
+        "activation_bytes": int(counter.activation_bytes),
+        "kernels": int(counter.kernels),
+        "output_shape": [int(s) for s in out.shape[1:]],
+    }
+    return cost, out
+
+
+def profile_model(
+    name: str, input_shape: Sequence[int] = (3, 224, 224), num_classes: int = 1000
+) -> dict[str, Any]:
+    """Profile the default multi-exit network ``name`` at batch 1, fp32, on the CPU, in eval mode.
+
+    Args:
+        name: ``efficientnet_b0``, ``mobilenet_v2`` or ``resnet18``.
+        input_shape: image shape without the batch dimension (channels, height, width).
+        num_classes: classes of every exit.
+
+    Returns:
+        A mapping in the layout of ``configs/models/*.yaml`` without the accuracy fields: ``name``,
+        ``input_shape``, ``num_classes``, ``source``, ``totals`` (``macs``, ``flops`` of all blocks plus the
+        final head; ``params``: the plain backbone's parameter count), ``blocks`` (one cost mapping each,
+        see :func:`measure_module`) and ``exits`` (``name``, ``after_block``, ``head`` cost mapping).
+
+    Raises:
+        UnknownNameError: unknown model name (the message lists the known ones).
+        ConfigError: ``input_shape`` is not three positive integers.
+    """
+    if name not in DEFAULT_EXITS:
+        raise UnknownNameError(f"unknown model '{name}'; known models: {sorted(DEFAULT_EXITS)}")
+    shape = [int(s) for s in input_shape]
+    if len(shape) != 3 or any(s < 1 for s in shape) or shape[0] != 3:
+        raise ConfigError(
+            f"input_shape must be [3, height, width] with positive sizes, got {list(input_shape)}"
+        )
+    net: MultiExitNet = build_multiexit(name, num_classes=num_classes).eval()
+    storages = _param_storages(net)
+    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+
+    blocks, features = [], []
+    for i, block_name in enumerate(net.block_names):
+        cost, x = measure_module(net.block(i), x, storages)
+        blocks.append({"name": block_name, **cost})
+        features.append(x)
+    exits = []
+    for e, after in enumerate(net.exit_after):
+        cost, _ = measure_module(net.head(e), features[after], storages)
+        exits.append({"name": f"exit{e}", "after_block": after, "head": {"name": net.head_names[e], **cost}})
+
+    final_head = exits[-1]["head"]
+    totals = {
+        "macs": sum(b["macs"] for b in blocks) + final_head["macs"],
+        "flops": sum(b["flops"] for b in blocks) + final_head["flops"],
+        "params": sum(p.numel() for p in net.backbone.parameters()),
+    }
+    return {
+        "name": name,
+        "input_shape": shape,
+        "num_classes": num_classes,
+        "source": (
+            f"generated by `e4gym profile --model {name}` from e4gym.dnn "
+            f"(PyTorch FLOP counter, batch 1, fp32)"
+        ),
+        "totals": totals,
+        "blocks": blocks,
+        "exits": exits,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------
+# YAML
+# ------------------------------------------------------------------------------------------------------
+
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.+]*$")
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
+_COST_KEYS = ("macs", "flops", "param_bytes", "activation_bytes", "kernels", "output_shape")
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
+    text = str(value)
+    if _PLAIN.match(text) and text.lower() not in _YAML_WORDS:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _flow(cost: dict[str, Any]) -> str:
+    keys = ["name", *_COST_KEYS]
+    return "{" + ", ".join(f"{k}: {_scalar(cost[k])}" for k in keys) + "}"
+
+
+def _accuracies(name: str, path: Path, n_exits: int) -> list[tuple[float, str]]:
+    """Per exit: the accuracy and its source, from the existing file if any, else the defaults."""
+    defaults = list(DEFAULT_EXIT_ACCURACY.get(name, ()))
+    if len(defaults) != n_exits:
+        defaults = [(0.0, "ASSUMPTION: unknown; set this exit's accuracy by hand")] * n_exits
+    if not path.exists():
+        return defaults
+    old = load_yaml(path).get("exits")
+    if not isinstance(old, list):
+        old = []
+    result = list(defaults)
+    for i, item in enumerate(old[:n_exits]):
+        if isinstance(item, dict) and item.get("name", f"exit{i}") == f"exit{i}" and "accuracy" in item:
+            acc = item["accuracy"]
+            if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0.0 <= acc <= 1.0:
+                raise ConfigError(
+                    f"{path}: field 'exits[{i}].accuracy' must be a number in [0, 1], got {acc!r}"
+                )
+            result[i] = (acc, str(item.get("accuracy_source", "hand-set (no source given)")))
+    return result
+
+
+def profile_to_yaml(profile: dict[str, Any], accuracies: Sequence[tuple[float, str]]) -> str:
+    """Render a :func:`profile_model` result, with one ``(accuracy, source)`` per exit, as profile YAML."""
+    name = profile["name"]
+    lines = [
+        f"# Cost profile of the multi-exit {name} (batch 1, fp32, input {profile['input_shape']}).",
+        f"# Generated by `e4gym profile --model {name}` (e4gym.dnn.profiling.write_profile): do not edit",
+        "# the cost fields by hand, regenerate them. Only the `accuracy` fields (with their",
+        "# `accuracy_source`) are hand-set assumptions; they are kept when the file is regenerated.",
+        f"name: {_scalar(name)}",
+        f"input_shape: {_scalar(profile['input_shape'])}",
+        f"num_classes: {profile['num_classes']}",
+        f"source: {json.dumps(profile['source'], ensure_ascii=False)}",
+        "totals: {" + ", ".join(f"{k}: {int(v)}" for k, v in profile["totals"].items()) + "}",
+        "blocks:",
+    ]
+    lines += [f"  - {_flow(b)}" for b in profile["blocks"]]
+    lines.append("exits:")
+    for spec, (acc, source) in zip(profile["exits"], accuracies, strict=True):
+        lines += [
+            f"  - name: {_scalar(spec['name'])}",
+            f"    after_block: {spec['after_block']}",
+            f"    head: {_flow(spec['head'])}",
+            f"    accuracy: {_scalar(acc)}",
+            f"    accuracy_source: {json.dumps(source, ensure_ascii=False)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_profile(name: str, path: str | Path | None = None) -> Path:
+    """Profile model ``name`` and write its YAML to ``path`` (default ``configs/models/<name>.yaml``).
+
+    If ``path`` exists, its per-exit ``accuracy`` and ``accuracy_source`` are kept (they are hand-set);
+    otherwise they come from :data:`DEFAULT_EXIT_ACCURACY`. The written file loads with
+    :func:`e4gym.dnn.profile.load_model_profile`.
+
+    Returns:
+        The path written.
+
+    Raises:
+        UnknownNameError: unknown model name.
+        ConfigError: the existing file is unreadable or has a malformed accuracy.
+    """
+    path = Path(path) if path is not None else config_dir() / "models" / f"{name}.yaml"
+    profile = profile_model(name)
+    text = profile_to_yaml(profile, _accuracies(name, path, len(profile["exits"])))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
