@@ -391,20 +391,8 @@ class EmulatedBackend:
         avg_power = energy / total
         measured = _advance(_ScalarOps, c, st, total, avg_power)
         self._govern(total, total, gbusy * f_lat)
-        return Measurement(
-            latency_s=total,
-            energy_j=energy,
-            measured_energy_j=measured,
-            avg_power_w=avg_power,
-            temp_c=st.temp_c,
-            cpu_hz=self.spec.cpu_freqs_hz[st.eff[0]],
-            gpu_hz=self.spec.gpu_freqs_hz[st.eff[1]],
-            emc_hz=self.spec.emc_freqs_hz[st.eff[2]],
-            throttled=st.throttled,
-            transition_s=stall + extra * f_lat,
-            gpu_util=min(1.0, gbusy * f_lat / total),
-            time_s=st.time_s,
-        )
+        return self._measurement(total, energy, measured, avg_power, stall + extra * f_lat,
+                                 min(1.0, gbusy * f_lat / total))
 
     def idle(self, duration_s: float) -> Measurement:
         """Stay idle for ``duration_s`` (s) at the current clocks (e.g. waiting for the next frame)."""
@@ -425,19 +413,15 @@ class EmulatedBackend:
             measured += _advance(_ScalarOps, c, st, step, power)
         power = energy / duration_s if duration_s > 0 else self._idle_power(idx, st.temp_c)
         self._govern(duration_s, 0.0, 0.0)
+        return self._measurement(duration_s, energy, measured, power, stall, 0.0)
+
+    def _measurement(self, latency_s: float, energy_j: float, measured_j: float, power_w: float,
+                     transition_s: float, gpu_util: float) -> Measurement:
+        st, spec = self._st, self.spec
         return Measurement(
-            latency_s=duration_s,
-            energy_j=energy,
-            measured_energy_j=measured,
-            avg_power_w=power,
-            temp_c=st.temp_c,
-            cpu_hz=self.spec.cpu_freqs_hz[st.eff[0]],
-            gpu_hz=self.spec.gpu_freqs_hz[st.eff[1]],
-            emc_hz=self.spec.emc_freqs_hz[st.eff[2]],
-            throttled=st.throttled,
-            transition_s=stall,
-            gpu_util=0.0,
-            time_s=st.time_s,
+            latency_s, energy_j, measured_j, power_w, st.temp_c, spec.cpu_freqs_hz[st.eff[0]],
+            spec.gpu_freqs_hz[st.eff[1]], spec.emc_freqs_hz[st.eff[2]], st.throttled, transition_s, gpu_util,
+            st.time_s,
         )
 
     def read_sensors(self) -> SensorReading:
