@@ -1,0 +1,216 @@
+"""SyntheticVideo: determinism, calibration to the exit accuracies, nesting, features, scenes, validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from e4gym.dnn import load_model_profile
+from e4gym.errors import ConfigError
+from e4gym.workload import COMPLEXITY_FEATURES, FrameBatch, FrameRecord, SyntheticVideo
+from e4gym.workload.synthetic import latent_thresholds
+
+ACC = (0.4, 0.56, 0.67, 0.73, 0.7769)  # efficientnet_b0's exit accuracies
+
+
+@pytest.fixture(scope="module")
+def long_batch() -> FrameBatch:
+    """100k frames with default scenes (4 s at 30 fps)."""
+    return SyntheticVideo(ACC, seed=7).batch(100_000)
+
+
+@pytest.fixture(scope="module")
+def short_scene_batch() -> FrameBatch:
+    """100k frames in about 17k short scenes: many independent difficulty draws, so marginals are tight."""
+    return SyntheticVideo(ACC, mean_scene_s=0.2, seed=11).batch(100_000)
+
+
+def _batches_equal(a: FrameBatch, b: FrameBatch) -> bool:
+    return all(
+        np.array_equal(getattr(a, f), getattr(b, f))
+        for f in ("index", "scene", "features", "correct", "confidence", "difficulty")
+    )
+
+
+def test_same_seed_gives_identical_batches_and_records() -> None:
+    a, b = SyntheticVideo(ACC, seed=3), SyntheticVideo(ACC, seed=3)
+    assert _batches_equal(a.batch(5000), b.batch(5000))
+    ra, rb = [a.next() for _ in range(300)], [b.next() for _ in range(300)]
+    for x, y in zip(ra, rb):
+        assert (x.index, x.scene, x.difficulty) == (y.index, y.scene, y.difficulty)
+        assert np.array_equal(x.features, y.features)
+        assert np.array_equal(x.correct, y.correct)
+        assert np.array_equal(x.confidence, y.confidence)
+
+
+def test_different_seeds_differ() -> None:
+    a, b = SyntheticVideo(ACC, seed=1).batch(1000), SyntheticVideo(ACC, seed=2).batch(1000)
+    assert not np.array_equal(a.difficulty, b.difficulty)
+    assert not np.array_equal(a.features, b.features)
+
+
+def test_reset_with_seed_replays_the_stream() -> None:
+    v = SyntheticVideo(ACC, seed=5)
+    first = v.batch(3000)
+    v.next()
+    v.reset(5)
+    assert _batches_equal(first, v.batch(3000))
+    v.reset()  # no seed: a new stream from the running generator, index restarts
+    other = v.batch(3000)
+    assert other.index[0] == 0
+    assert not np.array_equal(first.difficulty, other.difficulty)
+
+
+def test_next_and_batch_read_the_same_stream() -> None:
+    """The stream is a function of the seed, whatever mix of next() and batch() reads it (across chunks)."""
+    whole = SyntheticVideo(ACC, seed=9).batch(10_000)
+    v = SyntheticVideo(ACC, seed=9)
+    recs = [v.next() for _ in range(4000)]
+    rest = v.batch(6000)
+    assert [r.index for r in recs] == list(range(4000))
+    assert np.array_equal(np.stack([r.features for r in recs]), whole.features[:4000])
+    assert np.array_equal(np.stack([r.correct for r in recs]), whole.correct[:4000])
+    assert np.array_equal(np.array([r.difficulty for r in recs]), whole.difficulty[:4000])
+    assert _batches_equal(rest, whole.slice(4000, 10_000))
+    assert len(v.batch(0)) == 0
+
+
+def test_record_and_batch_types() -> None:
+    v = SyntheticVideo(ACC, seed=0)
+    r = v.next()
+    assert isinstance(r, FrameRecord)
+    assert r.features.dtype == np.float32 and r.features.shape == (len(COMPLEXITY_FEATURES),)
+    assert r.correct.dtype == np.bool_ and r.correct.shape == (5,)
+    assert r.confidence.dtype == np.float32 and r.confidence.shape == (5,)
+    assert isinstance(r.difficulty, float) and 0.0 <= r.difficulty <= 1.0
+    assert isinstance(r.index, int) and isinstance(r.scene, int)
+    b = v.batch(100)
+    assert b.features.shape == (100, 4) and b.correct.shape == (100, 5) and b.confidence.shape == (100, 5)
+    assert b.difficulty.shape == (100,) and b.scene.shape == (100,)
+    assert b.index[0] == 1  # continues after the record served by next()
+    assert v.length is None and v.n_exits == 5 and v.fps == 30.0
+    with pytest.raises(TypeError, match="infinite"):
+        len(v)
+
+
+def test_earliest_correct() -> None:
+    r = FrameRecord(0, 0, np.zeros(4, np.float32), np.array([False, False, True]), np.zeros(3, np.float32), 0.5)
+    assert r.earliest_correct == 2
+    r = FrameRecord(0, 0, np.zeros(4, np.float32), np.zeros(3, bool), np.zeros(3, np.float32), 0.5)
+    assert r.earliest_correct == 3
+    b = SyntheticVideo(ACC, seed=0).batch(500)
+    assert [b.record(i).earliest_correct for i in range(500)] == b.earliest_correct.tolist()
+
+
+def test_thresholds_reproduce_accuracy_for_uniform_plus_noise() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.random(400_000) + 0.07 * rng.normal(size=400_000)
+    q = latent_thresholds(ACC, 0.07)
+    assert np.all(np.diff(q) > 0)
+    assert np.allclose([(z < t).mean() for t in q], ACC, atol=0.004)
+    assert latent_thresholds([1.0], 0.07)[0] == math.inf
+    assert np.allclose(latent_thresholds([0.25, 0.5], 0.0), [0.25, 0.5])
+
+
+def test_difficulty_marginal_is_uniform(short_scene_batch: FrameBatch) -> None:
+    d = short_scene_batch.difficulty
+    assert d.min() >= 0.0 and d.max() <= 1.0
+    assert np.allclose(np.quantile(d, [0.1, 0.25, 0.5, 0.75, 0.9]), [0.1, 0.25, 0.5, 0.75, 0.9], atol=0.02)
+
+
+def test_empirical_accuracy_matches_targets(short_scene_batch: FrameBatch, long_batch: FrameBatch) -> None:
+    assert np.allclose(short_scene_batch.correct.mean(axis=0), ACC, atol=0.02)
+    # With 4 s scenes 100k frames hold only ~830 independent scene draws: a looser check.
+    assert np.allclose(long_batch.correct.mean(axis=0), ACC, atol=0.05)
+    # Two exits, perfect last exit.
+    c = SyntheticVideo([0.3, 1.0], mean_scene_s=0.2, seed=4).batch(60_000).correct
+    assert abs(c[:, 0].mean() - 0.3) < 0.02 and c[:, 1].all()
+
+
+def _nesting_violations(correct: np.ndarray) -> float:
+    """Share of frames correct at some exit and wrong at a later one."""
+    wrong_later = np.flip(np.logical_or.accumulate(np.flip(~correct, axis=1), axis=1), axis=1)
+    return float((correct[:, :-1] & wrong_later[:, 1:]).any(axis=1).mean())
+
+
+def test_correctness_is_mostly_nested(short_scene_batch: FrameBatch, long_batch: FrameBatch) -> None:
+    for b in (short_scene_batch, long_batch):
+        assert 0.005 <= _nesting_violations(b.correct) <= 0.05
+
+
+def test_features_track_difficulty(long_batch: FrameBatch) -> None:
+    f, d = long_batch.features, long_batch.difficulty
+    assert f.min() >= 0.0 and f.max() <= 1.0
+    assert np.corrcoef(f[:, COMPLEXITY_FEATURES.index("edge_density")], d)[0, 1] > 0.5
+    assert np.corrcoef(f[:, COMPLEXITY_FEATURES.index("contrast")], d)[0, 1] > 0.3
+    cut = np.r_[True, np.diff(long_batch.scene) != 0]
+    for name in ("motion", "feature_change"):  # high at cuts, low within scenes
+        col = f[:, COMPLEXITY_FEATURES.index(name)]
+        assert col[cut].mean() > col[~cut].mean() + 0.3
+
+
+def test_scene_cuts_and_length(long_batch: FrameBatch) -> None:
+    scene = long_batch.scene
+    assert scene[0] == 0 and np.all(np.diff(scene) >= 0) and np.all(np.diff(scene) <= 1)
+    n_scenes = int(scene[-1]) + 1
+    assert n_scenes > 100
+    assert abs(len(scene) / n_scenes - 4.0 * 30.0) <= 0.25 * 120.0
+    # Difficulty is continuous within a scene (steps of drift 0.02) and jumps at cuts.
+    d = long_batch.difficulty
+    same = np.diff(scene) == 0
+    assert np.abs(np.diff(d))[same].mean() < 0.03
+    assert np.abs(np.diff(d))[~same].mean() > 0.2
+
+
+def test_confidence_is_informative(long_batch: FrameBatch) -> None:
+    conf, corr = long_batch.confidence, long_batch.correct
+    assert conf.min() >= 0.0 and conf.max() <= 1.0
+    for e in range(conf.shape[1]):
+        assert conf[corr[:, e], e].mean() > conf[~corr[:, e], e].mean() + 0.2
+
+
+def test_from_profile() -> None:
+    profile = load_model_profile("efficientnet_b0")
+    v = SyntheticVideo.from_profile(profile, seed=0, fps=15.0)
+    assert v.n_exits == 5 and v.fps == 15.0
+    assert v.accuracies == tuple(e.accuracy for e in profile.exits)
+    assert v.next().correct.shape == (5,)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"accuracies": []}, "accuracies"),
+        ({"accuracies": [0.5, 0.4]}, "accuracies"),
+        ({"accuracies": [0.0, 0.5]}, "accuracies"),
+        ({"accuracies": [0.5, 1.2]}, "accuracies"),
+        ({"accuracies": [float("nan")]}, "accuracies"),
+        ({"accuracies": "0.5"}, "accuracies"),
+        ({"accuracies": None}, "accuracies"),
+        ({"fps": 0}, "fps"),
+        ({"fps": -30.0}, "fps"),
+        ({"fps": float("inf")}, "fps"),
+        ({"mean_scene_s": 0}, "mean_scene_s"),
+        ({"mean_scene_s": 0.01}, "mean_scene_s"),  # shorter than one frame at 30 fps
+        ({"drift": -0.1}, "drift"),
+        ({"drift": 2.0}, "drift"),
+        ({"feature_noise": -1.0}, "feature_noise"),
+        ({"feature_noise": "x"}, "feature_noise"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+    ],
+)
+def test_bad_arguments_raise_config_error(kwargs: dict, name: str) -> None:
+    args = {"accuracies": ACC, **kwargs}
+    with pytest.raises(ConfigError, match=name):
+        SyntheticVideo(**args)
+
+
+def test_bad_batch_and_reset_arguments() -> None:
+    v = SyntheticVideo(ACC, seed=0)
+    with pytest.raises(ConfigError, match="frames"):
+        v.batch(-1)
+    with pytest.raises(ConfigError, match="seed"):
+        v.reset(-3)
