@@ -5,7 +5,9 @@ Verbs (``e4gym VERB --help`` for each):
 * ``devices``: list the device catalogue with clock ranges and power modes;
 * ``calibrate``: check the emulator against the published figures (CALIBRATION.md), pass/fail per row;
 * ``demo``: stream frames through the emulator at fixed settings and under the default governors;
-* ``profile``: regenerate a model's cost profile (``configs/models/NAME.yaml``) from the PyTorch network.
+* ``profile``: regenerate a model's cost profile (``configs/models/NAME.yaml``) from the PyTorch network;
+* ``train-exits``: train the early-exit heads on a frozen backbone over an image-folder dataset;
+* ``record``: run a multi-exit network over a video file and save a replayable trace (``.npz``).
 """
 
 from __future__ import annotations
@@ -153,8 +155,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``e4gym`` command."""
+_LIGHT_VERBS = ("devices", "calibrate", "demo")
+
+
+def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of the ``e4gym`` command.
+
+    ``torch_verbs=False`` leaves out the verbs whose modules import torch (about a second to import), so
+    the light verbs start fast.
+    """
     from e4gym import __version__
 
     parser = argparse.ArgumentParser(prog="e4gym", description=__doc__.split("\n\n")[0])
@@ -185,12 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--out", default=None, help="output path (default: configs/models/MODEL.yaml)")
     p.set_defaults(func=cmd_profile)
+
+    if not torch_verbs:
+        return parser
+    from e4gym.dnn.record import add_record_parser
+    from e4gym.dnn.train_exits import add_train_exits_parser
+
+    add_train_exits_parser(sub)
+    add_record_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``e4gym`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(torch_verbs=verb not in _LIGHT_VERBS).parse_args(argv)
     if getattr(args, "setting", "unset") is None:
         args.setting = ["top", "1190,803@2", "default"]
     try:

@@ -40,3 +40,11 @@ def test_demo_prints_table(capsys) -> None:
 def test_bad_input_exits_2_with_message(argv, message, capsys) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_every_verb_is_listed(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for verb in ("devices", "calibrate", "demo", "profile", "train-exits", "record"):
+        assert verb in out
