@@ -27,6 +27,7 @@ from the existing file when a profile is regenerated.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -376,5 +377,10 @@ def write_profile(name: str, path: str | Path | None = None) -> Path:
     profile = profile_model(name)
     text = profile_to_yaml(profile, _accuracies(name, path, len(profile["exits"])))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:  # atomic: an interrupted write never leaves a half-written profile
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
