@@ -1,12 +1,31 @@
 """e4gym: Gymnasium environments for DVFS and early-exit research on (emulated) NVIDIA Jetson boards.
 
-The emulator is the default backend and needs no hardware::
+Importing the package registers the environments::
 
-    from e4gym.hardware import EmulatedBackend, load_device
-    from e4gym.dnn import load_model_profile
+    import gymnasium as gym
+    import e4gym  # noqa: F401  (registers e4gym/EarlyExitDVFS-v0 and e4gym/EarlyExitDVFSBlock-v0)
+
+    env = gym.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx")
+
+``gym.make("e4gym:e4gym/EarlyExitDVFS-v0")`` imports the package itself. The emulator is the default
+backend and needs no hardware. Importing e4gym does not import torch.
 """
 
 from __future__ import annotations
 
+from gymnasium.envs.registration import register, registry
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["ENV_IDS", "__version__"]
+
+#: The registered environment ids.
+ENV_IDS = ("e4gym/EarlyExitDVFS-v0", "e4gym/EarlyExitDVFSBlock-v0")
+
+if ENV_IDS[0] not in registry:
+    register(
+        id=ENV_IDS[0],
+        entry_point="e4gym.envs.frame:EarlyExitDVFSEnv",
+        vector_entry_point="e4gym.envs.frame_vector:EarlyExitDVFSVectorEnv",
+    )
+if ENV_IDS[1] not in registry:
+    register(id=ENV_IDS[1], entry_point="e4gym.envs.block:EarlyExitDVFSBlockEnv")

@@ -91,10 +91,16 @@ class Backend(Protocol):
     """A board that runs DNN work at chosen clocks and measures it.
 
     Backends are context managers: ``close()`` (also on ``__exit__``) restores whatever the backend
-    changed (on a real board: governors, clocks, online cores).
+    changed (on a real board: governors, clocks, online cores). A backend may also offer
+    ``reset(seed)`` (the emulator does): the envs call it at every episode start when present.
     """
 
     spec: DeviceSpec
+
+    @property
+    def levels(self) -> tuple[int, int, int]:
+        """Current effective ``(cpu, gpu, emc)`` level indices (after power-mode caps and throttling)."""
+        ...
 
     def apply(self, setting: Setting) -> float:
         """Request clock levels; returns the stall it costs (s). Raises SettingError when out of range."""

@@ -39,6 +39,7 @@ from e4gym.hardware.work import Work
 _M64 = (1 << 64) - 1
 _TWO_PI = 2.0 * math.pi
 _NOISE_CLIP = 3.0
+_NOISE_BLOCK = 256  # noise draws generated at a time by the scalar backend
 _IDLE_CHUNK_OF_TAU = 0.05  # idle periods longer than this fraction of the thermal time constant are split
 
 
@@ -78,24 +79,17 @@ def _splitmix64_np(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def _normals(key: int, counter: int) -> tuple[float, float]:
-    """Two standard normals (clipped to ±3) from ``(key, counter)`` by Box–Muller."""
-    base = (key + 2 * counter) & _M64
-    u1 = ((_splitmix64(base) >> 11) + 1) * 2.0**-53
-    u2 = (_splitmix64((base + 1) & _M64) >> 11) * 2.0**-53
-    r = math.sqrt(-2.0 * math.log(u1))
-    z1, z2 = r * math.cos(_TWO_PI * u2), r * math.sin(_TWO_PI * u2)
-    return max(-_NOISE_CLIP, min(_NOISE_CLIP, z1)), max(-_NOISE_CLIP, min(_NOISE_CLIP, z2))
-
-
 def _normals_np(keys: np.ndarray, counters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised :func:`_normals` (identical bits up to libm rounding)."""
+    """Two clipped standard normals per board from ``(key, counter)`` by Box–Muller (counter-based)."""
     with np.errstate(over="ignore"):
         base = keys + np.uint64(2) * counters.astype(np.uint64)
         u1 = ((_splitmix64_np(base) >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53
         u2 = (_splitmix64_np(base + np.uint64(1)) >> np.uint64(11)).astype(np.float64) * 2.0**-53
     r = np.sqrt(-2.0 * np.log(u1))
-    z1, z2 = r * np.cos(_TWO_PI * u2), r * np.sin(_TWO_PI * u2)
+    cos = np.cos(_TWO_PI * u2)
+    # sin(2πu) from the cosine: its sign is + for u < 1/2 (cheaper than a second transcendental).
+    sin = np.sqrt(np.maximum(0.0, 1.0 - cos * cos))
+    z1, z2 = r * cos, np.where(u2 < 0.5, r * sin, -(r * sin))
     return np.clip(z1, -_NOISE_CLIP, _NOISE_CLIP), np.clip(z2, -_NOISE_CLIP, _NOISE_CLIP)
 
 
@@ -146,7 +140,8 @@ def _advance(ops, c: _Consts, st, duration_s, power_w):
     st.sensor_held_w = ops.where(sampled, power_w, st.sensor_held_w)
     # First-order thermal model, exact for constant power over the segment.
     t_ss = c.ambient_c + power_w * c.r_th
-    st.temp_c = t_ss + (st.temp_c - t_ss) * ops.exp(-duration_s / c.tau_s)
+    # (A zero-length segment leaves the temperature bit for bit unchanged.)
+    st.temp_c = ops.where(duration_s > 0, t_ss + (st.temp_c - t_ss) * ops.exp(-duration_s / c.tau_s), st.temp_c)
     st.throttled = ops.where(
         st.temp_c >= c.trip_c, True, ops.where(st.temp_c < c.release_c, False, st.throttled)
     )
@@ -239,6 +234,8 @@ class EmulatedBackend:
         self.max_levels = spec.max_levels(power_mode)
         self._throttle_caps = _throttle_caps(spec, self.max_levels)
         self._ng, self._ne = spec.n_gpu, spec.n_emc
+        self._n_levels = spec.n_levels
+        self._userspace = all(v == "userspace" for v in self.governors.values())
         self._initial_temp_c = self.cooling.ambient_c if initial_temp_c is None else float(initial_temp_c)
         self._closed = False
         self.reset(seed)
@@ -262,6 +259,9 @@ class EmulatedBackend:
         st.counter = 0
         st.win_elapsed = st.win_busy_cpu = st.win_busy_gpu = 0.0
         self._st = st
+        self._nz_lat: list[float] = []
+        self._nz_pow: list[float] = []
+        self._nz_base = 0
 
     def close(self) -> None:
         """Nothing to restore on an emulated board; further calls raise."""
@@ -345,18 +345,41 @@ class EmulatedBackend:
         Raises:
             SettingError: a level index is outside the device's tables.
         """
-        self._check_open()
+        if self._closed:
+            self._check_open()
         c, g, e = setting.as_tuple() if isinstance(setting, Setting) else setting
-        self.spec.check_levels(c, g, e)
-        cur = self._st.requested
-        gov = self.governors
-        self._st.requested = (
-            int(c) if gov["cpu"] == "userspace" else cur[0],
-            int(g) if gov["gpu"] == "userspace" else cur[1],
-            int(e) if gov["emc"] == "userspace" else cur[2],
-        )
-        eff = self._effective()
-        return self.spec.model.transition_stall_s * sum(a != b for a, b in zip(eff, self._st.eff))
+        nc, ng, ne = self._n_levels
+        if not (type(c) is int and type(g) is int and type(e) is int and 0 <= c < nc and 0 <= g < ng and 0 <= e < ne):
+            self.spec.check_levels(c, g, e)  # raises for anything out of range
+            c, g, e = int(c), int(g), int(e)
+        st = self._st
+        if self._userspace:
+            st.requested = (c, g, e)
+        else:
+            cur, gov = st.requested, self.governors
+            st.requested = (
+                c if gov["cpu"] == "userspace" else cur[0],
+                g if gov["gpu"] == "userspace" else cur[1],
+                e if gov["emc"] == "userspace" else cur[2],
+            )
+        eff, now = self._effective(), st.eff
+        return self.spec.model.transition_stall_s * ((eff[0] != now[0]) + (eff[1] != now[1]) + (eff[2] != now[2]))
+
+    def _noise(self) -> tuple[float, float]:
+        """The next pair of standard normals of this board's counter-based stream (latency, power).
+
+        Drawn in blocks with the batched emulator's vectorised generator, so one board's noise is bit for bit
+        the batched emulator's for the same seed.
+        """
+        st = self._st
+        i = st.counter - self._nz_base
+        if i >= len(self._nz_lat) or i < 0:
+            counters = np.arange(st.counter, st.counter + _NOISE_BLOCK, dtype=np.int64)
+            z1, z2 = _normals_np(np.full(_NOISE_BLOCK, self._key, dtype=np.uint64), counters)
+            self._nz_lat, self._nz_pow, self._nz_base = z1.tolist(), z2.tolist(), st.counter
+            i = 0
+        st.counter += 1
+        return self._nz_lat[i], self._nz_pow[i]
 
     def run(self, work: Work, batch: int = 1) -> Measurement:
         """Run ``work`` (``batch`` inferences back to back in one launch) at the current clocks."""
@@ -377,8 +400,7 @@ class EmulatedBackend:
             gbusy = x * gbusy_t[old] + (1.0 - x) * gbusy
             st.pending_s = max(0.0, st.pending_s - blended)
             lat = blended
-        z_lat, z_pow = _normals(self._key, st.counter)
-        st.counter += 1
+        z_lat, z_pow = self._noise()
         f_lat = 1.0 + c.noise_latency * z_lat
         f_pow = 1.0 + c.noise_power * z_pow
         leak = self._leak[idx] * _leak_scale(_ScalarOps, c, st.temp_c)
@@ -411,8 +433,12 @@ class EmulatedBackend:
             power = self._idle_power(idx, st.temp_c)
             energy += power * step
             measured += _advance(_ScalarOps, c, st, step, power)
-        power = energy / duration_s if duration_s > 0 else self._idle_power(idx, st.temp_c)
-        self._govern(duration_s, 0.0, 0.0)
+        if chunks > 1:
+            power = energy / duration_s
+        elif duration_s <= 0:
+            power = self._idle_power(idx, st.temp_c)
+        if not self._userspace:
+            self._govern(duration_s, 0.0, 0.0)
         return self._measurement(duration_s, energy, measured, power, stall, 0.0)
 
     def _measurement(self, latency_s: float, energy_j: float, measured_j: float, power_w: float,
@@ -440,9 +466,9 @@ class EmulatedBackend:
     # -------------------------------------------------------------------------------------- governors
 
     def _govern(self, elapsed: float, busy_cpu: float, busy_gpu: float) -> None:
-        gov = self.governors
-        if gov["cpu"] == gov["gpu"] == gov["emc"] == "userspace":
+        if self._userspace:
             return
+        gov = self.governors
         st = self._st
         st.win_elapsed += elapsed
         st.win_busy_cpu += busy_cpu
@@ -552,6 +578,8 @@ class BatchedEmulator:
         self._delays = np.asarray(spec.model.transition_delay_s)
         self._freqs = [np.asarray(t) for t in (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz)]
         self._tables: dict[tuple[str, int], CostTable] = {}
+        self._stacks: dict[tuple[tuple[str, ...], int], tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}
+        self._last_stack: tuple | None = None
         self._initial_temp_c = self.cooling.ambient_c if initial_temp_c is None else float(initial_temp_c)
         self._st = _ArrayState()
         self.reset(np.arange(self.n), seeds)
@@ -633,36 +661,77 @@ class BatchedEmulator:
 
     def _effective(self) -> np.ndarray:
         st = self._st
+        if not st.throttled.any():
+            return np.minimum(st.requested, self._max)
         caps = np.where(st.throttled[:, None], self._thr[None, :], self._max[None, :])
         return np.minimum(st.requested, caps)
 
-    def _settle(self) -> np.ndarray:
+    def _settle(self, active: np.ndarray | None = None) -> np.ndarray:
         st, m = self._st, self.spec.model
         eff = self._effective()
+        if active is not None:
+            eff = np.where(active[:, None], eff, st.eff)
         changed = eff != st.eff
-        any_change = changed.any(axis=1)
-        delay = np.max(np.where(changed, self._delays[None, :], 0.0), axis=1)
+        if not changed.any():
+            return np.zeros(self.n)
+        # Per-domain columns: reductions over the short trailing axis are slow in NumPy.
+        c0, c1, c2 = changed[:, 0], changed[:, 1], changed[:, 2]
+        d0, d1, d2 = self._delays
+        any_change = c0 | c1 | c2
+        delay = np.maximum(np.maximum(c0 * d0, c1 * d1), c2 * d2)
         fresh = any_change & (st.pending_s <= 0.0)
         st.pending_idx = np.where(fresh, self._flat(st.eff), st.pending_idx)
         st.pending_s = np.where(any_change, np.maximum(st.pending_s, delay), st.pending_s)
         st.eff = eff
-        return m.transition_stall_s * changed.sum(axis=1)
+        return m.transition_stall_s * (c0.astype(np.float64) + c1 + c2)
+
+    def _stack(self, works: tuple[Work, ...], batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Cost tables of ``works`` stacked and flattened (``[w * F + setting]``); cached per tuple of works."""
+        last = self._last_stack
+        if last is not None and last[0] is works and last[1] == batch:
+            return last[2]
+        key = (tuple(w.key for w in works), batch)
+        hit = self._stacks.get(key)
+        if hit is None:
+            tables = [self.table(w, batch) for w in works]
+            flat = [np.concatenate([getattr(t, f) for t in tables]) for f in ("latency_s", "busy_dyn_j", "gpu_busy_s")]
+            hit = (flat[0], flat[1], flat[2], int(tables[0].latency_s.shape[0]))
+            self._stacks[key] = hit
+        self._last_stack = (works, batch, hit)
+        return hit
 
     def run(self, work: Work, batch: int = 1) -> MeasurementBatch:
         """Run ``work`` on every board at its current clocks."""
+        return self.run_choice((work,), np.zeros(self.n, dtype=np.int64), batch)
+
+    def run_choice(self, works: tuple[Work, ...] | list[Work], choice: np.ndarray, batch: int = 1) -> MeasurementBatch:
+        """Run ``works[choice[i]]`` on board ``i``, every board at its current clocks.
+
+        This is how boards that take different exits of a network run in one call.
+
+        Args:
+            works: the candidate pieces of work (e.g. one per exit).
+            choice: int array ``(N,)`` of indices into ``works``.
+            batch: inferences per launch.
+        """
         st, c = self._st, self._consts
-        t = self.table(work, batch)
+        lat_t, dyn_t, gbusy_t, n_set = self._stack(works if isinstance(works, tuple) else tuple(works), batch)
+        base = np.asarray(choice, dtype=np.int64) * n_set
         stall = self._settle()
         idx = self._flat(st.eff)
-        lat, dyn, gbusy = t.latency_s[idx], t.busy_dyn_j[idx], t.gpu_busy_s[idx]
+        cur = base + idx
+        lat, dyn, gbusy = lat_t.take(cur), dyn_t.take(cur), gbusy_t.take(cur)
         pend = st.pending_s > 0.0
-        old = st.pending_idx
-        lat_old = t.latency_s[old]
-        x = np.where(pend, np.minimum(st.pending_s / lat_old, 1.0), 0.0)
-        blended = x * lat_old + (1.0 - x) * lat
-        extra = blended - lat
-        dyn = x * t.busy_dyn_j[old] + (1.0 - x) * dyn
-        gbusy = x * t.gpu_busy_s[old] + (1.0 - x) * gbusy
+        if pend.any():
+            old = base + st.pending_idx
+            lat_old = lat_t.take(old)
+            x = np.where(pend, np.minimum(st.pending_s / lat_old, 1.0), 0.0)
+            blended = x * lat_old + (1.0 - x) * lat
+            extra = blended - lat
+            dyn = x * dyn_t.take(old) + (1.0 - x) * dyn
+            gbusy = x * gbusy_t.take(old) + (1.0 - x) * gbusy
+        else:
+            blended, extra = lat, np.zeros(self.n)
         st.pending_s = np.where(pend, np.maximum(0.0, st.pending_s - blended), st.pending_s)
         lat = blended
         z_lat, z_pow = _normals_np(st.key, st.counter)
@@ -680,30 +749,44 @@ class BatchedEmulator:
         return self._measurement(total, energy, measured, avg_power, stall + extra * f_lat,
                                  np.minimum(1.0, gbusy * f_lat / total))
 
-    def idle(self, duration_s: np.ndarray) -> MeasurementBatch:
-        """Keep every board idle for its ``duration_s`` (s, shape ``(N,)``, >= 0)."""
+    def idle(self, duration_s: np.ndarray, active: np.ndarray | None = None) -> MeasurementBatch:
+        """Keep boards idle for ``duration_s`` (s, shape ``(N,)``, >= 0).
+
+        Args:
+            duration_s: idle time per board (s).
+            active: optional bool mask ``(N,)``: boards where it is False are left exactly as they are
+                (as if :meth:`EmulatedBackend.idle` were not called for them); their figures are zero.
+        """
         st, c = self._st, self._consts
-        duration_s = np.broadcast_to(np.asarray(duration_s, dtype=float), (self.n,))
-        if not np.all(np.isfinite(duration_s)) or np.any(duration_s < 0):
+        duration_s = np.asarray(duration_s, dtype=float)
+        if duration_s.shape != (self.n,):
+            duration_s = np.broadcast_to(duration_s, (self.n,))
+        if not (duration_s >= 0.0).all() or not duration_s.max() < np.inf:  # NaN fails the first test
             raise SettingError("idle durations must be finite numbers of seconds >= 0")
-        stall = self._settle()
+        if active is not None:
+            active = np.asarray(active, dtype=bool)
+            duration_s = np.where(active, duration_s, 0.0)
+        stall = self._settle(active)
         st.pending_s = np.maximum(0.0, st.pending_s - duration_s)
         idx = self._flat(st.eff)
         chunks = np.maximum(1, np.ceil(duration_s / (c.tau_s * _IDLE_CHUNK_OF_TAU)))
-        step = duration_s / chunks
+        n_chunks = int(chunks.max())
+        step = duration_s / chunks if n_chunks > 1 else duration_s
         energy = np.zeros(self.n)
         measured = np.zeros(self.n)
-        for k in range(int(chunks.max())):
+        # A board idling for 0 s (or not active) goes through _advance unchanged (zero-length segments are exact).
+        for k in range(n_chunks):
             power = (
                 self.power.static_w
                 + self.power.idle_dyn_w[idx]
                 + self.power.leak_ref_w[idx] * _leak_scale(_ArrayOps, c, st.temp_c)
             )
-            dt = np.where(k < chunks, step, 0.0)
+            dt = np.where(k < chunks, step, 0.0) if n_chunks > 1 else step
             energy += power * dt
             measured += _advance(_ArrayOps, c, st, dt, power)
-        safe = np.where(duration_s > 0, duration_s, 1.0)
-        power = np.where(duration_s > 0, energy / safe, power)
+        if n_chunks > 1:
+            safe = np.where(duration_s > 0, duration_s, 1.0)
+            power = np.where(duration_s > 0, energy / safe, power)
         return self._measurement(duration_s.copy(), energy, measured, power, stall, np.zeros(self.n))
 
     def _measurement(self, lat, energy, measured, power, trans, gutil) -> MeasurementBatch:

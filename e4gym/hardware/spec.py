@@ -372,9 +372,20 @@ def parse_device(data: dict, file: Path | str = "<dict>") -> DeviceSpec:
 
 _CACHE: dict[Path, tuple[float, DeviceSpec]] = {}
 
+#: Short names accepted for devices (``device="nano"`` is the original Jetson Nano, not the Orin Nano).
+DEVICE_ALIASES: dict[str, str] = {
+    "nano": "jetson-nano",
+    "tx2": "jetson-tx2",
+    "nx": "xavier-nx",
+    "xavier": "agx-xavier",
+    "orin": "agx-orin",
+}
+
 
 def load_device(name_or_path: str | Path) -> DeviceSpec:
-    """Load a device by name (``xavier-nx``) or path to a YAML file; results are cached per file.
+    """Load a device by name (``xavier-nx``), alias (``nano``, see :data:`DEVICE_ALIASES`) or YAML path.
+
+    Results are cached per file.
 
     Raises:
         UnknownNameError: no device of that name; the message lists the known devices.
@@ -384,11 +395,12 @@ def load_device(name_or_path: str | Path) -> DeviceSpec:
         return name_or_path
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
-        path = config_dir() / "devices" / f"{name_or_path}.yaml"
+        name = DEVICE_ALIASES.get(str(name_or_path), str(name_or_path))
+        path = config_dir() / "devices" / f"{name}.yaml"
         if not path.exists():
             raise UnknownNameError(
-                f"unknown device '{name_or_path}'; known devices: {available_devices()} "
-                f"(or pass a path to a device YAML)"
+                f"unknown device '{name_or_path}'; known devices: {available_devices()}, aliases: "
+                f"{DEVICE_ALIASES} (or pass a path to a device YAML)"
             )
     try:
         mtime = path.stat().st_mtime

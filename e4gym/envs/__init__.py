@@ -1,0 +1,31 @@
+"""The Gymnasium environments, their native vector version and wrappers.
+
+- :class:`EarlyExitDVFSEnv` (``e4gym/EarlyExitDVFS-v0``): one step is one frame.
+- :class:`EarlyExitDVFSBlockEnv` (``e4gym/EarlyExitDVFSBlock-v0``): one step is one DNN block.
+- :class:`EarlyExitDVFSVectorEnv`: N frame envs stepped in one NumPy call (the frame env's
+  ``vector_entry_point``).
+"""
+
+from __future__ import annotations
+
+from e4gym.envs.block import EarlyExitDVFSBlockEnv
+from e4gym.envs.common import INFO_KEYS, EnvSetup, FrameReward, RewardWeights, resolve_setup
+from e4gym.envs.frame import EarlyExitDVFSEnv
+from e4gym.envs.frame_vector import EarlyExitDVFSVectorEnv
+from e4gym.envs.wrappers import EPISODE_STAT_KEYS, ContinuousActions, DiscreteActions, EpisodeStats, SelectObservation
+
+__all__ = [
+    "EPISODE_STAT_KEYS",
+    "INFO_KEYS",
+    "ContinuousActions",
+    "DiscreteActions",
+    "EarlyExitDVFSBlockEnv",
+    "EarlyExitDVFSEnv",
+    "EarlyExitDVFSVectorEnv",
+    "EnvSetup",
+    "EpisodeStats",
+    "FrameReward",
+    "RewardWeights",
+    "SelectObservation",
+    "resolve_setup",
+]

@@ -1,0 +1,160 @@
+"""The machinery the frame and block envs share: arguments, spaces, seeding, frame buffering, action checks."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from e4gym.dnn.profile import ModelProfile
+from e4gym.envs.common import (
+    DEFAULT_EPISODE_FRAMES,
+    SOURCE_CHUNK,
+    ObsField,
+    check_levels_action,
+    make_backend,
+    obs_bounds,
+    resolve_setup,
+)
+from e4gym.errors import ConfigError
+from e4gym.hardware.backend import SensorReading
+from e4gym.hardware.spec import DeviceSpec
+
+
+class StreamEnv(gym.Env):
+    """Base of :class:`~e4gym.envs.frame.EarlyExitDVFSEnv` and :class:`~e4gym.envs.block.EarlyExitDVFSBlockEnv`.
+
+    Resolves the arguments (:func:`~e4gym.envs.common.resolve_setup`), builds the backend, the frame source and
+    the spaces, and seeds everything from ``np_random`` at reset. Subclasses name the first action component
+    (:attr:`ACTION_HEAD`) and their observation fields (:meth:`make_obs_fields`). Not registered itself.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 30}
+    #: Name of the first action component and its number of values (``None``: the model's number of exits).
+    ACTION_HEAD: ClassVar[tuple[str, int | None]] = ("exit", None)
+
+    def __init__(
+        self,
+        device: str | DeviceSpec = "xavier-nx",
+        model: str | ModelProfile = "efficientnet_b0",
+        backend: object = "emulated",
+        workload: object = "synthetic",
+        deadline_ms: float | None = None,
+        fps: float | None = None,
+        reward_weights: dict[str, float] | None = None,
+        control_memory: bool = False,
+        power_mode: str | None = None,
+        episode_frames: int = DEFAULT_EPISODE_FRAMES,
+        fan: bool | None = None,
+        ambient_c: float | None = None,
+        initial_temp_c: float | None = None,
+        workload_kwargs: dict[str, Any] | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        self.setup = s = resolve_setup(
+            device=device, model=model, workload=workload, workload_kwargs=workload_kwargs, fps=fps,
+            deadline_ms=deadline_ms, reward_weights=reward_weights, control_memory=control_memory,
+            power_mode=power_mode, episode_frames=episode_frames, fan=fan, ambient_c=ambient_c,
+            initial_temp_c=initial_temp_c,
+        )
+        modes = self.metadata["render_modes"]
+        if render_mode is not None and render_mode not in modes:
+            raise ConfigError(f"render_mode must be None or one of {modes}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.device_spec = s.spec
+        self.profile = s.profile
+        self.backend = make_backend(backend, s)
+        self.source = s.make_source()
+        self.reward_fn = s.reward
+        mx = s.max_levels
+        head, n_head = self.ACTION_HEAD
+        self._nvec = (n_head or s.profile.n_exits, mx[0] + 1, mx[1] + 1) + ((mx[2] + 1,) if s.control_memory else ())
+        self.action_names: tuple[str, ...] = (head, "cpu_level", "gpu_level") + (
+            ("emc_level",) if s.control_memory else ()
+        )
+        self.action_space = spaces.MultiDiscrete(np.array(self._nvec, dtype=np.int64))
+        self.obs_fields = self.make_obs_fields(s.control_memory)
+        self.obs_names: tuple[str, ...] = tuple(f.name for f in self.obs_fields)
+        self._low, self._high = obs_bounds(self.obs_fields)
+        self.observation_space = spaces.Box(self._low, self._high, dtype=np.float32)
+        self._freqs = (s.spec.cpu_freqs_hz, s.spec.gpu_freqs_hz, s.spec.emc_freqs_hz)
+        self._inv_max = tuple(1.0 / m if m > 0 else 0.0 for m in mx)
+        n_exits = s.profile.n_exits
+        self._inv_exit = 1.0 / (n_exits - 1) if n_exits > 1 else 0.0
+        self._temp_span = 1.0 / max(s.trip_c - s.cooling.ambient_c, 1e-9)
+        self._k: int | None = None
+
+    @staticmethod
+    def make_obs_fields(control_memory: bool) -> list[ObsField]:
+        """The observation's fields, in order (subclasses define them)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the backend (a real board restores its governors and clocks)."""
+        self.backend.close()
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _reseed(self, seed: int | None) -> SensorReading:
+        """Seed ``np_random``, restart the stream and the board from seeds drawn from it; returns the sensors."""
+        super().reset(seed=seed)
+        src_seed, hw_seed = (int(x) for x in self.np_random.integers(0, 2**63 - 1, size=2))
+        self.source.reset(src_seed)
+        if hasattr(self.backend, "reset"):
+            self.backend.reset(hw_seed)
+        self._k = 0
+        self._fill()
+        return self.backend.read_sensors()
+
+    def _parse_action(self, action: Any) -> list[int]:
+        """The action as a list of ints; raises :class:`SettingError` naming what is outside the space."""
+        if self._k is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        vals = action.tolist() if type(action) is np.ndarray else action
+        nvec = self._nvec
+        try:
+            ok = len(vals) == len(nvec) and all(type(v) is int and 0 <= v < n for v, n in zip(vals, nvec))
+        except TypeError:
+            ok = False
+        if not ok:
+            check_levels_action(list(np.ravel(action)), nvec, self.action_names, action)  # raises with details
+            vals = [int(v) for v in np.ravel(action)]
+        return vals
+
+    def _fill(self) -> None:
+        """Pull the next chunk of frames from the source into Python lists (fast per-step access)."""
+        b = self.source.batch(SOURCE_CHUNK)
+        self._feat = b.features.tolist()
+        self._correct = b.correct.tolist()
+        self._conf = b.confidence.tolist()
+        self._pos = 0
+        self._n_buf = len(b)
+
+    def _temperature_obs(self, temp_c: float) -> float:
+        t = (temp_c - self.setup.cooling.ambient_c) * self._temp_span
+        return -1.0 if t < -1.0 else (2.0 if t > 2.0 else t)
+
+    def _blank_info(self, sensors: SensorReading) -> dict[str, Any]:
+        """The info of a reset: every key of INFO_KEYS, no frame yet."""
+        return {
+            "latency_ms": 0.0,
+            "energy_j": 0.0,
+            "power_w": sensors.power_w,
+            "temp_c": sensors.temp_c,
+            "exit": -1,
+            "correct": False,
+            "cpu_hz": sensors.cpu_hz,
+            "gpu_hz": sensors.gpu_hz,
+            "emc_hz": sensors.emc_hz,
+            "deadline_missed": False,
+            "dvfs_switches": 0,
+            "measured_energy_j": 0.0,
+            "run_ms": 0.0,
+            "throttled": sensors.throttled,
+            "frame": -1,
+            "reward_energy": 0.0,
+            "reward_deadline": 0.0,
+            "reward_accuracy": 0.0,
+        }

@@ -1,0 +1,245 @@
+"""``e4gym/EarlyExitDVFS-v0``: one step is one video frame through a multi-exit DNN on a (emulated) Jetson."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from e4gym.envs.base import StreamEnv
+from e4gym.envs.common import FPS_EMA_ALPHA, ObsField, frame_obs_fields
+
+
+class EarlyExitDVFSEnv(StreamEnv):
+    """Choose each frame's exit and the CPU/GPU(/memory) clock levels of a Jetson running a multi-exit DNN.
+
+    ## Description
+
+    A video stream arrives at ``fps`` frames per second (default 30). Each step, the agent decides for the next
+    frame where the multi-exit network (EfficientNet-B0 with five exits by default) exits and at which CPU
+    and GPU (and, with ``control_memory``, memory) frequency levels the board runs. The frame runs on the
+    backend, by default the calibrated emulator of :mod:`e4gym.hardware.emulator` (thermal model, throttling,
+    DVFS transition delays, measurement noise, a polled power monitor). Time is *streaming*: a frame that
+    finishes early leaves the board idle (at the clocks then set) until the next arrival, and that idle energy
+    is charged to the frame; a frame that overruns delays the next one (it queues) and misses its deadline.
+
+    ## Action Space
+
+    ``MultiDiscrete([n_exits, n_cpu, n_gpu])``, plus ``n_emc`` with ``control_memory=True``:
+
+    | index | name | values |
+    |---|---|---|
+    | 0 | `exit` | exit of the network, 0 (earliest) .. n_exits − 1 (the full network) |
+    | 1 | `cpu_level` | CPU frequency level, 0 (lowest) .. highest allowed in the power mode |
+    | 2 | `gpu_level` | GPU frequency level |
+    | 3 | `emc_level` | memory frequency level (only with `control_memory`) |
+
+    The level tables are the device's (``env.unwrapped.device_spec.cpu_freqs_hz`` etc., in Hz); levels
+    above the power mode's caps are not in the space. Without ``control_memory`` the memory clock stays at its
+    highest allowed level. ``env.unwrapped.action_names`` names the components.
+
+    ## Observation Space
+
+    A float32 ``Box`` of named fields (``env.unwrapped.obs_names``; without ``control_memory`` there is no
+    ``emc_level``). Reference figures: ``E_ref``/``P_ref`` are the energy and power of a full-network frame at
+    the top levels (``env.unwrapped.setup.energy_ref_j``, ``power_ref_w``).
+
+    | index | name | range | meaning |
+    |---|---|---|---|
+    | 0–3 | `edge_density`, `motion`, `contrast`, `feature_change` | [0, 1] | features of the frame about to run |
+    | 4 | `last_exit` | [0, 1] | exit of the previous frame / (n_exits − 1) |
+    | 5 | `last_confidence` | [0, 1] | confidence of that exit's prediction |
+    | 6 | `latency` | [0, 10] | previous frame's latency / deadline (> 1: missed) |
+    | 7 | `energy` | [0, 10] | previous frame's energy / E_ref |
+    | 8 | `power` | [0, 10] | previous frame's average power / P_ref |
+    | 9 | `temperature` | [−1, 2] | (T − T_ambient) / (T_trip − T_ambient) |
+    | 10 | `throttled` | {0, 1} | the thermal trip caps the clocks |
+    | 11, 12 (13) | `cpu_level`, `gpu_level` (`emc_level`) | [0, 1] | current level / highest allowed level |
+    | −2 | `slack` | [−10, 1] | (deadline − queueing delay the next frame already has) / deadline |
+    | −1 | `fps` | [0, 4] | achieved / stream frame rate (moving average, α = 0.2, of inter-completion times) |
+
+    ## Rewards
+
+    ``r = −w_E·E/E_ref − w_D·missed − w_A·(1 − correct)`` per frame (:class:`~e4gym.envs.common.FrameReward`):
+    ``E`` the frame's true energy (J), run plus idle until the next arrival; ``missed`` 1 when its latency,
+    queueing included, exceeds the deadline; ``correct`` 1 when the chosen exit's prediction is right.
+    Weights ``reward_weights={"energy": w_E, "deadline": w_D, "accuracy": w_A}``, each 1.0 by default. The
+    three terms are in ``info`` (``reward_energy``, ``reward_deadline``, ``reward_accuracy``).
+
+    ## Starting State
+
+    The board at ambient temperature (or ``initial_temp_c``), time 0, all clocks at the highest allowed
+    level; the frame stream restarts (a synthetic video from a seed drawn from ``np_random``, or a trace at a
+    random frame).
+
+    ## Episode End
+
+    No termination (the stream is endless); truncation after ``episode_frames`` frames (default 1000).
+
+    ## Info
+
+    Every step (and reset) carries the keys of :data:`e4gym.envs.common.INFO_KEYS`: ``latency_ms``,
+    ``energy_j``, ``power_w``, ``temp_c``, ``exit``, ``correct``, ``cpu_hz``, ``gpu_hz``, ``emc_hz``,
+    ``deadline_missed``, ``dvfs_switches`` (DESIGN.md) plus ``measured_energy_j`` (what the power monitor
+    reports), ``run_ms``, ``throttled``, ``frame`` and the reward terms. At reset ``exit`` is −1 and the
+    figures are zero.
+
+    ## Arguments
+
+    ```python
+    gymnasium.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx", model="efficientnet_b0", backend="emulated",
+                   workload="synthetic", deadline_ms=None, fps=None, reward_weights=None, control_memory=False,
+                   power_mode=None, episode_frames=1000, fan=None, ambient_c=None, initial_temp_c=None,
+                   workload_kwargs=None)
+    ```
+
+    - ``device``: a name of ``configs/devices`` (``e4gym devices``), an alias (``nano``, ``tx2``, ``nx``,
+      ``xavier``, ``orin``), a YAML path or a :class:`DeviceSpec`.
+    - ``model``: a name of ``configs/models`` (``efficientnet_b0``, ``mobilenet_v2``, ``resnet18``) or a profile.
+    - ``backend``: ``"emulated"`` or a backend object (e.g. a configured :class:`EmulatedBackend`).
+    - ``workload``: ``"synthetic"`` (seeded :class:`~e4gym.workload.SyntheticVideo`; ``workload_kwargs`` take
+      ``mean_scene_s``, ``drift``, ``feature_noise``), a trace path from ``e4gym record``, or a FrameSource.
+    - ``deadline_ms``: per-frame deadline (ms, > 0); default the frame period (33.3 ms at 30 fps).
+    - ``fps``: stream frame rate (default 30, or the trace's).
+    - ``power_mode``: nvpmodel mode (default: the device's). ``fan`` / ``ambient_c``: cooling (default: device's).
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    ACTION_HEAD: ClassVar[tuple[str, int | None]] = ("exit", None)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._works = tuple(self.profile.frame_work(e) for e in range(self.profile.n_exits))
+
+    @staticmethod
+    def make_obs_fields(control_memory: bool) -> list[ObsField]:
+        """The observation's fields (:func:`~e4gym.envs.common.frame_obs_fields`)."""
+        return frame_obs_fields(control_memory)
+
+    # ------------------------------------------------------------------------------------------ gym API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Start an episode: reseed the stream and the board from ``np_random`` (seeded by ``seed``)."""
+        sensors = self._reseed(seed)
+        self._free = 0.0
+        self._prev_done = 0.0
+        self._fps = 1.0
+        # Previous-frame figures for the first observation: none yet.
+        self._p_exit = self._p_conf = self._p_lat = self._p_energy = 0.0
+        self._p_power = sensors.power_w / self.setup.power_ref_w
+        self._p_temp = sensors.temp_c
+        self._p_throttled = float(sensors.throttled)
+        self._slack = 1.0
+        info = self._blank_info(sensors)
+        return self._obs(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Run the next frame with ``action`` = (exit, cpu_level, gpu_level[, emc_level])."""
+        vals = self._parse_action(action)
+        k: int = self._k  # type: ignore[assignment]
+        s = self.setup
+        ex = vals[0]
+        levels = (vals[1], vals[2], vals[3] if s.control_memory else s.max_levels[2])
+        b = self.backend
+        before = b.levels
+        b.apply(levels)
+        m = b.run(self._works[ex])
+        period = s.period_s
+        arrival = k * period
+        start = self._free if self._free > arrival else arrival
+        done = start + m.latency_s
+        latency = done - arrival
+        energy, measured, temp = m.energy_j, m.measured_energy_j, m.temp_c
+        nxt = (k + 1) * period
+        if done < nxt:
+            idle = b.idle(nxt - done)
+            energy += idle.energy_j
+            measured += idle.measured_energy_j
+            temp = idle.temp_c
+            free = nxt
+        else:
+            free = done
+        after = b.levels
+        switches = (before[0] != after[0]) + (before[1] != after[1]) + (before[2] != after[2])
+        pos = self._pos
+        correct = self._correct[pos][ex]
+        missed = latency > s.deadline_s
+        reward, terms = self.reward_fn(energy, missed, correct)
+        # Observation bookkeeping.
+        gap = done - self._prev_done if k > 0 else period
+        inst = period / gap if gap > 0 else 4.0
+        self._fps += FPS_EMA_ALPHA * ((inst if inst < 4.0 else 4.0) - self._fps)
+        self._prev_done = done
+        self._free = free
+        self._slack = 1.0 - (free - nxt) / s.deadline_s
+        self._p_exit = ex * self._inv_exit
+        self._p_conf = self._conf[pos][ex]
+        self._p_lat = latency / s.deadline_s
+        self._p_energy = energy / s.energy_ref_j
+        span = free - start
+        power = energy / span if span > 0 else m.avg_power_w
+        self._p_power = power / s.power_ref_w
+        self._p_temp = temp
+        self._p_throttled = 1.0 if m.throttled else 0.0
+        self._k = k + 1
+        self._pos = pos + 1
+        if self._pos == self._n_buf:
+            self._fill()
+        truncated = self._k >= s.episode_frames
+        f = self._freqs
+        info = {
+            "latency_ms": latency * 1e3,
+            "energy_j": energy,
+            "power_w": power,
+            "temp_c": temp,
+            "exit": ex,
+            "correct": correct,
+            "cpu_hz": f[0][after[0]],
+            "gpu_hz": f[1][after[1]],
+            "emc_hz": f[2][after[2]],
+            "deadline_missed": missed,
+            "dvfs_switches": switches,
+            "measured_energy_j": measured,
+            "run_ms": m.latency_s * 1e3,
+            "throttled": m.throttled,
+            "frame": k,
+            **terms,
+        }
+        return self._obs(), reward, False, truncated, info
+
+    def render(self) -> str | None:
+        """``ansi``: one line describing the last frame."""
+        if self.render_mode != "ansi":
+            return None
+        lv = self.backend.levels
+        return (
+            f"frame {self._k} exit={self._p_exit / self._inv_exit if self._inv_exit else 0:.0f} "
+            f"latency={self._p_lat:.2f}×deadline energy={self._p_energy:.2f}×E_ref T={self._p_temp:.1f}°C "
+            f"levels={lv}"
+        )
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _obs(self) -> np.ndarray:
+        lv = self.backend.levels
+        im = self._inv_max
+        vals = [
+            *self._feat[self._pos],
+            self._p_exit,
+            self._p_conf,
+            self._p_lat if self._p_lat < 10.0 else 10.0,
+            self._p_energy if self._p_energy < 10.0 else 10.0,
+            self._p_power if self._p_power < 10.0 else 10.0,
+            self._temperature_obs(self._p_temp),
+            self._p_throttled,
+            lv[0] * im[0],
+            lv[1] * im[1],
+        ]
+        if self.setup.control_memory:
+            vals.append(lv[2] * im[2])
+        vals.append(self._slack if self._slack > -10.0 else -10.0)
+        vals.append(self._fps)
+        return np.array(vals, dtype=np.float32)
