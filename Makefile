@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.e4gym-installed
 
-.PHONY: demo test lint calibrate bench-emulator clean
+.PHONY: demo test lint calibrate bench-emulator bench-env clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ calibrate: $(STAMP)
 
 bench-emulator: $(STAMP)
 	$(BIN)/python benchmarks/emulator_speed.py
+
+bench-env: $(STAMP)
+	$(BIN)/python benchmarks/env_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

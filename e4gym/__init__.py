@@ -22,10 +22,13 @@ __all__ = ["ENV_IDS", "__version__"]
 ENV_IDS = ("e4gym/EarlyExitDVFS-v0", "e4gym/EarlyExitDVFSBlock-v0")
 
 if ENV_IDS[0] not in registry:
+    # order_enforce=False: the envs raise gymnasium.error.ResetNeeded themselves (tested), so Gymnasium's
+    # OrderEnforcing wrapper would only add a call per step. The passive env checker stays on.
     register(
         id=ENV_IDS[0],
         entry_point="e4gym.envs.frame:EarlyExitDVFSEnv",
         vector_entry_point="e4gym.envs.frame_vector:EarlyExitDVFSVectorEnv",
+        order_enforce=False,
     )
 if ENV_IDS[1] not in registry:
-    register(id=ENV_IDS[1], entry_point="e4gym.envs.block:EarlyExitDVFSBlockEnv")
+    register(id=ENV_IDS[1], entry_point="e4gym.envs.block:EarlyExitDVFSBlockEnv", order_enforce=False)

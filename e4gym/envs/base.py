@@ -115,9 +115,14 @@ class StreamEnv(gym.Env):
         vals = action.tolist() if type(action) is np.ndarray else action
         nvec = self._nvec
         try:
-            ok = len(vals) == len(nvec) and all(type(v) is int and 0 <= v < n for v, n in zip(vals, nvec))
+            ok = len(vals) == len(nvec)
         except TypeError:
             ok = False
+        if ok:
+            for v, n in zip(vals, nvec):  # a plain loop: faster than all() over a generator
+                if type(v) is not int or not 0 <= v < n:
+                    ok = False
+                    break
         if not ok:
             check_levels_action(list(np.ravel(action)), nvec, self.action_names, action)  # raises with details
             vals = [int(v) for v in np.ravel(action)]

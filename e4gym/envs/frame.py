@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
 
 from e4gym.envs.base import StreamEnv
@@ -214,6 +215,8 @@ class EarlyExitDVFSEnv(StreamEnv):
         """``ansi``: one line describing the last frame."""
         if self.render_mode != "ansi":
             return None
+        if self._k is None:
+            raise gym.error.ResetNeeded("call reset() before render()")
         lv = self.backend.levels
         return (
             f"frame {self._k} exit={self._p_exit / self._inv_exit if self._inv_exit else 0:.0f} "

@@ -18,8 +18,9 @@ Both look costs up in the analytic tables of :mod:`e4gym.hardware.model` and add
 * **governors** (scalar backend): domains not in ``userspace`` are driven by the load-driven kernel
   governors of :mod:`e4gym.hardware.governors`.
 
-Both paths share one implementation of the state update (:func:`_advance`), written once over an ``ops``
-namespace that is :mod:`math` for one board and NumPy for many.
+The state update is :func:`_advance`, written once over an ``ops`` namespace (NumPy for many boards);
+:func:`_advance_scalar` is the same update in plain Python for one board (an env step must stay cheap). A
+test holds the two paths together: N scalar boards equal the batched boards to 1e-9.
 """
 
 from __future__ import annotations
@@ -149,6 +150,28 @@ def _advance(ops, c: _Consts, st, duration_s, power_w):
     return measured
 
 
+def _advance_scalar(c: _Consts, st, duration_s: float, power_w: float) -> float:
+    """:func:`_advance` for one board, without the ``ops`` indirection (same arithmetic, same order)."""
+    t0 = st.time_s
+    t1 = t0 + duration_s
+    nxt = st.sensor_next_s
+    if nxt <= t1:
+        measured = st.sensor_held_w * (nxt - t0) + power_w * (t1 - nxt)
+        st.sensor_next_s = nxt + c.sensor_period_s * (math.floor((t1 - nxt) / c.sensor_period_s) + 1.0)
+        st.sensor_held_w = power_w
+    else:
+        measured = st.sensor_held_w * duration_s
+    if duration_s > 0:
+        t_ss = c.ambient_c + power_w * c.r_th
+        temp = st.temp_c = t_ss + (st.temp_c - t_ss) * math.exp(-duration_s / c.tau_s)
+        if temp >= c.trip_c:
+            st.throttled = True
+        elif temp < c.release_c:
+            st.throttled = False
+    st.time_s = t1
+    return measured
+
+
 def _leak_scale(ops, c: _Consts, temp_c):
     return ops.exp(c.leak_k * (temp_c - c.temp_ref_c))
 
@@ -235,6 +258,11 @@ class EmulatedBackend:
         self._throttle_caps = _throttle_caps(spec, self.max_levels)
         self._ng, self._ne = spec.n_gpu, spec.n_emc
         self._n_levels = spec.n_levels
+        self._static_w = self.power.static_w
+        self._freq_tables = (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz)
+        self._last_lists: tuple = (None, None, None)
+        self._last_req: tuple[int, int, int] | None = None
+        self._last_eff: tuple[int, int, int] = (0, 0, 0)
         self._userspace = all(v == "userspace" for v in self.governors.values())
         self._initial_temp_c = self.cooling.ambient_c if initial_temp_c is None else float(initial_temp_c)
         self._closed = False
@@ -286,6 +314,14 @@ class EmulatedBackend:
         return self._lists(work, batch)[0]
 
     def _lists(self, work: Work, batch: int) -> tuple[CostTable, list, list, list]:
+        last = self._last_lists
+        if last[0] is work and last[1] == batch:
+            return last[2]
+        hit = self._lists_by_key(work, batch)
+        self._last_lists = (work, batch, hit)
+        return hit
+
+    def _lists_by_key(self, work: Work, batch: int) -> tuple[CostTable, list, list, list]:
         key = (work.key, batch)
         hit = self._tables.get(key)
         if hit is None:
@@ -298,9 +334,17 @@ class EmulatedBackend:
 
     def _effective(self) -> tuple[int, int, int]:
         st = self._st
-        caps = self._throttle_caps if st.throttled else self.max_levels
         r = st.requested
-        return (min(r[0], caps[0]), min(r[1], caps[1]), min(r[2], caps[2]))
+        if not st.throttled:
+            if r == self._last_req:  # the common case: the same request as before, already capped
+                return self._last_eff
+            caps = self.max_levels
+        else:
+            caps = self._throttle_caps
+        eff = (min(r[0], caps[0]), min(r[1], caps[1]), min(r[2], caps[2]))
+        if not st.throttled:
+            self._last_req, self._last_eff = r, eff
+        return eff
 
     def _settle(self) -> float:
         """Apply pending level changes (requests, throttling); returns the stall time (s)."""
@@ -308,12 +352,19 @@ class EmulatedBackend:
         eff = self._effective()
         if eff == st.eff:
             return 0.0
-        delays = [d for a, b, d in zip(eff, st.eff, m.transition_delay_s) if a != b]
+        now, d = st.eff, m.transition_delay_s
+        delay, n = 0.0, 0
+        if eff[0] != now[0]:
+            delay, n = d[0], 1
+        if eff[1] != now[1]:
+            delay, n = max(delay, d[1]), n + 1
+        if eff[2] != now[2]:
+            delay, n = max(delay, d[2]), n + 1
         if st.pending_s <= 0.0:
-            st.pending_idx = self._flat(st.eff)
-        st.pending_s = max(st.pending_s, max(delays))
+            st.pending_idx = self._flat(now)
+        st.pending_s = max(st.pending_s, delay)
         st.eff = eff
-        return m.transition_stall_s * len(delays)
+        return m.transition_stall_s * n
 
     def _check_open(self) -> None:
         if self._closed:
@@ -383,11 +434,15 @@ class EmulatedBackend:
 
     def run(self, work: Work, batch: int = 1) -> Measurement:
         """Run ``work`` (``batch`` inferences back to back in one launch) at the current clocks."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         st, c = self._st, self._consts
-        _, lat_t, dyn_t, gbusy_t = self._lists(work, batch)
+        last = self._last_lists
+        hit = last[2] if last[0] is work and last[1] == batch else self._lists(work, batch)
+        _, lat_t, dyn_t, gbusy_t = hit
         stall = self._settle()
-        idx = self._flat(st.eff)
+        eff = st.eff
+        idx = (eff[0] * self._ng + eff[1]) * self._ne + eff[2]
         lat, dyn, gbusy = lat_t[idx], dyn_t[idx], gbusy_t[idx]
         extra = 0.0
         if st.pending_s > 0.0:
@@ -403,18 +458,23 @@ class EmulatedBackend:
         z_lat, z_pow = self._noise()
         f_lat = 1.0 + c.noise_latency * z_lat
         f_pow = 1.0 + c.noise_power * z_pow
-        leak = self._leak[idx] * _leak_scale(_ScalarOps, c, st.temp_c)
-        p_floor = self.power.static_w + self._idle[idx] + leak
+        leak = self._leak[idx] * math.exp(c.leak_k * (st.temp_c - c.temp_ref_c))
+        p_floor = self._static_w + self._idle[idx] + leak
         power = (p_floor + dyn / lat) * f_pow
         lat = lat * f_lat
         # The stall runs at the idle floor before the work starts.
         total = lat + stall
         energy = power * lat + p_floor * stall
         avg_power = energy / total
-        measured = _advance(_ScalarOps, c, st, total, avg_power)
-        self._govern(total, total, gbusy * f_lat)
-        return self._measurement(total, energy, measured, avg_power, stall + extra * f_lat,
-                                 min(1.0, gbusy * f_lat / total))
+        measured = _advance_scalar(c, st, total, avg_power)
+        if not self._userspace:
+            self._govern(total, total, gbusy * f_lat)
+        eff, f = st.eff, self._freq_tables
+        gpu_util = gbusy * f_lat / total
+        return Measurement(
+            total, energy, measured, avg_power, st.temp_c, f[0][eff[0]], f[1][eff[1]], f[2][eff[2]], st.throttled,
+            stall + extra * f_lat, gpu_util if gpu_util < 1.0 else 1.0, st.time_s,
+        )
 
     def idle(self, duration_s: float) -> Measurement:
         """Stay idle for ``duration_s`` (s) at the current clocks (e.g. waiting for the next frame)."""
@@ -432,7 +492,7 @@ class EmulatedBackend:
         for _ in range(chunks):
             power = self._idle_power(idx, st.temp_c)
             energy += power * step
-            measured += _advance(_ScalarOps, c, st, step, power)
+            measured += _advance_scalar(c, st, step, power)
         if chunks > 1:
             power = energy / duration_s
         elif duration_s <= 0:

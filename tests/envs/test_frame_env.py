@@ -257,3 +257,10 @@ def test_render_ansi() -> None:
     env.step(np.array([2, 3, 4]))
     text = env.render()
     assert "exit=2" in text and "levels=(3, 4," in text
+
+
+@pytest.mark.parametrize("env_id", [ENV_ID, "e4gym/EarlyExitDVFSBlock-v0"])
+def test_step_before_reset_through_make_is_refused(env_id: str) -> None:
+    env = gym.make(env_id)
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(env.action_space.sample())

@@ -1,0 +1,42 @@
+"""Short versions of the speed benchmarks, so the scripts under benchmarks/ never ship broken.
+
+Rates are printed, never asserted: the machines are shared. What is asserted is what the table must say.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_env_speed_measures_every_env_in_one_run(capsys: pytest.CaptureFixture[str]) -> None:
+    rates = _load("env_speed").main(["--seconds", "0.02", "--repeats", "1", "--num-envs", "16"])
+    out = capsys.readouterr().out
+    for row in ("CartPole-v1", "e4gym/EarlyExitDVFS-v0", "e4gym/EarlyExitDVFSBlock-v0", "native vector env, 16"):
+        assert row in out
+    assert "× CartPole's step rate" in out and "M frames/s" in out
+    assert all(rate > 0 for rate in rates.values())
+
+
+def test_emulator_speed_prints_its_table(capsys: pytest.CaptureFixture[str]) -> None:
+    _load("emulator_speed").main(["--seconds", "0.01", "--batch", "8"])
+    out = capsys.readouterr().out
+    assert "| batched x8: apply + run + idle |" in out and "CartPole-v1 env.step (reference)" in out
+
+
+def test_workload_speed_prints_its_table(capsys: pytest.CaptureFixture[str]) -> None:
+    _load("workload_speed").main(["--repeats", "1"])
+    assert "`SyntheticVideo.batch(100_000)` (vectorised)" in capsys.readouterr().out
