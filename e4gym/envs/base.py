@@ -21,6 +21,7 @@ from e4gym.envs.common import (
 from e4gym.errors import ConfigError
 from e4gym.hardware.backend import SensorReading
 from e4gym.hardware.spec import DeviceSpec
+from e4gym.workload.base import FrameRecord
 
 
 class StreamEnv(gym.Env):
@@ -51,13 +52,14 @@ class StreamEnv(gym.Env):
         ambient_c: float | None = None,
         initial_temp_c: float | None = None,
         workload_kwargs: dict[str, Any] | None = None,
+        governors: dict[str, str] | str | None = None,
         render_mode: str | None = None,
     ) -> None:
         self.setup = s = resolve_setup(
             device=device, model=model, workload=workload, workload_kwargs=workload_kwargs, fps=fps,
             deadline_ms=deadline_ms, reward_weights=reward_weights, control_memory=control_memory,
             power_mode=power_mode, episode_frames=episode_frames, fan=fan, ambient_c=ambient_c,
-            initial_temp_c=initial_temp_c,
+            initial_temp_c=initial_temp_c, governors=governors,
         )
         modes = self.metadata["render_modes"]
         if render_mode is not None and render_mode not in modes:
@@ -94,6 +96,21 @@ class StreamEnv(gym.Env):
     def close(self) -> None:
         """Close the backend (a real board restores its governors and clocks)."""
         self.backend.close()
+
+    def upcoming_frame(self) -> FrameRecord:
+        """The frame the next step works on, hidden ground truth included (``correct``, ``difficulty``).
+
+        This is the clairvoyant channel for oracles (:class:`e4gym.policy.PolicyContext` hands it only to
+        policies that declare ``clairvoyant = True``); an agent that reads it is not a deployable policy.
+        """
+        if self._k is None:
+            raise gym.error.ResetNeeded("call reset() before upcoming_frame()")
+        i = self._pos
+        return FrameRecord(
+            index=self._k, scene=-1, features=np.asarray(self._feat[i], np.float32),
+            correct=np.asarray(self._correct[i], bool), confidence=np.asarray(self._conf[i], np.float32),
+            difficulty=float(self._difficulty[i]),
+        )
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -134,6 +151,7 @@ class StreamEnv(gym.Env):
         self._feat = b.features.tolist()
         self._correct = b.correct.tolist()
         self._conf = b.confidence.tolist()
+        self._difficulty = b.difficulty.tolist()
         self._pos = 0
         self._n_buf = len(b)
 

@@ -187,6 +187,7 @@ class EnvSetup:
             levels of the power mode, noise-free at ambient temperature, idle until the next arrival included.
         workload: ``"synthetic"``, a :class:`Trace`, or a user's :class:`FrameSource`.
         workload_kwargs: keyword arguments of :class:`SyntheticVideo` (besides accuracies and fps).
+        governors: kernel governors driving clock domains instead of the action (``None``: all userspace).
     """
 
     spec: DeviceSpec
@@ -206,6 +207,7 @@ class EnvSetup:
     latency_ref_s: float
     workload: Any
     workload_kwargs: dict[str, Any] = field(default_factory=dict)
+    governors: dict[str, str] | str | None = None
 
     @property
     def reward(self) -> FrameReward:
@@ -287,6 +289,7 @@ def resolve_setup(
     fan: bool | None = None,
     ambient_c: float | None = None,
     initial_temp_c: float | None = None,
+    governors: dict[str, str] | str | None = None,
 ) -> EnvSetup:
     """Validate the env arguments and compute the reference figures (see the env classes for their meaning).
 
@@ -327,6 +330,10 @@ def resolve_setup(
     )
     if initial_temp_c is not None:
         initial_temp_c = _number(initial_temp_c, "initial_temp_c", positive=False)
+    if governors is not None:
+        from e4gym.hardware.emulator import _validate_governors
+
+        _validate_governors(spec, governors)  # raises UnknownNameError naming the allowed governors
     lat, energy, power = reference_frame(spec, profile, power_mode, period, cooling.ambient_c)
     return EnvSetup(
         spec=spec,
@@ -346,6 +353,7 @@ def resolve_setup(
         latency_ref_s=lat,
         workload=wl,
         workload_kwargs=wk,
+        governors=governors,
     )
 
 
@@ -396,10 +404,12 @@ def make_backend(backend: object, setup: EnvSetup) -> Any:
             )
         return EmulatedBackend(
             setup.spec, seed=0, power_mode=setup.power_mode, cooling=setup.cooling,
-            initial_temp_c=setup.initial_temp_c,
+            initial_temp_c=setup.initial_temp_c, governors=setup.governors,
         )
     if not isinstance(backend, Backend):
         raise ConfigError(f"backend must be 'emulated' or an object with the Backend protocol, got {backend!r}")
+    if setup.governors is not None:
+        raise ConfigError("governors= configures the emulated backend; set the governors on your backend object")
     if backend.spec.name != setup.spec.name:
         raise ConfigError(f"the backend drives '{backend.spec.name}' but the env's device is '{setup.spec.name}'")
     return backend

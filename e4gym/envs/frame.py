@@ -91,7 +91,7 @@ class EarlyExitDVFSEnv(StreamEnv):
     gymnasium.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx", model="efficientnet_b0", backend="emulated",
                    workload="synthetic", deadline_ms=None, fps=None, reward_weights=None, control_memory=False,
                    power_mode=None, episode_frames=1000, fan=None, ambient_c=None, initial_temp_c=None,
-                   workload_kwargs=None)
+                   workload_kwargs=None, governors=None)
     ```
 
     - ``device``: a name of ``configs/devices`` (``e4gym devices``), an alias (``nano``, ``tx2``, ``nx``,
@@ -103,6 +103,9 @@ class EarlyExitDVFSEnv(StreamEnv):
     - ``deadline_ms``: per-frame deadline (ms, > 0); default the frame period (33.3 ms at 30 fps).
     - ``fps``: stream frame rate (default 30, or the trace's).
     - ``power_mode``: nvpmodel mode (default: the device's). ``fan`` / ``ambient_c``: cooling (default: device's).
+    - ``governors``: kernel governors that drive clock domains instead of the action, e.g. ``"default"`` (the
+      device's shipped schedutil + nvhost_podgov) or ``{"cpu": "ondemand"}``; the action's level for a governed
+      domain is ignored. Default: every domain follows the action (userspace).
 
     ## Version History
 
