@@ -1,1 +1,33 @@
-"""Baseline governors: Linux defaults, oracles, zTT, Ring-DVFS."""
+"""Baseline governors: Linux defaults, static settings (best static), the clairvoyant oracle."""
+
+from baselines.governors import (
+    GOVERNOR_NAMES,
+    LinuxGovernor,
+    default,
+    make_governor,
+    nvhost_podgov,
+    ondemand,
+    performance,
+    powersave,
+    schedutil,
+)
+from baselines.oracle import ClairvoyantOracle
+from baselines.static import StaticPolicy, StaticSweep, best_static, best_static_sweep, sweep_setup
+
+__all__ = [
+    "GOVERNOR_NAMES",
+    "ClairvoyantOracle",
+    "LinuxGovernor",
+    "StaticPolicy",
+    "StaticSweep",
+    "best_static",
+    "best_static_sweep",
+    "default",
+    "make_governor",
+    "nvhost_podgov",
+    "ondemand",
+    "performance",
+    "powersave",
+    "schedutil",
+    "sweep_setup",
+]

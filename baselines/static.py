@@ -169,6 +169,8 @@ class StaticPolicy:
         self.device_name: str | None = None
         #: Set by :func:`best_static`: the sweep the setting comes from.
         self.sweep: StaticSweep | None = None
+        #: Set by :func:`best_static`: whether the chosen setting meets the deadline (noise-free, with margin).
+        self.meets_deadline: bool | None = None
         self._action: np.ndarray | None = None
 
     def bind(self, context: PolicyContext) -> None:
@@ -236,14 +238,14 @@ def best_static(
     The returned policy carries the sweep (``policy.sweep``) and ``policy.meets_deadline``; when no setting
     meets the deadline it is the fastest one and a ``RuntimeWarning`` says so.
     """
-    sw = best_static_sweep(device, model, exit, deadline_ms, fps, power_mode, margin)
-    spec_name = resolve_setup(device=device, model=model, fps=fps, deadline_ms=deadline_ms,
-                              power_mode=power_mode).spec.name
+    setup = resolve_setup(device=device, model=model, fps=fps, deadline_ms=deadline_ms, power_mode=power_mode)
+    sw = sweep_setup(setup, exit, margin)
+    spec_name = setup.spec.name
     c, g = sw.best
     pol = StaticPolicy(c, g, exit=exit, name=f"best_static(cpu={c}, gpu={g}, exit={sw.exit})")
     pol.device_name = spec_name
     pol.sweep = sw
-    pol.meets_deadline = sw.meets_deadline  # type: ignore[attr-defined]
+    pol.meets_deadline = sw.meets_deadline
     if not sw.meets_deadline:
         warnings.warn(
             f"no static setting of {spec_name} meets the {sw.deadline_s * 1e3:.3g} ms deadline at exit {sw.exit} "

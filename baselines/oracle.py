@@ -1,0 +1,66 @@
+"""The clairvoyant oracle: knows each frame's per-exit correctness and picks the cheapest way to get it right.
+
+It is a lower bound on energy (for the accuracy it achieves: every frame any exit gets right), not a
+deployable policy: it reads the future through :meth:`e4gym.policy.PolicyContext.upcoming_frame`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from baselines.static import DEFAULT_MARGIN, StaticSweep, sweep_setup
+from e4gym.errors import ConfigError
+from e4gym.policy import PolicyContext
+
+
+class ClairvoyantOracle:
+    """Earliest correct exit, cheapest ``(cpu, gpu)`` setting that meets the deadline for that exit.
+
+    At :meth:`bind` it runs :func:`baselines.static.sweep_setup` for every exit (noise-free streaming energy
+    per frame, J; feasible when ``latency · (1 + margin)`` fits the deadline and the frame period, s). Each
+    step it reads the upcoming frame's per-exit correctness, takes the earliest correct exit (the last exit
+    when none is correct) and that exit's cheapest feasible setting (the fastest one when none is feasible).
+
+    Args:
+        margin: latency headroom (fraction) for measurement noise and DVFS stalls.
+        name: display name.
+    """
+
+    clairvoyant = True
+
+    def __init__(self, margin: float = DEFAULT_MARGIN, name: str = "oracle") -> None:
+        self.margin = margin
+        self.name = name
+        self.env_kwargs: dict[str, Any] = {}
+        self.sweeps: tuple[StaticSweep, ...] = ()
+        self._ctx: PolicyContext | None = None
+        self._actions: list[np.ndarray] = []
+
+    def bind(self, context: PolicyContext) -> None:
+        """Precompute the best setting of every exit for the env's device, model, power mode and deadline."""
+        s = context.setup
+        self.sweeps = tuple(sweep_setup(s, e, self.margin) for e in range(s.profile.n_exits))
+        extra = [s.max_levels[2]] if s.control_memory else []
+        self._actions = [np.array([sw.exit, *sw.best, *extra], dtype=np.int64) for sw in self.sweeps]
+        self._ctx = context
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """The action for the upcoming frame ``(exit, cpu_level, gpu_level[, emc_level])``.
+
+        Raises:
+            ConfigError: not bound to an env, or the env cannot show the upcoming frame.
+        """
+        if self._ctx is None:
+            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+        correct = np.asarray(self._ctx.upcoming_frame().correct, bool)
+        ex = int(np.argmax(correct)) if correct.any() else len(self._actions) - 1
+        return self._actions[ex].copy(), state
+
+    def reset(self) -> None:
+        """Stateless: nothing to forget."""
+
+    def __repr__(self) -> str:
+        return f"ClairvoyantOracle(margin={self.margin})"
