@@ -33,7 +33,7 @@ import numpy as np
 
 from e4gym.errors import ConfigError, UnknownNameError
 from e4gym.hardware.spec import CPU_GOVERNORS, GPU_GOVERNORS
-from e4gym.policy import PolicyContext
+from e4gym.policy import FixedActionPolicy, PolicyContext
 
 #: name -> (CPU governor, GPU governor) of the named baselines.
 GOVERNOR_PAIRS: dict[str, tuple[str, str]] = {
@@ -49,7 +49,7 @@ GOVERNOR_PAIRS: dict[str, tuple[str, str]] = {
 GOVERNOR_NAMES: tuple[str, ...] = tuple(GOVERNOR_PAIRS)
 
 
-class LinuxGovernor:
+class LinuxGovernor(FixedActionPolicy):
     """Kernel governors drive the CPU and GPU clocks; the policy only chooses the exit.
 
     Args:
@@ -102,20 +102,6 @@ class LinuxGovernor:
         # The governed domains ignore the levels; the highest allowed ones are always valid.
         vals = [self.exit % n, *s.max_levels[:2]] + ([s.max_levels[2]] if s.control_memory else [])
         self._action = np.array(vals, dtype=np.int64)
-
-    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]:
-        """``(exit, cpu_level, gpu_level[, emc_level])``; the governed levels are ignored by the env.
-
-        Raises:
-            ConfigError: the policy was not bound to an env (:func:`e4gym.policy.bind_policy`).
-        """
-        if self._action is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
-        return self._action.copy(), state
-
-    def reset(self) -> None:
-        """Stateless: the governors' state lives on the (reset) board."""
 
     def __repr__(self) -> str:
         return f"LinuxGovernor(cpu={self.cpu!r}, gpu={self.gpu!r}, exit={self.exit})"

@@ -23,7 +23,7 @@ from e4gym.envs.common import EnvSetup, resolve_setup
 from e4gym.errors import ConfigError, SettingError
 from e4gym.hardware.model import cost_table, power_table
 from e4gym.hardware.spec import DeviceSpec
-from e4gym.policy import PolicyContext
+from e4gym.policy import FixedActionPolicy, PolicyContext
 
 #: Default latency headroom of the sweeps: a setting is feasible when ``latency · (1 + margin)`` fits the
 #: deadline. It covers the emulator's multiplicative latency noise (σ = 2 %) and DVFS transition stalls.
@@ -138,7 +138,7 @@ def best_static_sweep(
     return sweep_setup(setup, exit, margin)
 
 
-class StaticPolicy:
+class StaticPolicy(FixedActionPolicy):
     """A fixed clock setting and exit for every frame (``predict`` ignores the observation).
 
     Args:
@@ -204,20 +204,6 @@ class StaticPolicy:
         if s.control_memory:
             vals.append(mx[2] if self.emc_level is None else self.emc_level)
         self._action = np.array(vals, dtype=np.int64)
-
-    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
-                deterministic: bool = True) -> tuple[np.ndarray, Any]:
-        """The fixed action ``(exit, cpu_level, gpu_level[, emc_level])``; ``state`` passes through.
-
-        Raises:
-            ConfigError: the policy was not bound to an env (:func:`e4gym.policy.bind_policy`).
-        """
-        if self._action is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
-        return self._action.copy(), state
-
-    def reset(self) -> None:
-        """Stateless: nothing to forget."""
 
     def __repr__(self) -> str:
         return f"StaticPolicy({self.name})"

@@ -99,6 +99,30 @@ class PolicyContext:
         return self._peek()
 
 
+class FixedActionPolicy:
+    """Base of policies that repeat one action computed at ``bind`` (static settings, kernel governors).
+
+    Subclasses set ``self._action`` in ``bind`` and a ``name``.
+    """
+
+    name: str = "fixed"
+    _action: np.ndarray | None = None
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """The fixed action ``(exit, cpu_level, gpu_level[, emc_level])``; ``state`` passes through.
+
+        Raises:
+            ConfigError: the policy was not bound to an env (:func:`bind_policy`).
+        """
+        if self._action is None:
+            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+        return self._action.copy(), state
+
+    def reset(self) -> None:
+        """Stateless: nothing to forget (a governor's state lives on the board, which the env resets)."""
+
+
 def bind_policy(policy: Any, env: Any) -> PolicyContext:
     """Build the :class:`PolicyContext` for ``env`` and hand it to ``policy.bind`` when the policy has one.
 
