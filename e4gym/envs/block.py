@@ -271,27 +271,31 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
             missed = elapsed > s.deadline_s
             reward, terms = self.reward_fn(e_step, missed, correct)
             span = free - self._start
-            power = energy / span if span > 0 else self._p_power * s.power_ref_w
-            info = {
-                "latency_ms": elapsed * 1e3,
-                "energy_j": energy,
-                "power_w": power,
-                "temp_c": self._p_temp,
-                "exit": ex,
-                "correct": correct,
-                "cpu_hz": f[0][after[0]],
-                "gpu_hz": f[1][after[1]],
-                "emc_hz": f[2][after[2]],
-                "deadline_missed": missed,
-                "dvfs_switches": switches,
-                "measured_energy_j": measured,
-                "run_ms": run_s * 1e3,
-                "throttled": f_throttled,
-                "frame": k,
-                "frame_done": True,
-                "block": block,
-                **terms,
-            }
+        else:
+            ex, correct, missed = -1, False, False
+            reward, terms = self.reward_fn(e_step, False, True)
+            span = run_s
+        info = {
+            "latency_ms": elapsed * 1e3,
+            "energy_j": energy,
+            "power_w": energy / span if span > 0 else self._p_power * s.power_ref_w,
+            "temp_c": self._p_temp,
+            "exit": ex,
+            "correct": correct,
+            "cpu_hz": f[0][after[0]],
+            "gpu_hz": f[1][after[1]],
+            "emc_hz": f[2][after[2]],
+            "deadline_missed": missed,
+            "dvfs_switches": switches,
+            "measured_energy_j": measured,
+            "run_ms": run_s * 1e3,
+            "throttled": f_throttled,
+            "frame": k,
+            "frame_done": frame_done,
+            "block": block,
+            **terms,
+        }
+        if frame_done:
             self._k = k + 1
             truncated = self._k >= s.episode_frames
             self._pos += 1
@@ -299,29 +303,8 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
                 self._fill()
             self._new_frame(free)
         else:
-            reward, terms = self.reward_fn(e_step, False, True)
             self._f_energy = energy
             self._f_measured = measured
-            info = {
-                "latency_ms": elapsed * 1e3,
-                "energy_j": energy,
-                "power_w": energy / run_s if run_s > 0 else self._p_power * s.power_ref_w,
-                "temp_c": self._p_temp,
-                "exit": -1,
-                "correct": False,
-                "cpu_hz": f[0][after[0]],
-                "gpu_hz": f[1][after[1]],
-                "emc_hz": f[2][after[2]],
-                "deadline_missed": False,
-                "dvfs_switches": switches,
-                "measured_energy_j": measured,
-                "run_ms": run_s * 1e3,
-                "throttled": f_throttled,
-                "frame": k,
-                "frame_done": False,
-                "block": block,
-                **terms,
-            }
         return self._obs(), reward, False, truncated, info
 
     def render(self) -> str | None:
