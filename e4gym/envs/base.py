@@ -141,7 +141,7 @@ class StreamEnv(gym.Env):
                     ok = False
                     break
         if not ok:
-            check_levels_action(list(np.ravel(action)), nvec, self.action_names, action)  # raises with details
+            check_levels_action(np.ravel(action).tolist(), nvec, self.action_names, action)  # raises with details
             vals = [int(v) for v in np.ravel(action)]
         return vals
 
