@@ -12,10 +12,11 @@ from baselines.governors import (
     schedutil,
 )
 from baselines.oracle import ClairvoyantOracle
-from baselines.static import StaticPolicy, StaticSweep, best_static, best_static_sweep, sweep_setup
+from baselines.static import BestStaticPolicy, StaticPolicy, StaticSweep, best_static, best_static_sweep, sweep_setup
 
 __all__ = [
     "GOVERNOR_NAMES",
+    "BestStaticPolicy",
     "ClairvoyantOracle",
     "LinuxGovernor",
     "StaticPolicy",

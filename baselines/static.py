@@ -21,7 +21,7 @@ import numpy as np
 from e4gym.dnn.profile import ModelProfile
 from e4gym.envs.common import EnvSetup, resolve_setup
 from e4gym.errors import ConfigError, SettingError
-from e4gym.hardware.model import cost_table, power_table
+from e4gym.hardware.model import best_pair, grid_cost
 from e4gym.hardware.spec import DeviceSpec
 from e4gym.policy import FixedActionPolicy, PolicyContext
 
@@ -84,30 +84,14 @@ def sweep_setup(setup: EnvSetup, exit: int = -1, margin: float = DEFAULT_MARGIN)
     ex = resolve_exit(exit, profile.n_exits)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (math.isfinite(margin) and margin >= 0):
         raise ConfigError(f"margin must be a finite number >= 0 (fraction of latency headroom), got {margin!r}")
-    mode = spec.power_mode(setup.power_mode)
-    pt = power_table(spec, mode.cpu_online)
-    table = cost_table(spec, profile.frame_work(ex), pt, 1)
-    mc, mg, me = setup.max_levels
-    shape = spec.n_levels
-    sel = (slice(0, mc + 1), slice(0, mg + 1), me)
-    lat = table.latency_s.reshape(shape)[sel]
-    dyn = table.busy_dyn_j.reshape(shape)[sel]
-    m = spec.model
-    leak_scale = math.exp(m.leak_temp_coeff_per_c * (setup.cooling.ambient_c - m.temp_ref_c))
-    floor = (pt.static_w + pt.idle_dyn_w.reshape(shape)[sel] + pt.leak_ref_w.reshape(shape)[sel] * leak_scale)
-    period = setup.period_s
-    energy = floor * lat + dyn + floor * np.maximum(0.0, period - lat)
-    feasible = lat * (1.0 + margin) <= min(setup.deadline_s, period)
-    if feasible.any():
-        masked = np.where(feasible, energy, np.inf)
-        best = np.unravel_index(int(np.argmin(masked)), masked.shape)
-    else:
-        best = np.unravel_index(int(np.argmin(lat)), lat.shape)
+    g = grid_cost(spec, profile.frame_work(ex), power_mode=setup.power_mode, period_s=setup.period_s,
+                  ambient_c=setup.cooling.ambient_c)
+    feasible = g.latency_s * (1.0 + margin) <= min(setup.deadline_s, setup.period_s)
+    best, ok = best_pair(g.energy_j, feasible, g.latency_s)
     return StaticSweep(
-        exit=ex, latency_s=lat, energy_j=energy, feasible=feasible,
-        cpu_hz=np.asarray(spec.cpu_freqs_hz[: mc + 1]), gpu_hz=np.asarray(spec.gpu_freqs_hz[: mg + 1]),
-        emc_level=me, deadline_s=setup.deadline_s, period_s=period, margin=float(margin),
-        best=(int(best[0]), int(best[1])), meets_deadline=bool(feasible.any()),
+        exit=ex, latency_s=g.latency_s, energy_j=g.energy_j, feasible=feasible, cpu_hz=g.cpu_hz, gpu_hz=g.gpu_hz,
+        emc_level=g.emc_level, deadline_s=setup.deadline_s, period_s=setup.period_s, margin=float(margin),
+        best=best, meets_deadline=ok,
     )
 
 
@@ -241,3 +225,32 @@ def best_static(
             stacklevel=2,
         )
     return pol
+
+
+class BestStaticPolicy(StaticPolicy):
+    """:func:`best_static` chosen at :meth:`bind` for whatever env it is bound to (the harness's form).
+
+    :func:`best_static` needs the device and deadline up front; this policy runs the same sweep
+    (:func:`sweep_setup`) on the env's own setup when it is bound, so one entry in a benchmark config covers
+    every device, model and deadline of the matrix.
+
+    Args:
+        exit: the exit every frame takes (0-based; ``-1``: the last).
+        margin: latency headroom (fraction) a feasible setting keeps for noise and DVFS stalls.
+        name: display name.
+    """
+
+    def __init__(self, exit: int = -1, margin: float = DEFAULT_MARGIN, name: str = "best_static") -> None:
+        super().__init__(0, 0, exit=exit, name=name)
+        self.margin = margin
+
+    def bind(self, context: PolicyContext) -> None:
+        """Sweep the env's device for ``exit`` and hold the cheapest setting that meets its deadline."""
+        sw = sweep_setup(context.setup, self.exit, self.margin)
+        self.cpu_level, self.gpu_level = sw.best
+        self.sweep = sw
+        self.meets_deadline = sw.meets_deadline
+        super().bind(context)
+
+    def __repr__(self) -> str:
+        return f"BestStaticPolicy(exit={self.exit}, margin={self.margin})"

@@ -168,6 +168,7 @@ class StreamEnv(gym.Env):
             "temp_c": sensors.temp_c,
             "exit": -1,
             "correct": False,
+            "confidence": 0.0,
             "cpu_hz": sensors.cpu_hz,
             "gpu_hz": sensors.gpu_hz,
             "emc_hz": sensors.emc_hz,

@@ -268,11 +268,12 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
         truncated = False
         if frame_done:
             correct = self._correct[self._pos][ex]
+            confidence = self._conf[self._pos][ex]
             missed = elapsed > s.deadline_s
             reward, terms = self.reward_fn(e_step, missed, correct)
             span = free - self._start
         else:
-            ex, correct, missed = -1, False, False
+            ex, correct, missed, confidence = -1, False, False, 0.0
             reward, terms = self.reward_fn(e_step, False, True)
             span = run_s
         info = {
@@ -282,6 +283,7 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
             "temp_c": self._p_temp,
             "exit": ex,
             "correct": correct,
+            "confidence": confidence,
             "cpu_hz": f[0][after[0]],
             "gpu_hz": f[1][after[1]],
             "emc_hz": f[2][after[2]],

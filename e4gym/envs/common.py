@@ -44,6 +44,7 @@ INFO_KEYS: dict[str, str] = {
     "temp_c": "board temperature at the end of the frame (°C)",
     "exit": "exit the frame left at (0-based; -1 when no frame finished)",
     "correct": "whether that exit's prediction was correct",
+    "confidence": "that exit's confidence (e.g. top softmax), as the running system sees it; 0 when no frame finished",
     "cpu_hz": "CPU clock the frame ended at (Hz)",
     "gpu_hz": "GPU clock the frame ended at (Hz)",
     "emc_hz": "memory (EMC) clock the frame ended at (Hz)",

@@ -201,6 +201,7 @@ class EarlyExitDVFSEnv(StreamEnv):
             "temp_c": temp,
             "exit": ex,
             "correct": correct,
+            "confidence": self._p_conf,
             "cpu_hz": f[0][after[0]],
             "gpu_hz": f[1][after[1]],
             "emc_hz": f[2][after[2]],

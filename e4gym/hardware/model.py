@@ -25,10 +25,12 @@ board adds ``static_w``. All of it is NumPy; nothing here loops in Python over s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from e4gym.errors import ConfigError
 from e4gym.hardware.spec import DeviceSpec, DomainModel
 from e4gym.hardware.work import Work
 
@@ -167,3 +169,106 @@ def cost_table(spec: DeviceSpec, work: Work, power: PowerTable, batch: int = 1) 
         t_gpu_s=flat(np.broadcast_to(t_gpu, lat_b.shape)),
         t_mem_s=flat(np.broadcast_to(t_mem, lat_b.shape)),
     )
+
+
+# ---------------------------------------------------------------------------------------------- CPU × GPU grids
+
+
+@dataclass(frozen=True)
+class GridCost:
+    """Noise-free cost of one work at every allowed ``(cpu, gpu)`` level pair (EMC at one level).
+
+    Arrays have shape ``(max_cpu_level + 1, max_gpu_level + 1)`` of the power mode; leakage is evaluated at
+    ``ambient_c``.
+
+    Attributes:
+        latency_s: run latency of one launch of ``batch`` inferences (s).
+        run_energy_j: board energy of that launch (J): idle floor, leakage, static and dynamic power.
+        energy_j: energy charged per inference (J): the run energy / ``batch``, plus, when ``period_s`` is set
+            (streaming), the idle energy until the next arrival at the same clocks.
+        time_s: time charged per launch (s): ``max(latency, period)`` streaming, the latency otherwise.
+        cpu_hz / gpu_hz: the level tables of the rows / columns (Hz). emc_level / emc_hz: the memory level used.
+        period_s: the frame period (s), ``None`` for back-to-back launches. batch: inferences per launch.
+    """
+
+    latency_s: np.ndarray
+    run_energy_j: np.ndarray
+    energy_j: np.ndarray
+    time_s: np.ndarray
+    cpu_hz: np.ndarray
+    gpu_hz: np.ndarray
+    emc_level: int
+    emc_hz: float
+    period_s: float | None
+    batch: int
+
+    @property
+    def run_power_w(self) -> np.ndarray:
+        """Average board power while running (W)."""
+        return self.run_energy_j / self.latency_s
+
+    @property
+    def power_w(self) -> np.ndarray:
+        """Average board power over the charged time (W): ``energy · batch / time``."""
+        return self.energy_j * self.batch / self.time_s
+
+
+def grid_cost(
+    spec: DeviceSpec,
+    work: Work,
+    *,
+    power_mode: str | None = None,
+    period_s: float | None = None,
+    ambient_c: float | None = None,
+    batch: int = 1,
+) -> GridCost:
+    """Evaluate ``work`` at every allowed ``(cpu, gpu)`` pair of ``power_mode`` on the analytic model.
+
+    Args:
+        spec: the device. work: the per-inference work (e.g. ``profile.frame_work(exit)``).
+        power_mode: nvpmodel mode (default: the device's); it caps the levels and sets the online cores.
+        period_s: frame period (s): streaming time, idle until the next arrival charged; ``None``: back to back.
+        ambient_c: temperature the leakage is evaluated at (°C; default the device's ambient).
+        batch: inferences per launch (>= 1; streaming is batch 1).
+
+    Raises:
+        ConfigError: ``batch`` is not an integer >= 1, ``period_s`` is not > 0, or batch > 1 with a period.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ConfigError(f"batch must be an integer >= 1 (inferences per launch), got {batch!r}")
+    if period_s is not None and not (math.isfinite(period_s) and period_s > 0):
+        raise ConfigError(f"period_s must be a finite number of seconds > 0, got {period_s!r}")
+    if period_s is not None and batch != 1:
+        raise ConfigError(f"streaming time runs one frame per launch: batch must be 1, got {batch}")
+    mode = spec.power_mode(power_mode)
+    pt = power_table(spec, mode.cpu_online)
+    table = cost_table(spec, work, pt, int(batch))
+    mc, mg, me = spec.max_levels(mode.name)
+    shape = spec.n_levels
+    sel = (slice(0, mc + 1), slice(0, mg + 1), me)
+    lat = table.latency_s.reshape(shape)[sel]
+    dyn = table.busy_dyn_j.reshape(shape)[sel]
+    m = spec.model
+    temp = spec.thermal.ambient_c if ambient_c is None else float(ambient_c)
+    leak_scale = math.exp(m.leak_temp_coeff_per_c * (temp - m.temp_ref_c))
+    floor = pt.static_w + pt.idle_dyn_w.reshape(shape)[sel] + pt.leak_ref_w.reshape(shape)[sel] * leak_scale
+    run = floor * lat + dyn
+    if period_s is None:
+        energy, time = run / batch, lat
+    else:
+        energy, time = run + floor * np.maximum(0.0, period_s - lat), np.maximum(lat, period_s)
+    return GridCost(
+        latency_s=lat, run_energy_j=run, energy_j=energy, time_s=time,
+        cpu_hz=np.asarray(spec.cpu_freqs_hz[: mc + 1], dtype=float),
+        gpu_hz=np.asarray(spec.gpu_freqs_hz[: mg + 1], dtype=float),
+        emc_level=me, emc_hz=float(spec.emc_freqs_hz[me]), period_s=period_s, batch=int(batch),
+    )
+
+
+def best_pair(energy_j: np.ndarray, feasible: np.ndarray, latency_s: np.ndarray) -> tuple[tuple[int, int], bool]:
+    """The cheapest feasible ``(cpu, gpu)`` pair and ``True``; the fastest pair and ``False`` if none is feasible."""
+    if feasible.any():
+        idx = np.unravel_index(int(np.argmin(np.where(feasible, energy_j, np.inf))), energy_j.shape)
+        return (int(idx[0]), int(idx[1])), True
+    idx = np.unravel_index(int(np.argmin(latency_s)), latency_s.shape)
+    return (int(idx[0]), int(idx[1])), False
