@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/e4gym demo
+	$(BIN)/e4gym bench --config quickstart --out runs/quickstart
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -20,18 +20,28 @@ class ClairvoyantOracle:
 
     At :meth:`bind` it runs :func:`baselines.static.sweep_setup` for every exit (noise-free streaming energy
     per frame, J; feasible when ``latency · (1 + margin)`` fits the deadline and the frame period, s). Each
-    step it reads the upcoming frame's per-exit correctness, takes the earliest correct exit (the last exit
-    when none is correct) and that exit's cheapest feasible setting (the fastest one when none is feasible).
+    step it reads the upcoming frame's per-exit correctness, takes the earliest correct exit and that exit's
+    cheapest feasible setting (the fastest one when none is feasible).
+
+    A frame no exit gets right is wrong whatever runs. ``hopeless="last"`` (the default) runs it to the last
+    exit, as a network without a clairvoyant exit rule would: the bound then isolates the cost of choosing
+    exits among frames that can be answered. ``hopeless="first"`` stops it at the first exit, the cheapest:
+    the strict lower bound on energy at the oracle's accuracy.
 
     Args:
         margin: latency headroom (fraction) for measurement noise and DVFS stalls.
+        hopeless: ``"last"`` or ``"first"``: where frames that no exit gets right leave.
         name: display name.
     """
 
     clairvoyant = True
 
-    def __init__(self, margin: float = DEFAULT_MARGIN, name: str = "oracle") -> None:
+    def __init__(self, margin: float = DEFAULT_MARGIN, hopeless: str = "last", name: str = "oracle") -> None:
+        if hopeless not in ("last", "first"):
+            raise ConfigError(f"hopeless must be 'last' or 'first' (where frames no exit gets right leave), "
+                              f"got {hopeless!r}")
         self.margin = margin
+        self.hopeless = hopeless
         self.name = name
         self.env_kwargs: dict[str, Any] = {}
         self.sweeps: tuple[StaticSweep, ...] = ()
@@ -56,11 +66,11 @@ class ClairvoyantOracle:
         if self._ctx is None:
             raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
         correct = np.asarray(self._ctx.upcoming_frame().correct, bool)
-        ex = int(np.argmax(correct)) if correct.any() else len(self._actions) - 1
+        ex = int(np.argmax(correct)) if correct.any() else (len(self._actions) - 1 if self.hopeless == "last" else 0)
         return self._actions[ex].copy(), state
 
     def reset(self) -> None:
         """Stateless: nothing to forget."""
 
     def __repr__(self) -> str:
-        return f"ClairvoyantOracle(margin={self.margin})"
+        return f"ClairvoyantOracle(margin={self.margin}, hopeless={self.hopeless!r})"

@@ -7,7 +7,9 @@ Verbs (``e4gym VERB --help`` for each):
 * ``demo``: stream frames through the emulator at fixed settings and under the default governors;
 * ``profile``: regenerate a model's cost profile (``configs/models/NAME.yaml``) from the PyTorch network;
 * ``train-exits``: train the early-exit heads on a frozen backbone over an image-folder dataset;
-* ``record``: run a multi-exit network over a video file and save a replayable trace (``.npz``).
+* ``record``: run a multi-exit network over a video file and save a replayable trace (``.npz``);
+* ``bench``: run a matrix of scenarios × policies × seeds; tables, plots and TensorBoard runs;
+* ``sweep``: the CPU × GPU frequency sweep of one device and model, as heatmaps.
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-_LIGHT_VERBS = ("devices", "calibrate", "demo")
+_LIGHT_VERBS = ("devices", "calibrate", "demo", "bench", "sweep")
 
 
 def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
@@ -195,6 +197,11 @@ def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output path (default: configs/models/MODEL.yaml)")
     p.set_defaults(func=cmd_profile)
 
+    from e4gym.bench.cli import add_bench_parser
+    from e4gym.bench.sweep import add_sweep_parser
+
+    add_bench_parser(sub)
+    add_sweep_parser(sub)
     if not torch_verbs:
         return parser
     from e4gym.dnn.record import add_record_parser

@@ -201,13 +201,13 @@ class Cascade:
 
     def save(self, path: str | Path) -> Path:
         """Write the weights and layout to ``path`` (a ``torch.save`` file); returns the path."""
+        from e4gym.bench._io import atomic_write
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"format": "e4gym-e4-cascade-1", "state_dict": self.net.state_dict(), "n_exits": self.n_exits,
-                    "window": self.window, "cut_threshold": self.cut_threshold, "dim": self.net.dim,
-                    "model_name": self.model_name, "val_accuracy": self.val_accuracy}, tmp)
-        tmp.replace(path)
+        data = {"format": "e4gym-e4-cascade-1", "state_dict": self.net.state_dict(), "n_exits": self.n_exits,
+                "window": self.window, "cut_threshold": self.cut_threshold, "dim": self.net.dim,
+                "model_name": self.model_name, "val_accuracy": self.val_accuracy}
+        atomic_write(path, lambda f: torch.save(data, f))
         return path
 
     @classmethod

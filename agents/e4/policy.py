@@ -37,9 +37,14 @@ from e4gym.workload.base import COMPLEXITY_FEATURES
 FRAME_ENV_ID = "e4gym/EarlyExitDVFS-v0"
 BLOCK_ENV_ID = "e4gym/EarlyExitDVFSBlock-v0"
 
-#: Default accuracy E4 may give up against the last exit (fraction): half the issue's 1-point bound, so the
-#: validation stream's sampling error does not push the benchmark over it.
-DEFAULT_ACCURACY_BUDGET = 0.005
+#: Default accuracy E4 may give up against the last exit (fraction of frames). A 1000-frame episode holds only
+#: a few scenes, so the loss of one episode scatters by about ±0.4 points around the budget (measured over
+#: seeds 0-4 in docs/benchmarks.md): 0.3 points keeps an episode within 1 point. ASSUMPTION (a design choice).
+DEFAULT_ACCURACY_BUDGET = 0.003
+
+#: Latency headroom (fraction) a plan keeps after a clock switch, whose delay the policy charges exactly: two
+#: standard deviations of the emulator's 2 % latency noise. ASSUMPTION.
+SWITCH_MARGIN = 0.04
 
 #: Trained cascades of this process, by training key (the harness runs many scenarios per worker).
 _CASCADES: dict[tuple, Cascade] = {}
@@ -138,6 +143,16 @@ class E4Policy:
         self._exits = np.zeros(n_exits, np.int64)
         self.reset()
 
+    def _after_switch(self, exit: int, bucket: int, applied: tuple[int, ...], plan: Plan) -> tuple[Plan, bool]:
+        """The plan for ``exit`` right after the board ran at ``applied``, and whether it meets the deadline
+        with :data:`SWITCH_MARGIN` of headroom (the switch's delay is known; the headroom is for noise)."""
+        assert self.profiler is not None
+        prof = self.profiler
+        extra = prof.switch_penalty_s(exit, applied, plan)
+        if extra > 0 and plan.latency_s + extra > prof.budget_s:
+            plan = prof.solve(exit, bucket, extra_s=extra)
+        return plan, (plan.latency_s + extra) * (1.0 + SWITCH_MARGIN) <= prof.limit_s
+
     def _transitions(self, n_exits: int) -> tuple[np.ndarray, np.ndarray]:
         """``(energy (n+1, n), feasible (n+1, n))`` of bucket-0 plans for exit ``e`` (columns) right after a
         frame that ran exit ``prev``'s plan (rows; the last row: no previous frame), transition delays
@@ -146,15 +161,12 @@ class E4Policy:
         prof = self.profiler
         plans = [prof.solve(e, 0) for e in range(n_exits)]
         energy = np.array([[pl.energy_j for pl in plans]] * (n_exits + 1))
-        feasible = np.array([[pl.feasible for pl in plans]] * (n_exits + 1))
+        feasible = np.ones((n_exits + 1, n_exits), bool)
         for prev in range(n_exits):
             applied = tuple(int(v) for v in plans[prev].levels[-1])
             for e, pl in enumerate(plans):
-                extra = prof.switch_penalty_s(e, applied, pl)
-                if extra > 0 and pl.latency_s + extra > prof.budget_s:
-                    alt = prof.solve(e, 0, extra_s=extra)
-                    energy[prev, e] = alt.energy_j
-                    feasible[prev, e] = alt.latency_s + extra <= prof.budget_s
+                alt, feasible[prev, e] = self._after_switch(e, 0, applied, pl)
+                energy[prev, e] = alt.energy_j
         return energy, feasible
 
     def _calibrate(self, setup, n_exits: int) -> float:
@@ -221,15 +233,12 @@ class E4Policy:
         complexity = float(np.dot(p, np.arange(n + 1))) / n
         bucket = min(int(complexity * self.n_buckets), self.n_buckets - 1)
         plans = [self.profiler.solve(e, bucket) for e in range(n)]
-        feasible = np.array([pl.feasible for pl in plans])
+        feasible = np.ones(n, bool)
         if self._applied is not None:
             # A faster plan right after slower clocks first runs at the old ones (transition delay): give
-            # such plans the room they need, or drop them: the frame would miss its deadline.
+            # such plans the room they need, or drop them when the frame would miss its deadline.
             for e, pl in enumerate(plans):
-                extra = self.profiler.switch_penalty_s(e, self._applied, pl)
-                if extra > 0 and pl.latency_s + extra > self.profiler.budget_s:
-                    plans[e] = self.profiler.solve(e, bucket, extra_s=extra)
-                    feasible[e] = plans[e].latency_s + extra <= self.profiler.budget_s
+                plans[e], feasible[e] = self._after_switch(e, bucket, self._applied, pl)
         energies = np.array([pl.energy_j for pl in plans])
         cost = energies - self.lambda_j * np.cumsum(p[:-1])
         e = int(np.argmin(np.where(feasible, cost, np.inf))) if feasible.any() else int(np.argmin(energies))

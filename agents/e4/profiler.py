@@ -179,6 +179,11 @@ class JITProfiler:
         return segs
 
     @property
+    def limit_s(self) -> float:
+        """The hard latency limit of a frame: ``min(deadline, period)`` (s)."""
+        return self._budget * (1.0 + self.margin)
+
+    @property
     def budget_s(self) -> float:
         """The latency a plan may take: ``min(deadline, period) / (1 + margin)`` (s)."""
         return self._budget

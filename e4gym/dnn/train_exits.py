@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -92,17 +90,9 @@ def _all_head_keys(net: MultiExitNet) -> list[str]:
 
 
 def _atomic_torch_save(obj: object, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from e4gym.bench._io import atomic_write
+
+    atomic_write(out, lambda f: torch.save(obj, f))
 
 
 def _split(targets: list[int], n_classes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -202,3 +202,14 @@ def test_oracle_last_exit_not_costlier_than_best_static_there() -> None:
         bs = best_static("xavier-nx")
     assert o.sweeps[-1].best == bs.sweep.best
     assert [s.best_energy_j for s in o.sweeps] == sorted(s.best_energy_j for s in o.sweeps)
+
+
+def test_oracle_hopeless_first_is_cheaper_at_the_same_accuracy() -> None:
+    last, first = _run(ClairvoyantOracle()), _run(ClairvoyantOracle(hopeless="first"))
+    assert [i["correct"] for i in last] == [i["correct"] for i in first]
+    assert _energy(first) < _energy(last)
+    # Frames no exit gets right leave at exit 0 under "first" and at the last exit under "last".
+    wrong = [k for k, i in enumerate(last) if not i["correct"]]
+    assert wrong and all(first[k]["exit"] == 0 for k in wrong) and all(last[k]["exit"] == 4 for k in wrong)
+    with pytest.raises(ConfigError, match="hopeless"):
+        ClairvoyantOracle(hopeless="middle")

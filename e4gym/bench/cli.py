@@ -1,0 +1,63 @@
+"""``e4gym bench``: run an experiment config (scenarios × policies × seeds) and print its report.
+
+Usage::
+
+    e4gym bench --config quickstart --out runs/quickstart [--jobs N] [--force] [--quiet] [--frames N]
+
+``--config`` takes a path or a name under ``configs/experiments/`` (format: :mod:`e4gym.bench.config`).
+Outputs under ``--out`` (see :mod:`e4gym.bench.runner`): ``runs/`` (per-task results and traces),
+``results.csv``, ``results.json``, ``report.md`` (also printed), ``tb/`` (``tensorboard --logdir OUT/tb``) and
+``plots/``. Finished tasks are reused on the next invocation unless their definition changed or ``--force``
+is given. Exit status: 0 when every task has a result, 1 when a task failed (the others still ran), 2 for a
+bad config (nothing runs).
+
+This module imports nothing heavy at import time (the ``e4gym`` command builds every verb's parser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark; print the report (stdout) and any failures (stderr). Returns the exit status."""
+    from e4gym.bench.runner import run_benchmark
+
+    res = run_benchmark(args.config, args.out, jobs=args.jobs, force=args.force, frames=args.frames,
+                        quiet=args.quiet)
+    print(res.report, end="")
+    print(f"\noutputs in {res.out}: results.csv, results.json, report.md, plots/, tb/ "
+          f"({res.ran} task(s) run, {res.reused} reused, {res.wall_s:.1f} s)")
+    if res.failures:
+        print(f"e4gym bench: {len(res.failures)} task(s) failed:", file=sys.stderr)
+        for f in res.failures:
+            print(f"  {f.describe()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``bench`` verb."""
+    p = sub.add_parser("bench", help="run a matrix of scenarios × policies × seeds; tables, plots, TensorBoard",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True,
+                   help="experiment config: a YAML path or a name under configs/experiments/ (e.g. quickstart)")
+    p.add_argument("--out", required=True, help="output folder (reused: finished tasks are not run again)")
+    p.add_argument("--jobs", type=_positive_int, default=None,
+                   help="worker processes (default: min(CPU count, tasks to run); 1 runs in-process)")
+    p.add_argument("--force", action="store_true", help="re-run tasks that already have a result")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--frames", type=_positive_int, default=None,
+                   help="override episode_frames (frames per episode) of every scenario, e.g. for a smoke run")
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,377 @@
+"""Benchmark experiment configs (``configs/experiments/*.yaml``): reading and validating them.
+
+The format::
+
+    name: quickstart                 # optional; default: the file name without .yaml
+    description: one line            # optional, printed in the report
+    env:                             # optional: env arguments every scenario shares
+      episode_frames: 1000
+    matrix:                          # env arguments to vary; scenarios = every combination of the lists
+      device: [xavier-nx]
+      model: [efficientnet_b0]
+      fps: [30]
+      deadline_ms: [null]            # null: the frame period
+    seeds: [0, 1]                    # env seeds; every policy sees the same frame stream for a seed
+    policies:
+      - performance                  # a registered name (entry points of the e4gym.policies group)
+      - {name: static, label: static-mid, args: {cpu_level: 10, gpu_level: 5}}
+      - {policy: sb3, label: ppo, args: {path: runs/ppo.zip, algo: ppo}}
+      - my_pkg.policies:MyPolicy     # or any importable callable (module.path:Attr)
+
+``env`` and ``matrix`` take the arguments of ``gymnasium.make("e4gym/EarlyExitDVFS-v0", ...)``
+(:data:`ENV_FIELDS`: device, model, workload, workload_kwargs, fps, deadline_ms, reward_weights,
+control_memory, power_mode, episode_frames, fan, ambient_c, initial_temp_c, governors); ``device`` and
+``model`` must be given in one of them, and a field may not be in both. A policy entry is a name or a mapping
+with ``name`` (or ``policy``), an optional ``label`` (unique; default: the name) and optional ``args`` (keyword
+arguments of the policy's factory). See :mod:`e4gym.bench.policies` for the names a policy can have.
+
+:func:`load_experiment` checks everything before any episode runs: unknown fields (named, with the allowed
+ones), unknown devices, models, power modes or governors (the loaders' messages list the known names),
+unknown policies (the registered names are listed), policy arguments (each policy is built once), duplicate
+labels or seeds, and empty ``matrix``, ``seeds`` or ``policies``. Every error is a :class:`ConfigError` (or
+:class:`UnknownNameError`) that names the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import itertools
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from e4gym._yaml import load_yaml
+from e4gym.envs.common import resolve_setup
+from e4gym.errors import ConfigError, E4gymError, UnknownNameError
+from e4gym.paths import config_dir
+
+#: Top-level fields of an experiment config.
+TOP_FIELDS = ("name", "description", "env", "matrix", "seeds", "policies")
+#: Fields of a policy entry given as a mapping.
+POLICY_FIELDS = ("name", "policy", "label", "args")
+#: The env arguments ``env`` and ``matrix`` may set (the keyword arguments of the e4gym envs).
+ENV_FIELDS: tuple[str, ...] = tuple(inspect.signature(resolve_setup).parameters)
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def experiments_dir() -> Path:
+    """Where bare config names are looked up: ``<configs>/experiments``."""
+    return config_dir() / "experiments"
+
+
+def available_experiments() -> list[str]:
+    """The config names under :func:`experiments_dir`."""
+    d = experiments_dir()
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def resolve_config_path(config: str | Path) -> Path:
+    """``config`` as a file: a path that exists, or a bare name under ``configs/experiments/``.
+
+    Raises:
+        UnknownNameError: neither (the message lists the available names).
+    """
+    path = Path(config)
+    if path.is_file():
+        return path
+    text = str(config)
+    if "/" not in text and "\\" not in text:
+        cand = experiments_dir() / (text if text.endswith((".yaml", ".yml")) else f"{text}.yaml")
+        if cand.is_file():
+            return cand
+    raise UnknownNameError(
+        f"no experiment config '{config}': not a file, and not a name under {experiments_dir()}; "
+        f"available: {available_experiments()}"
+    )
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    """One policy of an experiment, resolved and checked.
+
+    Attributes:
+        name: how the config names it (registered name, ``sb3``, ``module:Attr`` or ``.zip`` path).
+        label: its unique label in the experiment (file names, tables, plot legends).
+        args: keyword arguments of its factory.
+        display: the built policy's ``name`` attribute (or the label).
+        env_id: the env it runs on. env_kwargs: env arguments it needs (override the scenario's).
+        clairvoyant: it reads the future (reported as a bound).
+        fingerprint: content hash of a saved model file it loads (sb3), else ``None``.
+    """
+
+    name: str
+    label: str
+    args: dict[str, Any]
+    display: str
+    env_id: str
+    env_kwargs: dict[str, Any]
+    clairvoyant: bool
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One combination of the matrix.
+
+    Attributes:
+        name: a file-name-safe id (``xavier-nx_efficientnet_b0_30fps_dl-period``).
+        params: the matrix values of this combination.
+        env_kwargs: the env arguments (``env`` merged with ``params``; ``--frames`` applied).
+        title: human-readable description (device, model, frame rate, deadline).
+        device / model: the resolved device and model names.
+        fps: stream frame rate (frames/s). deadline_ms: the per-frame deadline (ms), resolved.
+    """
+
+    name: str
+    params: dict[str, Any]
+    env_kwargs: dict[str, Any]
+    title: str
+    device: str
+    model: str
+    fps: float
+    deadline_ms: float
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment: scenarios × policies × seeds.
+
+    Attributes:
+        name / description: from the config. source: the file it came from (or ``"<dict>"``).
+        matrix_keys: the varied env arguments, in config order. seeds: env seeds.
+        scenarios / policies: resolved entries, in config order.
+        episode_frames: the ``--frames`` override, if any.
+    """
+
+    name: str
+    description: str
+    source: str
+    matrix_keys: tuple[str, ...]
+    seeds: tuple[int, ...]
+    scenarios: tuple[Scenario, ...]
+    policies: tuple[PolicyEntry, ...]
+    episode_frames: int | None = None
+
+    @property
+    def n_tasks(self) -> int:
+        """Number of (scenario, policy, seed) tasks."""
+        return len(self.scenarios) * len(self.policies) * len(self.seeds)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _fail(src: str, msg: str) -> ConfigError:
+    return ConfigError(f"{src}: {msg}")
+
+
+def _rewrap(exc: E4gymError, prefix: str) -> E4gymError:
+    """``exc`` with ``prefix`` in front of its message, keeping UnknownNameError's type."""
+    cls = UnknownNameError if isinstance(exc, UnknownNameError) else ConfigError
+    return cls(f"{prefix}: {exc}")
+
+
+def _check_known(data: Mapping[str, Any], allowed: Sequence[str], src: str, where: str) -> None:
+    unknown = sorted(str(k) for k in data if k not in allowed)
+    if unknown:
+        raise _fail(src, f"unknown field(s) {unknown} {where}; allowed: {sorted(allowed)}")
+
+
+def _piece(key: str, value: Any) -> str:
+    """The part of a scenario name for one matrix value."""
+    if key in ("device", "model") and isinstance(value, str):
+        text = Path(value).stem if value.endswith((".yaml", ".yml")) else value
+    elif key == "fps" and isinstance(value, (int, float)):
+        text = f"{value:g}fps"
+    elif key == "deadline_ms":
+        text = "dl-period" if value is None else f"dl{value:g}ms" if isinstance(value, (int, float)) else f"dl{value}"
+    else:
+        shown = json.dumps(value, sort_keys=True, separators=(",", "=")) if isinstance(value, (dict, list)) else value
+        text = f"{key}-{shown}"
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(text)).strip("-") or key
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON of ``value`` (sorted keys; non-JSON values as their ``repr``), for hashing."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def _parse_policy(item: Any, i: int, src: str) -> tuple[str, str, dict[str, Any]]:
+    """``(name, label, args)`` of policy entry ``i``."""
+    from e4gym.bench.policies import default_label
+
+    where = f"policies[{i}]"
+    if isinstance(item, str):
+        name, label, args = item, None, {}
+    elif isinstance(item, Mapping):
+        _check_known(item, POLICY_FIELDS, src, f"in '{where}'")
+        if ("name" in item) == ("policy" in item):
+            raise _fail(src, f"'{where}' needs exactly one of 'name' or 'policy' (the policy to run), got {dict(item)}")
+        name = item.get("name", item.get("policy"))
+        label = item.get("label")
+        args = item.get("args") or {}
+        if not isinstance(args, Mapping) or not all(isinstance(k, str) for k in args):
+            raise _fail(src, f"'{where}.args' must be a mapping of keyword arguments, got {args!r}")
+        args = dict(args)
+    else:
+        raise _fail(src, f"'{where}' must be a policy name or a mapping with name/label/args, got {item!r}")
+    if not isinstance(name, str) or not name:
+        raise _fail(src, f"'{where}': the policy name must be a non-empty string, got {name!r}")
+    if label is None:
+        label = re.sub(r"[^A-Za-z0-9_.+-]+", "-", default_label(name, args)).strip("-") or f"policy{i}"
+    elif not isinstance(label, str) or not _LABEL_RE.match(label):
+        raise _fail(src, f"'{where}.label' must be letters, digits and _ . + - (starting with a letter or digit), "
+                         f"got {label!r}")
+    return name, label, args
+
+
+def _build_policy_entry(name: str, label: str, args: dict[str, Any], src: str) -> PolicyEntry:
+    """Build the policy once to check its arguments and read what it needs from the env."""
+    from e4gym.bench.policies import SB3, make_policy, policy_env_id, policy_env_kwargs
+
+    try:
+        policy = make_policy(name, args)
+        env_id = policy_env_id(policy)
+        env_kwargs = policy_env_kwargs(policy)
+    except E4gymError as exc:
+        raise _rewrap(exc, f"{src}: policy '{label}'") from exc
+    bad = sorted(k for k in env_kwargs if k not in ENV_FIELDS)
+    if bad:
+        raise _fail(src, f"policy '{label}' asks for unknown env argument(s) {bad}; env arguments: {list(ENV_FIELDS)}")
+    fingerprint = None
+    model_path = args.get("path") if name == SB3 else name if name.endswith(".zip") else None
+    if model_path is not None:
+        fingerprint = _sha256_file(Path(str(model_path)))
+    return PolicyEntry(
+        name=name, label=label, args=args, display=str(getattr(policy, "name", label)), env_id=env_id,
+        env_kwargs=env_kwargs, clairvoyant=bool(getattr(policy, "clairvoyant", False)), fingerprint=fingerprint,
+    )
+
+
+def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None = None) -> Experiment:
+    """Read and validate an experiment config (a path, a name under ``configs/experiments/``, or a mapping).
+
+    Args:
+        config: the config. frames: override every scenario's ``episode_frames`` (frames per episode).
+
+    Raises:
+        ConfigError / UnknownNameError: anything wrong with the config (see the module docstring); nothing
+            is run or written.
+    """
+    import gymnasium as gym
+
+    import e4gym
+
+    if isinstance(config, Mapping):
+        data, src, stem = dict(config), "<dict>", "experiment"
+    else:
+        path = resolve_config_path(config)
+        data, src, stem = load_yaml(path), str(path), path.stem
+    _check_known(data, TOP_FIELDS, src, "at the top level")
+    name = data.get("name", stem)
+    if not isinstance(name, str) or not name:
+        raise _fail(src, f"field 'name' must be a non-empty string, got {name!r}")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        raise _fail(src, f"field 'description' must be a string, got {description!r}")
+    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
+        raise ConfigError(f"--frames must be an integer >= 1, got {frames!r}")
+
+    env = data.get("env") or {}
+    if not isinstance(env, Mapping):
+        raise _fail(src, f"field 'env' must be a mapping of env arguments, got {env!r}")
+    _check_known(env, ENV_FIELDS, src, "in 'env'")
+
+    if "matrix" not in data:
+        raise _fail(src, f"missing field 'matrix' (env arguments to vary, e.g. device: [xavier-nx]); "
+                         f"allowed keys: {list(ENV_FIELDS)}")
+    matrix = data["matrix"]
+    if not isinstance(matrix, Mapping) or not matrix:
+        raise _fail(src, f"field 'matrix' must be a non-empty mapping of env arguments to lists of values, "
+                         f"got {matrix!r}")
+    _check_known(matrix, ENV_FIELDS, src, "in 'matrix'")
+    for key, values in matrix.items():
+        if not isinstance(values, list) or not values:
+            raise _fail(src, f"field 'matrix.{key}' must be a non-empty list of values, got {values!r}")
+        if key in env:
+            raise _fail(src, f"'{key}' is both in 'env' and in 'matrix'; give it in one of them")
+    for req in ("device", "model"):
+        if req not in env and req not in matrix:
+            raise _fail(src, f"no '{req}': give it in 'matrix' (e.g. {req}: [...]) or in 'env'")
+
+    seeds = data.get("seeds")
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise _fail(src, f"field 'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise _fail(src, f"field 'seeds' repeats {sorted({s for s in seeds if seeds.count(s) > 1})}")
+
+    items = data.get("policies")
+    if not isinstance(items, list) or not items:
+        raise _fail(src, f"field 'policies' must be a non-empty list of policies, got {items!r}")
+    parsed = [_parse_policy(item, i, src) for i, item in enumerate(items)]
+    labels = [p[1] for p in parsed]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise _fail(src, f"duplicate policy label(s) {dup}; give each entry a unique 'label'")
+
+    # Scenarios: resolve each once (unknown device/model/power mode, bad numbers), before building policies.
+    keys = tuple(matrix)
+    scenarios: list[Scenario] = []
+    setups: dict[str, Any] = {}
+
+    def setup_of(kwargs: dict[str, Any], where: str) -> Any:
+        key = canonical_json(kwargs)
+        if key not in setups:
+            try:
+                setups[key] = resolve_setup(**kwargs)
+            except E4gymError as exc:
+                raise _rewrap(exc, f"{src}: {where}") from exc
+            except TypeError as exc:
+                raise _fail(src, f"{where}: {exc}") from exc
+        return setups[key]
+
+    for combo in itertools.product(*(matrix[k] for k in keys)):
+        params = dict(zip(keys, combo))
+        kwargs = {**env, **params}
+        if frames is not None:
+            kwargs["episode_frames"] = frames
+        sname = "_".join(_piece(k, v) for k, v in params.items())
+        s = setup_of(kwargs, f"scenario {sname}")
+        extra = [f"{k}={v}" for k, v in params.items() if k not in ("device", "model", "fps", "deadline_ms")]
+        title = " · ".join([s.spec.name, s.profile.name, f"{s.fps:g} fps", f"deadline {s.deadline_s * 1e3:.1f} ms",
+                            *extra])
+        scenarios.append(Scenario(sname, params, kwargs, title, s.spec.name, s.profile.name, float(s.fps),
+                                  float(s.deadline_s * 1e3)))
+    names = [s.name for s in scenarios]
+    dup = sorted({x for x in names if names.count(x) > 1})
+    if dup:
+        raise _fail(src, f"the matrix gives several scenarios the same name {dup}; remove repeated values")
+
+    policies = tuple(_build_policy_entry(n, lab, a, src) for n, lab, a in parsed)
+    for p in policies:
+        if p.env_id not in gym.registry:
+            raise UnknownNameError(f"{src}: policy '{p.label}' runs on env '{p.env_id}', which is not registered; "
+                                   f"e4gym envs: {list(e4gym.ENV_IDS)}")
+        for sc in scenarios:
+            if p.env_kwargs:
+                setup_of({**sc.env_kwargs, **p.env_kwargs}, f"scenario {sc.name} with policy '{p.label}'")
+    return Experiment(
+        name=name, description=description, source=src, matrix_keys=keys, seeds=tuple(seeds),
+        scenarios=tuple(scenarios), policies=policies, episode_frames=frames,
+    )

@@ -1,0 +1,100 @@
+"""Per-episode metrics and per-frame traces of one benchmark task.
+
+The per-frame figures (energy, latency percentiles, misses, accuracy, switches, throttling, exit) are the
+:class:`e4gym.envs.wrappers.EpisodeStats` figures of the episode (the task runs its env under that
+wrapper), so the harness and training callbacks count frames the same way: every step of the frame env,
+only the ``frame_done`` steps of the block env. :func:`episode_metrics` adds the figures that wrapper does not
+keep (average power, peak temperature, episode reward); :func:`frame_trace` extracts the per-frame arrays
+saved for plots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+#: The metrics of a task's row, with their meaning and units (the order of the result columns).
+METRIC_DOCS: dict[str, str] = {
+    "frames": "frames finished in the episode (count)",
+    "energy_per_frame_j": "mean true board energy per frame, idle time until the next arrival included (J)",
+    "measured_energy_per_frame_j": "mean energy per frame as the board's power monitor reports it (J)",
+    "latency_mean_ms": "mean frame latency, queueing included (ms)",
+    "latency_p95_ms": "95th percentile of the frame latency (ms)",
+    "latency_p99_ms": "99th percentile of the frame latency (ms)",
+    "deadline_miss_rate": "fraction of frames whose latency exceeded the deadline (0..1)",
+    "accuracy": "fraction of frames whose exit predicted the right class (0..1)",
+    "mean_exit": "mean exit index the frames left at (0-based)",
+    "throttled_share": "fraction of frames during which the thermal trip capped the clocks (0..1)",
+    "switches_per_frame": "mean number of clock domains that changed frequency per frame (0..3)",
+    "avg_power_w": "average board power over the episode: total energy / time on the board (W)",
+    "peak_temp_c": "highest board temperature of the episode (°C)",
+    "episode_reward": "sum of the rewards of every step of the episode",
+}
+#: The metric names, in column order.
+METRICS: tuple[str, ...] = tuple(METRIC_DOCS)
+
+#: Metric name -> the :data:`e4gym.envs.wrappers.EPISODE_STAT_KEYS` key it is read from.
+_FROM_EPISODE_STATS: dict[str, str] = {
+    "frames": "ep_frames",
+    "energy_per_frame_j": "ep_energy_per_frame_j",
+    "measured_energy_per_frame_j": "ep_measured_energy_per_frame_j",
+    "latency_mean_ms": "ep_latency_mean_ms",
+    "latency_p95_ms": "ep_latency_p95_ms",
+    "latency_p99_ms": "ep_latency_p99_ms",
+    "deadline_miss_rate": "ep_deadline_miss_rate",
+    "accuracy": "ep_accuracy",
+    "mean_exit": "ep_mean_exit",
+    "throttled_share": "ep_throttled_fraction",
+    "switches_per_frame": "ep_dvfs_switches_per_frame",
+}
+
+#: The per-frame arrays of a trace file (``.npz``), with units.
+TRACE_DOCS: dict[str, str] = {
+    "cpu_hz": "CPU clock at the end of the frame (Hz)",
+    "gpu_hz": "GPU clock at the end of the frame (Hz)",
+    "emc_hz": "memory clock at the end of the frame (Hz)",
+    "exit": "exit the frame left at (0-based)",
+    "temp_c": "board temperature at the end of the frame (°C)",
+    "latency_ms": "frame latency, queueing included (ms)",
+    "energy_j": "true energy of the frame, idle wait included (J)",
+    "measured_energy_j": "the frame's energy as the power monitor reports it (J)",
+    "deadline_missed": "the frame missed its deadline",
+    "correct": "the frame's exit predicted the right class",
+}
+_TRACE_DTYPES = {"exit": np.int16, "deadline_missed": np.bool_, "correct": np.bool_}
+
+
+def is_frame(info: Mapping[str, Any]) -> bool:
+    """A step's ``info`` describes a finished frame (every step of the frame env; ``frame_done`` ones of the
+    block env), the criterion :class:`~e4gym.envs.wrappers.EpisodeStats` counts by."""
+    return bool(info.get("frame_done", True))
+
+
+def episode_metrics(infos: Sequence[Mapping[str, Any]], episode_stats: Mapping[str, float]) -> dict[str, float]:
+    """The :data:`METRICS` of an episode.
+
+    Args:
+        infos: the ``info`` of every step (each with its ``reward``), as :func:`e4gym.policy.run_episode`
+            returns them.
+        episode_stats: the :class:`~e4gym.envs.wrappers.EpisodeStats` figures of the same episode.
+    """
+    out: dict[str, float] = {k: float(episode_stats[src]) for k, src in _FROM_EPISODE_STATS.items()}
+    out["frames"] = int(episode_stats["ep_frames"])
+    frames = [i for i in infos if is_frame(i)]
+    energy = np.array([float(i["energy_j"]) for i in frames])
+    power = np.array([float(i["power_w"]) for i in frames])
+    ok = power > 0
+    seconds = float(np.sum(energy[ok] / power[ok]))
+    out["avg_power_w"] = float(energy[ok].sum() / seconds) if seconds > 0 else math.nan
+    out["peak_temp_c"] = float(max((float(i["temp_c"]) for i in infos), default=math.nan))
+    out["episode_reward"] = float(sum(float(i["reward"]) for i in infos))
+    return {k: out[k] for k in METRICS}
+
+
+def frame_trace(infos: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The per-frame arrays of :data:`TRACE_DOCS` (one entry per finished frame, in order)."""
+    frames = [i for i in infos if is_frame(i)]
+    return {k: np.array([i[k] for i in frames], dtype=_TRACE_DTYPES.get(k, np.float64)) for k in TRACE_DOCS}

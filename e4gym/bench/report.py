@@ -1,0 +1,246 @@
+"""The tables of a benchmark: ``results.csv`` and ``results.json`` (one row per task) and ``report.md``.
+
+``report.md`` has one Markdown table per scenario, one line per policy, aggregated over the seeds (mean, and
+± the standard deviation over seeds for the energy when there are several):
+
+| column | meaning |
+|---|---|
+| seeds | seeds with a result |
+| energy J/frame | true board energy per frame, idle wait included (J) |
+| measured J/frame | the same as the board's power monitor reports it (J) |
+| vs default % | energy change against the ``default`` policy (stock Linux governors), % |
+| vs oracle % | energy above the clairvoyant ``oracle`` (its bound), % |
+| lat mean / p95 / p99 ms | frame latency, queueing included (ms) |
+| miss % | frames over the deadline (%) |
+| acc % | frames whose exit predicted the right class (%) |
+| Δacc pts | accuracy minus the ``performance`` policy's, in percentage points |
+| exit | mean exit index (0-based) |
+| throttled % | frames under the thermal cap (%) |
+| switches/frame | clock domains that changed per frame (0..3) |
+| profiler evals / share % | a policy's ``stats()`` ``profiler_evaluations`` and ``profiler_share`` (when reported) |
+
+The reference policies (``default``, ``oracle``, ``performance``) are found by policy name; a cell is ``–``
+when the reference is not in the experiment. Clairvoyant policies are marked ``(bound)``: they read the
+future and bound what a deployable policy can reach.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from e4gym.bench import _io
+from e4gym.bench.config import Experiment
+from e4gym.bench.metrics import METRICS
+
+#: Policy names the relative columns compare against.
+REFERENCES = {"default": "default", "oracle": "oracle", "performance": "performance"}
+#: Policy ``stats()`` keys the report shows (as columns, when a scenario has them).
+PROFILER_KEYS = ("profiler_evaluations", "profiler_share")
+_PROFILER_HEADERS = {"profiler_evaluations": "profiler evals", "profiler_share": "profiler share %"}
+_DASH = "–"
+
+
+@dataclass(frozen=True)
+class PolicySummary:
+    """One policy's results in one scenario, over its seeds.
+
+    Attributes:
+        label / policy: the entry's label and policy name. clairvoyant: reported as a bound.
+        seeds: the seeds with a result. mean / std: per numeric column, over the seeds (std 0 for one seed).
+    """
+
+    label: str
+    policy: str
+    clairvoyant: bool
+    seeds: tuple[int, ...]
+    mean: dict[str, float]
+    std: dict[str, float]
+
+
+def result_columns(exp: Experiment, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The column order of the result tables: ids, matrix parameters, metrics, policy stats, tail."""
+    from e4gym.bench.runner import ID_COLUMNS, TAIL_COLUMNS
+
+    cols = list(ID_COLUMNS)
+    cols += [k for k in exp.matrix_keys if k not in cols]
+    cols += list(METRICS)
+    for r in rows:
+        cols += [k for k in r if k not in cols and k not in TAIL_COLUMNS]
+    return cols + list(TAIL_COLUMNS)
+
+
+def _csv_cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True)
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def to_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as CSV (floats at full precision, missing cells empty)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_csv_cell(r.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def aggregate(exp: Experiment, rows: Sequence[dict[str, Any]]) -> dict[str, list[PolicySummary]]:
+    """Per scenario name, the :class:`PolicySummary` of each policy with at least one result (config order)."""
+    out: dict[str, list[PolicySummary]] = {}
+    for sc in exp.scenarios:
+        items = []
+        for p in exp.policies:
+            rs = [r for r in rows if r["scenario"] == sc.name and r["label"] == p.label]
+            if not rs:
+                continue
+            keys = [k for k in rs[0] if isinstance(rs[0][k], (int, float)) and not isinstance(rs[0][k], bool)]
+            mean, std = {}, {}
+            for k in keys:
+                vals = np.array([float(r.get(k, math.nan)) for r in rs], dtype=np.float64)
+                mean[k] = float(vals.mean())
+                std[k] = float(vals.std()) if len(vals) > 1 else 0.0
+            items.append(PolicySummary(p.label, p.name, any(bool(r["clairvoyant"]) for r in rs),
+                                       tuple(int(r["seed"]) for r in rs), mean, std))
+        out[sc.name] = items
+    return out
+
+
+def _reference(items: Sequence[PolicySummary], name: str) -> PolicySummary | None:
+    cands = [s for s in items if s.policy == name]
+    return next((s for s in cands if s.label == name), cands[0] if cands else None)
+
+
+def _num(x: float, fmt: str) -> str:
+    return _DASH if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def _rel(x: float, ref: PolicySummary | None, key: str) -> str:
+    if ref is None:
+        return _DASH
+    base = ref.mean.get(key, math.nan)
+    if not (math.isfinite(base) and base > 0):
+        return _DASH
+    return _num(100.0 * (x - base) / base, "+.1f")
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
+    """A Markdown table; ``align`` has one ``l``/``r`` per column (default: first left, the rest right)."""
+    align = align or "l" + "r" * (len(headers) - 1)
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) if a == "l" else str(c).rjust(w)
+                                 for c, w, a in zip(cells, widths, align)) + " |"
+
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2)) for w, a in zip(widths, align)) + "|"
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def scenario_table(items: Sequence[PolicySummary]) -> str:
+    """The Markdown table of one scenario (columns in the module docstring)."""
+    ref_def, ref_orc, ref_perf = (_reference(items, REFERENCES[k]) for k in ("default", "oracle", "performance"))
+    prof = [k for k in PROFILER_KEYS if any(k in s.mean for s in items)]
+    headers = ["policy", "seeds", "energy J/frame", "measured J/frame", "vs default %", "vs oracle %",
+               "lat mean ms", "p95 ms", "p99 ms", "miss %", "acc %", "Δacc pts", "exit", "throttled %",
+               "switches/frame"]
+    headers += [_PROFILER_HEADERS[k] for k in prof]
+    lines = []
+    for s in items:
+        m = s.mean
+        e = m["energy_per_frame_j"]
+        energy = _num(e, ".4f") + (f" ± {s.std['energy_per_frame_j']:.4f}" if len(s.seeds) > 1 else "")
+        dacc = _DASH if ref_perf is None else _num(100.0 * (m["accuracy"] - ref_perf.mean["accuracy"]), "+.1f")
+        cells = [
+            s.label + (" (bound)" if s.clairvoyant else ""),
+            str(len(s.seeds)),
+            energy,
+            _num(m["measured_energy_per_frame_j"], ".4f"),
+            _rel(e, ref_def, "energy_per_frame_j"),
+            _rel(e, ref_orc, "energy_per_frame_j"),
+            _num(m["latency_mean_ms"], ".2f"),
+            _num(m["latency_p95_ms"], ".2f"),
+            _num(m["latency_p99_ms"], ".2f"),
+            _num(100.0 * m["deadline_miss_rate"], ".2f"),
+            _num(100.0 * m["accuracy"], ".2f"),
+            dacc,
+            _num(m["mean_exit"], ".2f"),
+            _num(100.0 * m["throttled_share"], ".1f"),
+            _num(m["switches_per_frame"], ".3f"),
+        ]
+        if "profiler_evaluations" in prof:
+            cells.append(_num(m.get("profiler_evaluations", math.nan), ".0f"))
+        if "profiler_share" in prof:
+            cells.append(_num(100.0 * m.get("profiler_share", math.nan), ".2f"))
+        lines.append(cells)
+    return markdown_table(headers, lines)
+
+
+def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Sequence[Any], ran: int,
+                  reused: int) -> str:
+    """The Markdown report: a header, one table per scenario, the failures, the column legend."""
+    frames = sorted({int(r["frames"]) for r in rows})
+    parts = [f"# Benchmark: {exp.name}", ""]
+    if exp.description:
+        parts += [exp.description.strip(), ""]
+    parts += [
+        f"{len(exp.scenarios)} scenario(s) × {len(exp.policies)} policies × {len(exp.seeds)} seed(s) "
+        f"{list(exp.seeds)} = {exp.n_tasks} tasks; {len(rows)} with results ({ran} run now, {reused} reused), "
+        f"{len(failures)} failed. Frames per episode: {', '.join(map(str, frames)) or _DASH}. "
+        f"Config: `{exp.source}`.",
+        "",
+    ]
+    agg = aggregate(exp, rows)
+    any_bound = False
+    for sc in exp.scenarios:
+        parts += [f"## {sc.title}", "", f"Scenario `{sc.name}`.", ""]
+        items = agg.get(sc.name, [])
+        if items:
+            parts += [scenario_table(items), ""]
+            any_bound = any_bound or any(s.clairvoyant for s in items)
+        else:
+            parts += ["No results.", ""]
+    if failures:
+        parts += ["## Failures", ""]
+        parts += [f"- {f.describe()}" for f in failures]
+        parts += [""]
+    notes = [
+        "Energy: true board energy per frame including the idle wait until the next frame (J); measured: as the "
+        "power monitor reports it. vs default / vs oracle: energy change against those policies (%). Latency "
+        "includes queueing. Δacc: accuracy minus the `performance` policy's (percentage points). Means over seeds"
+        "; energy ± standard deviation over seeds.",
+    ]
+    if any_bound:
+        notes.append("")
+        notes.append("(bound): clairvoyant policy, reads each frame's ground truth before running it; a bound, not "
+                     "deployable.")
+    parts += notes
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write_tables(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]], failures: Sequence[Any],
+                 report: str) -> None:
+    """Write ``results.csv``, ``results.json`` and ``report.md`` under ``out`` (atomically)."""
+    cols = result_columns(exp, rows)
+    _io.write_text(out / "results.csv", to_csv(cols, rows))
+    _io.write_json(out / "results.json", {
+        "experiment": exp.name,
+        "config": exp.source,
+        "columns": cols,
+        "rows": list(rows),
+        "failures": [{"scenario": f.scenario, "label": f.label, "seed": f.seed, "error": f.error} for f in failures],
+    })
+    _io.write_text(out / "report.md", report)

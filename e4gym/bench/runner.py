@@ -1,0 +1,347 @@
+"""Running an experiment: one task per (scenario, policy, seed), in parallel processes, resumable.
+
+Each task builds its env (``gymnasium.make(policy.env_id, **scenario kwargs, **policy.env_kwargs)``, under
+:class:`~e4gym.envs.wrappers.EpisodeStats`), builds a fresh policy, runs one episode with
+:func:`e4gym.policy.run_episode` on the seed (the env seed: every policy sees the same frame stream for a
+seed), and writes, atomically:
+
+* ``runs/<scenario>/<label>/seed<N>.npz``: the per-frame trace (:data:`e4gym.bench.metrics.TRACE_DOCS`);
+* ``runs/<scenario>/<label>/seed<N>.json``: the task's definition, its hash and its result row
+  (:data:`e4gym.bench.metrics.METRIC_DOCS` plus the policy's ``stats()``).
+
+A task whose JSON exists with the same definition hash (and its trace) is not run again; a changed config
+changes the hash of the tasks it touches, which then run again. ``force=True`` runs everything. A failing task
+does not stop the others; :class:`Results` lists the failures. After the tasks, the parent process writes
+``results.csv``, ``results.json`` and ``report.md`` (:mod:`e4gym.bench.report`), the TensorBoard runs
+(:mod:`e4gym.bench.tb`) and the plots (:mod:`e4gym.bench.plots`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e4gym.bench import _io
+from e4gym.bench.config import Experiment, PolicyEntry, Scenario, canonical_json, load_experiment
+from e4gym.bench.metrics import episode_metrics, frame_trace
+
+#: Bumped when what a task computes changes, so results of an older harness are not reused.
+HARNESS_VERSION = 1
+#: Result-row columns that come before the matrix parameters and metrics.
+ID_COLUMNS = ("scenario", "device", "model", "fps", "deadline_ms", "policy", "label", "seed", "clairvoyant", "env_id")
+#: Result-row columns after the metrics and the policy's stats.
+TAIL_COLUMNS = ("wall_s", "hash", "trace")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One (scenario, policy, seed) episode.
+
+    Attributes:
+        scenario / policy: the experiment's entries. seed: the env seed.
+        env_kwargs: the env arguments (the scenario's, overridden by the policy's ``env_kwargs``).
+    """
+
+    scenario: Scenario
+    policy: PolicyEntry
+    seed: int
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def definition(self) -> dict[str, Any]:
+        """Everything that determines the task's result (hashed into :attr:`hash`)."""
+        return {
+            "harness": HARNESS_VERSION,
+            "env_id": self.policy.env_id,
+            "env_kwargs": self.env_kwargs,
+            "policy": self.policy.name,
+            "args": self.policy.args,
+            "model_sha256": self.policy.fingerprint,
+            "seed": self.seed,
+        }
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of :attr:`definition`."""
+        return hashlib.sha256(canonical_json(self.definition).encode()).hexdigest()
+
+    @property
+    def relpath(self) -> str:
+        """The task's files without suffix, relative to the output folder (``runs/<scenario>/<label>/seed<N>``)."""
+        return f"runs/{self.scenario.name}/{self.policy.label}/seed{self.seed}"
+
+    def describe(self) -> str:
+        """``policy 'x' on scenario y, seed z`` (for messages)."""
+        return f"policy '{self.policy.label}' on scenario {self.scenario.name}, seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A task that raised: which one, and the error (``Type: message``) with its traceback."""
+
+    scenario: str
+    label: str
+    seed: int
+    error: str
+    traceback: str = ""
+
+    def describe(self) -> str:
+        """One line naming the task and the error."""
+        return f"policy '{self.label}' on scenario {self.scenario}, seed {self.seed}: {self.error}"
+
+
+@dataclass
+class Results:
+    """What :func:`run_benchmark` produced.
+
+    Attributes:
+        experiment: the validated experiment. out: the output folder.
+        rows: one result row per finished task (config order: scenario, policy, seed), as in results.json.
+        failures: the tasks that raised in this invocation.
+        ran / reused: tasks run in this invocation / results reused from an earlier one.
+        report: the Markdown report (also in ``out/report.md``). wall_s: duration of the invocation (s).
+    """
+
+    experiment: Experiment
+    out: Path
+    rows: list[dict[str, Any]]
+    failures: list[TaskFailure]
+    ran: int
+    reused: int
+    report: str
+    wall_s: float
+
+    @property
+    def ok(self) -> bool:
+        """Every task of the experiment has a result."""
+        return not self.failures and len(self.rows) == self.experiment.n_tasks
+
+
+def build_tasks(exp: Experiment) -> list[Task]:
+    """The experiment's tasks, scenario-major, then policy, then seed (config order)."""
+    return [
+        Task(sc, p, seed, {**sc.env_kwargs, **p.env_kwargs})
+        for sc in exp.scenarios for p in exp.policies for seed in exp.seeds
+    ]
+
+
+def _read_result(out: Path, task: Task) -> dict[str, Any] | None:
+    """The stored result of ``task`` if it is complete and its hash matches, else ``None``."""
+    path = out / f"{task.relpath}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("hash") != task.hash or not isinstance(data.get("row"), dict):
+        return None
+    if not (out / f"{task.relpath}.npz").is_file():
+        return None
+    return data
+
+
+def run_task(task: Task, out: str | Path) -> dict[str, Any]:
+    """Run one task and write its trace and result (atomically); never raises for the task's own errors.
+
+    Returns ``{"ok": True, "row": ...}`` or ``{"ok": False, "error": "Type: message", "traceback": ...}``.
+    """
+    out = Path(out)
+    started = time.time()
+    t0 = time.perf_counter()
+    try:
+        import gymnasium as gym
+
+        import e4gym  # noqa: F401  (registers the envs)
+        from e4gym.bench.policies import make_policy
+        from e4gym.envs.wrappers import EpisodeStats
+        from e4gym.policy import run_episode
+
+        policy = make_policy(task.policy.name, task.policy.args)
+        env = EpisodeStats(gym.make(task.policy.env_id, **task.env_kwargs))
+        try:
+            infos = run_episode(policy, env, seed=task.seed)
+            stats_ep = env.last_episode_stats
+        finally:
+            env.close()
+        if stats_ep is None:
+            raise RuntimeError("the episode did not end (no EpisodeStats figures)")
+        metrics = episode_metrics(infos, stats_ep)
+        extra = _policy_stats(policy)
+        setup = env.unwrapped.setup
+        sc = task.scenario
+        row: dict[str, Any] = {
+            "scenario": sc.name,
+            "device": setup.spec.name,
+            "model": setup.profile.name,
+            "fps": float(setup.fps),
+            "deadline_ms": float(setup.deadline_s * 1e3),
+            "policy": task.policy.name,
+            "label": task.policy.label,
+            "seed": task.seed,
+            "clairvoyant": bool(getattr(policy, "clairvoyant", False)),
+            "env_id": task.policy.env_id,
+        }
+        row.update({k: v for k, v in sc.params.items() if k not in row})
+        row.update(metrics)
+        clash = sorted(k for k in extra if k in row or k in TAIL_COLUMNS)
+        if clash:
+            raise ValueError(f"the policy's stats() keys {clash} clash with result columns; rename them")
+        row.update(extra)
+        row["wall_s"] = time.perf_counter() - t0
+        row["hash"] = task.hash
+        row["trace"] = f"{task.relpath}.npz"
+        _io.write_npz(out / f"{task.relpath}.npz", frame_trace(infos))
+        _io.write_json(out / f"{task.relpath}.json", {
+            "hash": task.hash,
+            "definition": task.definition,
+            "row": row,
+            "started_at": started,
+            "finished_at": time.time(),
+        })
+        return {"ok": True, "row": row}
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+
+
+def _policy_stats(policy: Any) -> dict[str, float]:
+    """The policy's ``stats()`` (numbers by name), or ``{}`` when it has none.
+
+    Raises:
+        ValueError: ``stats()`` did not return a mapping of names to numbers.
+    """
+    fn = getattr(policy, "stats", None)
+    if not callable(fn):
+        return {}
+    stats = fn()
+    if not isinstance(stats, Mapping):
+        raise ValueError(f"{policy!r}.stats() must return a dict of numbers, got {stats!r}")
+    out = {}
+    for k, v in stats.items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{policy!r}.stats()[{k!r}] must be a number, got {v!r}") from None
+    return out
+
+
+def _worker_init() -> None:
+    """Worker process setup: one math thread per process (the processes already use the cores)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def _run_pending(pending: list[Task], out: Path, jobs: int, quiet: bool, name: str) -> list[TaskFailure]:
+    """Run ``pending`` (in this process when ``jobs <= 1``, else in a spawn pool) with a progress bar."""
+    from tqdm import tqdm
+
+    failures: list[TaskFailure] = []
+
+    def record(task: Task, outcome: dict[str, Any]) -> None:
+        if not outcome.get("ok"):
+            failures.append(TaskFailure(task.scenario.name, task.policy.label, task.seed,
+                                        str(outcome.get("error")), str(outcome.get("traceback", ""))))
+        bar.set_postfix_str(f"{task.policy.label}/{task.scenario.name}/seed{task.seed}", refresh=False)
+        bar.update(1)
+
+    bar = tqdm(total=len(pending), desc=f"bench {name}", unit="task", file=sys.stderr, disable=quiet)
+    try:
+        if jobs <= 1:
+            for task in pending:
+                record(task, run_task(task, out))
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+                futures = {pool.submit(run_task, t, str(out)): t for t in pending}
+                try:
+                    for fut in as_completed(futures):
+                        try:
+                            outcome = fut.result()
+                        except Exception as exc:  # the worker process died (BrokenProcessPool, ...)
+                            outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                                       "traceback": traceback.format_exc()}
+                        record(futures[fut], outcome)
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+    order = {(t.scenario.name, t.policy.label, t.seed): i for i, t in enumerate(pending)}
+    return sorted(failures, key=lambda f: order[(f.scenario, f.label, f.seed)])
+
+
+def run_benchmark(
+    config: str | Path | Mapping[str, Any] | Experiment,
+    out: str | Path,
+    jobs: int | None = None,
+    force: bool = False,
+    frames: int | None = None,
+    quiet: bool = True,
+    plots: bool = True,
+    tensorboard: bool = True,
+) -> Results:
+    """Run an experiment and write its outputs under ``out``.
+
+    Args:
+        config: a config path, a name under ``configs/experiments/``, a mapping, or a loaded :class:`Experiment`.
+        out: output folder (created). jobs: worker processes (default ``min(os.cpu_count(), tasks to run)``;
+            1 runs in this process). force: re-run tasks that already have a result.
+        frames: override ``episode_frames`` (frames per episode) of every scenario.
+        quiet: no progress bar. plots / tensorboard: write ``plots/`` / ``tb/``.
+
+    Returns:
+        The :class:`Results`; check ``results.ok`` (failed tasks do not raise).
+
+    Raises:
+        ConfigError / UnknownNameError: the config is invalid; nothing is run and ``out`` is not touched.
+    """
+    from e4gym.errors import ConfigError
+
+    t0 = time.perf_counter()
+    if isinstance(config, Experiment):
+        exp = config
+        if frames is not None:
+            raise ConfigError("frames= applies when the config is loaded; pass it to load_experiment instead")
+    else:
+        exp = load_experiment(config, frames=frames)
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
+    out = Path(out)
+    tasks = build_tasks(exp)
+    pending = tasks if force else [t for t in tasks if _read_result(out, t) is None]
+    n_jobs = min(jobs or os.cpu_count() or 1, len(pending))
+    out.mkdir(parents=True, exist_ok=True)
+    failures = _run_pending(pending, out, n_jobs, quiet, exp.name) if pending else []
+
+    # A task that failed now is reported as failed, not by an older result it may have left (--force).
+    failed = {(f.scenario, f.label, f.seed) for f in failures}
+    rows = []
+    for t in tasks:
+        if (t.scenario.name, t.policy.label, t.seed) in failed:
+            continue
+        data = _read_result(out, t)
+        if data is not None:
+            rows.append(data["row"])
+    from e4gym.bench.report import render_report, write_tables
+
+    report = render_report(exp, rows, failures, ran=len(pending), reused=len(tasks) - len(pending))
+    write_tables(out, exp, rows, failures, report)
+    if tensorboard:
+        from e4gym.bench.tb import write_tensorboard
+
+        write_tensorboard(out, exp, rows)
+    if plots:
+        from e4gym.bench.plots import write_plots
+
+        write_plots(out, exp, rows)
+    return Results(exp, out, rows, failures, ran=len(pending), reused=len(tasks) - len(pending), report=report,
+                   wall_s=time.perf_counter() - t0)
+

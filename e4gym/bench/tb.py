@@ -1,0 +1,114 @@
+"""TensorBoard runs of a benchmark: ``tb/<scenario>/<policy label>/``, one run per (scenario, policy).
+
+``tensorboard --logdir OUT/tb`` overlays the policies of a scenario. Each run has
+
+* per-episode summaries, step = seed: :data:`SUMMARY_TAGS` (plus ``policy/<key>`` for a policy's ``stats()``);
+* the per-frame trace of the first seed with a result, step = frame: :data:`TRACE_TAGS`.
+
+The runs are written by the parent process after all tasks, in TensorBoard's record format (no torch);
+a scenario's folder is deleted first, so a re-run rewrites it cleanly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from e4gym.bench.config import Experiment
+
+#: Summary tag -> result column (step = seed).
+SUMMARY_TAGS: dict[str, str] = {
+    "energy/frame_j": "energy_per_frame_j",
+    "energy/measured_frame_j": "measured_energy_per_frame_j",
+    "latency/mean_ms": "latency_mean_ms",
+    "latency/p95_ms": "latency_p95_ms",
+    "latency/p99_ms": "latency_p99_ms",
+    "deadline/miss_rate": "deadline_miss_rate",
+    "accuracy/top1": "accuracy",
+    "exit/mean": "mean_exit",
+    "dvfs/switches_per_frame": "switches_per_frame",
+    "thermal/throttled_share": "throttled_share",
+    "thermal/peak_c": "peak_temp_c",
+    "power/avg_w": "avg_power_w",
+    "reward/episode": "episode_reward",
+}
+#: Trace tag -> (trace array, scale): the value written is ``array * scale`` (step = frame).
+TRACE_TAGS: dict[str, tuple[str, float]] = {
+    "trace/cpu_mhz": ("cpu_hz", 1e-6),
+    "trace/gpu_mhz": ("gpu_hz", 1e-6),
+    "trace/exit": ("exit", 1.0),
+    "trace/temp_c": ("temp_c", 1.0),
+    "trace/energy_j": ("energy_j", 1.0),
+    "trace/latency_ms": ("latency_ms", 1.0),
+}
+
+
+class _Writer:
+    """Scalars into one TensorBoard event file (TensorBoard's record format and protos; no torch, no thread).
+
+    The events are built in memory and written atomically at :meth:`close`.
+    """
+
+    def __init__(self, logdir: Path) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        self._event, self._summary = Event, Summary
+        now = time.time()
+        self.path = Path(logdir) / f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}.e4gym"
+        self._buf = io.BytesIO()
+        self._records = RecordWriter(self._buf)
+        self._records.write(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+
+    def scalars(self, values: dict[str, float], step: int, wall_time: float) -> None:
+        """Add every ``tag: value`` of ``values`` at ``step`` (one event)."""
+        summary = self._summary(value=[self._summary.Value(tag=t, simple_value=float(v)) for t, v in values.items()])
+        self._records.write(self._event(wall_time=wall_time, step=int(step), summary=summary).SerializeToString())
+
+    def close(self) -> None:
+        """Write the event file."""
+        from e4gym.bench import _io
+
+        _io.atomic_write(self.path, lambda f: f.write(self._buf.getvalue()))
+
+
+def write_tensorboard(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]) -> list[Path]:
+    """Write the runs of every (scenario, policy) with results under ``out/tb``; returns the run folders."""
+    from e4gym.bench.metrics import METRICS
+    from e4gym.bench.runner import ID_COLUMNS, TAIL_COLUMNS
+
+    root = Path(out) / "tb"
+    runs: list[Path] = []
+    seed_order = {s: i for i, s in enumerate(exp.seeds)}
+    for sc in exp.scenarios:
+        shutil.rmtree(root / sc.name, ignore_errors=True)
+        for p in exp.policies:
+            rs = sorted((r for r in rows if r["scenario"] == sc.name and r["label"] == p.label),
+                        key=lambda r: seed_order.get(r["seed"], len(seed_order)))
+            if not rs:
+                continue
+            logdir = root / sc.name / p.label
+            logdir.mkdir(parents=True, exist_ok=True)
+            w = _Writer(logdir)
+            now = time.time()
+            fixed = {*ID_COLUMNS, *exp.matrix_keys, *METRICS, *TAIL_COLUMNS}
+            for r in rs:
+                values = {tag: r[col] for tag, col in SUMMARY_TAGS.items()}
+                values.update({f"policy/{k}": v for k, v in r.items() if k not in fixed})  # the policy's stats()
+                w.scalars(values, r["seed"], now)
+            with np.load(Path(out) / rs[0]["trace"]) as z:
+                series = {tag: np.asarray(z[key], dtype=np.float64) * scale for tag, (key, scale) in TRACE_TAGS.items()}
+            for i in range(len(series["trace/exit"])):
+                w.scalars({tag: v[i] for tag, v in series.items()}, i, now)
+            w.close()
+            runs.append(logdir)
+    return runs
