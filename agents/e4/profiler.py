@@ -12,10 +12,11 @@ frame, at the last segment's clocks) subject to ``latency · (1 + margin) <= min
 2. **Coordinate descent.** Visit the coordinates (segment × domain) in turn; along each, step one level
    down, then up, and keep stepping while the objective improves. An infeasible setting is worse than every
    feasible one; among infeasible ones the faster wins. When a pass changes nothing, try *exchanges*: lower
-   one coordinate by a level and raise another (another domain of the same segment, or the same domain of
-   another segment) until the deadline is met again; take the first that saves energy and go back to
-   single-coordinate passes. Stop when neither finds an improvement. (Plain coordinate descent stops at the
-   first point of the deadline boundary it reaches; the exchanges slide along the boundary.)
+   one coordinate by a level and raise another domain until the deadline is met again; take the first that
+   saves energy and go back to single-coordinate passes. Stop when neither finds an improvement. (Plain
+   coordinate descent stops at the first point of the deadline boundary it reaches; the exchanges slide
+   along the boundary.) Per-layer plans start from the best uniform plan (the per-frame search, exchanges
+   included) and then move single coordinates only.
 3. **Cache** the solution per ``(exit, complexity bucket)``. A cached solution is profiled again (warm
    started) when the measured latency of frames at that exit drifts from the model by more than
    ``drift_tolerance`` or the board temperature moves by more than ``temp_tolerance_c`` (leakage grows with
@@ -29,10 +30,11 @@ frame, at the last segment's clocks) subject to ``latency · (1 + margin) <= min
 noise-free analytic model (:mod:`e4gym.hardware.model`, the model behind the emulator, with the leakage of
 the measured temperature), corrected by the ratio of measured to modelled latency of recent frames at that
 exit (from the step ``info``'s ``run_ms``). That is E4's profile of the board, read from a model instead of
-timed runs; with a measured profile (``e4gym profile-device``) the same search applies. The model charges
-``transition_stall_s`` per domain switched between segments but not the delay before a new clock takes
-effect (``transition_delay_s``), which per-layer plans pay on the board: the measured-latency correction
-absorbs it.
+timed runs; with a measured profile (``e4gym profile-device``) the same search applies. Between segments the
+model charges ``transition_stall_s`` per domain switched and the delay before new clocks take effect
+(``transition_delay_s``: the segment runs at the old clocks until then), as the emulator does; a delay
+longer than its segment is not carried into the next one (an approximation the measured-latency correction
+absorbs).
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ class JITProfiler:
         self._leak_ref = pt.leak_ref_w.reshape(shape)[sel]
         self._leak_k, self._temp_ref = m.leak_temp_coeff_per_c, m.temp_ref_c
         self._stall = m.transition_stall_s
+        self._delays = m.transition_delay_s
         self._budget = min(s.deadline_s, s.period_s) / (1.0 + self.margin)
         self._period = s.period_s
         self._segments = [self._segments_of(e) for e in range(prof.n_exits)]
@@ -211,9 +214,14 @@ class JITProfiler:
             ix = self._idx(lv)
             floor = self._floor_static[ix] + self._leak_ref[ix] * leak
             seg_lat = lat_t[ix] * scale
-            if prev is not None:
-                stall = self._stall * sum(a != b for a, b in zip(prev, ix))
-                seg_lat += stall
+            if prev is not None and prev != ix:
+                changed = [i for i in range(3) if prev[i] != ix[i]]
+                # The board keeps the old clocks for the longest delay of the switched domains: that much of
+                # the segment runs at the old rate (all of it, if it is shorter than the delay).
+                delay = max(self._delays[i] for i in changed)
+                old = lat_t[prev] * scale
+                seg_lat = old if delay >= old else delay + seg_lat * (1.0 - delay / old)
+                seg_lat += self._stall * len(changed)
             lat += seg_lat
             dyn += dyn_t[ix]
             floor_e += floor * seg_lat
@@ -284,12 +292,12 @@ class JITProfiler:
         if n_seg == 1:
             x = self._search(f, np.asarray(start, np.int64) if start is not None else None, 1, 1)
         else:
-            # Per layer: first the best uniform plan (one setting for every segment, a per-frame search),
-            # then free the segments. Per-layer plans can only improve on it, and the uniform start keeps
-            # the per-layer search short.
+            # Per layer: first the best uniform plan (one setting for every segment, a per-frame search with
+            # exchanges), then free the segments with single-coordinate moves only. Per-layer plans can only
+            # improve on the uniform one, and without per-layer exchanges the search stays short.
             uni = self._search(f, None if start is None else np.asarray(start, np.int64)[-1:], 1, n_seg)[:1]
             x = self._search(f, np.tile(uni, (n_seg, 1)) if start is None else np.asarray(start, np.int64),
-                             n_seg, n_seg, fallback=np.tile(uni, (n_seg, 1)))
+                             n_seg, n_seg, fallback=np.tile(uni, (n_seg, 1)), exchanges=False)
         cur = f(x)
         self.stats.evaluations += len(memo)
         self.stats.full_sweep += n_seg * self.grid_size()
@@ -298,8 +306,9 @@ class JITProfiler:
                     float(self._scale[exit]), float(self.temp_c))
 
     def _search(self, f, start: np.ndarray | None, n_free: int, n_seg: int,
-                fallback: np.ndarray | None = None) -> np.ndarray:
-        """Coordinate descent with exchanges over ``n_free`` segments' levels (tiled to ``n_seg`` when 1)."""
+                fallback: np.ndarray | None = None, exchanges: bool = True) -> np.ndarray:
+        """Coordinate descent (with exchanges unless ``exchanges=False``) over ``n_free`` segments' levels
+        (tiled to ``n_seg`` when 1)."""
         def full(x: np.ndarray) -> np.ndarray:
             return x if n_free == n_seg else np.tile(x, (n_seg, 1))
 
@@ -337,7 +346,7 @@ class JITProfiler:
                         if not better(v, cur):
                             break
                         x, cur, changed = y, v, True
-            if changed or not cur[0]:
+            if changed or not cur[0] or not exchanges:
                 continue
             for (s1, d1), (s2, d2) in pairs:
                 if x[s1, d1] == 0:
