@@ -40,3 +40,12 @@ def test_emulator_speed_prints_its_table(capsys: pytest.CaptureFixture[str]) -> 
 def test_workload_speed_prints_its_table(capsys: pytest.CaptureFixture[str]) -> None:
     _load("workload_speed").main(["--repeats", "1"])
     assert "`SyntheticVideo.batch(100_000)` (vectorised)" in capsys.readouterr().out
+
+
+def test_e4_quality_prints_the_targets_per_seed(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _load("e4_quality").main(["--seeds", "0", "--frames", "150", "--out", str(tmp_path), "--jobs", "1"])
+    out = capsys.readouterr().out
+    assert "| seed | saving vs default |" in out and "targets:" in out
+    (row,) = rows
+    assert row["seed"] == 0 and 0 < row["profiler_share"] < 1
+    assert row["saving_vs_default"] > 0  # E4 exits early: it always saves against the full network
