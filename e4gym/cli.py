@@ -9,7 +9,9 @@ Verbs (``e4gym VERB --help`` for each):
 * ``train-exits``: train the early-exit heads on a frozen backbone over an image-folder dataset;
 * ``record``: run a multi-exit network over a video file and save a replayable trace (``.npz``);
 * ``bench``: run a matrix of scenarios × policies × seeds; tables, plots and TensorBoard runs;
-* ``sweep``: the CPU × GPU frequency sweep of one device and model, as heatmaps.
+* ``sweep``: the CPU × GPU frequency sweep of one device and model, as heatmaps;
+* ``train``: train a stable-baselines3 agent, zTT or Ring-DVFS (from ``agents``, through the ``e4gym.cli``
+  entry-point group).
 """
 
 from __future__ import annotations
@@ -209,6 +211,12 @@ def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
 
     add_train_exits_parser(sub)
     add_record_parser(sub)
+    # Verbs from other packages (e.g. `train` from agents/): entry points of the `e4gym.cli` group, each a
+    # function that registers its sub-parser. e4gym itself never imports agents/ or baselines/.
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group="e4gym.cli"), key=lambda e: e.name):
+        ep.load()(sub)
     return parser
 
 

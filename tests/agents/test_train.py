@@ -1,0 +1,108 @@
+"""``e4gym train`` (agents/train.py): SB3 agents from the CLI, TensorBoard, checkpoints, resume, bench loading."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import e4gym  # noqa: F401
+from agents.train import TrainedPolicy, load_agent_config, parse_env_kwargs, train
+from e4gym.cli import main
+from e4gym.errors import ConfigError, UnknownNameError
+from e4gym.policy import run_episode
+
+
+def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run_dir / "tb"))
+    ea.Reload()
+    return [(e.step, e.value) for e in ea.Scalars(tag)]
+
+
+def test_ppo_learning_curve_rises_in_tensorboard(tmp_path) -> None:
+    out = tmp_path / "ppo"
+    assert main(["train", "--algo", "ppo", "--out", str(out), "--steps", "12288", "--env-kwargs",
+                 "episode_frames=256", "--quiet"]) == 0
+    curve = scalars(out, "e4gym/episode_reward")
+    assert len(curve) >= 10
+    first = np.mean([v for _, v in curve[:4]])
+    last = np.mean([v for _, v in curve[-4:]])
+    assert last > first + 100  # returns per 256-frame episode: about -590 at random, above -400 after training
+    energy = scalars(out, "e4gym/energy_per_frame_j")
+    assert energy[-1][1] < energy[0][1]
+    meta = json.loads((out / "train.json").read_text())
+    assert meta["algo"] == "ppo" and meta["env_kwargs"]["episode_frames"] == 256
+    assert meta["env_kwargs"]["device"] == "xavier-nx"  # from configs/agents/ppo.yaml
+    assert scalars(out, "eval/mean_reward")  # evaluation episodes ran on their own env
+    # The trained model runs in the harness as a policy, by path.
+    pol = TrainedPolicy(out)
+    env = gym.make(pol.env_id, device="xavier-nx", episode_frames=100)
+    infos = run_episode(pol, env, seed=3)
+    assert len(infos) == 100 and np.mean([i["energy_j"] for i in infos]) < 0.27
+
+
+def test_resume_continues_the_step_count_and_optimiser_state(tmp_path) -> None:
+    out = tmp_path / "run"
+    train("ppo", out=out, steps=2048, checkpoint_freq=1024, env_kwargs={"episode_frames": 128}, progress=False)
+    from stable_baselines3 import PPO
+
+    ckpt = PPO.load(out / "checkpoints" / "ckpt_2048_steps.zip", device="cpu")
+    final = PPO.load(out / "model.zip", device="cpu")
+    assert ckpt.num_timesteps == 2048
+    a, b = ckpt.policy.optimizer.state_dict()["state"], final.policy.optimizer.state_dict()["state"]
+    assert a and all(torch.equal(a[k]["exp_avg"], b[k]["exp_avg"]) for k in a)
+    (out / "model.zip").unlink()  # as if the run had been interrupted after its last checkpoint
+    train("ppo", out=out, steps=4096, checkpoint_freq=1024, env_kwargs={"episode_frames": 128}, progress=False,
+          resume=True)
+    resumed = PPO.load(out / "model.zip", device="cpu")
+    assert resumed.num_timesteps == 4096
+    steps = [s for s, _ in scalars(out, "time/fps")]
+    assert steps == sorted(steps) and max(steps) == 4096 and min(steps) <= 1024  # one continuous curve
+
+
+def test_corrupt_checkpoint_is_refused_with_a_clear_error(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    train("ppo", out=out, steps=1024, checkpoint_freq=512, env_kwargs={"episode_frames": 64}, progress=False)
+    (out / "checkpoints" / "ckpt_1024_steps.zip").write_bytes(b"garbage, not a zip")
+    rc = main(["train", "--algo", "ppo", "--out", str(out), "--steps", "2048", "--resume", "--quiet",
+               "--env-kwargs", "episode_frames=64"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "ckpt_1024_steps.zip is corrupt" in err
+
+
+def test_dqn_with_the_discrete_wrapper_trains_and_maps_back_to_env_actions(tmp_path) -> None:
+    out = tmp_path / "dqn"
+    train("dqn", out=out, steps=1500, env_kwargs={"episode_frames": 250}, progress=False)
+    pol = TrainedPolicy(out)
+    env = gym.make(pol.env_id, device="xavier-nx", episode_frames=20)
+    infos = run_episode(pol, env, seed=0)
+    assert len(infos) == 20
+    levels = {(i["cpu_hz"], i["gpu_hz"]) for i in infos}
+    spec = env.unwrapped.device_spec
+    grid_cpu = {spec.cpu_freqs_hz[k] for k in np.linspace(0, spec.n_cpu - 1, 4).round().astype(int)}
+    assert all(c in grid_cpu for c, _ in levels)  # only the wrapper's grid of levels
+
+
+def test_bad_arguments_fail_before_training(tmp_path, capsys) -> None:
+    with pytest.raises(UnknownNameError, match="--algo takes"):
+        load_agent_config("nope", "e4gym/EarlyExitDVFS-v0")
+    with pytest.raises(UnknownNameError, match="has no section for 'CartPole-v1'"):
+        load_agent_config("ppo", "CartPole-v1")
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_env_kwargs(["device"])
+    assert parse_env_kwargs(["fps=20", "control_memory=true", "device=nano"]) == {
+        "fps": 20, "control_memory": True, "device": "nano"}
+    out = tmp_path / "done"
+    out.mkdir()
+    (out / "model.zip").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="already holds a trained model"):
+        train("ppo", out=out, steps=10, progress=False)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train("ppo", out=tmp_path / "empty", steps=10, resume=True, progress=False)
+    with pytest.raises(ConfigError, match=r"no train\.json"):
+        TrainedPolicy(tmp_path)
