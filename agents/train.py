@@ -46,6 +46,8 @@ ALGOS = (*SB3_ALGOS, "ztt", "ring-dvfs")
 #: Keys of an agent config section that are not the algorithm's constructor arguments.
 _SECTION_KEYS = ("n_timesteps", "policy", "env_kwargs", "wrapper", "eval_freq", "eval_episodes", "checkpoint_freq")
 _CKPT_RE = re.compile(r"^ckpt_(\d+)_steps\.(zip|npz)$")
+#: Ring-DVFS callback figures of the last frame alone (not logged: the episode figures are).
+_RING_FRAME_KEYS = ("reward", "level", "energy_j", "missed", "reliability")
 #: Offset of the evaluation env's seed from the training seed (so the two never share a stream).
 EVAL_SEED_OFFSET = 10_000
 
@@ -151,7 +153,11 @@ def _checkpoints(out: Path) -> list[tuple[int, Path]]:
 def _algo_class(algo: str) -> Any:
     import stable_baselines3 as sb3
 
-    return {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN, "sac": sb3.SAC, "td3": sb3.TD3, "ztt": sb3.DQN}[algo]
+    if algo == "ztt":
+        from baselines.ztt import ZTTDQN
+
+        return ZTTDQN
+    return {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN, "sac": sb3.SAC, "td3": sb3.TD3}[algo]
 
 
 def _load_model(algo: str, path: Path, env: gym.Env) -> Any:
@@ -392,7 +398,7 @@ def _train_ring(out: Path, env_id: str, kw: dict[str, Any], total: int, seed: in
             raise ConfigError(f"--resume: no checkpoint in {out / 'checkpoints'} (ckpt_<steps>_steps.npz)")
         agent = RingDVFSAgent.load(ckpts[-1][1])
     else:
-        agent = RingDVFSAgent.for_env(env, seed=seed)
+        agent = RingDVFSAgent(seed=seed)
     logger = configure(str(out / "tb"), ["tensorboard", "csv"])
     bar = tqdm(total=total, initial=agent.num_timesteps, unit="step", desc="train", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
@@ -402,7 +408,7 @@ def _train_ring(out: Path, env_id: str, kw: dict[str, Any], total: int, seed: in
         bar.update(step - bar.n)
         if "episode_reward" in stats:
             for k, v in stats.items():
-                if math.isfinite(v):
+                if math.isfinite(v) and k not in _RING_FRAME_KEYS:
                     logger.record(f"e4gym/{k}", v)
             logger.dump(step)
         if step % freq_ckpt == 0:
@@ -433,7 +439,11 @@ class TrainedPolicy:
     """A model trained by ``e4gym train``, as a policy for the harness (entry point ``trained``).
 
     Args:
-        path: the run folder (with ``train.json``) or its model file.
+        path: the run folder (with ``train.json``) or its model file. ``None``: train one first, at
+            :meth:`bind`, for the scenario of the env it is bound to (``algo``, ``env_id``, ``steps``, ``seed``),
+            into a cache folder (``$E4GYM_CACHE_DIR/trained``, default ``~/.cache/e4gym/trained``) keyed by all
+            of them, so each scenario is trained once and later benchmarks reuse it.
+        algo / env_id / steps / seed: what to train when ``path`` is ``None`` (steps default: the config's).
         name: display name (default ``trained-<algo>``).
 
     For SB3 models the config's action wrapper maps the model's action to the env's (e.g. a ``Discrete``
@@ -448,8 +458,26 @@ class TrainedPolicy:
 
     clairvoyant = False
 
-    def __init__(self, path: str | Path, name: str | None = None) -> None:
-        p = Path(path)
+    def __init__(self, path: str | Path | None = None, algo: str | None = None,
+                 env_id: str = "e4gym/EarlyExitDVFS-v0", steps: int | None = None, seed: int = 0,
+                 name: str | None = None) -> None:
+        if path is None:
+            if algo not in ALGOS:
+                raise ConfigError(f"TrainedPolicy needs a path, or an algo to train (one of {list(ALGOS)}), "
+                                  f"got algo={algo!r}")
+            load_agent_config(algo, env_id)  # fail now on a missing config section
+            self.algo, self.env_id, self.meta = algo, env_id, {}
+            self._to_train = {"steps": steps, "seed": seed}
+            self.name = name or algo
+            self.env_kwargs: dict[str, Any] = {}
+            self._inner: Any = None
+            self._wrapper: Any = None
+            self._model: Any = None
+            return
+        self._to_train = None
+        self._load_meta(Path(path), name)
+
+    def _load_meta(self, p: Path, name: str | None) -> None:
         run = p if p.is_dir() else p.parent
         meta_file = run / "train.json"
         if not meta_file.is_file():
@@ -464,15 +492,42 @@ class TrainedPolicy:
         self.model_path = p if p.is_file() else run / ("model.npz" if self.algo == "ring-dvfs" else "model.zip")
         if not self.model_path.is_file():
             raise ConfigError(f"{self.model_path} does not exist: the run in {run} did not finish")
-        self.name = name or f"trained-{self.algo}"
+        self.name = name or getattr(self, "name", None) or f"trained-{self.algo}"
         self.env_id = str(self.meta.get("env_id", "e4gym/EarlyExitDVFS-v0"))
-        self.env_kwargs: dict[str, Any] = {}
-        self._inner: Any = None
-        self._wrapper: Any = None
-        self._model: Any = None
+        self.env_kwargs = {}
+        self._inner = None
+        self._wrapper = None
+        self._model = None
+
+    def _train_for(self, setup: Any) -> Path:
+        """Train (or reuse) a model for ``setup``'s scenario in the cache; returns the run folder."""
+        import fcntl
+        import hashlib
+        import os
+
+        assert self._to_train is not None and self.algo is not None
+        section = load_agent_config(self.algo, self.env_id)
+        kw = {**dict(section.get("env_kwargs") or {}), "device": setup.spec.name, "model": setup.profile.name,
+              "fps": setup.fps, "deadline_ms": setup.deadline_s * 1e3, "power_mode": setup.power_mode,
+              "control_memory": setup.control_memory}
+        key = json.dumps({"algo": self.algo, "env_id": self.env_id, "env_kwargs": kw, "section": section,
+                          **self._to_train}, sort_keys=True, default=str)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        root = Path(os.environ.get("E4GYM_CACHE_DIR", Path.home() / ".cache" / "e4gym")) / "trained"
+        run = root / f"{self.algo}-{setup.spec.name}-{setup.profile.name}-{digest}"
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / f"{run.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # parallel bench workers train a scenario once
+            if not (run / "train.json").is_file():
+                train(self.algo, self.env_id, run, kw, steps=self._to_train["steps"], seed=self._to_train["seed"],
+                      resume=bool(list((run / "checkpoints").glob("ckpt_*"))) if run.exists() else False,
+                      progress=False)
+        return run
 
     def bind(self, context: Any) -> None:
-        """Load the model and build the action mapping for the env it is bound to."""
+        """Load the model (training it first when no path was given) and build the env's action mapping."""
+        if self._to_train is not None and self._model is None and self._inner is None:
+            self._load_meta(self._train_for(context.setup), self.name)
         if self.algo == "ztt":
             from baselines.ztt import ZTTPolicy
 

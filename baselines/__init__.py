@@ -1,4 +1,4 @@
-"""Baseline governors: Linux defaults, static settings (best static), the clairvoyant oracle."""
+"""Baseline governors: Linux defaults, static settings (best static), the clairvoyant oracle, Ring-DVFS, zTT."""
 
 from baselines.governors import (
     GOVERNOR_NAMES,
@@ -12,6 +12,7 @@ from baselines.governors import (
     schedutil,
 )
 from baselines.oracle import ClairvoyantOracle
+from baselines.ring_dvfs import RingDVFSAgent, RingDVFSConfig, RingDVFSPolicy
 from baselines.static import BestStaticPolicy, StaticPolicy, StaticSweep, best_static, best_static_sweep, sweep_setup
 
 __all__ = [
@@ -19,6 +20,9 @@ __all__ = [
     "BestStaticPolicy",
     "ClairvoyantOracle",
     "LinuxGovernor",
+    "RingDVFSAgent",
+    "RingDVFSConfig",
+    "RingDVFSPolicy",
     "StaticPolicy",
     "StaticSweep",
     "best_static",

@@ -106,3 +106,38 @@ def test_bad_arguments_fail_before_training(tmp_path, capsys) -> None:
         train("ppo", out=tmp_path / "empty", steps=10, resume=True, progress=False)
     with pytest.raises(ConfigError, match=r"no train\.json"):
         TrainedPolicy(tmp_path)
+
+
+def test_ring_dvfs_trains_from_the_cli_and_its_curve_rises(tmp_path) -> None:
+    out = tmp_path / "ring"
+    assert main(["train", "--algo", "ring-dvfs", "--out", str(out), "--steps", "5000", "--quiet",
+                 "--env-kwargs", "fps=20", "episode_frames=250"]) == 0
+    curve = [v for _, v in scalars(out, "e4gym/episode_reward")]
+    assert np.mean(curve[-4:]) > np.mean(curve[:4]) + 300
+    assert (out / "model.npz").is_file() and list((out / "checkpoints").glob("ckpt_*_steps.npz"))
+    pol = TrainedPolicy(out)
+    env = gym.make(pol.env_id, device="xavier-nx", fps=20, episode_frames=200)
+    infos = run_episode(pol, env, seed=5)
+    assert np.mean([i["deadline_missed"] for i in infos]) <= 0.02
+    # Resume from the newest checkpoint continues the step count.
+    (out / "model.npz").unlink()
+    train("ring-dvfs", out=out, steps=6000, env_kwargs={"fps": 20, "episode_frames": 250}, resume=True,
+          progress=False)
+    from baselines.ring_dvfs import RingDVFSAgent
+
+    assert RingDVFSAgent.load(out / "model.npz").num_timesteps == 6000
+
+
+def test_ztt_trains_from_the_cli_and_serves_the_harness(tmp_path) -> None:
+    out = tmp_path / "ztt"
+    assert main(["train", "--algo", "ztt", "--out", str(out), "--steps", "2500", "--quiet",
+                 "--env-kwargs", "episode_frames=250"]) == 0
+    curve = [v for _, v in scalars(out, "e4gym/episode_reward")]
+    assert len(curve) >= 8 and np.mean(curve[-3:]) > np.mean(curve[:3])
+    from baselines.ztt import ZTTDQN
+
+    assert isinstance(ZTTDQN.load(out / "model.zip", device="cpu"), ZTTDQN)
+    pol = TrainedPolicy(out)
+    env = gym.make(pol.env_id, device="xavier-nx", episode_frames=100)
+    infos = run_episode(pol, env, seed=1)
+    assert len(infos) == 100 and all(i["exit"] == 4 for i in infos)  # zTT runs the full network

@@ -1,0 +1,942 @@
+"""zTT (Kim et al., "zTT: Learning-based DVFS with Zero Thermal Throttling for Mobile Devices", MobiSys 2021)
+as a baseline on the e4gym frame env.
+
+Source: ``/work/shared/CALIBRATION.md`` §1, "zTT (Kim et al., MobiSys 2021) — public artifact for Jetson TX2",
+and the artifact itself (``Jetson_tx2/agent.py`` of the public zTT repository), which settles the details
+CALIBRATION.md leaves open (noted "artifact" below).
+
+zTT is a DQN that picks the CPU and GPU clocks once per fps measurement from a 7-value state, with two hand rules
+around the network that keep the board below a temperature target:
+
+* **State** (7 values, :func:`ztt_state`): CPU clock index, GPU clock index, CPU power, GPU power (both in units
+  of 100 mW), CPU temperature, GPU temperature (°C), fps (frames/s).
+* **Action**: ``Discrete(9)``, a 3×3 grid of absolute levels, CPU major (artifact: index ``3·i + j`` is CPU
+  grid position ``i``, GPU position ``j``); on TX2 both from levels {3, 7, 11} (:func:`ztt_grid`).
+* **Reward** (:func:`ztt_reward`): ``r = u + v + β/P``; ``u = 1`` if fps ≥ target else ``fps/target``;
+  ``v = 0.2·tanh(T_target − T_cpu)`` below the limit, ``v = −2`` once ``T_cpu ≥ T_target``; ``β = 2``,
+  ``T_target = 50 °C``, ``P`` = CPU + GPU power (in 100 mW units, departure 11). Targets in the paper: 30 fps
+  rendering, 15 fps YOLO; here the stream's frame rate by default.
+* **Rules** (:meth:`ZTTCore.apply_rules`): at or above ``T_target`` the clocks are drawn at random at or below
+  the current ones; with ≥ 5 °C headroom and fps below target, with probability 0.3 they are drawn at or above
+  the current ones (the network is not asked). The replay memory stores the action that ran (artifact).
+* **DQN** (:data:`ZTT_DQN_KWARGS`, :class:`ZTTDQN`): MLP 7→6→6→9, ReLU, MSE loss, Adam lr 0.05, replay 500,
+  batch 64, training from 200 samples on, one gradient step per step, ε from 1 multiplied by 0.95 per training
+  call (:class:`ZTTExploration`; the artifact's floor is 0). Every transition is stored as terminal, so the
+  target is the immediate reward: a contextual bandit. Samples with ``r < 0`` or ``r > 1`` are stored three
+  times ("highlighted samples", artifact). One step per fps measurement, 2000 steps a run.
+
+On the frame env one zTT step is one frame. :class:`ZTTEnv` wraps the frame env with zTT's state, action
+grid, reward and rules (train it with :func:`make_ztt_model`); :class:`ZTTPolicy` serves a trained model to the
+benchmark harness on the plain frame env and takes exactly the actions :class:`ZTTEnv` would.
+
+Departures from the original (each forced by the emulator or by stable-baselines3, or a stated choice):
+
+1. **Per-rail power.** zTT reads the CPU and GPU rails of the TX2's INA3221. The emulator has one board power
+   reading (``info["power_w"]``); it is split into CPU and GPU shares by the emulator's own per-domain model at
+   the frame's clocks, temperature and duty cycle (:class:`RailPowerModel`). EMC and the board's static power
+   are on neither rail, as on the board.
+2. **One temperature.** The emulator has one board temperature: it is both the CPU and the GPU temperature.
+3. **fps.** zTT measures the app's frame rate once per step (about a second on TX2). Here fps is the throughput
+   of the frame just run: ``min(stream fps, 1000 / run_ms)`` (``run_ms``: network time with DVFS stalls,
+   queueing excluded). A frame as fast as the stream counts as meeting it; a slower one yields
+   ``1000 / run_ms``, the rate a backlogged stream completes frames at. (``1000 / latency_ms`` would count the
+   growing queueing delay of a backlog as slowness and fall towards 0.) 0 before the first frame.
+4. **Target network and discount.** SB3's DQN has a target network; ``target_update_interval=1`` with ``tau=1``
+   copies the online net after every step (the artifact copies it every step too). The artifact's γ = 0.99
+   never applies because every transition is stored as terminal; ``gamma=0`` gives the same immediate-reward
+   target on SB3 (episodes here are truncated, not terminated, so SB3 would otherwise bootstrap).
+5. **Loss.** SB3's DQN uses the Huber loss; :class:`ZTTDQN` uses the mean squared error of the taken action's
+   Q value (Keras' ``mse`` over all 9 outputs, of which 8 have zero error, differs by a factor 1/9 that Adam
+   normalises away). No gradient clipping (``max_grad_norm=inf``), as in Keras' default.
+6. **ε.** SB3 starts training after ``learning_starts=200`` *steps*; the artifact starts when its memory holds
+   200 samples, highlighted copies included (so a little earlier). ε = max(ε_min, 0.95^n) with n the training
+   calls so far; ε_min = 0 (artifact: ``epsilon_min = 0``). Before training starts actions are uniform at
+   random (SB3), which is what ε = 1 does.
+7. **Initialisation.** PyTorch's default layer initialisation instead of Keras' ``normal`` (σ = 0.05).
+8. **Grid on other boards.** TX2's {3, 7, 11} generalises to the top level of each of three equal blocks of
+   levels (:func:`ztt_grid`); it reproduces {3, 7, 11} for TX2's 12 CPU and 13 GPU levels.
+9. **Thermal rules' randomness.** Drawn from a generator seeded by ``(rule_seed, frame index, state)``, so the
+   wrapper and the policy draw the same numbers and a seeded episode replays exactly.
+10. **First state.** Before the first frame the state is what the sensors read at reset (top allowed clocks,
+    initial temperature, the board's idle power; fps 0), computed from the env's setup
+    (:meth:`ZTTCore.reset_info`).
+11. **Power unit of β/P: the artifact's, not CALIBRATION.md's.** CALIBRATION.md gives P in W; the artifact's
+    ``agent.py`` divides β by ``c_p + g_p``, the rail readings in units of 100 mW (ten times the watts), and its
+    other constants fit that scale (a transition with ``r > 1``, "highlighted", is one that met the fps target
+    below the temperature limit). The default follows the artifact (:data:`ZTT_POWER_UNIT_W` = 0.1 W);
+    ``power_unit_w=1.0`` gives CALIBRATION.md's reading. On the emulated Xavier NX, whose CPU + GPU rails draw
+    1–4 W, watts make ``β/P`` (0.5–2) outweigh the fps term (≤ 1) and the agent learns to sit at the lowest
+    clocks; with the artifact's unit ``β/P`` is 0.05–0.2 and fps and temperature lead, as in the artifact.
+
+Example::
+
+    import gymnasium as gym
+    import e4gym  # noqa: F401
+    from baselines.ztt import ZTTEnv, ZTTPolicy, make_ztt_model
+    from e4gym.policy import run_episode
+
+    env = ZTTEnv(gym.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx", episode_frames=1000))
+    model = make_ztt_model(env, seed=0)
+    model.learn(2000)
+    infos = run_episode(ZTTPolicy(model=model), gym.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx"), seed=0)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3 import DQN
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+
+from e4gym.envs.common import EnvSetup
+from e4gym.envs.wrappers import DiscreteActions
+from e4gym.errors import ConfigError, SettingError
+from e4gym.hardware.model import cost_table, dynamic_power_per_activity, leakage_power_ref, power_table
+from e4gym.policy import PolicyContext
+
+__all__ = [
+    "ZTTDQN",
+    "ZTT_BETA",
+    "ZTT_DQN_KWARGS",
+    "ZTT_EPS_DECAY",
+    "ZTT_EPS_MIN",
+    "ZTT_EXPLORE_HEADROOM_C",
+    "ZTT_EXPLORE_PROB",
+    "ZTT_GRID_SIZE",
+    "ZTT_HIGHLIGHT_COPIES",
+    "ZTT_POWER_UNIT_W",
+    "ZTT_RULES",
+    "ZTT_STATE_NAMES",
+    "ZTT_T_TARGET_C",
+    "RailPowerModel",
+    "ZTTCore",
+    "ZTTEnv",
+    "ZTTEpsilon",
+    "ZTTExploration",
+    "ZTTPolicy",
+    "make_ztt_model",
+    "ztt_grid",
+    "ztt_reward",
+    "ztt_state",
+]
+
+# ---------------------------------------------------------------------------------------------- constants
+
+#: β of the reward's power term ``β / P`` (CALIBRATION.md, zTT: β = 2).
+ZTT_BETA = 2.0
+#: Temperature target (°C): the penalty ``v = −2`` and the cooling rule apply at or above it (CALIBRATION.md).
+ZTT_T_TARGET_C = 50.0
+#: Scale of the below-limit temperature term ``v = 0.2·tanh(T_target − T)`` (CALIBRATION.md).
+ZTT_TEMP_SCALE = 0.2
+#: Temperature term once ``T ≥ T_target`` (CALIBRATION.md).
+ZTT_TEMP_PENALTY = -2.0
+#: Headroom below ``T_target`` (°C) from which the explore-higher rule may fire (CALIBRATION.md: 5 °C).
+ZTT_EXPLORE_HEADROOM_C = 5.0
+#: Probability of the explore-higher rule when it may fire (CALIBRATION.md: 0.3).
+ZTT_EXPLORE_PROB = 0.3
+#: Grid positions per clock domain: the 3×3 grid of ``Discrete(9)`` (CALIBRATION.md).
+ZTT_GRID_SIZE = 3
+#: Units of the state's power values (W): zTT reports CPU and GPU power in units of 100 mW (CALIBRATION.md).
+ZTT_STATE_POWER_UNIT_W = 0.1
+#: Unit (W) of the power ``P`` in the reward's ``β / P``: the artifact's ``agent.py`` divides β by ``c_p + g_p``, the
+#: rail readings in units of 100 mW (departure 11). CALIBRATION.md writes P in W; ``power_unit_w=1.0`` gives that.
+ZTT_POWER_UNIT_W = 0.1
+#: Multiplicative ε decay per training call (CALIBRATION.md: 0.95).
+ZTT_EPS_DECAY = 0.95
+#: Floor of ε (artifact ``agent.py``: ``epsilon_min = 0``; CALIBRATION.md does not give one).
+ZTT_EPS_MIN = 0.0
+#: Extra copies of a "highlighted" transition (reward < 0 or > 1) in the replay memory (artifact ``agent.py``).
+ZTT_HIGHLIGHT_COPIES = 2
+#: Floor of the power ``P`` in ``β / P`` (W), against a division by a zero reading (the artifact substitutes a
+#: dummy value for a zero reading instead).
+ZTT_MIN_POWER_W = 0.01
+
+#: stable-baselines3 ``DQN`` keyword arguments of zTT's agent (CALIBRATION.md, zTT "DQN"; departures 4–6):
+#: MLP 7→6→6→9 with ReLU, Adam lr 0.05, replay 500, batch 64, training after 200 samples, one gradient step
+#: per env step, target net copied every step, ``gamma=0`` (every transition terminal: the target is the
+#: immediate reward), no gradient clipping. ε is driven by :class:`ZTTExploration` / :class:`ZTTDQN`;
+#: ``exploration_*`` here only set SB3's linear schedule that those replace (start 1, floor
+#: :data:`ZTT_EPS_MIN`).
+ZTT_DQN_KWARGS: dict[str, Any] = {
+    "policy_kwargs": {"net_arch": [6, 6], "activation_fn": th.nn.ReLU},
+    "learning_rate": 0.05,
+    "buffer_size": 500,
+    "batch_size": 64,
+    "learning_starts": 200,
+    "gamma": 0.0,
+    "train_freq": 1,
+    "gradient_steps": 1,
+    "target_update_interval": 1,
+    "tau": 1.0,
+    "max_grad_norm": math.inf,
+    "exploration_initial_eps": 1.0,
+    "exploration_final_eps": ZTT_EPS_MIN,
+    "exploration_fraction": 0.1,
+}
+
+
+# ---------------------------------------------------------------------------------------------- grid
+
+
+def ztt_grid(n_levels: int, k: int = ZTT_GRID_SIZE) -> list[int]:
+    """The ``k`` level indices zTT's grid uses in a clock domain with ``n_levels`` levels (0 = lowest).
+
+    The top level of each of ``k`` equal blocks of ``⌊n_levels / k⌋`` levels: ``(j + 1)·⌊n_levels / k⌋ − 1`` for
+    ``j = 0..k−1``. On TX2 this is zTT's {3, 7, 11} for both the 12 CPU levels zTT used (11 is the top) and the
+    13 GPU levels (the top level 12 is not on the grid, as in the artifact). On Xavier NX (25 CPU, 15 GPU levels)
+    it is [7, 15, 23] and [4, 9, 14]. The ``n_levels mod k`` highest levels stay off the grid.
+
+    Raises:
+        ConfigError: ``k`` < 1 or ``n_levels`` < ``k`` (a grid of ``k`` distinct levels needs ``k`` levels).
+    """
+    for name, v in (("n_levels", n_levels), ("k", k)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ConfigError(f"{name} must be an integer, got {v!r}")
+    if k < 1 or n_levels < k:
+        raise ConfigError(
+            f"zTT's grid takes {k} distinct levels per clock domain but the domain allows only {n_levels} "
+            "(a power mode that caps a domain below 3 levels cannot run zTT's 3×3 grid; pick another power mode)"
+        )
+    step = int(n_levels) // int(k)
+    return [(j + 1) * step - 1 for j in range(int(k))]
+
+
+def _check_grid(grid: Sequence[int], n_allowed: int, label: str) -> list[int]:
+    vals = list(grid)
+    ok = len(vals) == ZTT_GRID_SIZE and all(
+        not isinstance(v, bool) and isinstance(v, (int, np.integer)) and 0 <= v < n_allowed for v in vals
+    )
+    if not ok or sorted(set(vals)) != vals:
+        raise ConfigError(
+            f"{label} must be {ZTT_GRID_SIZE} distinct increasing level indices in 0..{n_allowed - 1}, got {grid!r}"
+        )
+    return [int(v) for v in vals]
+
+
+# ---------------------------------------------------------------------------------------------- power rails
+
+
+class RailPowerModel:
+    """Splits the board's measured power into zTT's CPU- and GPU-rail readings (departure 1).
+
+    The emulator's per-domain power model (:mod:`e4gym.hardware.model`, the same functions
+    :func:`~e4gym.hardware.model.power_table` is built from): domain ``d`` draws
+    ``c_eff·V²·f·a_d + leak_d(V)·exp(k·(T − T_ref))`` with activity ``a_d = idle_d + duty·busy_d``; while the
+    network runs the CPU's host thread is fully busy and the GPU and memory are busy for the work's share
+    ``t_gpu / L`` and ``t_mem / L`` of the run (per exit, from :func:`~e4gym.hardware.model.cost_table`). The
+    duty cycle is the run's share of the frame's time on the board. The measured ``power_w`` is then split in the
+    ratio of the modelled CPU and GPU power to the modelled board power (static and EMC included), so the rails
+    keep the measurement's noise and its temperature dependence.
+
+    Args:
+        setup: the env's resolved setup (device, power mode, model profile, frame period).
+    """
+
+    def __init__(self, setup: EnvSetup) -> None:
+        spec, m = setup.spec, setup.spec.model
+        mode = spec.power_mode(setup.power_mode)
+        online = mode.cpu_online / spec.cpu_cores
+        self._setup = setup
+        fc, fg, fe = (np.asarray(t, dtype=float) for t in (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz))
+        c_dyn, g_dyn, e_dyn = (dynamic_power_per_activity(f, d) for f, d in ((fc, m.cpu), (fg, m.gpu), (fe, m.emc)))
+        self._c_floor = (c_dyn * m.cpu.idle_activity * online).tolist()
+        self._c_leak = (leakage_power_ref(fc, m.cpu) * online).tolist()
+        self._c_busy = (c_dyn * (1.0 - m.cpu.idle_activity)).tolist()
+        self._g_floor = (g_dyn * m.gpu.idle_activity).tolist()
+        self._g_leak = leakage_power_ref(fg, m.gpu).tolist()
+        self._g_busy = (g_dyn * (1.0 - m.gpu.idle_activity)).tolist()
+        self._e_floor = (e_dyn * m.emc.idle_activity).tolist()
+        self._e_leak = leakage_power_ref(fe, m.emc).tolist()
+        self._e_busy = (e_dyn * (1.0 - m.emc.idle_activity)).tolist()
+        self._static = float(m.static_w)
+        self._k, self._t_ref = float(m.leak_temp_coeff_per_c), float(m.temp_ref_c)
+        self._n_gpu, self._n_emc = spec.n_gpu, spec.n_emc
+        self._lookup = tuple({float(f): i for i, f in enumerate(t)} for t in (fc, fg, fe))
+        self._tables = (fc, fg, fe)
+        self.power_table = power_table(spec, mode.cpu_online)
+        self._util: dict[int, tuple[list[float], list[float]]] = {}
+
+    def level_of(self, domain: int, hz: float) -> int:
+        """Level index of clock ``hz`` (Hz) in domain 0 (CPU), 1 (GPU) or 2 (EMC); the nearest level if not exact."""
+        i = self._lookup[domain].get(float(hz))
+        if i is None:
+            i = int(np.argmin(np.abs(self._tables[domain] - float(hz))))
+        return i
+
+    def _utilisation(self, exit: int) -> tuple[list[float], list[float]]:
+        """``(t_gpu / L, t_mem / L)`` of exit ``exit``'s work at every level triple (flat, C order)."""
+        hit = self._util.get(exit)
+        if hit is None:
+            s = self._setup
+            t = cost_table(s.spec, s.profile.frame_work(exit), self.power_table, 1)
+            hit = ((t.t_gpu_s / t.latency_s).tolist(), (t.t_mem_s / t.latency_s).tolist())
+            self._util[exit] = hit
+        return hit
+
+    def domains(self, info: Mapping[str, Any]) -> tuple[float, float, float, float]:
+        """The model's noise-free ``(static, cpu, gpu, emc)`` power (W) over a step's frame (see the class).
+
+        Reads ``temp_c`` (°C), ``cpu_hz``/``gpu_hz``/``emc_hz`` (Hz), ``run_ms``, ``latency_ms`` (ms) and
+        ``exit``; a step with no frame (``run_ms`` 0, e.g. a reset) is all idle.
+        """
+        c = self.level_of(0, info["cpu_hz"])
+        g = self.level_of(1, info["gpu_hz"])
+        e = self.level_of(2, info["emc_hz"])
+        run = float(info.get("run_ms", 0.0))
+        ex = int(info.get("exit", -1))
+        duty = u_gpu = u_mem = 0.0
+        if run > 0.0 and ex >= 0:
+            # The frame's time on the board: its run, or up to the next arrival after its queueing delay.
+            queued = max(0.0, float(info.get("latency_ms", run)) - run)
+            duty = run / max(run, self._setup.period_s * 1e3 - queued)
+            ug, um = self._utilisation(ex)
+            idx = (c * self._n_gpu + g) * self._n_emc + e
+            u_gpu, u_mem = ug[idx], um[idx]
+        scale = math.exp(self._k * (float(info["temp_c"]) - self._t_ref))
+        cpu = self._c_floor[c] + self._c_leak[c] * scale + duty * self._c_busy[c]
+        gpu = self._g_floor[g] + self._g_leak[g] * scale + duty * self._g_busy[g] * u_gpu
+        emc = self._e_floor[e] + self._e_leak[e] * scale + duty * self._e_busy[e] * u_mem
+        return self._static, cpu, gpu, emc
+
+    def split(self, info: Mapping[str, Any]) -> tuple[float, float]:
+        """``(cpu_w, gpu_w)``: the CPU- and GPU-rail shares (W) of ``info["power_w"]`` (W), in the ratio of
+        :meth:`domains`' CPU and GPU power to their sum (the modelled board power)."""
+        static, cpu, gpu, emc = self.domains(info)
+        p = float(info["power_w"]) / (static + cpu + gpu + emc)
+        return cpu * p, gpu * p
+
+
+# ---------------------------------------------------------------------------------------------- state, reward
+
+
+def _fps(info: Mapping[str, Any], stream_fps: float) -> float:
+    """Frames per second of a step (departure 3): ``min(stream_fps, 1000 / run_ms)``, 0 without a frame."""
+    run = float(info.get("run_ms", 0.0))
+    if run <= 0.0 or int(info.get("exit", -1)) < 0:
+        return 0.0
+    f = 1000.0 / run
+    return stream_fps if f > stream_fps else f
+
+
+def ztt_state(info: Mapping[str, Any], setup: EnvSetup, rails: RailPowerModel | None = None) -> np.ndarray:
+    """zTT's 7-value state (float32) from a frame env step's ``info`` (CALIBRATION.md, zTT "State").
+
+    ``[cpu_level, gpu_level, cpu_power, gpu_power, cpu_temp, gpu_temp, fps]``:
+
+    - ``cpu_level`` / ``gpu_level``: raw level indices (0 = lowest) of the clocks the frame ended at in the
+      device's tables, as zTT's state carries them (not normalised);
+    - ``cpu_power`` / ``gpu_power``: rail power in units of 100 mW (so 35.0 is 3.5 W), the board power split
+      by :class:`RailPowerModel` (departure 1);
+    - ``cpu_temp`` / ``gpu_temp``: the board temperature (°C), both (departure 2);
+    - ``fps``: frames per second, ``min(stream fps, 1000 / run_ms)``, 0 when no frame ran (departure 3).
+
+    Args:
+        info: a step's ``info`` (keys of :data:`e4gym.envs.common.INFO_KEYS`), or a reset's.
+        setup: the env's setup (``env.unwrapped.setup``).
+        rails: a :class:`RailPowerModel` of ``setup`` to reuse (built on every call otherwise).
+    """
+    rails = RailPowerModel(setup) if rails is None else rails
+    cpu_w, gpu_w = rails.split(info)
+    t = float(info["temp_c"])
+    return np.array(
+        [rails.level_of(0, info["cpu_hz"]), rails.level_of(1, info["gpu_hz"]), cpu_w / ZTT_STATE_POWER_UNIT_W,
+         gpu_w / ZTT_STATE_POWER_UNIT_W, t, t, _fps(info, setup.fps)],
+        dtype=np.float32,
+    )
+
+
+def ztt_reward(
+    fps: float,
+    temp_c: float,
+    power_w: float,
+    fps_target: float,
+    t_target_c: float = ZTT_T_TARGET_C,
+    beta: float = ZTT_BETA,
+    power_unit_w: float = ZTT_POWER_UNIT_W,
+) -> tuple[float, dict[str, float]]:
+    """zTT's reward ``r = u + v + β/P`` and its terms (CALIBRATION.md, zTT "Reward").
+
+    Args:
+        fps: frames per second achieved (frames/s). fps_target: the target (frames/s).
+        temp_c: CPU temperature (°C). t_target_c: the temperature target (°C).
+        power_w: CPU + GPU rail power (W). beta: β. power_unit_w: the unit ``P`` is expressed in for ``β/P``
+            (W; 0.1: the artifact's 100 mW units, the default; 1.0: watts as CALIBRATION.md; departure 11).
+
+    Returns:
+        ``(r, {"ztt_reward_fps": u, "ztt_reward_temp": v, "ztt_reward_power": β/P})`` with
+        ``u = 1`` if ``fps ≥ fps_target`` else ``fps / fps_target``; ``v = 0.2·tanh(t_target_c − temp_c)`` below
+        the target, ``−2`` at or above it.
+    """
+    u = 1.0 if fps >= fps_target else fps / fps_target
+    v = ZTT_TEMP_PENALTY if temp_c >= t_target_c else ZTT_TEMP_SCALE * math.tanh(t_target_c - temp_c)
+    w = beta / (max(power_w, ZTT_MIN_POWER_W) / power_unit_w)
+    return u + v + w, {"ztt_reward_fps": u, "ztt_reward_temp": v, "ztt_reward_power": w}
+
+
+# ---------------------------------------------------------------------------------------------- the shared core
+
+
+#: Names of zTT's state fields, in order (units in :func:`ztt_state`).
+ZTT_STATE_NAMES: tuple[str, ...] = ("cpu_level", "gpu_level", "cpu_power", "gpu_power", "cpu_temp", "gpu_temp",
+                                    "fps")
+#: Rule that set a step's clocks (``info["ztt_rule"]``): the network, the cooling rule, the explore rule.
+ZTT_RULES: tuple[str, ...] = ("agent", "cool", "explore")
+
+
+class ZTTCore:
+    """What :class:`ZTTEnv` and :class:`ZTTPolicy` share: the grid, the state, the reward and the thermal rules.
+
+    Args:
+        setup: the frame env's setup (``env.unwrapped.setup``); its domains must follow the action (no kernel
+            governors).
+        exit: the exit every frame takes (0-based; ``-1``: the last, the full network, as zTT runs it).
+        fps_target: zTT's fps target (frames/s); default the stream's frame rate.
+        t_target_c: temperature target (°C). beta: β of ``β/P``. power_unit_w: unit of ``P`` in ``β/P`` (W).
+        cpu_grid / gpu_grid: the three level indices of each domain (default :func:`ztt_grid` of the power mode's
+            allowed levels).
+        rule_seed: seed of the thermal rules' random draws (departure 9).
+
+    Raises:
+        ConfigError: the env runs kernel governors, a bad exit, target or grid.
+    """
+
+    def __init__(
+        self,
+        setup: EnvSetup,
+        exit: int = -1,
+        fps_target: float | None = None,
+        t_target_c: float = ZTT_T_TARGET_C,
+        beta: float = ZTT_BETA,
+        power_unit_w: float = ZTT_POWER_UNIT_W,
+        cpu_grid: Sequence[int] | None = None,
+        gpu_grid: Sequence[int] | None = None,
+        rule_seed: int = 0,
+    ) -> None:
+        from baselines.static import resolve_exit
+
+        govs = setup.governors
+        if govs is not None and not (isinstance(govs, Mapping) and all(v == "userspace" for v in govs.values())):
+            raise ConfigError(
+                f"zTT sets the CPU and GPU clocks itself: build the env without governors (got governors={govs!r})"
+            )
+        self.setup = setup
+        self.exit = resolve_exit(exit, setup.profile.n_exits)
+        for label, v in (("fps_target", fps_target), ("t_target_c", t_target_c), ("beta", beta),
+                         ("power_unit_w", power_unit_w)):
+            if v is None and label == "fps_target":
+                continue
+            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            if not ok or not math.isfinite(float(v)) or (label != "t_target_c" and float(v) <= 0):
+                raise ConfigError(f"{label} must be a finite number{'' if label == 't_target_c' else ' > 0'}, "
+                                  f"got {v!r}")
+        if isinstance(rule_seed, bool) or not isinstance(rule_seed, (int, np.integer)) or rule_seed < 0:
+            raise ConfigError(f"rule_seed must be an integer >= 0, got {rule_seed!r}")
+        self.fps_target = float(setup.fps if fps_target is None else fps_target)
+        self.t_target_c, self.beta, self.power_unit_w = float(t_target_c), float(beta), float(power_unit_w)
+        self.rule_seed = int(rule_seed)
+        mx = setup.max_levels
+        self.cpu_grid = ztt_grid(mx[0] + 1) if cpu_grid is None else _check_grid(cpu_grid, mx[0] + 1, "cpu_grid")
+        self.gpu_grid = ztt_grid(mx[1] + 1) if gpu_grid is None else _check_grid(gpu_grid, mx[1] + 1, "gpu_grid")
+        self.rails = RailPowerModel(setup)
+        self.n_actions = ZTT_GRID_SIZE * ZTT_GRID_SIZE
+        spec = setup.spec
+        self._low = np.array([0, 0, 0, 0, -40.0, -40.0, 0], dtype=np.float32)
+        self._high = np.array([spec.n_cpu - 1, spec.n_gpu - 1, 2000.0, 2000.0, 150.0, 150.0, setup.fps],
+                              dtype=np.float32)
+
+    # ---------------------------------------------------------------------------------- spaces and actions
+
+    def observation_space(self) -> spaces.Box:
+        """``Box(7,)`` float32: levels in the device's tables, power 0..2000 (×100 mW), −40..150 °C, fps."""
+        return spaces.Box(self._low.copy(), self._high.copy(), dtype=np.float32)
+
+    def choices(self) -> dict[str, list[int]]:
+        """:class:`DiscreteActions` choices of the frame env: one exit, the grids, EMC at its top allowed level."""
+        ch = {"exit": [self.exit], "cpu_level": list(self.cpu_grid), "gpu_level": list(self.gpu_grid)}
+        if self.setup.control_memory:
+            ch["emc_level"] = [self.setup.max_levels[2]]
+        return ch
+
+    def frame_action(self, index: int) -> np.ndarray:
+        """The frame env's action ``[exit, cpu_level, gpu_level(, emc_level)]`` of grid action ``index`` (0..8).
+
+        ``index = 3·i + j``: CPU grid position ``i``, GPU position ``j`` (the artifact's order; the same as
+        :class:`DiscreteActions` with :meth:`choices`).
+        """
+        i, j = divmod(int(index), ZTT_GRID_SIZE)
+        vals = [self.exit, self.cpu_grid[i], self.gpu_grid[j]]
+        if self.setup.control_memory:
+            vals.append(self.setup.max_levels[2])
+        return np.array(vals, dtype=np.int64)
+
+    # ---------------------------------------------------------------------------------- state and reward
+
+    def reset_info(self) -> dict[str, Any]:
+        """What the sensors read at reset (departure 10): the top allowed clocks, the initial temperature (°C,
+        the ambient's unless ``initial_temp_c``), the board's noise-free idle power at them (W), no frame."""
+        s = self.setup
+        spec, m = s.spec, s.spec.model
+        c, g, e = s.max_levels
+        temp = s.cooling.ambient_c if s.initial_temp_c is None else float(s.initial_temp_c)
+        pt = self.rails.power_table
+        idx = (c * spec.n_gpu + g) * spec.n_emc + e
+        power = pt.static_w + float(pt.idle_dyn_w[idx]) + float(pt.leak_ref_w[idx]) * math.exp(
+            m.leak_temp_coeff_per_c * (temp - m.temp_ref_c)
+        )
+        return {"power_w": power, "temp_c": temp, "cpu_hz": spec.cpu_freqs_hz[c], "gpu_hz": spec.gpu_freqs_hz[g],
+                "emc_hz": spec.emc_freqs_hz[e], "run_ms": 0.0, "latency_ms": 0.0, "exit": -1, "frame": -1}
+
+    def state(self, info: Mapping[str, Any]) -> np.ndarray:
+        """:func:`ztt_state` of ``info``, clipped into :meth:`observation_space`."""
+        return np.clip(ztt_state(info, self.setup, self.rails), self._low, self._high)
+
+    def reward(self, state: np.ndarray) -> tuple[float, dict[str, float]]:
+        """:func:`ztt_reward` of a state (after the step): its fps, CPU temperature and CPU + GPU power."""
+        p = (float(state[2]) + float(state[3])) * ZTT_STATE_POWER_UNIT_W
+        return ztt_reward(float(state[6]), float(state[4]), p, self.fps_target, self.t_target_c, self.beta,
+                          self.power_unit_w)
+
+    # ---------------------------------------------------------------------------------- thermal rules
+
+    @staticmethod
+    def _position(grid: list[int], level: float) -> int:
+        """Grid position of the highest grid level not above ``level`` (0 if all are above)."""
+        p = 0
+        for i, v in enumerate(grid):
+            if v <= level:
+                p = i
+        return p
+
+    def apply_rules(self, action: int, state: np.ndarray, frame: int) -> tuple[int, str]:
+        """zTT's thermal rules around the network (CALIBRATION.md, zTT "Rules"; artifact ``agent.py``).
+
+        With ``T = state[4]`` (°C), ``fps = state[6]`` and ``(p_c, p_g)`` the grid positions of the current
+        clocks (``state[0:2]``; a level off the grid counts as the highest grid level below it):
+
+        - ``T ≥ t_target_c`` (rule ``"cool"``): each domain's position is drawn uniformly from ``0..p``, at or
+          below the current one (the artifact's ``randint(0, p)``);
+        - ``t_target_c − T ≥ 5`` and ``fps < fps_target``: with probability 0.3 (rule ``"explore"``) each
+          position is drawn uniformly from ``p..2``, at or above the current one;
+        - otherwise the network's ``action`` runs (rule ``"agent"``).
+
+        The draws come from ``numpy.random.default_rng([rule_seed, frame, *state bits])`` (departure 9).
+
+        Args:
+            action: the network's grid action (0..8). state: the zTT state the action was chosen for.
+            frame: index of the frame about to run (0 for the first of an episode).
+
+        Returns:
+            ``(action that runs, rule)``.
+        """
+        t, fps = float(state[4]), float(state[6])
+        cool = t >= self.t_target_c
+        may_explore = self.t_target_c - t >= ZTT_EXPLORE_HEADROOM_C and fps < self.fps_target
+        if not (cool or may_explore):
+            return int(action), "agent"
+        bits = np.ascontiguousarray(state, dtype=np.float32).view(np.uint32).tolist()
+        rng = np.random.default_rng([self.rule_seed, int(frame) + 1, *bits])
+        pc = self._position(self.cpu_grid, float(state[0]))
+        pg = self._position(self.gpu_grid, float(state[1]))
+        top = ZTT_GRID_SIZE - 1
+        if cool:
+            i, j = int(rng.integers(0, pc + 1)), int(rng.integers(0, pg + 1))
+            return i * ZTT_GRID_SIZE + j, "cool"
+        if rng.random() < ZTT_EXPLORE_PROB:
+            i, j = int(rng.integers(pc, top + 1)), int(rng.integers(pg, top + 1))
+            return i * ZTT_GRID_SIZE + j, "explore"
+        return int(action), "agent"
+
+
+# ---------------------------------------------------------------------------------------------- the env wrapper
+
+
+class ZTTEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """zTT's view of the frame env ``e4gym/EarlyExitDVFS-v0``: its state, its 3×3 clock grid, its reward and rules.
+
+    One step is one frame. The action is ``Discrete(9)`` (grid action ``3·i + j``: CPU grid position ``i``, GPU
+    position ``j``; :meth:`ZTTCore.frame_action`); every frame takes exit ``exit`` (default the last: zTT runs
+    the full network) and, with ``control_memory``, the EMC stays at its top allowed level. Before the frame
+    runs, zTT's thermal rules may replace the action (:meth:`ZTTCore.apply_rules`). The observation is zTT's
+    7-value state after the frame (:func:`ztt_state`), the reward zTT's ``u + v + β/P`` (:func:`ztt_reward`).
+
+    ``info`` is the frame env's, plus ``ztt_reward_fps`` (u), ``ztt_reward_temp`` (v), ``ztt_reward_power``
+    (β/P), ``ztt_fps`` (frames/s), ``ztt_cpu_power_w`` / ``ztt_gpu_power_w`` (rail power, W),
+    ``ztt_agent_action`` (the action given), ``ztt_action`` (the grid action that ran; the replay memory stores
+    it) and ``ztt_rule`` (``"agent"``, ``"cool"`` or ``"explore"``). The first observation of an episode is the
+    reset state (:meth:`ZTTCore.reset_info`).
+
+    Args:
+        env: the frame env (``gymnasium.make("e4gym/EarlyExitDVFS-v0", ...)``) without kernel governors.
+        exit, fps_target, t_target_c, beta, power_unit_w, cpu_grid, gpu_grid, rule_seed: see :class:`ZTTCore`.
+
+    Raises:
+        ConfigError: the env is not a frame env, runs kernel governors, or a bad argument.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        exit: int = -1,
+        fps_target: float | None = None,
+        t_target_c: float = ZTT_T_TARGET_C,
+        beta: float = ZTT_BETA,
+        power_unit_w: float = ZTT_POWER_UNIT_W,
+        cpu_grid: Sequence[int] | None = None,
+        gpu_grid: Sequence[int] | None = None,
+        rule_seed: int = 0,
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(
+            self, exit=exit, fps_target=fps_target, t_target_c=t_target_c, beta=beta, power_unit_w=power_unit_w,
+            cpu_grid=cpu_grid, gpu_grid=gpu_grid, rule_seed=rule_seed,
+        )
+        setup = getattr(env.unwrapped, "setup", None)
+        names = tuple(getattr(env.unwrapped, "action_names", ()))
+        if not isinstance(setup, EnvSetup) or not names or names[0] != "exit":
+            raise ConfigError(f"ZTTEnv wraps the frame env e4gym/EarlyExitDVFS-v0, got {env!r}")
+        self.core = ZTTCore(setup, exit=exit, fps_target=fps_target, t_target_c=t_target_c, beta=beta,
+                            power_unit_w=power_unit_w, cpu_grid=cpu_grid, gpu_grid=gpu_grid, rule_seed=rule_seed)
+        gym.Wrapper.__init__(self, env)
+        #: Grid action -> frame env action (the same mapping as :meth:`ZTTCore.frame_action`).
+        self.grid = DiscreteActions(env, self.core.choices())
+        self.action_space = spaces.Discrete(self.core.n_actions)
+        self.observation_space = self.core.observation_space()
+        self.obs_names: tuple[str, ...] = ZTT_STATE_NAMES
+        self._state: np.ndarray | None = None
+        self._frame = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Reset the frame env; the observation is the reset state (:meth:`ZTTCore.reset_info`)."""
+        _, info = self.env.reset(seed=seed, options=options)
+        self._state = self.core.state(self.core.reset_info())
+        self._frame = 0
+        return self._state.copy(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Apply the thermal rules to ``action`` (0..8), run the frame, return zTT's state and reward."""
+        if self._state is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        agent = _grid_index(action, self.core.n_actions)
+        ran, rule = self.core.apply_rules(agent, self._state, self._frame)
+        _, _, terminated, truncated, info = self.env.step(self.grid.action(ran))
+        state = self.core.state(info)
+        reward, terms = self.core.reward(state)
+        self._state = state
+        self._frame += 1
+        info = {**info, **terms, "ztt_fps": float(state[6]),
+                "ztt_cpu_power_w": float(state[2]) * ZTT_STATE_POWER_UNIT_W,
+                "ztt_gpu_power_w": float(state[3]) * ZTT_STATE_POWER_UNIT_W,
+                "ztt_agent_action": agent, "ztt_action": ran, "ztt_rule": rule}
+        return state.copy(), reward, terminated, truncated, info
+
+
+# ---------------------------------------------------------------------------------------------- exploration
+
+
+@dataclass
+class ZTTEpsilon:
+    """zTT's ε as an SB3 exploration schedule: ``max(eps_min, decay ** n_updates)`` (CALIBRATION.md: ε from 1
+    multiplied by 0.95 per training call; floor :data:`ZTT_EPS_MIN`).
+
+    SB3 calls a schedule with the remaining progress, which zTT's ε does not depend on; ``n_updates`` (training
+    calls so far) is set by :class:`ZTTExploration` / :class:`ZTTDQN`. A plain object, so models pickle.
+    """
+
+    decay: float = ZTT_EPS_DECAY
+    eps_min: float = ZTT_EPS_MIN
+    n_updates: int = 0
+
+    def __call__(self, progress_remaining: float = 1.0) -> float:
+        """ε after ``n_updates`` training calls."""
+        return max(self.eps_min, self.decay ** self.n_updates)
+
+
+def _install_epsilon(model: Any, decay: float, eps_min: float) -> ZTTEpsilon:
+    sched = model.exploration_schedule
+    if not isinstance(sched, ZTTEpsilon):
+        sched = ZTTEpsilon(decay, eps_min)
+        model.exploration_schedule = sched
+    sched.n_updates = int(model._n_updates)
+    model.exploration_rate = sched()
+    return sched
+
+
+class ZTTExploration(BaseCallback):
+    """SB3 callback that gives a DQN zTT's ε: ``max(eps_min, decay ** n)`` after ``n`` training calls.
+
+    SB3's DQN recomputes ``exploration_rate`` from its schedule after every step, so the callback replaces the
+    schedule with a :class:`ZTTEpsilon` and, before each rollout (i.e. after each training call, as the
+    artifact decays ε in ``train_model`` before the next action), sets its count to the model's gradient
+    updates (one per training call with ``train_freq=1, gradient_steps=1``). :class:`ZTTDQN` does the same by
+    itself; the callback makes a plain ``DQN`` follow the schedule too, but a plain ``DQN`` still stores the
+    agent's action rather than the one the rules ran and uses the Huber loss (a ``RuntimeWarning`` says so).
+
+    Args:
+        decay: ε factor per training call (:data:`ZTT_EPS_DECAY`). eps_min: floor (:data:`ZTT_EPS_MIN`).
+    """
+
+    def __init__(self, decay: float = ZTT_EPS_DECAY, eps_min: float = ZTT_EPS_MIN, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if not (0.0 < decay <= 1.0) or not (0.0 <= eps_min <= 1.0):
+            raise ConfigError(f"decay must be in (0, 1] and eps_min in [0, 1], got decay={decay!r}, "
+                              f"eps_min={eps_min!r}")
+        self.decay, self.eps_min = float(decay), float(eps_min)
+
+    def _on_training_start(self) -> None:
+        if not hasattr(self.model, "exploration_schedule"):
+            raise ConfigError(f"ZTTExploration drives a DQN's ε; {type(self.model).__name__} has none")
+        if not isinstance(self.model, ZTTDQN):
+            warnings.warn(
+                "ZTTExploration on a plain DQN: the replay buffer stores the network's action, not the one zTT's "
+                "thermal rules ran, and the loss is Huber, not MSE; use baselines.ztt.ZTTDQN (make_ztt_model)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        _install_epsilon(self.model, self.decay, self.eps_min)
+
+    def _on_rollout_start(self) -> None:
+        _install_epsilon(self.model, self.decay, self.eps_min)
+
+    def _on_training_end(self) -> None:
+        _install_epsilon(self.model, self.decay, self.eps_min)  # counts the last training call too
+
+    def _on_step(self) -> bool:
+        return True
+
+
+# ---------------------------------------------------------------------------------------------- the DQN
+
+
+class ZTTDQN(DQN):
+    """SB3's DQN with zTT's training details (departures 4–6; build it with :func:`make_ztt_model`).
+
+    - the replay buffer stores the grid action that ran (``info["ztt_action"]`` of :class:`ZTTEnv`), not the
+      network's, as the artifact does when its thermal rules override the network;
+    - transitions with reward ``< 0`` or ``> 1`` are stored ``1 + highlight_copies`` times (artifact);
+    - the loss is the mean squared error, not Huber;
+    - ε follows :class:`ZTTEpsilon` (``max(eps_min, decay ** n)`` after ``n`` training calls).
+
+    Args (besides DQN's):
+        highlight_copies: extra copies of a highlighted transition (:data:`ZTT_HIGHLIGHT_COPIES`).
+        eps_decay / eps_min: ε schedule (:data:`ZTT_EPS_DECAY`, :data:`ZTT_EPS_MIN`).
+    """
+
+    def __init__(self, *args: Any, highlight_copies: int = ZTT_HIGHLIGHT_COPIES, eps_decay: float = ZTT_EPS_DECAY,
+                 eps_min: float = ZTT_EPS_MIN, **kwargs: Any) -> None:
+        if isinstance(highlight_copies, bool) or not isinstance(highlight_copies, int) or highlight_copies < 0:
+            raise ConfigError(f"highlight_copies must be an integer >= 0, got {highlight_copies!r}")
+        self.highlight_copies = highlight_copies
+        self.eps_decay, self.eps_min = float(eps_decay), float(eps_min)
+        super().__init__(*args, **kwargs)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        _install_epsilon(self, self.eps_decay, self.eps_min)
+
+    def _store_transition(self, replay_buffer: ReplayBuffer, buffer_action: np.ndarray, new_obs: Any,
+                          reward: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]) -> None:
+        """Store the action that ran, and highlighted transitions ``1 + highlight_copies`` times."""
+        ran = [info.get("ztt_action") for info in infos]
+        if all(a is not None for a in ran):
+            buffer_action = np.asarray(ran, dtype=buffer_action.dtype).reshape(buffer_action.shape)
+        before = replay_buffer.pos
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+        hot = (reward < 0) | (reward > 1)
+        if self.highlight_copies == 0 or not np.any(hot) or replay_buffer.optimize_memory_usage:
+            return
+        # Re-add the row just stored (with several envs a row holds every env's transition: all are copied
+        # when one is highlighted).
+        i = before
+        obs = replay_buffer.observations[i].copy()
+        nxt = replay_buffer.next_observations[i].copy()
+        act = replay_buffer.actions[i].copy()
+        rew = replay_buffer.rewards[i].copy()
+        done = replay_buffer.dones[i].copy()
+        timeouts = [{"TimeLimit.truncated": bool(t)} for t in replay_buffer.timeouts[i]]
+        for _ in range(self.highlight_copies):
+            replay_buffer.add(obs, nxt, act, rew, done, timeouts)
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """SB3's DQN update with the MSE loss (departure 5); then ε = ``max(eps_min, decay ** n_updates)``."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        losses = []
+        for _ in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = data.discounts if getattr(data, "discounts", None) is not None else self.gamma
+            with th.no_grad():
+                next_q, _ = self.q_net_target(data.next_observations).max(dim=1)
+                target = data.rewards + (1 - data.dones) * discounts * next_q.reshape(-1, 1)
+            q = th.gather(self.q_net(data.observations), dim=1, index=data.actions.long())
+            loss = F.mse_loss(q, target)
+            losses.append(loss.item())
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            if math.isfinite(self.max_grad_norm):
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+        self._n_updates += gradient_steps
+        _install_epsilon(self, self.eps_decay, self.eps_min)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", float(np.mean(losses)))
+        self.logger.record("rollout/exploration_rate", self.exploration_rate)
+
+
+def _grid_index(action: Any, n: int) -> int:
+    """``action`` (an integer, or a size-1 array of one) as an int in ``0..n-1``; SettingError otherwise."""
+    a = np.asarray(action)
+    v = a.reshape(-1)[0] if a.size == 1 else None
+    if v is None or isinstance(v, (bool, np.bool_)) or not np.issubdtype(np.asarray(v).dtype, np.integer) \
+            or not 0 <= int(v) < n:
+        raise SettingError(f"action {action!r} is outside the action space Discrete({n}): give an integer in "
+                           f"0..{n - 1}")
+    return int(v)
+
+
+def _find_ztt_env(env: gym.Env) -> ZTTEnv | None:
+    e: Any = env
+    while e is not None:
+        if isinstance(e, ZTTEnv):
+            return e
+        e = getattr(e, "env", None)
+    return None
+
+
+def make_ztt_model(env: gym.Env, seed: int = 0, tensorboard_log: str | Path | None = None,
+                   **overrides: Any) -> ZTTDQN:
+    """zTT's agent (:class:`ZTTDQN` with :data:`ZTT_DQN_KWARGS`) on ``env``.
+
+    Args:
+        env: a :class:`ZTTEnv`, or a wrapper of one (``Monitor``, ``EpisodeStats``); a bare frame env is wrapped
+            in a default :class:`ZTTEnv`.
+        seed: seed of the network initialisation, replay sampling and exploration.
+        tensorboard_log: TensorBoard folder (``None``: no logging).
+        overrides: keyword arguments of :class:`ZTTDQN` / ``DQN`` that replace :data:`ZTT_DQN_KWARGS`' (e.g.
+            ``learning_starts=100``); ``policy_kwargs`` replaces the whole dict.
+
+    Raises:
+        ConfigError: ``env`` is neither a :class:`ZTTEnv` (or a wrapper of one) nor a frame env.
+    """
+    if _find_ztt_env(env) is None:
+        env = ZTTEnv(env)
+    kw = {**ZTT_DQN_KWARGS, **overrides}
+    kw["policy_kwargs"] = dict(kw["policy_kwargs"])
+    log = None if tensorboard_log is None else str(tensorboard_log)
+    return ZTTDQN("MlpPolicy", env, seed=seed, tensorboard_log=log, device="cpu", verbose=0, **kw)
+
+
+# ---------------------------------------------------------------------------------------------- the policy
+
+
+class ZTTPolicy:
+    """A trained zTT agent as a :class:`~e4gym.policy.Policy` of the frame env ``e4gym/EarlyExitDVFS-v0``.
+
+    Each step it builds zTT's state from the previous frame's ``info`` (``context.last_info``; before the first
+    frame, the reset state of :meth:`ZTTCore.reset_info`), takes the network's greedy action, applies zTT's
+    thermal rules with the same seeded draws as :class:`ZTTEnv` (:meth:`ZTTCore.apply_rules`), and returns the
+    frame env's action ``[exit, cpu_level, gpu_level(, emc_level)]``. Given the same model, env arguments, seed
+    and ZTT arguments it takes exactly the actions of stepping :class:`ZTTEnv` with ``model.predict(obs,
+    deterministic=True)``. The observation handed to :meth:`predict` (the frame env's) is not used.
+
+    Args:
+        path: a saved model (``.zip`` of :class:`ZTTDQN` or of a ``DQN`` trained on :class:`ZTTEnv`).
+        model: a model object with SB3's ``predict`` (instead of ``path``).
+        exit: the exit every frame takes (``-1``: the last).
+        name: display name.
+        fps_target, t_target_c, cpu_grid, gpu_grid, rule_seed: as for :class:`ZTTCore` (they must match the
+            :class:`ZTTEnv` the model was trained on to reproduce it).
+
+    Raises:
+        ConfigError: neither or both of ``path`` and ``model``; an unreadable model (at :meth:`bind`); a model
+            whose spaces are not zTT's; an env with kernel governors.
+    """
+
+    clairvoyant = False
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        model: Any = None,
+        exit: int = -1,
+        name: str = "ztt",
+        fps_target: float | None = None,
+        t_target_c: float = ZTT_T_TARGET_C,
+        cpu_grid: Sequence[int] | None = None,
+        gpu_grid: Sequence[int] | None = None,
+        rule_seed: int = 0,
+    ) -> None:
+        if (path is None) == (model is None):
+            raise ConfigError("ZTTPolicy needs exactly one of path= (a saved zTT model .zip) or model=")
+        if model is not None and not callable(getattr(model, "predict", None)):
+            raise ConfigError(f"model must have SB3's predict(observation, deterministic=True), got {model!r}")
+        self.path = None if path is None else Path(path)
+        self.model = model
+        self.exit = exit
+        self.name = name
+        self.env_kwargs: dict[str, Any] = {}
+        self._core_kwargs = {"exit": exit, "fps_target": fps_target, "t_target_c": t_target_c,
+                             "cpu_grid": cpu_grid, "gpu_grid": gpu_grid, "rule_seed": rule_seed}
+        self.core: ZTTCore | None = None
+        self._ctx: PolicyContext | None = None
+
+    def _load(self) -> Any:
+        if self.model is None:
+            assert self.path is not None
+            if not self.path.is_file():
+                raise ConfigError(f"{self.path} does not exist: give the .zip a zTT training run saved")
+            try:
+                self.model = DQN.load(self.path, device="cpu")
+            except Exception as exc:  # zip, pickle and torch errors all mean: not a usable model
+                raise ConfigError(f"{self.path} is not a readable zTT (DQN) model ({type(exc).__name__}: {exc})") \
+                    from None
+        return self.model
+
+    def bind(self, context: PolicyContext) -> None:
+        """Load the model and check it and the env (no kernel governors; zTT's 7-value state and 9 actions)."""
+        core = ZTTCore(context.setup, **self._core_kwargs)
+        model = self._load()
+        obs_space, act_space = getattr(model, "observation_space", None), getattr(model, "action_space", None)
+        if obs_space is not None and tuple(obs_space.shape) != (len(ZTT_STATE_NAMES),):
+            raise ConfigError(f"{self.name}: the model takes observations of shape {obs_space.shape}, not zTT's "
+                              f"({len(ZTT_STATE_NAMES)},) state: was it trained on ZTTEnv?")
+        if act_space is not None and getattr(act_space, "n", None) != core.n_actions:
+            raise ConfigError(f"{self.name}: the model's action space is {act_space}, not zTT's "
+                              f"Discrete({core.n_actions})")
+        self.core = core
+        self._ctx = context
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """The frame env's action for the next frame (``observation`` is not used; ``state`` passes through).
+
+        The network's action is always the greedy one (zTT's deployed agent); ``deterministic`` is ignored.
+
+        Raises:
+            ConfigError: the policy was not bound to an env (:func:`e4gym.policy.bind_policy`).
+        """
+        core, ctx = self.core, self._ctx
+        if core is None or ctx is None:
+            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+        info = ctx.last_info if ctx.last_info else core.reset_info()
+        s = core.state(info)
+        a, _ = self.model.predict(s, deterministic=True)
+        frame = int(info.get("frame", -1)) + 1
+        ran, _ = core.apply_rules(int(np.asarray(a).reshape(-1)[0]), s, frame)
+        return core.frame_action(ran), state
+
+    def reset(self) -> None:
+        """Stateless between steps: the state comes from the last ``info``, the rules' draws are seeded per frame."""
+
+    def __repr__(self) -> str:
+        src = str(self.path) if self.path is not None else type(self.model).__name__
+        return f"ZTTPolicy({src}, exit={self.exit}, name={self.name!r})"
