@@ -49,3 +49,11 @@ def test_e4_quality_prints_the_targets_per_seed(tmp_path, capsys: pytest.Capture
     (row,) = rows
     assert row["seed"] == 0 and 0 < row["profiler_share"] < 1
     assert row["saving_vs_default"] > 0  # E4 exits early: it always saves against the full network
+
+
+def test_train_curves_trains_each_agent_and_prints_its_curve(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _load("train_curves").main(["--scale", "0.05", "--out", str(tmp_path), "--agents", "ring-dvfs",
+                                       "ppo-block", "--episode-frames", "100"])
+    out = capsys.readouterr().out
+    assert "| ring-dvfs |" in out and "| ppo-block |" in out
+    assert all(r["episodes_logged"] >= 2 for r in rows)
