@@ -515,8 +515,8 @@ class TrainedPolicy:
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         root = Path(os.environ.get("E4GYM_CACHE_DIR", Path.home() / ".cache" / "e4gym")) / "trained"
         run = root / f"{self.algo}-{setup.spec.name}-{setup.profile.name}-{digest}"
-        root.mkdir(parents=True, exist_ok=True)
-        with open(root / f"{run.name}.lock", "w") as lock:
+        (root / ".locks").mkdir(parents=True, exist_ok=True)
+        with open(root / ".locks" / f"{run.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # parallel bench workers train a scenario once
             if not (run / "train.json").is_file():
                 train(self.algo, self.env_id, run, kw, steps=self._to_train["steps"], seed=self._to_train["seed"],

@@ -141,3 +141,20 @@ def test_ztt_trains_from_the_cli_and_serves_the_harness(tmp_path) -> None:
     env = gym.make(pol.env_id, device="xavier-nx", episode_frames=100)
     infos = run_episode(pol, env, seed=1)
     assert len(infos) == 100 and all(i["exit"] == 4 for i in infos)  # zTT runs the full network
+
+
+def test_trained_policy_without_a_path_trains_once_per_scenario_and_reuses_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("E4GYM_CACHE_DIR", str(tmp_path))
+    pol = TrainedPolicy(algo="ring-dvfs", steps=600)
+    env = gym.make(pol.env_id, device="xavier-nx", fps=20, episode_frames=50)
+    assert len(run_episode(pol, env, seed=0)) == 50
+    (run,) = (tmp_path / "trained").glob("ring-dvfs-xavier-nx-efficientnet_b0-*")
+    stamp = (run / "model.npz").stat().st_mtime_ns
+    again = TrainedPolicy(algo="ring-dvfs", steps=600)
+    run_episode(again, gym.make(again.env_id, device="xavier-nx", fps=20, episode_frames=50), seed=0)
+    assert (run / "model.npz").stat().st_mtime_ns == stamp  # reused, not retrained
+    other = TrainedPolicy(algo="ring-dvfs", steps=600)
+    run_episode(other, gym.make(other.env_id, device="orin-nano", fps=20, episode_frames=20), seed=0)
+    assert len(list((tmp_path / "trained").glob("ring-dvfs-*"))) == 2  # one run per scenario
+    with pytest.raises(ConfigError, match="needs a path, or an algo"):
+        TrainedPolicy()
