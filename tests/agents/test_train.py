@@ -158,3 +158,14 @@ def test_trained_policy_without_a_path_trains_once_per_scenario_and_reuses_it(tm
     assert len(list((tmp_path / "trained").glob("ring-dvfs-*"))) == 2  # one run per scenario
     with pytest.raises(ConfigError, match="needs a path, or an algo"):
         TrainedPolicy()
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3", "a2c"])
+def test_other_sb3_algorithms_train_and_serve_the_harness(tmp_path, algo: str) -> None:
+    out = tmp_path / algo
+    train(algo, out=out, steps=300, env_kwargs={"episode_frames": 100}, progress=False)
+    pol = TrainedPolicy(out)
+    env = gym.make(pol.env_id, device="xavier-nx", episode_frames=10)
+    infos = run_episode(pol, env, seed=0)
+    assert len(infos) == 10 and all(env.unwrapped.device_spec.cpu_freqs_hz[0] <= i["cpu_hz"] for i in infos)
+    assert json.loads((out / "train.json").read_text())["wrapper"] == (None if algo == "a2c" else "continuous")
