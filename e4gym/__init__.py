@@ -16,7 +16,7 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
-__all__ = ["ENV_IDS", "__version__"]
+__all__ = ["ENV_IDS", "REAL_ENV_IDS", "__version__"]
 
 #: The registered environment ids.
 ENV_IDS = ("e4gym/EarlyExitDVFS-v0", "e4gym/EarlyExitDVFSBlock-v0")
@@ -32,3 +32,11 @@ if ENV_IDS[0] not in registry:
     )
 if ENV_IDS[1] not in registry:
     register(id=ENV_IDS[1], entry_point="e4gym.envs.block:EarlyExitDVFSBlockEnv", order_enforce=False)
+
+#: The same envs on a real Jetson board (``backend="jetson"``; ``backend_kwargs`` e.g. ``{"sysfs_root": ...}``).
+#: Registered ``nondeterministic=True``: a board's timing and power are not reproducible from a seed. Steps are
+#: paced at the frame rate by the backend's ``idle`` (it sleeps until the next frame arrives).
+REAL_ENV_IDS = ("e4gym/EarlyExitDVFSJetson-v0", "e4gym/EarlyExitDVFSBlockJetson-v0")
+for _id, _entry in zip(REAL_ENV_IDS, ("e4gym.envs.frame:EarlyExitDVFSEnv", "e4gym.envs.block:EarlyExitDVFSBlockEnv")):
+    if _id not in registry:
+        register(id=_id, entry_point=_entry, kwargs={"backend": "jetson"}, nondeterministic=True, order_enforce=False)

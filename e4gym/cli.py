@@ -6,6 +6,8 @@ Verbs (``e4gym VERB --help`` for each):
 * ``calibrate``: check the emulator against the published figures (CALIBRATION.md), pass/fail per row;
 * ``demo``: stream frames through the emulator at fixed settings and under the default governors;
 * ``profile``: regenerate a model's cost profile (``configs/models/NAME.yaml``) from the PyTorch network;
+* ``profile-device``: measure the CPU × GPU sweep on a board (Jetson, NVML GPU or the emulator) into a profile
+  that the emulator can load and ``calibrate --profile`` checks the analytic model against;
 * ``train-exits``: train the early-exit heads on a frozen backbone over an image-folder dataset;
 * ``record``: run a multi-exit network over a video file and save a replayable trace (``.npz``);
 * ``bench``: run a matrix of scenarios × policies × seeds; tables, plots and TensorBoard runs;
@@ -57,9 +59,16 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Print the calibration table; exit status 1 if any row fails."""
+    """Print the calibration table; exit status 1 if any row fails. With ``--profile``: the analytic model's
+    error against a measured profile."""
     from tqdm import tqdm
 
+    if args.profile:
+        from e4gym.hardware.measured import MeasuredProfile, format_errors, model_error
+
+        prof = MeasuredProfile.load(args.profile)
+        print(format_errors(prof, model_error(prof)))
+        return 0
     from e4gym.hardware.calibration import calibrate, format_rows
     from e4gym.hardware.spec import available_devices, load_device
 
@@ -148,6 +157,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile_device(args: argparse.Namespace) -> int:
+    """Run the CPU × GPU sweep on a backend and write a measured profile."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from e4gym.hardware.measured import profile_device
+    from e4gym.hardware.spec import load_device
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise E4gymError(f"{out} exists; pass --force to overwrite it")
+    if args.backend == "emulated":
+        from e4gym.hardware.emulator import EmulatedBackend
+
+        board = EmulatedBackend(args.device or "xavier-nx", seed=0)
+    else:
+        from e4gym.hardware.runner import TorchRunner
+
+        dev = args.runner_device
+        if dev is None:
+            import torch
+
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        runner = TorchRunner(args.model, device=dev)
+        if args.backend == "jetson":
+            from e4gym.hardware.jetson import JetsonBackend
+
+            board = JetsonBackend(spec=load_device(args.device) if args.device else None, sysfs_root=args.sysfs_root,
+                                  runner=runner)
+        else:
+            from e4gym.hardware.nvml import NvmlBackend
+
+            board = NvmlBackend(runner=runner, lock_clocks=True)
+    bar = tqdm(total=None, desc="profiling", unit="pair", file=sys.stderr, disable=args.quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    with board:
+        prof = profile_device(board, args.model, frames=args.frames, stride=args.stride, progress=progress)
+    bar.close()
+    prof.save(out)
+    print(f"wrote {out}: {prof.device} / {prof.model}, {len(prof.cpu_levels)} × {len(prof.gpu_levels)} pairs, "
+          f"{len(prof.exits)} exits, measured by {prof.source}; compare with `e4gym calibrate --profile {out}`")
+    return 0
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     """Regenerate a model's cost profile from its PyTorch network."""
     from e4gym.dnn.profile import load_model_profile
@@ -159,7 +217,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-_LIGHT_VERBS = ("devices", "calibrate", "demo", "bench", "sweep")
+_LIGHT_VERBS = ("devices", "calibrate", "demo", "bench", "sweep", "profile-device")
 
 
 def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
@@ -180,7 +238,22 @@ def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="check the emulator against the published figures")
     p.add_argument("--device", action="append", help="device name (repeatable; default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--profile", default=None,
+                   help="a measured profile (e4gym profile-device): report the analytic model's error against it")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("profile-device", help="measure the CPU × GPU sweep of a model on a board into a profile")
+    p.add_argument("--backend", choices=("jetson", "nvml", "emulated"), default="jetson")
+    p.add_argument("--device", default=None, help="device name (emulated; jetson: default detected)")
+    p.add_argument("--model", default="efficientnet_b0")
+    p.add_argument("--out", required=True, help="profile file to write (JSON)")
+    p.add_argument("--frames", type=int, default=5, help="frames measured per level pair and exit")
+    p.add_argument("--stride", type=int, default=1, help="measure every STRIDE-th level of each domain")
+    p.add_argument("--sysfs-root", default="/", help="jetson: root of the board's file tree")
+    p.add_argument("--runner-device", default=None, help="torch device of the network (default: cuda if present)")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_profile_device)
 
     p = sub.add_parser("demo", help="stream frames through the emulator at fixed settings")
     p.add_argument("--device", default="xavier-nx")

@@ -33,9 +33,20 @@ def _positive_int(text: str) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark; print the report (stdout) and any failures (stderr). Returns the exit status."""
     from e4gym.bench.runner import run_benchmark
+    from e4gym.errors import ConfigError
 
+    backend = None
+    if args.backend is not None:
+        kw = {k: v for k, v in (("sysfs_root", args.sysfs_root), ("dry_run", args.dry_run or None),
+                                ("read_only", args.read_only or None), ("thermal_limit_c", args.thermal_limit_c),
+                                ("runner_device", args.runner_device)) if v is not None}
+        if args.backend == "emulated" and args.measured_profile:
+            kw = {"measured": args.measured_profile}
+        backend = {"backend": args.backend, "backend_kwargs": kw}
+    elif args.sysfs_root or args.dry_run or args.read_only or args.measured_profile:
+        raise ConfigError("--sysfs-root, --dry-run, --read-only and --measured-profile need --backend")
     res = run_benchmark(args.config, args.out, jobs=args.jobs, force=args.force, frames=args.frames,
-                        quiet=args.quiet)
+                        quiet=args.quiet, backend=backend)
     print(res.report, end="")
     print(f"\noutputs in {res.out}: results.csv, results.json, report.md, plots/, tb/ "
           f"({res.ran} task(s) run, {res.reused} reused, {res.wall_s:.1f} s)")
@@ -60,4 +71,13 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--frames", type=_positive_int, default=None,
                    help="override episode_frames (frames per episode) of every scenario, e.g. for a smoke run")
+    g = p.add_argument_group("backend (default: the emulator)")
+    g.add_argument("--backend", choices=("emulated", "jetson", "nvml"), default=None,
+                   help="run every scenario on this backend (jetson: a real board through sysfs)")
+    g.add_argument("--sysfs-root", default=None, help="jetson: root of the board's file tree (default /)")
+    g.add_argument("--dry-run", action="store_true", help="jetson: print every clock write instead of doing it")
+    g.add_argument("--read-only", action="store_true", help="jetson/nvml: never write; measure only")
+    g.add_argument("--thermal-limit-c", type=float, default=None, help="jetson: stop and restore above this (°C)")
+    g.add_argument("--runner-device", default=None, help="jetson/nvml: torch device of the network (cuda or cpu)")
+    g.add_argument("--measured-profile", default=None, help="emulated: a profile from `e4gym profile-device`")
     p.set_defaults(func=cmd_bench)

@@ -54,7 +54,9 @@ TOP_FIELDS = ("name", "description", "env", "matrix", "seeds", "policies")
 #: Fields of a policy entry given as a mapping.
 POLICY_FIELDS = ("name", "policy", "label", "args")
 #: The env arguments ``env`` and ``matrix`` may set (the keyword arguments of the e4gym envs).
-ENV_FIELDS: tuple[str, ...] = tuple(inspect.signature(resolve_setup).parameters)
+ENV_FIELDS: tuple[str, ...] = (*inspect.signature(resolve_setup).parameters, "backend", "backend_kwargs")
+#: Env arguments that choose the backend, not the scenario's setup.
+BACKEND_FIELDS = ("backend", "backend_kwargs")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -263,11 +265,25 @@ def _build_policy_entry(name: str, label: str, args: dict[str, Any], src: str) -
     )
 
 
-def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None = None) -> Experiment:
+def _check_backend(kwargs: Mapping[str, Any]) -> None:
+    """An unknown backend name or a backend_kwargs that is not a mapping fails at config time."""
+    from e4gym.envs.common import BACKENDS
+
+    name = kwargs.get("backend", "emulated")
+    if name not in BACKENDS:
+        raise UnknownNameError(f"unknown backend {name!r}; backends: {list(BACKENDS)}")
+    if not isinstance(kwargs.get("backend_kwargs", {}), Mapping):
+        raise ConfigError(f"backend_kwargs must be a mapping, got {kwargs['backend_kwargs']!r}")
+
+
+def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None = None,
+                    backend: Mapping[str, Any] | None = None) -> Experiment:
     """Read and validate an experiment config (a path, a name under ``configs/experiments/``, or a mapping).
 
     Args:
         config: the config. frames: override every scenario's ``episode_frames`` (frames per episode).
+        backend: env arguments ``backend`` / ``backend_kwargs`` set on every scenario (``e4gym bench --backend
+            jetson --sysfs-root TREE``).
 
     Raises:
         ConfigError / UnknownNameError: anything wrong with the config (see the module docstring); nothing
@@ -339,7 +355,8 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
         key = canonical_json(kwargs)
         if key not in setups:
             try:
-                setups[key] = resolve_setup(**kwargs)
+                setups[key] = resolve_setup(**{k: v for k, v in kwargs.items() if k not in BACKEND_FIELDS})
+                _check_backend(kwargs)
             except E4gymError as exc:
                 raise _rewrap(exc, f"{src}: {where}") from exc
             except TypeError as exc:
@@ -351,6 +368,8 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
         kwargs = {**env, **params}
         if frames is not None:
             kwargs["episode_frames"] = frames
+        if backend:
+            kwargs.update(backend)
         sname = "_".join(_piece(k, v) for k, v in params.items())
         s = setup_of(kwargs, f"scenario {sname}")
         extra = [f"{k}={v}" for k, v in params.items() if k not in ("device", "model", "fps", "deadline_ms")]

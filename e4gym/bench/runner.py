@@ -287,6 +287,7 @@ def run_benchmark(
     quiet: bool = True,
     plots: bool = True,
     tensorboard: bool = True,
+    backend: Mapping[str, Any] | None = None,
 ) -> Results:
     """Run an experiment and write its outputs under ``out``.
 
@@ -295,6 +296,7 @@ def run_benchmark(
         out: output folder (created). jobs: worker processes (default ``min(os.cpu_count(), tasks to run)``;
             1 runs in this process). force: re-run tasks that already have a result.
         frames: override ``episode_frames`` (frames per episode) of every scenario.
+        backend: ``{"backend": NAME, "backend_kwargs": {...}}`` for every scenario (real boards).
         quiet: no progress bar. plots / tensorboard: write ``plots/`` / ``tb/``.
 
     Returns:
@@ -308,10 +310,10 @@ def run_benchmark(
     t0 = time.perf_counter()
     if isinstance(config, Experiment):
         exp = config
-        if frames is not None:
-            raise ConfigError("frames= applies when the config is loaded; pass it to load_experiment instead")
+        if frames is not None or backend:
+            raise ConfigError("frames= and backend= apply when the config is loaded; pass them to load_experiment")
     else:
-        exp = load_experiment(config, frames=frames)
+        exp = load_experiment(config, frames=frames, backend=backend)
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
     out = Path(out)

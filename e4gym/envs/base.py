@@ -54,6 +54,7 @@ class StreamEnv(gym.Env):
         workload_kwargs: dict[str, Any] | None = None,
         governors: dict[str, str] | str | None = None,
         render_mode: str | None = None,
+        backend_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.setup = s = resolve_setup(
             device=device, model=model, workload=workload, workload_kwargs=workload_kwargs, fps=fps,
@@ -67,7 +68,7 @@ class StreamEnv(gym.Env):
         self.render_mode = render_mode
         self.device_spec = s.spec
         self.profile = s.profile
-        self.backend = make_backend(backend, s)
+        self.backend = make_backend(backend, s, backend_kwargs)
         self.source = s.make_source()
         self.reward_fn = s.reward
         mx = s.max_levels

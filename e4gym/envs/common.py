@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -396,17 +397,58 @@ def check_levels_action(values: list, nvec: tuple[int, ...], names: tuple[str, .
             )
 
 
-def make_backend(backend: object, setup: EnvSetup) -> Any:
-    """The backend an env runs on: ``"emulated"`` builds an :class:`EmulatedBackend`; a backend object is used."""
+#: Backend names an env accepts (``backend=``); a Backend object is accepted too.
+BACKENDS = ("emulated", "jetson", "nvml")
+
+
+def make_backend(backend: object, setup: EnvSetup, backend_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """The backend an env runs on.
+
+    ``"emulated"`` builds an :class:`EmulatedBackend` (``backend_kwargs``: ``measured``, a measured profile or
+    its path, replaces the analytic model); ``"jetson"`` a :class:`~e4gym.hardware.jetson.JetsonBackend` and
+    ``"nvml"`` a :class:`~e4gym.hardware.nvml.NvmlBackend`, each running the model with a
+    :class:`~e4gym.hardware.runner.TorchRunner` (CUDA when available) and taking ``backend_kwargs`` (e.g.
+    ``sysfs_root``, ``read_only``, ``dry_run``, ``thermal_limit_c``; ``runner_device``); a backend object is
+    used as it is.
+    """
+    kw = dict(backend_kwargs or {})
     if isinstance(backend, str):
-        if backend != "emulated":
-            raise UnknownNameError(
-                f"unknown backend '{backend}'; backends: ['emulated'] or a Backend object (e.g. an EmulatedBackend)"
+        if backend not in BACKENDS:
+            raise UnknownNameError(f"unknown backend '{backend}'; backends: {list(BACKENDS)} or a Backend object")
+        if backend == "emulated":
+            measured = kw.pop("measured", None)
+            if kw:
+                raise ConfigError(f"backend_kwargs {sorted(kw)} do not apply to the emulated backend (only 'measured')")
+            if isinstance(measured, (str, Path)):
+                from e4gym.hardware.measured import MeasuredProfile
+
+                measured = MeasuredProfile.load(measured)
+            if measured is not None:
+                measured.check_for(setup.spec.name, setup.profile.name)
+            return EmulatedBackend(
+                setup.spec, seed=0, power_mode=setup.power_mode, cooling=setup.cooling,
+                initial_temp_c=setup.initial_temp_c, governors=setup.governors, measured=measured,
             )
-        return EmulatedBackend(
-            setup.spec, seed=0, power_mode=setup.power_mode, cooling=setup.cooling,
-            initial_temp_c=setup.initial_temp_c, governors=setup.governors,
-        )
+        if setup.governors is not None:
+            raise ConfigError("governors= drives the emulated board's simulated governors; on a real board leave "
+                              "the kernel's governors running by not applying clocks (read_only=True)")
+        from e4gym.hardware.runner import TorchRunner
+
+        device = kw.pop("runner_device", None)
+        if device is None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        runner = TorchRunner(setup.profile.name, device=device)
+        if backend == "jetson":
+            from e4gym.hardware.jetson import JetsonBackend
+
+            return JetsonBackend(spec=setup.spec, runner=runner, **kw)
+        from e4gym.hardware.nvml import NvmlBackend
+
+        return NvmlBackend(runner=runner, **kw)
+    if backend_kwargs:
+        raise ConfigError("backend_kwargs apply to a backend given by name, not to a backend object")
     if not isinstance(backend, Backend):
         raise ConfigError(f"backend must be 'emulated' or an object with the Backend protocol, got {backend!r}")
     if setup.governors is not None:

@@ -25,8 +25,10 @@ test holds the two paths together: N scalar boards equal the batched boards to 1
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -243,9 +245,14 @@ class EmulatedBackend:
         cooling: Cooling | None = None,
         governors: dict[str, str] | str | None = None,
         initial_temp_c: float | None = None,
+        measured: Any = None,
     ) -> None:
         self.spec = load_device(device) if not isinstance(device, DeviceSpec) else device
         spec = self.spec
+        #: A :class:`~e4gym.hardware.measured.MeasuredProfile` replacing the analytic cost of its model's works.
+        self.measured = measured
+        if measured is not None and measured.device != spec.name:
+            raise ConfigError(f"the measured profile is of {measured.device}, not {spec.name}")
         self.mode = spec.power_mode(power_mode)
         self.cooling = cooling or Cooling(fan=spec.thermal.fan, ambient_c=spec.thermal.ambient_c)
         self.governors = _validate_governors(spec, governors)  # type: ignore[arg-type]
@@ -327,10 +334,24 @@ class EmulatedBackend:
         if hit is None:
             if not isinstance(batch, (int, np.integer)) or batch < 1:
                 raise ConfigError(f"batch must be an integer >= 1, got {batch!r}")
-            t = cost_table(self.spec, work, self.power, int(batch))
+            t = self._cost(work, int(batch))
             hit = (t, t.latency_s.tolist(), t.busy_dyn_j.tolist(), t.gpu_busy_s.tolist())
             self._tables[key] = hit
         return hit
+
+    def _cost(self, work: Work, batch: int) -> CostTable:
+        """The analytic cost table of ``work``, scaled by the measured profile when one covers its model."""
+        t = cost_table(self.spec, work, self.power, batch)
+        if self.measured is None:
+            return t
+        from e4gym.hardware.measured import correction
+
+        ratio = correction(self.spec, self.measured, self.power, work.key)
+        if ratio is None:
+            return t
+        r_lat, r_dyn = ratio
+        return dataclasses.replace(t, latency_s=t.latency_s * r_lat, busy_dyn_j=t.busy_dyn_j * r_dyn,
+                                   gpu_busy_s=np.minimum(t.gpu_busy_s * r_lat, t.latency_s * r_lat))
 
     def _effective(self) -> tuple[int, int, int]:
         st = self._st

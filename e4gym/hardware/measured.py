@@ -1,0 +1,282 @@
+"""Measured profiles (sim-to-real): the CPU × GPU sweep of a real board, and the emulator driven by it.
+
+:func:`profile_device` runs the sweep on any :class:`~e4gym.hardware.backend.Backend` (a Jetson through
+``JetsonBackend``, a desktop GPU through ``NvmlBackend``, or the emulator itself): for every measured
+``(cpu, gpu)`` level pair (EMC at its top allowed level) and every exit, it applies the levels, runs a few
+warm-up frames, then ``frames`` frames, and records the mean run latency (s) and energy per frame (J); then
+the idle power at that pair. :class:`MeasuredProfile` holds the result (``e4gym profile-device`` writes it as
+JSON).
+
+The emulator can replace its analytic model by the profile (``EmulatedBackend(..., measured=profile)``): every
+work of the profiled model is scaled, per level pair, by the ratio of the measured latency and dynamic energy
+to the analytic model's for the same exit (the nearest profiled exit for blocks and heads), so the frames the
+profile measured cost what they cost on the board, and the emulator's state (temperature, transitions, noise,
+governors) is kept. Pairs that were not measured take the ratio of the nearest measured pair.
+:func:`model_error` is what ``e4gym calibrate --profile FILE`` prints: the analytic model against the profile.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from e4gym.errors import ConfigError
+
+FORMAT = "e4gym-measured-profile-1"
+
+
+@dataclass(frozen=True)
+class MeasuredProfile:
+    """A board's measured CPU × GPU sweep of one model.
+
+    Attributes:
+        device / model: the device spec and model profile names. power_mode: the nvpmodel mode it ran in.
+        source: the backend that measured it (e.g. ``"jetson"``, ``"emulated"``). frames: frames per point.
+        exits: the exits measured (0-based). emc_level: the memory level held during the sweep.
+        cpu_levels / gpu_levels: the level indices measured (rows / columns).
+        latency_s: ``(n_exits, n_cpu, n_gpu)`` mean run latency of one frame (s).
+        energy_j: ``(n_exits, n_cpu, n_gpu)`` mean energy of one frame's run (J; no idle).
+        idle_power_w: ``(n_cpu, n_gpu)`` board power while idle at those clocks (W).
+        ambient_c: the board temperature when the sweep started (°C).
+    """
+
+    device: str
+    model: str
+    power_mode: str
+    source: str
+    frames: int
+    exits: tuple[int, ...]
+    emc_level: int
+    cpu_levels: tuple[int, ...]
+    gpu_levels: tuple[int, ...]
+    latency_s: np.ndarray
+    energy_j: np.ndarray
+    idle_power_w: np.ndarray
+    ambient_c: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (arrays as nested lists)."""
+        return {"format": FORMAT, "device": self.device, "model": self.model, "power_mode": self.power_mode,
+                "source": self.source, "frames": self.frames, "exits": list(self.exits),
+                "emc_level": self.emc_level, "cpu_levels": list(self.cpu_levels),
+                "gpu_levels": list(self.gpu_levels), "latency_s": self.latency_s.tolist(),
+                "energy_j": self.energy_j.tolist(), "idle_power_w": self.idle_power_w.tolist(),
+                "ambient_c": self.ambient_c}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the profile as JSON (atomically); returns the path."""
+        from e4gym.bench._io import write_json
+
+        path = Path(path)
+        write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> MeasuredProfile:
+        """Read a profile written by :meth:`save`.
+
+        Raises:
+            ConfigError: the file is missing, not JSON, not a measured profile, or its arrays do not have the
+                shapes its level lists say (the message names the file and the field).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"measured profile {path} does not exist (write one with `e4gym profile-device`)")
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path} is not readable JSON ({exc})") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ConfigError(f"{path} is not an e4gym measured profile (no format tag {FORMAT!r})")
+        try:
+            prof = cls(
+                device=str(d["device"]), model=str(d["model"]), power_mode=str(d["power_mode"]),
+                source=str(d["source"]), frames=int(d["frames"]), exits=tuple(int(e) for e in d["exits"]),
+                emc_level=int(d["emc_level"]), cpu_levels=tuple(int(c) for c in d["cpu_levels"]),
+                gpu_levels=tuple(int(g) for g in d["gpu_levels"]), latency_s=np.asarray(d["latency_s"], float),
+                energy_j=np.asarray(d["energy_j"], float), idle_power_w=np.asarray(d["idle_power_w"], float),
+                ambient_c=float(d["ambient_c"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: missing or malformed field ({type(exc).__name__}: {exc})") from None
+        shape = (len(prof.exits), len(prof.cpu_levels), len(prof.gpu_levels))
+        for name, arr, want in (("latency_s", prof.latency_s, shape), ("energy_j", prof.energy_j, shape),
+                                ("idle_power_w", prof.idle_power_w, shape[1:])):
+            if arr.shape != want:
+                raise ConfigError(f"{path}: {name} has shape {arr.shape}, expected {want} (exits × CPU × GPU levels)")
+            if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+                raise ConfigError(f"{path}: {name} must be finite and > 0 everywhere")
+        return prof
+
+    def check_for(self, device: str, model: str) -> None:
+        """Raise ConfigError unless the profile is of ``device`` and ``model``."""
+        if (self.device, self.model) != (device, model):
+            raise ConfigError(f"the measured profile is of {self.device} / {self.model}, not {device} / {model}")
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+def profile_device(backend: Any, model: str, *, exits: Sequence[int] | None = None, frames: int = 5,
+                   warmup: int = 1, stride: int = 1, idle_s: float = 0.5,
+                   progress: Callable[[int, int], None] | None = None) -> MeasuredProfile:
+    """Measure the CPU × GPU sweep of ``model`` on ``backend`` (see the module docstring).
+
+    Args:
+        backend: an open backend (its ``spec`` names the device; it must allow setting clocks).
+        model: a model name or profile path. exits: exits to measure (default all).
+        frames / warmup: measured and discarded frames per (pair, exit). stride: measure every ``stride``-th
+            level of each domain (the top level always). idle_s: idle time measured per pair (s).
+        progress: called as ``progress(done, total)`` after each pair.
+    """
+    from e4gym.dnn.profile import load_model_profile
+
+    prof = load_model_profile(model)
+    spec = backend.spec
+    mode = getattr(backend, "mode", None)
+    mode_name = mode.name if mode is not None else spec.default_power_mode
+    mc, mg, me = spec.max_levels(mode_name)
+    if frames < 1 or stride < 1:
+        raise ConfigError(f"frames and stride must be >= 1, got {frames} and {stride}")
+    ex = tuple(range(prof.n_exits)) if exits is None else tuple(int(e) % prof.n_exits for e in exits)
+
+    def grid(hi: int) -> tuple[int, ...]:
+        return tuple(sorted({*range(0, hi + 1, stride), hi}))
+
+    cpus, gpus = grid(mc), grid(mg)
+    lat = np.zeros((len(ex), len(cpus), len(gpus)))
+    energy = np.zeros_like(lat)
+    idle = np.zeros((len(cpus), len(gpus)))
+    ambient = float(backend.read_sensors().temp_c)
+    works = [prof.frame_work(e) for e in ex]
+    total, done = len(cpus) * len(gpus), 0
+    for i, c in enumerate(cpus):
+        for j, g in enumerate(gpus):
+            backend.apply((c, g, me))
+            for k, w in enumerate(works):
+                for _ in range(warmup):
+                    backend.run(w)
+                ms = [backend.run(w) for _ in range(frames)]
+                lat[k, i, j] = float(np.mean([m.latency_s for m in ms]))
+                energy[k, i, j] = float(np.mean([m.measured_energy_j for m in ms]))
+            m = backend.idle(idle_s)
+            idle[i, j] = m.measured_energy_j / m.latency_s if m.latency_s > 0 else m.avg_power_w
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return MeasuredProfile(device=spec.name, model=prof.name, power_mode=mode_name,
+                           source=type(backend).__name__, frames=frames, exits=ex, emc_level=me, cpu_levels=cpus,
+                           gpu_levels=gpus, latency_s=lat, energy_j=energy, idle_power_w=idle, ambient_c=ambient)
+
+
+# ---------------------------------------------------------------------------------------------- the analytic model
+
+
+def analytic(spec: Any, model: str, profile: MeasuredProfile, temp_c: float | None = None) -> tuple[np.ndarray, ...]:
+    """The analytic model's ``(latency_s, run energy_j, idle power_w, floor power_w)`` at the profile's points
+    (noise-free, at ``temp_c``, default the profile's starting temperature)."""
+    from e4gym.dnn.profile import load_model_profile
+    from e4gym.hardware.model import cost_table, power_table
+
+    prof = load_model_profile(model)
+    mode = spec.power_mode(profile.power_mode)
+    pt = power_table(spec, mode.cpu_online)
+    shape = spec.n_levels
+    t = profile.ambient_c if temp_c is None else temp_c
+    leak = math.exp(spec.model.leak_temp_coeff_per_c * (t - spec.model.temp_ref_c))
+    ix = np.ix_(list(profile.cpu_levels), list(profile.gpu_levels))
+    floor = (pt.static_w + pt.idle_dyn_w.reshape(shape)[..., profile.emc_level]
+             + pt.leak_ref_w.reshape(shape)[..., profile.emc_level] * leak)[ix]
+    lat, energy = [], []
+    for e in profile.exits:
+        tab = cost_table(spec, prof.frame_work(e), pt, 1)
+        la = tab.latency_s.reshape(shape)[..., profile.emc_level][ix]
+        dyn = tab.busy_dyn_j.reshape(shape)[..., profile.emc_level][ix]
+        lat.append(la)
+        energy.append(floor * la + dyn)
+    return np.array(lat), np.array(energy), floor, floor
+
+
+@dataclass(frozen=True)
+class ModelError:
+    """The analytic model against a measured profile, per exit (fractions: (model − measured) / measured).
+
+    Attributes:
+        exit: the exit. latency_mape / energy_mape: mean absolute relative error. latency_max / energy_max:
+            the largest absolute relative error. idle_mape: of the idle power (all exits share it).
+    """
+
+    exit: int
+    latency_mape: float
+    latency_max: float
+    energy_mape: float
+    energy_max: float
+    idle_mape: float
+
+
+def model_error(profile: MeasuredProfile, spec: Any | None = None) -> list[ModelError]:
+    """Relative error of the analytic model against ``profile`` at every measured point, per exit."""
+    from e4gym.hardware.spec import load_device
+
+    spec = spec or load_device(profile.device)
+    lat, energy, idle, _ = analytic(spec, profile.model, profile)
+    rel_idle = np.abs(idle / profile.idle_power_w - 1.0)
+    out = []
+    for k, e in enumerate(profile.exits):
+        rl = np.abs(lat[k] / profile.latency_s[k] - 1.0)
+        re = np.abs(energy[k] / profile.energy_j[k] - 1.0)
+        out.append(ModelError(e, float(rl.mean()), float(rl.max()), float(re.mean()), float(re.max()),
+                              float(rel_idle.mean())))
+    return out
+
+
+def format_errors(profile: MeasuredProfile, errors: Sequence[ModelError]) -> str:
+    """A Markdown table of :func:`model_error`'s rows."""
+    head = (f"{profile.device} / {profile.model}, power mode {profile.power_mode}, measured by {profile.source} "
+            f"({len(profile.cpu_levels)} × {len(profile.gpu_levels)} CPU × GPU pairs, {profile.frames} frames each)"
+            "\n\n| exit | latency error, mean | max | energy error, mean | max | idle power error, mean |\n"
+            "|---:|---:|---:|---:|---:|---:|\n")
+    return head + "\n".join(f"| {r.exit} | {100 * r.latency_mape:.1f} % | {100 * r.latency_max:.1f} % "
+                            f"| {100 * r.energy_mape:.1f} % | {100 * r.energy_max:.1f} % | {100 * r.idle_mape:.1f} % |"
+                            for r in errors)
+
+
+# ---------------------------------------------------------------------------------------------- the emulator
+
+
+def correction(spec: Any, profile: MeasuredProfile, power: Any, work_key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(latency ratio, dynamic-energy ratio)`` flat over every level triple, for a work of the profile's model
+    (``None`` for another model's work): measured over analytic at the nearest profiled exit and level pair."""
+    model, _, rest = work_key.partition("/")
+    if model != profile.model:
+        return None
+    exit_ = _exit_of(rest, profile)
+    k = min(range(len(profile.exits)), key=lambda i: abs(profile.exits[i] - exit_))
+    lat_a, energy_a, _, floor = analytic(spec, profile.model, profile)
+    dyn_a = np.maximum(energy_a[k] - floor * lat_a[k], 1e-12)
+    dyn_m = np.maximum(profile.energy_j[k] - floor * profile.latency_s[k], 0.0)
+    r_lat = profile.latency_s[k] / lat_a[k]
+    r_dyn = dyn_m / dyn_a
+    # Nearest measured pair for every (cpu, gpu) level; the same ratio at every EMC level.
+    ci = np.abs(np.arange(spec.n_cpu)[:, None] - np.array(profile.cpu_levels)[None, :]).argmin(1)
+    gi = np.abs(np.arange(spec.n_gpu)[:, None] - np.array(profile.gpu_levels)[None, :]).argmin(1)
+    full_lat = r_lat[np.ix_(ci, gi)][..., None].repeat(spec.n_emc, axis=2).ravel()
+    full_dyn = r_dyn[np.ix_(ci, gi)][..., None].repeat(spec.n_emc, axis=2).ravel()
+    return full_lat, full_dyn
+
+
+def _exit_of(rest: str, profile: MeasuredProfile) -> int:
+    """The exit a work key stands for: ``frame/exitN`` and ``headN`` → N; ``blockJ`` → the last exit."""
+    for tag in ("frame/exit", "head"):
+        if rest.startswith(tag):
+            try:
+                return int(rest[len(tag):].split("+")[0])
+            except ValueError:
+                break
+    return max(profile.exits)
