@@ -72,12 +72,12 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=_positive_int, default=None,
                    help="override episode_frames (frames per episode) of every scenario, e.g. for a smoke run")
     g = p.add_argument_group("backend (default: the emulator)")
-    g.add_argument("--backend", choices=("emulated", "jetson", "nvml"), default=None,
+    g.add_argument("--backend", choices=("emulated", "jetson"), default=None,
                    help="run every scenario on this backend (jetson: a real board through sysfs)")
     g.add_argument("--sysfs-root", default=None, help="jetson: root of the board's file tree (default /)")
     g.add_argument("--dry-run", action="store_true", help="jetson: print every clock write instead of doing it")
-    g.add_argument("--read-only", action="store_true", help="jetson/nvml: never write; measure only")
+    g.add_argument("--read-only", action="store_true", help="jetson: never write; measure only")
     g.add_argument("--thermal-limit-c", type=float, default=None, help="jetson: stop and restore above this (°C)")
-    g.add_argument("--runner-device", default=None, help="jetson/nvml: torch device of the network (cuda or cpu)")
+    g.add_argument("--runner-device", default=None, help="jetson: torch device of the network (cuda or cpu)")
     g.add_argument("--measured-profile", default=None, help="emulated: a profile from `e4gym profile-device`")
     p.set_defaults(func=cmd_bench)

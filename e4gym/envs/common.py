@@ -398,21 +398,24 @@ def check_levels_action(values: list, nvec: tuple[int, ...], names: tuple[str, .
 
 
 #: Backend names an env accepts (``backend=``); a Backend object is accepted too.
-BACKENDS = ("emulated", "jetson", "nvml")
+BACKENDS = ("emulated", "jetson")
 
 
 def make_backend(backend: object, setup: EnvSetup, backend_kwargs: Mapping[str, Any] | None = None) -> Any:
     """The backend an env runs on.
 
     ``"emulated"`` builds an :class:`EmulatedBackend` (``backend_kwargs``: ``measured``, a measured profile or
-    its path, replaces the analytic model); ``"jetson"`` a :class:`~e4gym.hardware.jetson.JetsonBackend` and
-    ``"nvml"`` a :class:`~e4gym.hardware.nvml.NvmlBackend`, each running the model with a
-    :class:`~e4gym.hardware.runner.TorchRunner` (CUDA when available) and taking ``backend_kwargs`` (e.g.
-    ``sysfs_root``, ``read_only``, ``dry_run``, ``thermal_limit_c``; ``runner_device``); a backend object is
-    used as it is.
+    its path, replaces the analytic model); ``"jetson"`` a :class:`~e4gym.hardware.jetson.JetsonBackend`
+    running the model with a :class:`~e4gym.hardware.runner.TorchRunner` (CUDA when available) and taking
+    ``backend_kwargs`` (e.g. ``sysfs_root``, ``read_only``, ``dry_run``, ``thermal_limit_c``; ``runner_device``);
+    a backend object (e.g. an :class:`~e4gym.hardware.nvml.NvmlBackend`, with ``device=backend.spec``) is used
+    as it is.
     """
     kw = dict(backend_kwargs or {})
     if isinstance(backend, str):
+        if backend == "nvml":
+            raise ConfigError("an NVML GPU is its own device: build b = e4gym.hardware.nvml.NvmlBackend(...) and "
+                              "pass gym.make(..., device=b.spec, backend=b)")
         if backend not in BACKENDS:
             raise UnknownNameError(f"unknown backend '{backend}'; backends: {list(BACKENDS)} or a Backend object")
         if backend == "emulated":
@@ -432,6 +435,7 @@ def make_backend(backend: object, setup: EnvSetup, backend_kwargs: Mapping[str, 
         if setup.governors is not None:
             raise ConfigError("governors= drives the emulated board's simulated governors; on a real board leave "
                               "the kernel's governors running by not applying clocks (read_only=True)")
+        from e4gym.hardware.jetson import JetsonBackend
         from e4gym.hardware.runner import TorchRunner
 
         device = kw.pop("runner_device", None)
@@ -439,14 +443,7 @@ def make_backend(backend: object, setup: EnvSetup, backend_kwargs: Mapping[str, 
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        runner = TorchRunner(setup.profile.name, device=device)
-        if backend == "jetson":
-            from e4gym.hardware.jetson import JetsonBackend
-
-            return JetsonBackend(spec=setup.spec, runner=runner, **kw)
-        from e4gym.hardware.nvml import NvmlBackend
-
-        return NvmlBackend(runner=runner, **kw)
+        return JetsonBackend(spec=setup.spec, runner=TorchRunner(setup.profile.name, device=device), **kw)
     if backend_kwargs:
         raise ConfigError("backend_kwargs apply to a backend given by name, not to a backend object")
     if not isinstance(backend, Backend):

@@ -232,7 +232,7 @@ def test_step_before_reset_is_refused() -> None:
         ({"fps": 0}, ConfigError, "fps"),
         ({"episode_frames": 0}, ConfigError, "episode_frames must be an integer >= 1"),
         ({"power_mode": "99W"}, UnknownNameError, "modes: "),
-        ({"backend": "jetsonn"}, UnknownNameError, "backends: \\['emulated', 'jetson', 'nvml'\\]"),
+        ({"backend": "jetsonn"}, UnknownNameError, "backends: \\['emulated', 'jetson'\\]"),
         ({"reward_weights": {"latency": 1.0}}, UnknownNameError, "weights: \\['energy', 'deadline', 'accuracy'\\]"),
         ({"reward_weights": {"energy": -1.0}}, ConfigError, "finite number >= 0"),
         ({"workload": 3}, ConfigError, "'synthetic', a path to a trace"),
