@@ -57,3 +57,18 @@ def test_bench_runs_end_to_end_on_a_fake_board(tmp_path, capsys) -> None:
     changed = {k for k in before if before[k] != after.get(k) and "cur_freq" not in k and "in1_input" not in k
                and "curr1_input" not in k}
     assert not changed, sorted(changed)
+
+
+def test_profile_device_measures_a_fake_board(tmp_path, capsys) -> None:
+    tree = tmp_path / "tree"
+    board = build_xavier_nx(tree)
+    before = board.snapshot()
+    out = tmp_path / "nx.json"
+    assert main(["profile-device", "--backend", "jetson", "--sysfs-root", str(tree), "--runner-device", "cpu",
+                 "--out", str(out), "--stride", "24", "--frames", "1", "--quiet"]) == 0, capsys.readouterr().err
+    data = json.loads(out.read_text())
+    assert data["device"] == "xavier-nx" and data["source"] == "JetsonBackend"
+    assert np.array(data["latency_s"]).shape == (5, 2, 2)  # every exit at CPU {0, 24} × GPU {0, 14}
+    assert main(["calibrate", "--profile", str(out)]) == 0
+    after = board.snapshot()
+    assert not {k for k in before if before[k] != after.get(k) and "cur_freq" not in k}
