@@ -336,32 +336,31 @@ class TorchRunner:
         torch = self._torch
         inputs = [self._fresh_input(batch) for kind, _ in steps if kind == "start"]
         net = self.net
-        act, k = self._act, 0
-        logits, exit_ = None, None
+
+        def execute() -> tuple[Any, Any, int | None]:
+            """Run the planned steps; returns (activation, logits of the last head or None, its exit)."""
+            act, k, logits, exit_ = self._act, 0, None, None
+            for kind, i in steps:
+                if kind == "start":
+                    act, k = inputs[k], k + 1
+                elif kind == "block":
+                    act = net.run_block(i, act)
+                else:
+                    logits, exit_ = net.run_head(i, act), i
+            return act, logits, exit_
+
         with torch.inference_mode():
             if self._cuda:
                 torch.cuda.synchronize(self.device)
                 with torch.cuda.device(self.device):
                     self._start.record()
-                    for kind, i in steps:
-                        if kind == "start":
-                            act, k = inputs[k], k + 1
-                        elif kind == "block":
-                            act = net.run_block(i, act)
-                        else:
-                            logits, exit_ = net.run_head(i, act), i
+                    act, logits, exit_ = execute()
                     self._end.record()
                 self._end.synchronize()
                 seconds = self._start.elapsed_time(self._end) / 1e3
             else:
                 t0 = time.perf_counter()
-                for kind, i in steps:
-                    if kind == "start":
-                        act, k = inputs[k], k + 1
-                    elif kind == "block":
-                        act = net.run_block(i, act)
-                    else:
-                        logits, exit_ = net.run_head(i, act), i
+                act, logits, exit_ = execute()
                 seconds = time.perf_counter() - t0
         for kind, i in steps:
             if kind == "start":
