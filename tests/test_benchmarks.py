@@ -57,3 +57,10 @@ def test_train_curves_trains_each_agent_and_prints_its_curve(tmp_path, capsys: p
     out = capsys.readouterr().out
     assert "| ring-dvfs |" in out and "| ppo-block |" in out
     assert all(r["episodes_logged"] >= 2 for r in rows)
+
+
+def test_sampling_error_grows_with_the_sampling_period(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _load("sampling_error").main(["--frames", "4", "--periods", "5", "100", "--frame-ms", "20"])
+    assert "| sampling period |" in capsys.readouterr().out
+    fine, coarse = rows
+    assert coarse["mean"] > 3 * fine["mean"]  # a 100 ms poll cannot resolve a 20 ms run
