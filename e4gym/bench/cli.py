@@ -17,6 +17,7 @@ This module imports nothing heavy at import time (the ``e4gym`` command builds e
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -36,6 +37,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from e4gym.errors import ConfigError
 
     backend = None
+    if args.sysfs_root is not None and not os.path.isdir(args.sysfs_root):
+        raise ConfigError(f"--sysfs-root {args.sysfs_root}: no such folder (give the board's / or a copy of its tree)")
     if args.backend is not None:
         kw = {k: v for k, v in (("sysfs_root", args.sysfs_root), ("dry_run", args.dry_run or None),
                                 ("read_only", args.read_only or None), ("thermal_limit_c", args.thermal_limit_c),

@@ -72,3 +72,10 @@ def test_profile_device_measures_a_fake_board(tmp_path, capsys) -> None:
     assert main(["calibrate", "--profile", str(out)]) == 0
     after = board.snapshot()
     assert not {k for k in before if before[k] != after.get(k) and "cur_freq" not in k}
+
+
+def test_a_missing_sysfs_root_fails_before_any_work(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["bench", "--config", "quickstart", "--out", str(out), "--backend", "jetson", "--sysfs-root",
+                 str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err and not out.exists()
