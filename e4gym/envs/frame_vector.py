@@ -76,12 +76,14 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         workload_kwargs: dict[str, Any] | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
+        backend_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        if backend != "emulated":
+        if backend != "emulated" or backend_kwargs:
             raise ConfigError(
-                "the native vector env runs on the batched emulator only (backend='emulated'); for another backend "
+                "the native vector env runs on the batched emulator only (backend='emulated', no backend_kwargs); "
+                "for another backend or a measured profile "
                 "use gymnasium.make_vec(..., vectorization_mode='sync')"
             )
         if isinstance(workload, FrameSource):

@@ -150,3 +150,14 @@ def test_reset_with_a_list_of_seeds() -> None:
     assert np.array_equal(obs[0], obs[1])
     with pytest.raises(ConfigError, match="needs 2 seeds"):
         venv.reset(seed=[1, 2, 3])
+
+
+def test_native_vector_env_refuses_backend_kwargs_with_the_fix() -> None:
+    import gymnasium as gym
+    import pytest
+
+    from e4gym.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="vectorization_mode='sync'"):
+        gym.make_vec("e4gym/EarlyExitDVFS-v0", num_envs=2, vectorization_mode="vector_entry_point",
+                     backend_kwargs={"measured": "x.json"})
