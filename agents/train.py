@@ -3,7 +3,7 @@
 Hyper-parameters come from ``configs/agents/<algo>.yaml`` (or ``--config FILE``), keyed by env id as in
 rl-baselines3-zoo::
 
-    e4gym/EarlyExitDVFS-v0:
+    e4gym/EarlyExitDVFS-v1:
       n_timesteps: 20000          # default of --steps
       policy: MlpPolicy
       env_kwargs: {device: xavier-nx, episode_frames: 500}   # --env-kwargs k=v override these
@@ -50,6 +50,32 @@ _CKPT_RE = re.compile(r"^ckpt_(\d+)_steps\.(zip|npz)$")
 _RING_FRAME_KEYS = ("reward", "level", "energy_j", "missed", "reliability")
 #: Offset of the evaluation env's seed from the training seed (so the two never share a stream).
 EVAL_SEED_OFFSET = 10_000
+#: Offset of the training env's seed from the training seed: episodes seeded 0, 1, 2, ... (a benchmark's seeds)
+#: never start a training stream. Every stream an agent trains or is selected on is logged (:class:`StreamLog`).
+TRAIN_SEED_OFFSET = 1_000_000
+#: The run folder's log of the frame streams the agent trained and was evaluated on (one JSON key per line).
+STREAMS_FILE = "streams.jsonl"
+
+
+class StreamLog(gym.Wrapper):
+    """Offsets the seeds of ``reset`` by ``offset`` and appends every episode's stream key
+    (``env.unwrapped.stream_key()``) to ``path`` (JSON lines): the streams an agent trained on, which
+    :meth:`TrainedPolicy.training_streams` gives the harness so it never scores the agent on one of them."""
+
+    def __init__(self, env: gym.Env, path: Path | None, offset: int = 0) -> None:
+        super().__init__(env)
+        self._path, self._offset = path, int(offset)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        """Reset with ``seed + offset`` and log the stream key."""
+        out = self.env.reset(seed=None if seed is None else seed + self._offset, options=options)
+        if self._path is not None:
+            key = getattr(self.env.unwrapped, "stream_key", None)
+            if callable(key):
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self._path, "a") as f:
+                    f.write(json.dumps(list(key())) + "\n")
+        return out
 
 
 # ---------------------------------------------------------------------------------------------- configs
@@ -123,14 +149,17 @@ def wrap_env(env: gym.Env, wrapper: Any) -> gym.Env:
 
 
 def make_env(algo: str, env_id: str, env_kwargs: Mapping[str, Any], wrapper: Any = None,
-             monitor: bool = True) -> gym.Env:
+             monitor: bool = True, streams: Path | None = None, seed_offset: int = 0) -> gym.Env:
     """The env an agent trains on: the e4gym env, the algorithm's wrapper (zTT's state and reward for
-    ``ztt``), :class:`EpisodeStats` and SB3's ``Monitor`` (with the episode figures as info keywords)."""
+    ``ztt``), :class:`EpisodeStats` and SB3's ``Monitor`` (with the episode figures as info keywords).
+    ``streams`` / ``seed_offset``: a :class:`StreamLog` under everything (log file, seed offset)."""
     from stable_baselines3.common.monitor import Monitor
 
     from e4gym.envs.wrappers import EPISODE_STAT_KEYS, EpisodeStats
 
     env = gym.make(env_id, **dict(env_kwargs))
+    if streams is not None or seed_offset:
+        env = StreamLog(env, streams, seed_offset)
     if algo == "ztt":
         from baselines.ztt import ZTTEnv
 
@@ -172,7 +201,7 @@ def _load_model(algo: str, path: Path, env: gym.Env) -> Any:
 
 def train(
     algo: str,
-    env_id: str = "e4gym/EarlyExitDVFS-v0",
+    env_id: str = "e4gym/EarlyExitDVFS-v1",
     out: str | Path = "runs/train",
     env_kwargs: Mapping[str, Any] | None = None,
     config: str | Path | None = None,
@@ -239,8 +268,9 @@ def _train_sb3(algo: str, section: Mapping[str, Any], out: Path, env_id: str, kw
 
     from e4gym.envs.callbacks import EpisodeStatsCallback
 
-    env = make_env(algo, env_id, kw, section.get("wrapper"))
-    eval_env = make_env(algo, env_id, kw, section.get("wrapper"))
+    log = out / STREAMS_FILE
+    env = make_env(algo, env_id, kw, section.get("wrapper"), streams=log, seed_offset=TRAIN_SEED_OFFSET)
+    eval_env = make_env(algo, env_id, kw, section.get("wrapper"), streams=log)
     eval_env.reset(seed=seed + EVAL_SEED_OFFSET)
     algo_kw = {k: v for k, v in section.items() if k not in _SECTION_KEYS}
     if algo == "ztt":
@@ -391,7 +421,8 @@ def _train_ring(out: Path, env_id: str, kw: dict[str, Any], total: int, seed: in
     from baselines.ring_dvfs import RingDVFSAgent, RingDVFSPolicy
     from e4gym.policy import run_episode
 
-    env = gym.make(env_id, **kw)
+    log = out / STREAMS_FILE
+    env = StreamLog(gym.make(env_id, **kw), log, TRAIN_SEED_OFFSET)
     if resume:
         ckpts = _checkpoints(out)
         if not ckpts:
@@ -417,7 +448,7 @@ def _train_ring(out: Path, env_id: str, kw: dict[str, Any], total: int, seed: in
             pol = RingDVFSPolicy(agent=agent)
             rewards = []
             for i in range(n_eval):
-                ev = gym.make(env_id, **kw)
+                ev = StreamLog(gym.make(env_id, **kw), log)
                 rewards.append(sum(x["reward"] for x in run_episode(pol, ev, seed=seed + EVAL_SEED_OFFSET + i)))
                 ev.close()
             logger.record("eval/mean_reward", float(np.mean(rewards)))
@@ -459,7 +490,7 @@ class TrainedPolicy:
     clairvoyant = False
 
     def __init__(self, path: str | Path | None = None, algo: str | None = None,
-                 env_id: str = "e4gym/EarlyExitDVFS-v0", steps: int | None = None, seed: int = 0,
+                 env_id: str = "e4gym/EarlyExitDVFS-v1", steps: int | None = None, seed: int = 0,
                  name: str | None = None) -> None:
         if path is None:
             if algo not in ALGOS:
@@ -493,7 +524,7 @@ class TrainedPolicy:
         if not self.model_path.is_file():
             raise ConfigError(f"{self.model_path} does not exist: the run in {run} did not finish")
         self.name = name or getattr(self, "name", None) or f"trained-{self.algo}"
-        self.env_id = str(self.meta.get("env_id", "e4gym/EarlyExitDVFS-v0"))
+        self.env_id = str(self.meta.get("env_id", "e4gym/EarlyExitDVFS-v1"))
         self.env_kwargs = {}
         self._inner = None
         self._wrapper = None
@@ -523,6 +554,22 @@ class TrainedPolicy:
                       resume=bool(list((run / "checkpoints").glob("ckpt_*"))) if run.exists() else False,
                       progress=False)
         return run
+
+    def training_streams(self) -> set[tuple]:
+        """The stream keys the agent trained and was evaluated on (the run's ``streams.jsonl``; empty for a run
+        written before it existed). The harness refuses to score the agent on one of them."""
+        run = getattr(self, "model_path", None)
+        log = None if run is None else Path(run).parent / STREAMS_FILE
+        if log is None or not log.is_file():
+            return set()
+        keys = set()
+        for line in log.read_text().splitlines():
+            try:
+                keys.add(tuple(json.loads(line)))
+            except (json.JSONDecodeError, TypeError):
+                raise ConfigError(f"{log} is corrupt (a line is not a JSON stream key): delete it or retrain") \
+                    from None
+        return keys
 
     def bind(self, context: Any) -> None:
         """Load the model (training it first when no path was given) and build the env's action mapping."""
@@ -589,7 +636,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``train`` verb."""
     p = sub.add_parser("train", help="train an SB3 agent, zTT or Ring-DVFS on an e4gym env (TensorBoard)")
     p.add_argument("--algo", required=True, choices=ALGOS)
-    p.add_argument("--env", default="e4gym/EarlyExitDVFS-v0", help="env id (default: the frame env)")
+    p.add_argument("--env", default="e4gym/EarlyExitDVFS-v1", help="env id (default: the frame env)")
     p.add_argument("--env-kwargs", nargs="*", metavar="K=V", help="env arguments, e.g. device=xavier-nx fps=30")
     p.add_argument("--config", default=None, help="agent config (default: configs/agents/ALGO.yaml)")
     p.add_argument("--out", required=True, help="run folder (TensorBoard, checkpoints, model)")

@@ -10,15 +10,37 @@ from typing import Any
 
 import numpy as np
 
-from baselines.static import DEFAULT_MARGIN, StaticSweep, sweep_setup
+from baselines.static import DEFAULT_MARGIN, StaticSweep, check_margin, resolve_exit
+from e4gym.envs.common import EnvSetup
 from e4gym.errors import ConfigError
+from e4gym.hardware.model import best_pair, grid_cost
 from e4gym.policy import PolicyContext
+
+
+def analytic_sweep(setup: EnvSetup, exit: int = -1, margin: float = DEFAULT_MARGIN) -> StaticSweep:
+    """The :class:`~baselines.static.StaticSweep` of ``exit`` on the emulator's *noise-free analytic model*
+    (:func:`e4gym.hardware.model.grid_cost`, at ambient temperature): what only a clairvoyant bound may read.
+
+    Raises:
+        ConfigError: ``exit`` is not an exit of the model, or ``margin`` is not a finite number >= 0.
+    """
+    ex = resolve_exit(exit, setup.profile.n_exits)
+    check_margin(margin)
+    g = grid_cost(setup.spec, setup.profile.frame_work(ex), power_mode=setup.power_mode, period_s=setup.period_s,
+                  ambient_c=setup.cooling.ambient_c)
+    feasible = g.latency_s * (1.0 + margin) <= min(setup.deadline_s, setup.period_s)
+    best, ok = best_pair(g.energy_j, feasible, g.latency_s)
+    return StaticSweep(
+        exit=ex, latency_s=g.latency_s, energy_j=g.energy_j, feasible=feasible, cpu_hz=g.cpu_hz, gpu_hz=g.gpu_hz,
+        emc_level=g.emc_level, deadline_s=setup.deadline_s, period_s=setup.period_s, margin=float(margin),
+        best=best, meets_deadline=ok,
+    )
 
 
 class ClairvoyantOracle:
     """Earliest correct exit, cheapest ``(cpu, gpu)`` setting that meets the deadline for that exit.
 
-    At :meth:`bind` it runs :func:`baselines.static.sweep_setup` for every exit (noise-free streaming energy
+    At :meth:`bind` it runs :func:`analytic_sweep` for every exit (the emulator's noise-free streaming energy
     per frame, J; feasible when ``latency · (1 + margin)`` fits the deadline and the frame period, s). Each
     step it reads the upcoming frame's per-exit correctness, takes the earliest correct exit and that exit's
     cheapest feasible setting (the fastest one when none is feasible).
@@ -51,7 +73,7 @@ class ClairvoyantOracle:
     def bind(self, context: PolicyContext) -> None:
         """Precompute the best setting of every exit for the env's device, model, power mode and deadline."""
         s = context.setup
-        self.sweeps = tuple(sweep_setup(s, e, self.margin) for e in range(s.profile.n_exits))
+        self.sweeps = tuple(analytic_sweep(s, e, self.margin) for e in range(s.profile.n_exits))
         extra = [s.max_levels[2]] if s.control_memory else []
         self._actions = [np.array([sw.exit, *sw.best, *extra], dtype=np.int64) for sw in self.sweeps]
         self._ctx = context

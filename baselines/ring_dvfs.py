@@ -9,7 +9,7 @@ normalised frequency ``f`` (``f / f_max``) is ``λ(f) = λ0 · 10^(d·(1 − f)/
 constants of that literature; the paper's own values were not found (an assumption, see CALIBRATION.md). E4's
 comparison extends Ring-DVFS from CPU-only to CPU+GPU; this module does the same.
 
-How Ring-DVFS maps onto ``e4gym/EarlyExitDVFS-v0`` (one step = one frame):
+How Ring-DVFS maps onto ``e4gym/EarlyExitDVFS-v1`` (one step = one frame):
 
 - **Action** (:class:`RingDVFSAgent`): one normalised V/f level ``k`` in ``0..K−1`` (``K = 8`` by default, an
   assumption) applied to both clock domains proportionally, ``cpu_level = round(k/(K−1) · max_cpu)`` and
@@ -291,7 +291,7 @@ class _Binding:
         for name in ("latency", "temperature"):
             if name not in obs_names:
                 raise ConfigError(f"Ring-DVFS reads the observation field '{name}', which this env lacks "
-                                  f"(fields: {list(obs_names)}); use e4gym/EarlyExitDVFS-v0")
+                                  f"(fields: {list(obs_names)}); use e4gym/EarlyExitDVFS-v1")
         self.exit = int(exit) % n
         mx = setup.max_levels
         self.levels = level_map(cfg.n_levels, mx[0], mx[1])
@@ -466,7 +466,7 @@ class RingDVFSAgent:
 
     def learn(self, env: Any, total_steps: int, seed: int | None = None,
               callback: Callback | None = None) -> RingDVFSAgent:
-        """Train for ``total_steps`` frames on ``env`` (an ``e4gym/EarlyExitDVFS-v0`` env); returns ``self``.
+        """Train for ``total_steps`` frames on ``env`` (an ``e4gym/EarlyExitDVFS-v1`` env); returns ``self``.
 
         Each episode is reset with a seed drawn from the agent's RNG. An episode left unfinished by an earlier
         call (or saved with it) is resumed by resetting the env with its seed and replaying its levels, so

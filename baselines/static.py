@@ -1,11 +1,14 @@
 """Static DVFS baselines: a fixed clock setting, and the best one by a full CPU × GPU sweep (Dutt et al.).
 
 Dutt et al. observe that on Jetson boards the *best static* setting (one CPU and one GPU frequency held for the
-whole stream, chosen offline) saves energy against the kernel's default governors. :func:`best_static_sweep`
-evaluates every allowed ``(cpu, gpu)`` level pair, with the memory clock at its highest allowed level, on the
-noise-free analytic model of :mod:`e4gym.hardware.model` (the emulator's model, without noise and at ambient
-temperature), charging each frame its run energy plus the idle energy until the next frame arrives (streaming
-time, as the env does); :func:`best_static` returns the cheapest setting that meets the deadline as a
+whole stream, chosen offline) saves energy against the kernel's default governors. :func:`sweep_setup`
+evaluates every allowed ``(cpu, gpu)`` level pair, with the memory clock at its highest allowed level, on a
+*measured* cost model (:class:`~e4gym.hardware.costmodel.MeasuredCostModel`: the frame run on the backend at
+every pair, the power monitor's energy and the measured idle power; the env's own through
+``PolicyContext.cost_model``, or one measured on a separate emulated board), charging each frame its run
+energy plus the idle energy until the next frame arrives (streaming time, as the env does). The sweep is
+offline work: its runs, board time and energy are in the cost model's ``offline`` figures, which the harness
+reports apart from the episode. :func:`best_static` returns the cheapest setting that meets the deadline as a
 :class:`StaticPolicy`.
 """
 
@@ -21,7 +24,7 @@ import numpy as np
 from e4gym.dnn.profile import ModelProfile
 from e4gym.envs.common import EnvSetup, resolve_setup
 from e4gym.errors import ConfigError, SettingError
-from e4gym.hardware.model import best_pair, grid_cost
+from e4gym.hardware.costmodel import MeasuredCostModel, emulated_cost_model
 from e4gym.hardware.spec import DeviceSpec
 from e4gym.policy import FixedActionPolicy, PolicyContext
 
@@ -32,7 +35,8 @@ DEFAULT_MARGIN = 0.1
 
 @dataclass(frozen=True)
 class StaticSweep:
-    """Noise-free cost of one exit at every allowed ``(cpu, gpu)`` level pair (EMC at its top allowed level).
+    """Cost of one exit at every allowed ``(cpu, gpu)`` level pair (EMC at its top allowed level): measured
+    (:func:`sweep_setup`) or, for the clairvoyant oracle, the noise-free analytic model.
 
     Arrays have shape ``(max_cpu_level + 1, max_gpu_level + 1)``: the levels the power mode allows (the
     device's full ``(n_cpu, n_gpu)`` tables when the mode caps nothing).
@@ -73,8 +77,10 @@ class StaticSweep:
         return float(self.energy_j[self.best])
 
 
-def sweep_setup(setup: EnvSetup, exit: int = -1, margin: float = DEFAULT_MARGIN) -> StaticSweep:
-    """The :class:`StaticSweep` of ``exit`` for a resolved env setup (device, model, power mode, fps, deadline).
+def sweep_setup(setup: EnvSetup, exit: int = -1, margin: float = DEFAULT_MARGIN,
+                cost_model: MeasuredCostModel | None = None) -> StaticSweep:
+    """The :class:`StaticSweep` of ``exit`` for a resolved env setup (device, model, power mode, fps, deadline),
+    on ``cost_model`` (default: one measured on a separate emulated board of the setup's configuration).
 
     Raises:
         ConfigError: ``exit`` is not an exit of the model, or ``margin`` is not a finite number >= 0.
@@ -82,17 +88,36 @@ def sweep_setup(setup: EnvSetup, exit: int = -1, margin: float = DEFAULT_MARGIN)
     spec: DeviceSpec = setup.spec
     profile: ModelProfile = setup.profile
     ex = resolve_exit(exit, profile.n_exits)
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (math.isfinite(margin) and margin >= 0):
-        raise ConfigError(f"margin must be a finite number >= 0 (fraction of latency headroom), got {margin!r}")
-    g = grid_cost(spec, profile.frame_work(ex), power_mode=setup.power_mode, period_s=setup.period_s,
-                  ambient_c=setup.cooling.ambient_c)
-    feasible = g.latency_s * (1.0 + margin) <= min(setup.deadline_s, setup.period_s)
-    best, ok = best_pair(g.energy_j, feasible, g.latency_s)
+    check_margin(margin)
+    cm = cost_model if cost_model is not None else emulated_cost_model(setup)
+    lat, energy = cm.streaming(profile.frame_work(ex), setup.period_s)
+    k = cm.emc_index(setup.max_levels[2])
+    lat, energy = lat[:, :, k], energy[:, :, k]
+    feasible = lat * (1.0 + margin) <= min(setup.deadline_s, setup.period_s)
+    best, ok = cheapest_feasible(energy, feasible, lat)
+    mc, mg, me = setup.max_levels
     return StaticSweep(
-        exit=ex, latency_s=g.latency_s, energy_j=g.energy_j, feasible=feasible, cpu_hz=g.cpu_hz, gpu_hz=g.gpu_hz,
-        emc_level=g.emc_level, deadline_s=setup.deadline_s, period_s=setup.period_s, margin=float(margin),
+        exit=ex, latency_s=lat, energy_j=energy, feasible=feasible,
+        cpu_hz=np.asarray(spec.cpu_freqs_hz[: mc + 1]), gpu_hz=np.asarray(spec.gpu_freqs_hz[: mg + 1]),
+        emc_level=me, deadline_s=setup.deadline_s, period_s=setup.period_s, margin=float(margin),
         best=best, meets_deadline=ok,
     )
+
+
+def check_margin(margin: object) -> None:
+    """Raise ConfigError unless ``margin`` is a finite number >= 0 (fraction of latency headroom)."""
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (math.isfinite(margin) and margin >= 0):
+        raise ConfigError(f"margin must be a finite number >= 0 (fraction of latency headroom), got {margin!r}")
+
+
+def cheapest_feasible(energy_j: np.ndarray, feasible: np.ndarray,
+                      latency_s: np.ndarray) -> tuple[tuple[int, int], bool]:
+    """``((cpu, gpu), met)``: the cheapest feasible pair, or the fastest one (``met`` False) when none is."""
+    if feasible.any():
+        i = np.unravel_index(int(np.argmin(np.where(feasible, energy_j, np.inf))), energy_j.shape)
+        return (int(i[0]), int(i[1])), True
+    i = np.unravel_index(int(np.argmin(latency_s)), latency_s.shape)
+    return (int(i[0]), int(i[1])), False
 
 
 def resolve_exit(exit: int, n_exits: int) -> int:
@@ -246,11 +271,17 @@ class BestStaticPolicy(StaticPolicy):
 
     def bind(self, context: PolicyContext) -> None:
         """Sweep the env's device for ``exit`` and hold the cheapest setting that meets its deadline."""
-        sw = sweep_setup(context.setup, self.exit, self.margin)
+        self._cost_model = context.cost_model
+        sw = sweep_setup(context.setup, self.exit, self.margin, cost_model=self._cost_model)
         self.cpu_level, self.gpu_level = sw.best
         self.sweep = sw
         self.meets_deadline = sw.meets_deadline
         super().bind(context)
+
+    def stats(self) -> dict[str, float]:
+        """The offline sweep's cost (runs, board time s, monitor energy J of the cost model it used)."""
+        cm = getattr(self, "_cost_model", None)
+        return cm.stats() if cm is not None else {}
 
     def __repr__(self) -> str:
         return f"BestStaticPolicy(exit={self.exit}, margin={self.margin})"

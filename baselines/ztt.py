@@ -31,10 +31,12 @@ benchmark harness on the plain frame env and takes exactly the actions :class:`Z
 
 Departures from the original (each forced by the emulator or by stable-baselines3, or a stated choice):
 
-1. **Per-rail power.** zTT reads the CPU and GPU rails of the TX2's INA3221. The emulator has one board power
-   reading (``info["power_w"]``); it is split into CPU and GPU shares by the emulator's own per-domain model at
-   the frame's clocks, temperature and duty cycle (:class:`RailPowerModel`). EMC and the board's static power
-   are on neither rail, as on the board.
+1. **Per-rail power.** zTT reads the CPU and GPU rails of the TX2's INA3221; here the env's step ``info``
+   reports the power monitor's rails, and zTT reads ``info["power_cpu_w"]`` and ``info["power_gpu_w"]``
+   (:data:`ZTT_RAIL_KEYS`; the rails averaged over the frame, as the monitor reports them). The emulator's
+   monitor has ``cpu``, ``gpu`` and ``soc`` rails (EMC and static power are on ``soc``, on neither of zTT's, as
+   on the TX2). A board without separate CPU and GPU rails (Xavier NX, Orin: ``VDD_CPU_GPU_CV``) cannot run zTT:
+   a :class:`~e4gym.errors.ConfigError` names the rails it has. Nothing is taken from the emulator's model.
 2. **One temperature.** The emulator has one board temperature: it is both the CPU and the GPU temperature.
 3. **fps.** zTT measures the app's frame rate once per step (about a second on TX2). Here fps is the throughput
    of the frame just run: ``min(stream fps, 1000 / run_ms)`` (``run_ms``: network time with DVFS stalls,
@@ -57,9 +59,11 @@ Departures from the original (each forced by the emulator or by stable-baselines
    levels (:func:`ztt_grid`); it reproduces {3, 7, 11} for TX2's 12 CPU and 13 GPU levels.
 9. **Thermal rules' randomness.** Drawn from a generator seeded by ``(rule_seed, frame index, state)``, so the
    wrapper and the policy draw the same numbers and a seeded episode replays exactly.
-10. **First state.** Before the first frame the state is what the sensors read at reset (top allowed clocks,
-    initial temperature, the board's idle power; fps 0), computed from the env's setup
-    (:meth:`ZTTCore.reset_info`).
+10. **First state.** Before the first frame the state is what the sensors read at reset: the env's reset
+    ``info`` (clocks, temperature, the rails' reading; fps 0), which :class:`ZTTEnv` gets from ``reset()`` and
+    :class:`ZTTPolicy` from ``context.last_info``. Without one (a harness that hands no reset ``info``) it is
+    :meth:`ZTTCore.reset_info`: the top allowed clocks, the configured initial temperature and rails at 0 W
+    (nothing measured yet).
 11. **Power unit of β/P: the artifact's, not CALIBRATION.md's.** CALIBRATION.md gives P in W; the artifact's
     ``agent.py`` divides β by ``c_p + g_p``, the rail readings in units of 100 mW (ten times the watts), and its
     other constants fit that scale (a transition with ``r > 1``, "highlighted", is one that met the fps target
@@ -67,6 +71,8 @@ Departures from the original (each forced by the emulator or by stable-baselines
     ``power_unit_w=1.0`` gives CALIBRATION.md's reading. On the emulated Xavier NX, whose CPU + GPU rails draw
     1–4 W, watts make ``β/P`` (0.5–2) outweigh the fps term (≤ 1) and the agent learns to sit at the lowest
     clocks; with the artifact's unit ``β/P`` is 0.05–0.2 and fps and temperature lead, as in the artifact.
+12. **Clock levels.** The state's levels are the device table's levels nearest the clocks the frame ended at
+    (``info["cpu_hz"]``, ``info["gpu_hz"]``; exact on the emulator, nearest on a board).
 
 Example::
 
@@ -75,10 +81,10 @@ Example::
     from baselines.ztt import ZTTEnv, ZTTPolicy, make_ztt_model
     from e4gym.policy import run_episode
 
-    env = ZTTEnv(gym.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx", episode_frames=1000))
+    env = ZTTEnv(gym.make("e4gym/EarlyExitDVFS-v1", device="xavier-nx", episode_frames=1000))
     model = make_ztt_model(env, seed=0)
     model.learn(2000)
-    infos = run_episode(ZTTPolicy(model=model), gym.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx"), seed=0)
+    infos = run_episode(ZTTPolicy(model=model), gym.make("e4gym/EarlyExitDVFS-v1", device="xavier-nx"), seed=0)
 """
 
 from __future__ import annotations
@@ -102,7 +108,6 @@ from stable_baselines3.common.callbacks import BaseCallback
 from e4gym.envs.common import EnvSetup
 from e4gym.envs.wrappers import DiscreteActions
 from e4gym.errors import ConfigError, SettingError
-from e4gym.hardware.model import cost_table, dynamic_power_per_activity, leakage_power_ref, power_table
 from e4gym.policy import PolicyContext
 
 __all__ = [
@@ -116,10 +121,10 @@ __all__ = [
     "ZTT_GRID_SIZE",
     "ZTT_HIGHLIGHT_COPIES",
     "ZTT_POWER_UNIT_W",
+    "ZTT_RAIL_KEYS",
     "ZTT_RULES",
     "ZTT_STATE_NAMES",
     "ZTT_T_TARGET_C",
-    "RailPowerModel",
     "ZTTCore",
     "ZTTEnv",
     "ZTTEpsilon",
@@ -127,6 +132,7 @@ __all__ = [
     "ZTTPolicy",
     "make_ztt_model",
     "ztt_grid",
+    "ztt_rails",
     "ztt_reward",
     "ztt_state",
 ]
@@ -227,94 +233,32 @@ def _check_grid(grid: Sequence[int], n_allowed: int, label: str) -> list[int]:
 # ---------------------------------------------------------------------------------------------- power rails
 
 
-class RailPowerModel:
-    """Splits the board's measured power into zTT's CPU- and GPU-rail readings (departure 1).
+#: The step ``info`` keys zTT reads its CPU and GPU power from (W): the power monitor's ``cpu`` and ``gpu`` rails.
+ZTT_RAIL_KEYS: tuple[str, str] = ("power_cpu_w", "power_gpu_w")
 
-    The emulator's per-domain power model (:mod:`e4gym.hardware.model`, the same functions
-    :func:`~e4gym.hardware.model.power_table` is built from): domain ``d`` draws
-    ``c_eff·V²·f·a_d + leak_d(V)·exp(k·(T − T_ref))`` with activity ``a_d = idle_d + duty·busy_d``; while the
-    network runs the CPU's host thread is fully busy and the GPU and memory are busy for the work's share
-    ``t_gpu / L`` and ``t_mem / L`` of the run (per exit, from :func:`~e4gym.hardware.model.cost_table`). The
-    duty cycle is the run's share of the frame's time on the board. The measured ``power_w`` is then split in the
-    ratio of the modelled CPU and GPU power to the modelled board power (static and EMC included), so the rails
-    keep the measurement's noise and its temperature dependence.
 
-    Args:
-        setup: the env's resolved setup (device, power mode, model profile, frame period).
+def _rails_in(info: Mapping[str, Any]) -> list[str]:
+    """The rails an ``info`` reports (``power_<rail>_w`` keys; ``power_w`` is the board's)."""
+    return [k[len("power_"):-len("_w")] for k in info if k.startswith("power_") and k.endswith("_w") and k != "power_w"]
+
+
+def ztt_rails(info: Mapping[str, Any]) -> tuple[float, float]:
+    """``(cpu_w, gpu_w)``: the CPU and GPU rails' power (W) of a step's ``info`` (departure 1).
+
+    Raises:
+        ConfigError: ``info`` has no ``power_cpu_w`` / ``power_gpu_w`` (the backend's power monitor has no
+            separate CPU and GPU rails); the message names the rails it has.
     """
+    try:
+        return float(info[ZTT_RAIL_KEYS[0]]), float(info[ZTT_RAIL_KEYS[1]])
+    except KeyError:
+        raise ConfigError(_no_rails_message(_rails_in(info))) from None
 
-    def __init__(self, setup: EnvSetup) -> None:
-        spec, m = setup.spec, setup.spec.model
-        mode = spec.power_mode(setup.power_mode)
-        online = mode.cpu_online / spec.cpu_cores
-        self._setup = setup
-        fc, fg, fe = (np.asarray(t, dtype=float) for t in (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz))
-        c_dyn, g_dyn, e_dyn = (dynamic_power_per_activity(f, d) for f, d in ((fc, m.cpu), (fg, m.gpu), (fe, m.emc)))
-        self._c_floor = (c_dyn * m.cpu.idle_activity * online).tolist()
-        self._c_leak = (leakage_power_ref(fc, m.cpu) * online).tolist()
-        self._c_busy = (c_dyn * (1.0 - m.cpu.idle_activity)).tolist()
-        self._g_floor = (g_dyn * m.gpu.idle_activity).tolist()
-        self._g_leak = leakage_power_ref(fg, m.gpu).tolist()
-        self._g_busy = (g_dyn * (1.0 - m.gpu.idle_activity)).tolist()
-        self._e_floor = (e_dyn * m.emc.idle_activity).tolist()
-        self._e_leak = leakage_power_ref(fe, m.emc).tolist()
-        self._e_busy = (e_dyn * (1.0 - m.emc.idle_activity)).tolist()
-        self._static = float(m.static_w)
-        self._k, self._t_ref = float(m.leak_temp_coeff_per_c), float(m.temp_ref_c)
-        self._n_gpu, self._n_emc = spec.n_gpu, spec.n_emc
-        self._lookup = tuple({float(f): i for i, f in enumerate(t)} for t in (fc, fg, fe))
-        self._tables = (fc, fg, fe)
-        self.power_table = power_table(spec, mode.cpu_online)
-        self._util: dict[int, tuple[list[float], list[float]]] = {}
 
-    def level_of(self, domain: int, hz: float) -> int:
-        """Level index of clock ``hz`` (Hz) in domain 0 (CPU), 1 (GPU) or 2 (EMC); the nearest level if not exact."""
-        i = self._lookup[domain].get(float(hz))
-        if i is None:
-            i = int(np.argmin(np.abs(self._tables[domain] - float(hz))))
-        return i
-
-    def _utilisation(self, exit: int) -> tuple[list[float], list[float]]:
-        """``(t_gpu / L, t_mem / L)`` of exit ``exit``'s work at every level triple (flat, C order)."""
-        hit = self._util.get(exit)
-        if hit is None:
-            s = self._setup
-            t = cost_table(s.spec, s.profile.frame_work(exit), self.power_table, 1)
-            hit = ((t.t_gpu_s / t.latency_s).tolist(), (t.t_mem_s / t.latency_s).tolist())
-            self._util[exit] = hit
-        return hit
-
-    def domains(self, info: Mapping[str, Any]) -> tuple[float, float, float, float]:
-        """The model's noise-free ``(static, cpu, gpu, emc)`` power (W) over a step's frame (see the class).
-
-        Reads ``temp_c`` (°C), ``cpu_hz``/``gpu_hz``/``emc_hz`` (Hz), ``run_ms``, ``latency_ms`` (ms) and
-        ``exit``; a step with no frame (``run_ms`` 0, e.g. a reset) is all idle.
-        """
-        c = self.level_of(0, info["cpu_hz"])
-        g = self.level_of(1, info["gpu_hz"])
-        e = self.level_of(2, info["emc_hz"])
-        run = float(info.get("run_ms", 0.0))
-        ex = int(info.get("exit", -1))
-        duty = u_gpu = u_mem = 0.0
-        if run > 0.0 and ex >= 0:
-            # The frame's time on the board: its run, or up to the next arrival after its queueing delay.
-            queued = max(0.0, float(info.get("latency_ms", run)) - run)
-            duty = run / max(run, self._setup.period_s * 1e3 - queued)
-            ug, um = self._utilisation(ex)
-            idx = (c * self._n_gpu + g) * self._n_emc + e
-            u_gpu, u_mem = ug[idx], um[idx]
-        scale = math.exp(self._k * (float(info["temp_c"]) - self._t_ref))
-        cpu = self._c_floor[c] + self._c_leak[c] * scale + duty * self._c_busy[c]
-        gpu = self._g_floor[g] + self._g_leak[g] * scale + duty * self._g_busy[g] * u_gpu
-        emc = self._e_floor[e] + self._e_leak[e] * scale + duty * self._e_busy[e] * u_mem
-        return self._static, cpu, gpu, emc
-
-    def split(self, info: Mapping[str, Any]) -> tuple[float, float]:
-        """``(cpu_w, gpu_w)``: the CPU- and GPU-rail shares (W) of ``info["power_w"]`` (W), in the ratio of
-        :meth:`domains`' CPU and GPU power to their sum (the modelled board power)."""
-        static, cpu, gpu, emc = self.domains(info)
-        p = float(info["power_w"]) / (static + cpu + gpu + emc)
-        return cpu * p, gpu * p
+def _no_rails_message(rails: Sequence[str]) -> str:
+    return (f"zTT reads the board's CPU and GPU power rails (info['power_cpu_w'], info['power_gpu_w']), but this "
+            f"backend's power monitor reports the rails {list(rails)}: zTT needs a board with separate CPU and GPU "
+            "rails (the emulator, Jetson Nano or TX2; Xavier NX and Orin feed the CPU and GPU from one rail)")
 
 
 # ---------------------------------------------------------------------------------------------- state, reward
@@ -329,29 +273,31 @@ def _fps(info: Mapping[str, Any], stream_fps: float) -> float:
     return stream_fps if f > stream_fps else f
 
 
-def ztt_state(info: Mapping[str, Any], setup: EnvSetup, rails: RailPowerModel | None = None) -> np.ndarray:
+def ztt_state(info: Mapping[str, Any], setup: EnvSetup) -> np.ndarray:
     """zTT's 7-value state (float32) from a frame env step's ``info`` (CALIBRATION.md, zTT "State").
 
     ``[cpu_level, gpu_level, cpu_power, gpu_power, cpu_temp, gpu_temp, fps]``:
 
     - ``cpu_level`` / ``gpu_level``: raw level indices (0 = lowest) of the clocks the frame ended at in the
-      device's tables, as zTT's state carries them (not normalised);
-    - ``cpu_power`` / ``gpu_power``: rail power in units of 100 mW (so 35.0 is 3.5 W), the board power split
-      by :class:`RailPowerModel` (departure 1);
+      device's tables, as zTT's state carries them (not normalised; departure 12);
+    - ``cpu_power`` / ``gpu_power``: the CPU and GPU rails' power in units of 100 mW (so 35.0 is 3.5 W), from
+      ``info["power_cpu_w"]`` / ``info["power_gpu_w"]`` (departure 1);
     - ``cpu_temp`` / ``gpu_temp``: the board temperature (°C), both (departure 2);
     - ``fps``: frames per second, ``min(stream fps, 1000 / run_ms)``, 0 when no frame ran (departure 3).
 
     Args:
-        info: a step's ``info`` (keys of :data:`e4gym.envs.common.INFO_KEYS`), or a reset's.
+        info: a step's ``info`` (keys of :data:`e4gym.envs.common.INFO_KEYS`, with the rails), or a reset's.
         setup: the env's setup (``env.unwrapped.setup``).
-        rails: a :class:`RailPowerModel` of ``setup`` to reuse (built on every call otherwise).
+
+    Raises:
+        ConfigError: ``info`` has no CPU and GPU rails (:func:`ztt_rails`).
     """
-    rails = RailPowerModel(setup) if rails is None else rails
-    cpu_w, gpu_w = rails.split(info)
+    cpu_w, gpu_w = ztt_rails(info)
     t = float(info["temp_c"])
+    spec = setup.spec
     return np.array(
-        [rails.level_of(0, info["cpu_hz"]), rails.level_of(1, info["gpu_hz"]), cpu_w / ZTT_STATE_POWER_UNIT_W,
-         gpu_w / ZTT_STATE_POWER_UNIT_W, t, t, _fps(info, setup.fps)],
+        [spec.level_of("cpu", float(info["cpu_hz"])), spec.level_of("gpu", float(info["gpu_hz"])),
+         cpu_w / ZTT_STATE_POWER_UNIT_W, gpu_w / ZTT_STATE_POWER_UNIT_W, t, t, _fps(info, setup.fps)],
         dtype=np.float32,
     )
 
@@ -448,7 +394,6 @@ class ZTTCore:
         mx = setup.max_levels
         self.cpu_grid = ztt_grid(mx[0] + 1) if cpu_grid is None else _check_grid(cpu_grid, mx[0] + 1, "cpu_grid")
         self.gpu_grid = ztt_grid(mx[1] + 1) if gpu_grid is None else _check_grid(gpu_grid, mx[1] + 1, "gpu_grid")
-        self.rails = RailPowerModel(setup)
         self.n_actions = ZTT_GRID_SIZE * ZTT_GRID_SIZE
         spec = setup.spec
         self._low = np.array([0, 0, 0, 0, -40.0, -40.0, 0], dtype=np.float32)
@@ -483,23 +428,25 @@ class ZTTCore:
     # ---------------------------------------------------------------------------------- state and reward
 
     def reset_info(self) -> dict[str, Any]:
-        """What the sensors read at reset (departure 10): the top allowed clocks, the initial temperature (°C,
-        the ambient's unless ``initial_temp_c``), the board's noise-free idle power at them (W), no frame."""
+        """The first state's ``info`` when no reset ``info`` is at hand (departure 10): the top allowed clocks,
+        the configured initial temperature (°C, the ambient's unless ``initial_temp_c``), rails at 0 W (nothing
+        measured yet), no frame. Nothing here comes from the emulator's model."""
         s = self.setup
-        spec, m = s.spec, s.spec.model
+        spec = s.spec
         c, g, e = s.max_levels
         temp = s.cooling.ambient_c if s.initial_temp_c is None else float(s.initial_temp_c)
-        pt = self.rails.power_table
-        idx = (c * spec.n_gpu + g) * spec.n_emc + e
-        power = pt.static_w + float(pt.idle_dyn_w[idx]) + float(pt.leak_ref_w[idx]) * math.exp(
-            m.leak_temp_coeff_per_c * (temp - m.temp_ref_c)
-        )
-        return {"power_w": power, "temp_c": temp, "cpu_hz": spec.cpu_freqs_hz[c], "gpu_hz": spec.gpu_freqs_hz[g],
-                "emc_hz": spec.emc_freqs_hz[e], "run_ms": 0.0, "latency_ms": 0.0, "exit": -1, "frame": -1}
+        return {"power_w": 0.0, "power_cpu_w": 0.0, "power_gpu_w": 0.0, "temp_c": temp,
+                "cpu_hz": spec.cpu_freqs_hz[c], "gpu_hz": spec.gpu_freqs_hz[g], "emc_hz": spec.emc_freqs_hz[e],
+                "run_ms": 0.0, "latency_ms": 0.0, "exit": -1, "frame": -1}
+
+    def first_info(self, info: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        """The ``info`` the first state is built from: the env's reset ``info`` when given (and non-empty),
+        else :meth:`reset_info` (departure 10)."""
+        return info if info else self.reset_info()
 
     def state(self, info: Mapping[str, Any]) -> np.ndarray:
         """:func:`ztt_state` of ``info``, clipped into :meth:`observation_space`."""
-        return np.clip(ztt_state(info, self.setup, self.rails), self._low, self._high)
+        return np.clip(ztt_state(info, self.setup), self._low, self._high)
 
     def reward(self, state: np.ndarray) -> tuple[float, dict[str, float]]:
         """:func:`ztt_reward` of a state (after the step): its fps, CPU temperature and CPU + GPU power."""
@@ -562,7 +509,7 @@ class ZTTCore:
 
 
 class ZTTEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """zTT's view of the frame env ``e4gym/EarlyExitDVFS-v0``: its state, its 3×3 clock grid, its reward and rules.
+    """zTT's view of the frame env ``e4gym/EarlyExitDVFS-v1``: its state, its 3×3 clock grid, its reward and rules.
 
     One step is one frame. The action is ``Discrete(9)`` (grid action ``3·i + j``: CPU grid position ``i``, GPU
     position ``j``; :meth:`ZTTCore.frame_action`); every frame takes exit ``exit`` (default the last: zTT runs
@@ -574,10 +521,10 @@ class ZTTEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     (β/P), ``ztt_fps`` (frames/s), ``ztt_cpu_power_w`` / ``ztt_gpu_power_w`` (rail power, W),
     ``ztt_agent_action`` (the action given), ``ztt_action`` (the grid action that ran; the replay memory stores
     it) and ``ztt_rule`` (``"agent"``, ``"cool"`` or ``"explore"``). The first observation of an episode is the
-    reset state (:meth:`ZTTCore.reset_info`).
+    state of the env's reset ``info`` (departure 10).
 
     Args:
-        env: the frame env (``gymnasium.make("e4gym/EarlyExitDVFS-v0", ...)``) without kernel governors.
+        env: the frame env (``gymnasium.make("e4gym/EarlyExitDVFS-v1", ...)``) without kernel governors.
         exit, fps_target, t_target_c, beta, power_unit_w, cpu_grid, gpu_grid, rule_seed: see :class:`ZTTCore`.
 
     Raises:
@@ -603,7 +550,10 @@ class ZTTEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         setup = getattr(env.unwrapped, "setup", None)
         names = tuple(getattr(env.unwrapped, "action_names", ()))
         if not isinstance(setup, EnvSetup) or not names or names[0] != "exit":
-            raise ConfigError(f"ZTTEnv wraps the frame env e4gym/EarlyExitDVFS-v0, got {env!r}")
+            raise ConfigError(f"ZTTEnv wraps the frame env e4gym/EarlyExitDVFS-v1, got {env!r}")
+        rails = getattr(getattr(env.unwrapped, "backend", None), "rail_names", None)
+        if rails is not None and not {"cpu", "gpu"} <= set(rails):
+            raise ConfigError(_no_rails_message(rails))
         self.core = ZTTCore(setup, exit=exit, fps_target=fps_target, t_target_c=t_target_c, beta=beta,
                             power_unit_w=power_unit_w, cpu_grid=cpu_grid, gpu_grid=gpu_grid, rule_seed=rule_seed)
         gym.Wrapper.__init__(self, env)
@@ -616,9 +566,9 @@ class ZTTEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._frame = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Reset the frame env; the observation is the reset state (:meth:`ZTTCore.reset_info`)."""
+        """Reset the frame env; the observation is the state its reset ``info`` reads (departure 10)."""
         _, info = self.env.reset(seed=seed, options=options)
-        self._state = self.core.state(self.core.reset_info())
+        self._state = self.core.state(self.core.first_info(info))
         self._frame = 0
         return self._state.copy(), info
 
@@ -839,10 +789,11 @@ def make_ztt_model(env: gym.Env, seed: int = 0, tensorboard_log: str | Path | No
 
 
 class ZTTPolicy:
-    """A trained zTT agent as a :class:`~e4gym.policy.Policy` of the frame env ``e4gym/EarlyExitDVFS-v0``.
+    """A trained zTT agent as a :class:`~e4gym.policy.Policy` of the frame env ``e4gym/EarlyExitDVFS-v1``.
 
-    Each step it builds zTT's state from the previous frame's ``info`` (``context.last_info``; before the first
-    frame, the reset state of :meth:`ZTTCore.reset_info`), takes the network's greedy action, applies zTT's
+    Each step it builds zTT's state from the previous frame's ``info`` (``context.last_info``: the CPU and GPU
+    rails, clocks, temperature, run time; before the first frame the reset ``info``, departure 10), takes the
+    network's greedy action, applies zTT's
     thermal rules with the same seeded draws as :class:`ZTTEnv` (:meth:`ZTTCore.apply_rules`), and returns the
     frame env's action ``[exit, cpu_level, gpu_level(, emc_level)]``. Given the same model, env arguments, seed
     and ZTT arguments it takes exactly the actions of stepping :class:`ZTTEnv` with ``model.predict(obs,
@@ -858,7 +809,8 @@ class ZTTPolicy:
 
     Raises:
         ConfigError: neither or both of ``path`` and ``model``; an unreadable model (at :meth:`bind`); a model
-            whose spaces are not zTT's; an env with kernel governors.
+            whose spaces are not zTT's; an env with kernel governors; (at :meth:`predict`) an env whose ``info``
+            has no CPU and GPU rails (:func:`ztt_rails`).
     """
 
     clairvoyant = False
@@ -927,7 +879,7 @@ class ZTTPolicy:
         core, ctx = self.core, self._ctx
         if core is None or ctx is None:
             raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
-        info = ctx.last_info if ctx.last_info else core.reset_info()
+        info = core.first_info(ctx.last_info)
         s = core.state(info)
         a, _ = self.model.predict(s, deterministic=True)
         frame = int(info.get("frame", -1)) + 1

@@ -68,17 +68,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = ap.parse_args(argv)
 
     cartpole = _single_rate(gym.make("CartPole-v1"), args.seconds, args.repeats)
-    frame_env = gym.make("e4gym/EarlyExitDVFS-v0", device=args.device)
+    frame_env = gym.make("e4gym/EarlyExitDVFS-v1", device=args.device)
     frame = _single_rate(frame_env, args.seconds, args.repeats)
-    block_env = gym.make("e4gym/EarlyExitDVFSBlock-v0", device=args.device)
+    block_env = gym.make("e4gym/EarlyExitDVFSBlock-v1", device=args.device)
     block = _single_rate(block_env, args.seconds, args.repeats)
     frame_mem = _single_rate(
-        gym.make("e4gym/EarlyExitDVFS-v0", device=args.device, control_memory=True), args.seconds, args.repeats
+        gym.make("e4gym/EarlyExitDVFS-v1", device=args.device, control_memory=True), args.seconds, args.repeats
     )
-    venv = gym.make_vec("e4gym/EarlyExitDVFS-v0", num_envs=args.num_envs, device=args.device)
+    venv = gym.make_vec("e4gym/EarlyExitDVFS-v1", num_envs=args.num_envs, device=args.device)
     vector = _vector_rate(venv, args.seconds * 2, args.repeats)
     sync = _vector_rate(
-        gym.make_vec("e4gym/EarlyExitDVFS-v0", num_envs=8, vectorization_mode="sync", device=args.device),
+        gym.make_vec("e4gym/EarlyExitDVFS-v1", num_envs=8, vectorization_mode="sync", device=args.device),
         args.seconds, args.repeats,
     )
 
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"{platform.machine()}, device {args.device}, efficientnet_b0, random actions, episodes of 1000 frames\n")
     rows = [
         ("CartPole-v1 (gymnasium.make)", "steps", cartpole),
-        ("e4gym/EarlyExitDVFS-v0", "steps = frames", frame),
-        ("e4gym/EarlyExitDVFS-v0, control_memory=True", "steps = frames", frame_mem),
-        ("e4gym/EarlyExitDVFSBlock-v0", "steps = blocks", block),
+        ("e4gym/EarlyExitDVFS-v1", "steps = frames", frame),
+        ("e4gym/EarlyExitDVFS-v1, control_memory=True", "steps = frames", frame_mem),
+        ("e4gym/EarlyExitDVFSBlock-v1", "steps = blocks", block),
         ("make_vec sync, 8 envs", "frames", sync),
         (f"make_vec native vector env, {args.num_envs} envs", "frames", vector),
     ]

@@ -19,10 +19,10 @@ from pathlib import Path
 
 #: (label, algo, env id) of the agents this benchmark trains.
 AGENTS = (
-    ("ztt", "ztt", "e4gym/EarlyExitDVFS-v0"),
-    ("ring-dvfs", "ring-dvfs", "e4gym/EarlyExitDVFS-v0"),
-    ("ppo", "ppo", "e4gym/EarlyExitDVFS-v0"),
-    ("ppo-block", "ppo", "e4gym/EarlyExitDVFSBlock-v0"),
+    ("ztt", "ztt", "e4gym/EarlyExitDVFS-v1"),
+    ("ring-dvfs", "ring-dvfs", "e4gym/EarlyExitDVFS-v1"),
+    ("ppo", "ppo", "e4gym/EarlyExitDVFS-v1"),
+    ("ppo-block", "ppo", "e4gym/EarlyExitDVFSBlock-v1"),
 )
 
 

@@ -47,6 +47,7 @@ def make_trace(folder: Path, frames: int = 2000) -> Path:
         model="efficientnet_b0",
         fps=30.0,
         features=b.features,
+        feature_change=b.feature_change,
         pooled=None,
         predictions=predictions,
         confidence=b.confidence,

@@ -3,11 +3,11 @@
 Importing the package registers the environments::
 
     import gymnasium as gym
-    import e4gym  # noqa: F401  (registers e4gym/EarlyExitDVFS-v0 and e4gym/EarlyExitDVFSBlock-v0)
+    import e4gym  # noqa: F401  (registers e4gym/EarlyExitDVFS-v1 and e4gym/EarlyExitDVFSBlock-v1)
 
-    env = gym.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx")
+    env = gym.make("e4gym/EarlyExitDVFS-v1", device="xavier-nx")
 
-``gym.make("e4gym:e4gym/EarlyExitDVFS-v0")`` imports the package itself. The emulator is the default
+``gym.make("e4gym:e4gym/EarlyExitDVFS-v1")`` imports the package itself. The emulator is the default
 backend and needs no hardware. Importing e4gym does not import torch.
 """
 
@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 __all__ = ["ENV_IDS", "REAL_ENV_IDS", "__version__"]
 
 #: The registered environment ids.
-ENV_IDS = ("e4gym/EarlyExitDVFS-v0", "e4gym/EarlyExitDVFSBlock-v0")
+ENV_IDS = ("e4gym/EarlyExitDVFS-v1", "e4gym/EarlyExitDVFSBlock-v1")
 
 if ENV_IDS[0] not in registry:
     # order_enforce=False: the envs raise gymnasium.error.ResetNeeded themselves (tested), so Gymnasium's
@@ -36,7 +36,7 @@ if ENV_IDS[1] not in registry:
 #: The same envs on a real Jetson board (``backend="jetson"``; ``backend_kwargs`` e.g. ``{"sysfs_root": ...}``).
 #: Registered ``nondeterministic=True``: a board's timing and power are not reproducible from a seed. Steps are
 #: paced at the frame rate by the backend's ``idle`` (it sleeps until the next frame arrives).
-REAL_ENV_IDS = ("e4gym/EarlyExitDVFSJetson-v0", "e4gym/EarlyExitDVFSBlockJetson-v0")
+REAL_ENV_IDS = ("e4gym/EarlyExitDVFSJetson-v1", "e4gym/EarlyExitDVFSBlockJetson-v1")
 for _id, _entry in zip(REAL_ENV_IDS, ("e4gym.envs.frame:EarlyExitDVFSEnv", "e4gym.envs.block:EarlyExitDVFSBlockEnv")):
     if _id not in registry:
         register(id=_id, entry_point=_entry, kwargs={"backend": "jetson"}, nondeterministic=True, order_enforce=False)

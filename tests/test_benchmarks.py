@@ -25,7 +25,7 @@ def _load(name: str):
 def test_env_speed_measures_every_env_in_one_run(capsys: pytest.CaptureFixture[str]) -> None:
     rates = _load("env_speed").main(["--seconds", "0.02", "--repeats", "1", "--num-envs", "16"])
     out = capsys.readouterr().out
-    for row in ("CartPole-v1", "e4gym/EarlyExitDVFS-v0", "e4gym/EarlyExitDVFSBlock-v0", "native vector env, 16"):
+    for row in ("CartPole-v1", "e4gym/EarlyExitDVFS-v1", "e4gym/EarlyExitDVFSBlock-v1", "native vector env, 16"):
         assert row in out
     assert "× CartPole's step rate" in out and "M frames/s" in out
     assert all(rate > 0 for rate in rates.values())

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 import gymnasium as gym
 import numpy as np
 import pytest
 from stable_baselines3 import PPO
 
 import e4gym  # noqa: F401  (registers the envs)
+from e4gym.envs import INFO_KEYS
 from e4gym.errors import ConfigError, UnknownNameError
 from e4gym.policy import Policy, PolicyContext, bind_policy, run_episode
 
-ENV_ID = "e4gym/EarlyExitDVFS-v0"
+ENV_ID = "e4gym/EarlyExitDVFS-v1"
 
 
 class Fixed:
@@ -55,8 +58,10 @@ def test_hand_written_policies_and_sb3_models_are_interchangeable() -> None:
         infos = run_episode(policy, env, seed=0)
         assert len(infos) == 40 and all("reward" in i and "energy_j" in i for i in infos)
     assert fixed.resets == 1
-    # The context carries the last step's info, and the env's figures, never the env itself.
-    assert len(fixed.seen) == 39 and fixed.seen[0]["frame"] == 0
+    # The context carries the reset info before the first step, then the last step's info, and the env's
+    # figures, never the env itself.
+    assert len(fixed.seen) == 40 and fixed.seen[1]["frame"] == 0
+    assert set(INFO_KEYS) <= set(fixed.seen[0]) and fixed.seen[0]["frame"] == -1 and fixed.seen[0]["exit"] == -1
     assert fixed.ctx.setup.deadline_s == pytest.approx(1 / 30) and fixed.ctx.action_names[0] == "exit"
 
 
@@ -96,3 +101,18 @@ def test_governed_domains_ignore_the_action() -> None:
     assert infos[-1]["gpu_hz"] == spec.gpu_freqs_hz[0]  # powersave, although the action asks for the top
     with pytest.raises(UnknownNameError, match="cpu governors"):
         gym.make(ENV_ID, governors={"cpu": "turbo"})
+
+
+def test_every_step_reports_the_decision_time() -> None:
+    class Slow(Fixed):
+        def predict(self, observation, state=None, episode_start=None, deterministic=True):
+            time.sleep(0.002)
+            return super().predict(observation, state)
+
+    infos = run_episode(Slow([4, 24, 14]), gym.make(ENV_ID, episode_frames=10), seed=0)
+    assert all(2.0 <= i["decision_ms"] < 1000.0 for i in infos)
+    fast = run_episode(Fixed([4, 24, 14]), gym.make(ENV_ID, episode_frames=10), seed=0)
+    assert all(0.0 <= i["decision_ms"] < 2.0 for i in fast)
+    # Timing the policy does not change what the env does.
+    strip = lambda i: {k: v for k, v in i.items() if k != "decision_ms"}  # noqa: E731
+    assert [strip(i) for i in infos] == [strip(i) for i in fast]

@@ -3,10 +3,13 @@
 E4 (Zhang, Zhao, Liu; SenSys 2023 poster, AAAI 2025) reads how complex the incoming frames are and picks
 the exit before the frame runs. This module is that predictor, rebuilt from the public description:
 
-* **Window and accumulated feature pooling.** The policy keeps the complexity features of the last ``window``
-  frames, each with the previous frame's result (its exit and that exit's confidence, which the running
-  system knows) (:class:`FeatureWindow`). Frames before the most recent scene cut are masked out: a cut is a frame
-  whose ``feature_change`` is at least ``cut_threshold`` (ASSUMPTION, see :data:`CUT_THRESHOLD`). Over the
+* **Causal inputs.** Per frame the cascade reads only what exists before the frame runs: its pre-inference
+  complexity features (:data:`~e4gym.workload.base.COMPLEXITY_FEATURES`, from pixels) and the previous
+  frame's post-inference figures at the exit it left at: that exit, its confidence and its ``feature_change``
+  (:data:`~e4gym.workload.base.POST_INFERENCE_FIGURES`, which the running system knows).
+* **Window and accumulated feature pooling.** The policy keeps these inputs for the last ``window`` frames
+  (:class:`FeatureWindow`). Frames before the most recent scene cut are masked out: a cut is a frame whose
+  pre-inference ``motion`` is at least ``cut_threshold`` (ASSUMPTION, see :data:`CUT_THRESHOLD`). Over the
   unmasked frames it pools the features the way FrameExit (Ghodrati et al., CVPR 2021; cited by E4) pools
   backbone features across frames: an element-wise running *max*, and, since complexity features are noisy
   measurements of one slowly drifting quantity, also the running *mean*.
@@ -35,33 +38,44 @@ import torch
 from torch import nn
 
 from e4gym.errors import ConfigError
-from e4gym.workload.base import N_FEATURES, FrameSource
+from e4gym.workload.base import COMPLEXITY_FEATURES, N_FEATURES, FrameSource
 
-#: ASSUMPTION: a frame whose ``feature_change`` (1 − cosine similarity of its pooled features with the
-#: previous frame's) reaches this value starts a new scene, and the window forgets the frames before it. On
-#: the synthetic video, within-scene changes stay below about 0.3 and cuts are above 0.45 (its
-#: ``CHANGE_*`` coefficients); nothing published fixes it for real video.
-CUT_THRESHOLD = 0.35
+#: ASSUMPTION: a frame whose pre-inference ``motion`` (mean absolute grey difference to the previous frame)
+#: reaches this value starts a new scene, and the window forgets the frames before it. On the synthetic video
+#: within-scene motion exceeds it on about 0.2 % of frames and cuts never fall below it (its ``MOTION_*``
+#: coefficients); nothing published fixes it for real video, where cuts usually move less (tune it, e.g. to
+#: about 0.1–0.2 for recorded traces).
+CUT_THRESHOLD = 0.4
 
 #: Default number of recent frames the cascade attends over (about half a second at 30 fps): ASSUMPTION.
 DEFAULT_WINDOW = 16
 
-_FEATURE_CHANGE = 3  # index of feature_change in COMPLEXITY_FEATURES
+#: Format tag of :meth:`Cascade.save` files. Version 2: causal inputs (3 pre-inference features + the previous
+#: frame's confidence and feature change); version-1 files read frame t's own feature change and are refused.
+CASCADE_FORMAT = "e4gym-e4-cascade-2"
+_OLD_FORMATS = ("e4gym-e4-cascade-1",)
+
+_MOTION = COMPLEXITY_FEATURES.index("motion")
+_PREV_CONF = N_FEATURES  # column of the previous frame's confidence in an input row
+_PREV_CHANGE = N_FEATURES + 1  # column of the previous frame's feature change
+_PREV_EXIT = N_FEATURES + 2  # first column of the previous exit's one-hot
 
 
 def input_width(n_exits: int) -> int:
-    """Width of a frame's input row: 4 features, the previous exit's confidence, the previous exit one-hot."""
-    return N_FEATURES + 1 + n_exits
+    """Width of a frame's input row: the 3 pre-inference features, the previous frame's confidence and feature
+    change at its exit, and that exit one-hot (``n_exits`` columns)."""
+    return N_FEATURES + 2 + n_exits
 
 
 @dataclass
 class FeatureWindow:
     """The last ``size`` frames' inputs and which of them belong to the current scene.
 
-    A frame's input row is its complexity features and the previous frame's result as the policy saw it:
-    the confidence of the exit it left at and that exit (one-hot; all zero for the first frame of an
-    episode). ``push(...)`` adds a frame (the current one); :meth:`arrays` gives the network's inputs. The
-    window starts empty after :meth:`clear` (an episode start).
+    A frame's input row (:func:`input_width` columns) is ``[edge_density, motion, contrast, prev_conf,
+    prev_feature_change, one-hot prev_exit]``: its pre-inference features and the previous frame's result as
+    the policy saw it (the exit it left at, that exit's confidence and feature change; all zero for the first
+    frame of an episode). ``push(...)`` adds a frame (the current one); :meth:`arrays` gives the network's
+    inputs. The window starts empty after :meth:`clear` (an episode start).
     """
 
     size: int = DEFAULT_WINDOW
@@ -80,18 +94,36 @@ class FeatureWindow:
         self._feat = np.zeros((self.size, input_width(self.n_exits)), np.float32)
         self._mask = np.zeros(self.size, bool)
 
-    def push(self, features: np.ndarray, prev_exit: int = -1, prev_confidence: float = 0.0) -> None:
-        """Add the current frame: its features (shape ``(4,)``, order of ``COMPLEXITY_FEATURES``) and the
-        previous frame's exit (``-1``: none, at an episode start) and that exit's confidence (in [0, 1])."""
-        f = np.asarray(features, np.float32)
+    def push(self, features: np.ndarray, prev_exit: int = -1, prev_conf: float = 0.0,
+             prev_feature_change: float = 0.0) -> None:
+        """Add the current frame.
+
+        Args:
+            features: its pre-inference features, shape ``(3,)``, order of ``COMPLEXITY_FEATURES``.
+            prev_exit: the exit the previous frame left at (``-1``: none, at an episode start; the two figures
+                below are then ignored).
+            prev_conf: that exit's confidence on the previous frame, in [0, 1].
+            prev_feature_change: that exit's ``feature_change`` on the previous frame, in [0, 1].
+
+        Raises:
+            ConfigError: ``features`` does not have 3 values or ``prev_exit`` is not in ``-1 … n_exits − 1``.
+        """
+        f = np.asarray(features, np.float32).reshape(-1)
+        if f.shape != (N_FEATURES,):
+            raise ConfigError(f"FeatureWindow.push: features must have {N_FEATURES} values {COMPLEXITY_FEATURES}, "
+                              f"got shape {np.shape(features)}")
+        if not -1 <= int(prev_exit) < self.n_exits:
+            raise ConfigError(f"FeatureWindow.push: prev_exit must be -1 (none) or an exit in 0..{self.n_exits - 1}, "
+                              f"got {prev_exit!r}")
         self._feat = np.roll(self._feat, -1, axis=0)
         self._mask = np.roll(self._mask, -1)
         self._feat[-1] = 0.0
         self._feat[-1, :N_FEATURES] = f
         if prev_exit >= 0:
-            self._feat[-1, N_FEATURES] = prev_confidence
-            self._feat[-1, N_FEATURES + 1 + int(prev_exit)] = 1.0
-        if f[_FEATURE_CHANGE] >= self.cut_threshold:
+            self._feat[-1, _PREV_CONF] = prev_conf
+            self._feat[-1, _PREV_CHANGE] = prev_feature_change
+            self._feat[-1, _PREV_EXIT + int(prev_exit)] = 1.0
+        if f[_MOTION] >= self.cut_threshold:
             self._mask[:] = False  # a cut: the frames before it are another scene
         self._mask[-1] = True
 
@@ -100,14 +132,24 @@ class FeatureWindow:
         return self._feat, self._mask
 
 
-def input_rows(features: np.ndarray, prev_exit: np.ndarray, prev_confidence: np.ndarray, n_exits: int) -> np.ndarray:
-    """Input rows ``(T, width)`` of consecutive frames (see :class:`FeatureWindow`); ``prev_exit`` -1: none."""
+def input_rows(features: np.ndarray, prev_exit: np.ndarray, prev_conf: np.ndarray,
+               prev_feature_change: np.ndarray, n_exits: int) -> np.ndarray:
+    """Input rows ``(T, width)`` of consecutive frames (see :class:`FeatureWindow`).
+
+    Args:
+        features: ``(T, 3)`` pre-inference features of each frame.
+        prev_exit: ``(T,)`` the exit the frame before each frame left at (-1: none).
+        prev_conf / prev_feature_change: ``(T,)`` that exit's confidence / feature change on the frame before.
+        n_exits: exits of the network.
+    """
     t_len = len(features)
     rows = np.zeros((t_len, input_width(n_exits)), np.float32)
     rows[:, :N_FEATURES] = features
+    prev_exit = np.asarray(prev_exit)
     has = prev_exit >= 0
-    rows[has, N_FEATURES] = prev_confidence[has]
-    rows[np.flatnonzero(has), N_FEATURES + 1 + prev_exit[has]] = 1.0
+    rows[has, _PREV_CONF] = np.asarray(prev_conf)[has]
+    rows[has, _PREV_CHANGE] = np.asarray(prev_feature_change)[has]
+    rows[np.flatnonzero(has), _PREV_EXIT + prev_exit[has]] = 1.0
     return rows
 
 
@@ -128,11 +170,26 @@ def window_arrays(rows: np.ndarray, size: int = DEFAULT_WINDOW,
     idx = np.arange(t_len)[:, None] + np.arange(-size + 1, 1)[None, :]  # (T, size): frame index of each slot
     valid = idx >= 0
     win = np.where(valid[..., None], f[np.clip(idx, 0, None)], 0.0).astype(np.float32)
-    cut = f[:, _FEATURE_CHANGE] >= cut_threshold
+    cut = f[:, _MOTION] >= cut_threshold
     # Index of the latest cut at or before each frame (-1: none since the stream started).
     last_cut = np.maximum.accumulate(np.where(cut, np.arange(t_len), -1))
     mask = valid & (idx >= np.maximum(last_cut, 0)[:, None])
     return win, mask
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """The error function (Abramowitz & Stegun 7.1.26, absolute error < 1.5e-7), vectorised."""
+    sign = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t \
+        * np.exp(-a * a)
+    return sign * y
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """Exact GELU, ``x·Φ(x)`` (torch's default), in NumPy."""
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
 
 
 class CascadeNet(nn.Module):
@@ -173,7 +230,8 @@ class Cascade:
     """A trained :class:`CascadeNet` with what it was trained for; :meth:`predict` gives class probabilities.
 
     Attributes:
-        net: the network (eval mode). n_exits / window / cut_threshold: its input layout.
+        net: the network (eval mode). n_exits / window / cut_threshold: its input layout (``cut_threshold``
+            applies to the current frame's ``motion``).
         model_name: the multi-exit network whose exits it predicts (checked by the policy).
         val_accuracy: top-1 accuracy of the predicted class on the validation stream (fraction).
     """
@@ -192,6 +250,53 @@ class Cascade:
                               torch.from_numpy(np.ascontiguousarray(masks, bool)))
             return torch.softmax(logits, dim=-1).numpy().astype(np.float64)
 
+    def predict_one(self, window: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Probabilities ``(n_exits + 1,)`` for one window ``(window, width)`` and mask ``(window,)``: the same
+        network as :meth:`predict`, in NumPy (no torch dispatch: about 20x faster for one frame, which is what
+        a governor decides per frame). Matches :meth:`predict` to about 1e-6."""
+        w = self._numpy_weights()
+        x = np.asarray(window, np.float64)
+        m = np.asarray(mask, bool)
+        h = _gelu(x @ w["e0w"] + w["e0b"]) @ w["e1w"] + w["e1b"] + w["age"]  # (window, dim)
+        q = h[-1] @ w["qw"] + w["qb"]
+        k = h @ w["kw"] + w["kb"]
+        v = h @ w["vw"] + w["vb"]
+        heads, dim = w["heads"], self.net.dim
+        hd = dim // heads
+        out = np.empty(dim)
+        for i in range(heads):
+            sl = slice(i * hd, (i + 1) * hd)
+            score = (k[:, sl] @ q[sl]) / math.sqrt(hd)
+            score = np.where(m, score, -np.inf)
+            score = np.exp(score - score.max())
+            out[sl] = (score / score.sum()) @ v[:, sl]
+        attended = out @ w["ow"] + w["ob"]
+        n = max(float(m.sum()), 1.0)
+        mean_pool = (x * m[:, None]).sum(axis=0) / n
+        max_pool = np.where(m[:, None], x, -1.0).max(axis=0)
+        z = np.concatenate([attended, h[-1], mean_pool, max_pool, [n / self.window]])
+        logits = _gelu(z @ w["h0w"] + w["h0b"]) @ w["h1w"] + w["h1b"]
+        e = np.exp(logits - logits.max())
+        return e / e.sum()
+
+    def _numpy_weights(self) -> dict:
+        w = getattr(self, "_np_weights", None)
+        if w is None:
+            sd = {k: t.detach().double().numpy() for k, t in self.net.state_dict().items()}
+            dim = self.net.dim
+            ipw, ipb = sd["attn.in_proj_weight"], sd["attn.in_proj_bias"]
+            w = {
+                "e0w": sd["embed.0.weight"].T, "e0b": sd["embed.0.bias"],
+                "e1w": sd["embed.2.weight"].T, "e1b": sd["embed.2.bias"], "age": sd["age"],
+                "qw": ipw[:dim].T, "kw": ipw[dim:2 * dim].T, "vw": ipw[2 * dim:].T,
+                "qb": ipb[:dim], "kb": ipb[dim:2 * dim], "vb": ipb[2 * dim:],
+                "ow": sd["attn.out_proj.weight"].T, "ob": sd["attn.out_proj.bias"],
+                "h0w": sd["head.0.weight"].T, "h0b": sd["head.0.bias"],
+                "h1w": sd["head.2.weight"].T, "h1b": sd["head.2.bias"], "heads": self.net.attn.num_heads,
+            }
+            self._np_weights = w
+        return w
+
     def predict_stream(self, rows: np.ndarray, batch: int = 4096) -> np.ndarray:
         """Probabilities for every frame of a stream of input rows ``(T, width)`` (:func:`input_rows`), as the
         policy would see them one by one."""
@@ -204,7 +309,7 @@ class Cascade:
         from e4gym.bench._io import atomic_write
 
         path = Path(path)
-        data = {"format": "e4gym-e4-cascade-1", "state_dict": self.net.state_dict(), "n_exits": self.n_exits,
+        data = {"format": CASCADE_FORMAT, "state_dict": self.net.state_dict(), "n_exits": self.n_exits,
                 "window": self.window, "cut_threshold": self.cut_threshold, "dim": self.net.dim,
                 "model_name": self.model_name, "val_accuracy": self.val_accuracy}
         atomic_write(path, lambda f: torch.save(data, f))
@@ -215,7 +320,8 @@ class Cascade:
         """Read a cascade written by :meth:`save`.
 
         Raises:
-            ConfigError: the file is missing, not a cascade file, or its weights do not fit the layout.
+            ConfigError: the file is missing, not a cascade file, saved by an older version with other inputs
+                (``e4gym-e4-cascade-1``), or its weights do not fit the layout.
         """
         path = Path(path)
         if not path.is_file():
@@ -224,8 +330,15 @@ class Cascade:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for a corrupt file
             raise ConfigError(f"{path} is not a readable E4 cascade file ({type(exc).__name__}: {exc})") from None
-        if not isinstance(data, dict) or data.get("format") != "e4gym-e4-cascade-1":
-            raise ConfigError(f"{path} is not an E4 cascade file (no 'e4gym-e4-cascade-1' format tag)")
+        fmt = data.get("format") if isinstance(data, dict) else None
+        if fmt in _OLD_FORMATS:
+            raise ConfigError(
+                f"{path} is an E4 cascade of format {fmt!r}, whose inputs included each frame's own feature change "
+                f"(known only after the frame ran); this version ({CASCADE_FORMAT!r}) reads causal inputs. Retrain "
+                f"it with agents.e4.train_cascade (or let E4Policy train one) and save it again"
+            )
+        if fmt != CASCADE_FORMAT:
+            raise ConfigError(f"{path} is not an E4 cascade file (no {CASCADE_FORMAT!r} format tag)")
         net = CascadeNet(int(data["n_exits"]), int(data["window"]), int(data["dim"]))
         try:
             net.load_state_dict(data["state_dict"])
@@ -240,17 +353,22 @@ def stream_data(make_source: Callable[[], FrameSource], seed: int, frames: int,
                 n_exits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One labelled stream: ``(input rows (T, width), earliest correct exit (T,), correct (T, n_exits))``.
 
-    The previous frame's exit in each row is drawn uniformly at random (from ``seed``), with that exit's
-    confidence, so the cascade learns to read any exit's confidence, not one policy's habits.
+    Row t holds frame t's pre-inference features and frame t−1's confidence and feature change at frame t−1's
+    exit. That exit is drawn uniformly at random (from ``seed``), so the cascade learns to read any exit's
+    figures, not one policy's habits. Nothing of frame t's own pass enters row t (the labels come from it).
     """
     src = make_source()
     src.reset(seed=seed)
     b = src.batch(frames)
     rng = np.random.default_rng(seed)
-    prev_exit = np.concatenate([[-1], rng.integers(0, n_exits, frames - 1)])
+    prev_exit = np.concatenate([[-1], rng.integers(0, n_exits, max(frames - 1, 0))]).astype(np.int64)[:frames]
     prev_conf = np.zeros(frames, np.float32)
-    prev_conf[1:] = b.confidence[np.arange(frames - 1), prev_exit[1:]]
-    return input_rows(b.features, prev_exit, prev_conf, n_exits), b.earliest_correct, b.correct
+    prev_change = np.zeros(frames, np.float32)
+    rows_before = np.arange(frames - 1)
+    prev_conf[1:] = b.confidence[rows_before, prev_exit[1:]]
+    prev_change[1:] = b.feature_change[rows_before, prev_exit[1:]]
+    rows = input_rows(b.features, prev_exit, prev_conf, prev_change, n_exits)
+    return rows, b.earliest_correct, b.correct
 
 
 def train_cascade(

@@ -34,8 +34,8 @@ from e4gym.errors import ConfigError
 from e4gym.policy import PolicyContext
 from e4gym.workload.base import COMPLEXITY_FEATURES
 
-FRAME_ENV_ID = "e4gym/EarlyExitDVFS-v0"
-BLOCK_ENV_ID = "e4gym/EarlyExitDVFSBlock-v0"
+FRAME_ENV_ID = "e4gym/EarlyExitDVFS-v1"
+BLOCK_ENV_ID = "e4gym/EarlyExitDVFSBlock-v1"
 
 #: Default accuracy E4 may give up against the last exit (fraction of frames). A 1000-frame episode holds only
 #: a few scenes, so the loss of one episode scatters by about ±0.4 points around the budget (measured over
@@ -47,7 +47,21 @@ DEFAULT_ACCURACY_BUDGET = 0.003
 SWITCH_MARGIN = 0.04
 
 #: Trained cascades of this process, by training key (the harness runs many scenarios per worker).
-_CASCADES: dict[tuple, Cascade] = {}
+_CASCADES: dict[tuple, tuple[Cascade, frozenset]] = {}
+
+
+class _Recording:
+    """A frame source that records the stream key of every stream it serves (E4's training streams)."""
+
+    def __init__(self, source: Any, keys: set[tuple]) -> None:
+        self._src, self._keys = source, keys
+
+    def reset(self, seed: int | None = None) -> None:
+        self._src.reset(seed)
+        self._keys.add(self._src.stream_key())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._src, name)
 
 
 class E4Policy:
@@ -71,7 +85,8 @@ class E4Policy:
     def __init__(self, per_layer: bool = False, accuracy_budget: float = DEFAULT_ACCURACY_BUDGET,
                  n_buckets: int = 4, margin: float = 0.1, cascade: Cascade | str | Path | None = None,
                  window: int = DEFAULT_WINDOW, train_streams: int = 8, train_frames: int = 4000,
-                 train_epochs: int = 6, seed: int = 0, name: str | None = None) -> None:
+                 train_epochs: int = 6, seed: int = 0, name: str | None = None,
+                 train_workload: str | None = None) -> None:
         if not isinstance(per_layer, bool):
             raise ConfigError(f"per_layer must be True or False, got {per_layer!r}")
         if isinstance(accuracy_budget, bool) or not isinstance(accuracy_budget, (int, float)) or not (
@@ -89,6 +104,10 @@ class E4Policy:
         self.margin = margin
         self.window = window
         self.train = {"streams": train_streams, "frames": train_frames, "epochs": train_epochs, "seed": seed}
+        if train_workload is not None and not isinstance(train_workload, (str, Path)):
+            raise ConfigError(f"train_workload must be a trace path (.npz from `e4gym record`), got {train_workload!r}")
+        self.train_workload = None if train_workload is None else str(train_workload)
+        self._train_keys: set[tuple] = set()
         self.name = name or ("e4-layer" if per_layer else "e4")
         self.env_kwargs: dict[str, Any] = {}
         self.env_id = BLOCK_ENV_ID if per_layer else FRAME_ENV_ID
@@ -97,7 +116,7 @@ class E4Policy:
         self.lambda_j = math.nan
         self._ctx: PolicyContext | None = None
         self._window = FeatureWindow(window if self.cascade is None else self.cascade.window)
-        self._prev: tuple[int, float] = (-1, 0.0)
+        self._prev: tuple[int, float, float] = (-1, 0.0, 0.0)
         self._applied: tuple[int, ...] | None = None  # levels the board was last set to by this policy
         self._plan: Plan | None = None
         self._frames = 0
@@ -122,26 +141,64 @@ class E4Policy:
             self._i_block, self._i_at, self._i_exit = (names.index(n) for n in want)
         else:
             self._i_last_exit, self._i_last_conf = names.index("last_exit"), names.index("last_confidence")
+        self._i_last_change = names.index("last_feature_change")
+        if self.per_layer:
+            self._i_elapsed = names.index("elapsed")
+        else:
+            self._i_slack = names.index("slack")
         n_exits = s.profile.n_exits
         if self.cascade is None:
             key = (s.profile.name, n_exits, repr(s.workload), tuple(sorted(s.workload_kwargs.items())), s.fps,
-                   self.window, tuple(sorted(self.train.items())))
+                   self.window, tuple(sorted(self.train.items())), self.train_workload)
             if key not in _CASCADES:
-                _CASCADES[key] = train_cascade(
-                    s.make_source, n_exits, s.profile.name, streams=self.train["streams"],
+                self._train_keys = set()
+                cascade = train_cascade(
+                    self._train_source(s), n_exits, s.profile.name, streams=self.train["streams"],
                     frames_per_stream=self.train["frames"], epochs=self.train["epochs"], window=self.window,
                     seed=self.train["seed"])
-            self.cascade = _CASCADES[key]
+                _CASCADES[key] = (cascade, frozenset(self._train_keys))
+            self.cascade, keys = _CASCADES[key]
+            self._train_keys = set(keys)
         if self.cascade.n_exits != n_exits or self.cascade.model_name != s.profile.name:
             raise ConfigError(f"the cascade was trained for {self.cascade.model_name} ({self.cascade.n_exits} "
                               f"exits) but the env runs {s.profile.name} ({n_exits} exits)")
         self._window = FeatureWindow(self.cascade.window, n_exits, self.cascade.cut_threshold)
-        self.profiler = JITProfiler(s, per_layer=self.per_layer, heads="passed" if self.per_layer else "chosen",
-                                    margin=self.margin)
+        self._cost_model = context.cost_model
+        self.profiler = JITProfiler(s, self._cost_model, per_layer=self.per_layer,
+                                    heads="passed" if self.per_layer else "chosen", margin=self.margin,
+                                    # Per-layer plans re-plan on the corrected measured tables only: their
+                                    # on-board re-profiles (a 28 ms frame per run) queued 10-50 % of frames
+                                    # behind them in 200-frame episodes (measured, issue 12).
+                                    measure=None if self.per_layer else context.profile_run)
         self.lambda_j = self._calibrate(s, n_exits)
         self._ctx = context
         self._exits = np.zeros(n_exits, np.int64)
         self.reset()
+
+    def _train_source(self, setup: Any) -> Any:
+        """The factory of the streams E4 trains and calibrates on: ``train_workload`` (a trace) when given,
+        else the env's workload (synthetic video: seeds the benchmark never uses). Records their stream keys
+        (:meth:`training_streams`)."""
+        if self.train_workload is not None:
+            from e4gym.workload.trace import TraceSource, load_trace
+
+            trace = load_trace(self.train_workload)
+            if trace.n_exits != setup.profile.n_exits:
+                raise ConfigError(f"train_workload {self.train_workload} has {trace.n_exits} exits but the env's "
+                                  f"model {setup.profile.name} has {setup.profile.n_exits}")
+
+            def make() -> Any:
+                return _Recording(TraceSource(trace), self._train_keys)
+        else:
+            def make() -> Any:
+                return _Recording(setup.make_source(), self._train_keys)
+        return make
+
+    def training_streams(self) -> set[tuple]:
+        """The stream keys (``FrameSource.stream_key()``) of every stream the cascade was trained and ``λ``
+        calibrated on (the harness refuses to score E4 on one of them). A cascade given by the user (``cascade=``)
+        was trained elsewhere: only the calibration streams are known."""
+        return set(self._train_keys)
 
     def _after_switch(self, exit: int, bucket: int, applied: tuple[int, ...], plan: Plan) -> tuple[Plan, bool]:
         """The plan for ``exit`` right after the board ran at ``applied``, and whether it meets the deadline
@@ -177,7 +234,7 @@ class E4Policy:
         base = 20_000 + 100 * self.train["seed"]
         correct, probs = [], []
         for s in (base, base + 1):
-            rows, _, c = stream_data(setup.make_source, s, self.train["frames"], self.cascade.n_exits)
+            rows, _, c = stream_data(self._train_source(setup), s, self.train["frames"], self.cascade.n_exits)
             probs.append(self.cascade.predict_stream(rows))
             correct.append(c)
         p_correct = [np.cumsum(p[:, :-1], axis=1) for p in probs]
@@ -216,23 +273,25 @@ class E4Policy:
         """Forget the frame window and the board's drift (a new episode); cached plans stay as warm starts."""
         self._window.clear()
         self._plan = None
-        self._prev = (-1, 0.0)
+        self._prev = (-1, 0.0, 0.0)
         self._applied = None
         if self.profiler is not None:
             self.profiler.reset()
 
     # ------------------------------------------------------------------ acting
-    def _decide(self, features: np.ndarray) -> Plan:
+    def _decide(self, features: np.ndarray, backlog_s: float = 0.0) -> Plan:
         """Exit and plan for the frame with ``features`` (pushes it into the window with the previous
-        frame's result, ``self._prev``)."""
+        frame's result, ``self._prev``); ``backlog_s`` (s) is how long the frame has already waited (queueing
+        after a late frame or a profiling run): plans leave room for it, so a queue drains."""
         assert self.cascade is not None and self.profiler is not None
         self._window.push(features, *self._prev)
         win, mask = self._window.arrays()
-        p = self.cascade.predict(win[None], mask[None])[0]
+        p = self.cascade.predict_one(win, mask)
         n = self.cascade.n_exits
         complexity = float(np.dot(p, np.arange(n + 1))) / n
         bucket = min(int(complexity * self.n_buckets), self.n_buckets - 1)
-        plans = [self.profiler.solve(e, bucket) for e in range(n)]
+        backlog_s = max(0.0, backlog_s)
+        plans = [self.profiler.solve(e, bucket, extra_s=backlog_s) for e in range(n)]
         feasible = np.ones(n, bool)
         if self._applied is not None:
             # A faster plan right after slower clocks first runs at the old ones (transition delay): give
@@ -242,6 +301,8 @@ class E4Policy:
         energies = np.array([pl.energy_j for pl in plans])
         cost = energies - self.lambda_j * np.cumsum(p[:-1])
         e = int(np.argmin(np.where(feasible, cost, np.inf))) if feasible.any() else int(np.argmin(energies))
+        if self.profiler.needs_measuring(e):  # just-in-time: the board drifted; measure this exit's plan again
+            plans[e] = self.profiler.profile_on_board(e, bucket)
         self._exits[e] += 1
         self._frames += 1
         self._applied = tuple(int(v) for v in plans[e].levels[-1])
@@ -275,8 +336,9 @@ class E4Policy:
             self._feedback()
             if self._plan is not None:  # the observation carries the previous frame's exit and confidence
                 self._prev = (round(float(obs[self._i_last_exit]) * (setup.profile.n_exits - 1)),
-                              float(obs[self._i_last_conf]))
-            self._plan = self._decide(obs[self._feat_idx])
+                              float(obs[self._i_last_conf]), float(obs[self._i_last_change]))
+            backlog = (1.0 - float(obs[self._i_slack])) * setup.deadline_s
+            self._plan = self._decide(obs[self._feat_idx], backlog)
             lv = self._plan.levels[0]
             return np.array([self._plan.exit, *lv], dtype=np.int64), state
         n_blocks = setup.profile.n_blocks
@@ -292,8 +354,9 @@ class E4Policy:
             info = self._ctx.last_info
             if self._plan is not None and info.get("frame_done") and info.get("exit", -1) >= 0:
                 # A frame that runs to the last exit ends inside its last block's step: its result is in the info.
-                self._prev = (int(info["exit"]), float(info["confidence"]))
-            self._plan = self._decide(obs[self._feat_idx])
+                self._prev = (int(info["exit"]), float(info["confidence"]),
+                              float(obs[self._i_last_change]))
+            self._plan = self._decide(obs[self._feat_idx], float(obs[self._i_elapsed]) * setup.deadline_s)
         lv = self._plan.levels_for_block(block)
         return np.array([0, *lv], dtype=np.int64), state
 
@@ -308,10 +371,16 @@ class E4Policy:
             "profiler_share": ps.share if ps else math.nan,
             "profiler_profiles": float(ps.profiles) if ps else math.nan,
             "profiler_cache_hits": float(ps.cache_hits) if ps else math.nan,
+            "profiler_runs": float(ps.runs) if ps else math.nan,
+            "profiler_run_s": ps.run_s if ps else math.nan,
+            "profiler_run_energy_j": ps.run_energy_j if ps else math.nan,
+            "profiler_measured": float(ps.measured_profiles) if ps else math.nan,
             "lambda_j": self.lambda_j,
             "cascade_val_accuracy": self.cascade.val_accuracy if self.cascade is not None else math.nan,
         }
         out.update({f"exit{e}_share": float(k) / n for e, k in enumerate(self._exits)})
+        if getattr(self, "_cost_model", None) is not None:
+            out.update(self._cost_model.stats())
         return out
 
     def __repr__(self) -> str:

@@ -26,32 +26,44 @@ frame, at the last segment's clocks) subject to ``latency · (1 + margin) <= min
    (``n_cpu · n_gpu``, times ``n_emc`` with memory control) for each segment: for per-layer plans that is a
    conservative denominator (the joint space is the grid to the power of the segment count).
 
-**Evaluating a configuration.** On the emulator the profiler does not run frames: it evaluates the device's
-noise-free analytic model (:mod:`e4gym.hardware.model`, the model behind the emulator, with the leakage of
-the measured temperature), corrected by the ratio of measured to modelled latency of recent frames at that
-exit (from the step ``info``'s ``run_ms``). That is E4's profile of the board, read from a model instead of
-timed runs; with a measured profile (``e4gym profile-device``) the same search applies. Between segments the
-model charges ``transition_stall_s`` per domain switched and the delay before new clocks take effect
-(``transition_delay_s``: the segment runs at the old clocks until then), as the emulator does; a delay
-longer than its segment is not carried into the next one (an approximation the measured-latency correction
-absorbs).
+**Evaluating a configuration.** The profiler knows the board only by measurement. Its tables are the
+measured cost model the env hands every policy (:attr:`e4gym.policy.PolicyContext.cost_model`: each block
+and head run on the backend at every allowed setting, with the power monitor's energy, the idle power per
+setting and the measured delay of a clock switch), corrected online by the ratio of measured to tabled
+latency of recent frames at each exit (the step ``info``'s ``run_ms``). Planning on these tables is
+arithmetic (and a temperature change of more than ``temp_tolerance_c`` re-plans on them). *Just-in-time
+profiling* is measuring: when the board's latency at an exit has drifted from what was last measured by more
+than ``drift_tolerance``,
+the next plan chosen for that exit is searched again with every configuration the search visits *run on
+the board* (:meth:`e4gym.policy.PolicyContext.profile_run`: a profiling frame whose time delays the next
+frame and whose energy is charged to it). Per-layer plans measure the uniform search only and refine the
+per-block settings on the corrected tables (measuring every per-block move would cost seconds per plan).
+Between segments a switch costs the measured delay before new clocks act (the segment runs at the old
+clocks until then); a delay longer than its segment is not carried into the next one (an approximation the
+measured-latency correction absorbs).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from e4gym.envs.common import EnvSetup
 from e4gym.errors import ConfigError
-from e4gym.hardware.model import cost_table, power_table
 
 #: Default relative drift of measured over modelled latency that triggers re-profiling (fraction): ASSUMPTION.
 DRIFT_TOLERANCE = 0.05
 #: Default temperature change that triggers re-profiling (°C): ASSUMPTION (leakage ≈ +10 % per 5 °C).
 TEMP_TOLERANCE_C = 5.0
+#: Profiling runs one just-in-time re-profile may run on the board (count); further configurations are judged
+#: on the corrected tables. Each run is a frame's worth of board time that queues the next frames: ASSUMPTION.
+MAX_PROFILE_RUNS = 4
+#: Extra levels a coordinate step looks past a non-improving one (measured tables are noisy): ASSUMPTION.
+PATIENCE = 2
 #: Weight of a new measurement in the latency-correction average: ASSUMPTION.
 CORRECTION_ALPHA = 0.1
 
@@ -65,6 +77,8 @@ class ProfilerStats:
         full_sweep: configurations a full sweep would have evaluated for the same profiling calls (count).
         profiles: profiling calls (coordinate-descent searches) run. reprofiles: of which were re-profiles of a
             cached key after drift. cache_hits: lookups answered from the cache.
+        measured_profiles: searches whose configurations ran on the board. runs: profiling runs on the board
+            (count); run_s / run_energy_j: their board time (s) and monitor energy (J).
     """
 
     evaluations: int = 0
@@ -72,6 +86,10 @@ class ProfilerStats:
     profiles: int = 0
     reprofiles: int = 0
     cache_hits: int = 0
+    measured_profiles: int = 0
+    runs: int = 0
+    run_s: float = 0.0
+    run_energy_j: float = 0.0
 
     @property
     def share(self) -> float:
@@ -114,19 +132,26 @@ class JITProfiler:
 
     Args:
         setup: the env's resolved setup (device, model, power mode, fps, deadline, memory control).
+        cost_model: the measured cost model (:class:`~e4gym.hardware.costmodel.MeasuredCostModel`).
         per_layer: one setting per backbone block (the block env) instead of one per frame.
         heads: ``"chosen"``: only the chosen exit's head runs (the frame env); ``"passed"``: every head the
             frame passes runs (the block env).
         margin: latency headroom (fraction) for noise and DVFS stalls.
         drift_tolerance / temp_tolerance_c: re-profiling triggers (fraction, °C).
+        measure: ``measure(exit, levels) -> (latency_s, energy_j, temp_c)`` runs a profiling frame on the board
+            (``PolicyContext.profile_run``); ``None``: plan on the tables only.
+        max_runs: profiling runs one re-profile may run on the board (:data:`MAX_PROFILE_RUNS`).
     """
 
     setup: EnvSetup
+    cost_model: Any
     per_layer: bool = False
     heads: str = "chosen"
     margin: float = 0.1
     drift_tolerance: float = DRIFT_TOLERANCE
     temp_tolerance_c: float = TEMP_TOLERANCE_C
+    measure: Callable[[int, np.ndarray], Any] | None = None
+    max_runs: int = MAX_PROFILE_RUNS
     stats: ProfilerStats = field(default_factory=ProfilerStats)
 
     def __post_init__(self) -> None:
@@ -135,41 +160,54 @@ class JITProfiler:
         if not (isinstance(self.margin, (int, float)) and math.isfinite(self.margin) and self.margin >= 0):
             raise ConfigError(f"margin must be a finite number >= 0 (fraction), got {self.margin!r}")
         s = self.setup
-        spec, prof = s.spec, s.profile
+        prof = s.profile
+        cm = self.cost_model
         mc, mg, me = s.max_levels
         self._dims = 3 if s.control_memory else 2
         self._hi = np.array([mc, mg, me][: self._dims])
         self._emc = me
-        mode = spec.power_mode(s.power_mode)
-        pt = power_table(spec, mode.cpu_online)
-        shape = spec.n_levels
-        sel = (slice(0, mc + 1), slice(0, mg + 1), slice(0, me + 1))
 
-        def table(work):  # (latency, busy dyn J) over the allowed (cpu, gpu, emc) grid
-            t = cost_table(spec, work, pt, 1)
-            return t.latency_s.reshape(shape)[sel], t.busy_dyn_j.reshape(shape)[sel]
+        def table(work):  # (latency s, run energy J as the monitor reports it) over the allowed grid
+            return cm.latency_s(work), cm.energy_j(work)
 
-        self._block = [table(prof.block_work(j)) for j in range(prof.exits[-1].after_block + 1)]
-        self._head = [table(prof.head_work(e)) for e in range(prof.n_exits)]
-        m = spec.model
-        self._floor_static = pt.static_w + pt.idle_dyn_w.reshape(shape)[sel]
-        self._leak_ref = pt.leak_ref_w.reshape(shape)[sel]
-        self._leak_k, self._temp_ref = m.leak_temp_coeff_per_c, m.temp_ref_c
-        self._stall = m.transition_stall_s
-        self._delays = m.transition_delay_s
+        if self.per_layer or self.heads == "passed":
+            blocks = [prof.block_work(j) for j in range(prof.exits[-1].after_block + 1)]
+            heads = [prof.head_work(e) for e in range(prof.n_exits)]
+            # One pass over the settings (offline work, counted by the cost model), in execution order: each
+            # head right after the block it branches from.
+            order = []
+            for j, w in enumerate(blocks):
+                order.append(w)
+                order += [heads[e] for e, x in enumerate(prof.exits) if x.after_block == j]
+            cm.measure(order)
+            self._block = [table(w) for w in blocks]
+            self._head = [table(w) for w in heads]
+        else:  # per-frame plans in the frame env: the frames themselves
+            cm.measure([prof.frame_work(e) for e in range(prof.n_exits)])
+            self._block, self._head = [], []
+        self._idle = cm.idle_power_w
+        self._delays = tuple(float(d) for d in cm.measure_transitions(prof.frame_work(prof.n_exits - 1)))
+        self._stall = 0.0  # folded into the measured delays
         self._budget = min(s.deadline_s, s.period_s) / (1.0 + self.margin)
         self._period = s.period_s
         self._segments = [self._segments_of(e) for e in range(prof.n_exits)]
         self._cache: dict[tuple[int, int, int], Plan] = {}
         self._last: dict[int, Plan] = {}
         self._scale = np.ones(prof.n_exits)
+        self._ref: dict[int, tuple[float, float]] = {}  # per exit: (scale, temperature) when last measured
         self.temp_c = s.cooling.ambient_c if s.initial_temp_c is None else s.initial_temp_c
 
     # ------------------------------------------------------------------ model
     def _segments_of(self, exit: int) -> list[tuple[list, list]]:
-        """Per segment: (latency tables, dyn tables) of its blocks and heads."""
+        """Per segment: (latency table, run-energy table, last block) of its blocks and heads. A per-frame plan
+        in the frame env is the frame itself, measured as one run (a frame costs more than its blocks measured
+        apart: launch overheads overlap differently); per-layer segments are the blocks as the block env runs
+        them."""
         prof = self.setup.profile
         last_block = prof.exits[exit].after_block
+        if not self.per_layer and self.heads == "chosen":
+            w = prof.frame_work(exit)
+            return [(self.cost_model.latency_s(w), self.cost_model.energy_j(w), last_block)]
         heads_at = {}
         for e, x in enumerate(prof.exits):
             if (self.heads == "passed" and e <= exit) or e == exit:
@@ -200,20 +238,22 @@ class JITProfiler:
         return int(np.prod(self._hi + 1))
 
     def _idx(self, levels: np.ndarray) -> tuple[int, int, int]:
-        return (int(levels[0]), int(levels[1]), int(levels[2]) if self._dims == 3 else self._emc)
+        """Index into the measured tables (the EMC axis has one entry when memory is not controlled)."""
+        return (int(levels[0]), int(levels[1]), int(levels[2]) if self._dims == 3 else 0)
 
     def evaluate(self, exit: int, levels: np.ndarray) -> tuple[float, float]:
-        """Modelled ``(latency_s, energy_j)`` of a frame at exit ``exit`` with per-segment ``levels``
-        (``(n_segments, 2|3)``): the latency correction is applied; energy includes the idle wait. Not
+        """Tabled ``(latency_s, energy_j)`` of a frame at exit ``exit`` with per-segment ``levels``
+        (``(n_segments, 2|3)``): measured tables, the latency correction applied (the run energy scaled with
+        it); energy includes the idle wait at the last segment's measured idle power. Runs nothing and is not
         counted in :attr:`stats` (the search counts its own evaluations)."""
-        leak = math.exp(self._leak_k * (self.temp_c - self._temp_ref))
-        lat = dyn = floor_e = 0.0
+        lat = run_e = 0.0
         prev = None
         scale = self._scale[exit]
-        for (lat_t, dyn_t, _), lv in zip(self._segments[exit], levels):
+        ix = (0, 0, 0)
+        for (lat_t, e_t, _), lv in zip(self._segments[exit], levels):
             ix = self._idx(lv)
-            floor = self._floor_static[ix] + self._leak_ref[ix] * leak
-            seg_lat = lat_t[ix] * scale
+            base = lat_t[ix] * scale
+            seg_lat = base
             if prev is not None and prev != ix:
                 changed = [i for i in range(3) if prev[i] != ix[i]]
                 # The board keeps the old clocks for the longest delay of the switched domains: that much of
@@ -223,11 +263,10 @@ class JITProfiler:
                 seg_lat = old if delay >= old else delay + seg_lat * (1.0 - delay / old)
                 seg_lat += self._stall * len(changed)
             lat += seg_lat
-            dyn += dyn_t[ix]
-            floor_e += floor * seg_lat
+            run_e += e_t[ix] * (seg_lat / lat_t[ix])  # the run's power at these clocks, for its corrected time
             prev = ix
-        idle = max(0.0, self._period - lat) * floor  # at the last segment's clocks
-        return lat, floor_e + dyn + idle
+        idle = max(0.0, self._period - lat) * float(self._idle[ix])  # at the last segment's clocks
+        return lat, run_e + idle
 
     # ------------------------------------------------------------------ search
     def switch_penalty_s(self, exit: int, prev: tuple[int, ...], plan: Plan) -> float:
@@ -238,12 +277,11 @@ class JITProfiler:
         runs ``delay`` seconds at the old, slower rate: ``delay · (1 − L_new / L_old)`` extra, plus the stalls.
         """
         new = self._idx(plan.levels[0])
-        old = (int(prev[0]), int(prev[1]), int(prev[2]) if len(prev) > 2 else self._emc)
+        old = (int(prev[0]), int(prev[1]), int(prev[2]) if len(prev) > 2 and self._dims == 3 else 0)
         changed = [i for i in range(3) if old[i] != new[i]]
         if not changed:
             return 0.0
-        d = self.setup.spec.model.transition_delay_s
-        delay = max(d[i] for i in changed)
+        delay = max(self._delays[i] for i in changed)
         old_levels = np.tile(np.array(old[: self._dims]), (self.n_segments(exit), 1))
         lat_old, _ = self.evaluate(exit, old_levels)
         lat_new = plan.latency_s
@@ -339,13 +377,21 @@ class JITProfiler:
             changed = False
             for s, d in coords:
                 for step in (-1, 1):
-                    while 0 <= x[s, d] + step <= self._hi[d]:
-                        y = x.copy()
-                        y[s, d] += step
-                        v = f(full(y))
-                        if not better(v, cur):
+                    while True:
+                        # Measured costs are noisy: a step that does not improve may hide a better point one
+                        # or two levels further (PATIENCE), so look that far before leaving the coordinate.
+                        moved = False
+                        for jump in range(1, PATIENCE + 2):
+                            if not 0 <= x[s, d] + step * jump <= self._hi[d]:
+                                break
+                            y = x.copy()
+                            y[s, d] += step * jump
+                            v = f(full(y))
+                            if better(v, cur):
+                                x, cur, changed, moved = y, v, True, True
+                                break
+                        if not moved:
                             break
-                        x, cur, changed = y, v, True
             if changed or not cur[0] or not exchanges:
                 continue
             for (s1, d1), (s2, d2) in pairs:
@@ -361,6 +407,76 @@ class JITProfiler:
                     break
         return full(x)
 
+    # ------------------------------------------------------------------ just-in-time profiling on the board
+    def needs_measuring(self, exit: int) -> bool:
+        """Whether the board's latency at ``exit`` has drifted from what was last measured by more than
+        ``drift_tolerance`` and a profiling channel exists. An exit with no feedback yet trusts the offline
+        tables. (A temperature change only re-plans on the tables: the board time of profiling runs queues
+        frames, so the profiler measures only when the tables mispredict latency.)"""
+        ref = self._ref.get(exit)
+        if self.measure is None or ref is None:
+            return False
+        return abs(self._scale[exit] / ref[0] - 1.0) > self.drift_tolerance
+
+    def profile_on_board(self, exit: int, bucket: int = 0) -> Plan:
+        """Search ``exit``'s plan again with every configuration visited run on the board (warm-started from
+        the cached plan); per-layer plans then refine per block on the corrected tables. Updates the latency
+        correction from what was measured and caches the plan for ``(exit, bucket)``.
+
+        Raises:
+            ConfigError: no profiling channel (``measure``).
+        """
+        if self.measure is None:
+            raise ConfigError("profile_on_board() needs a profiling channel (measure=PolicyContext.profile_run)")
+        n_seg = self.n_segments(exit)
+        key = (int(exit), int(bucket), 0)
+        start = self._cache.get(key) or self._last.get(int(exit))
+        memo: dict[bytes, tuple[bool, float, float, float]] = {}
+        last_temp = [self.temp_c]
+
+        runs = [0]
+
+        def f(x: np.ndarray) -> tuple[bool, float, float, float]:
+            k = x.tobytes()
+            if k not in memo and runs[0] >= self.max_runs:
+                lat, e = self.evaluate(exit, x)  # the run budget is spent: the corrected tables decide the rest
+                ok = lat <= self._budget
+                memo[k] = (ok, e if ok else lat, lat, e)
+            if k not in memo:
+                runs[0] += 1
+                lat, energy, temp = (float(v) for v in self.measure(exit, x)[:3])
+                st = self.stats
+                st.runs += 1
+                st.run_s += lat
+                st.run_energy_j += energy
+                if math.isfinite(temp):
+                    last_temp[0] = temp
+                e = energy + float(self._idle[self._idx(x[-1])]) * max(0.0, self._period - lat)
+                ok = lat <= self._budget
+                memo[k] = (ok, e if ok else lat, lat, e)
+            return memo[k]
+
+        x0 = None if start is None else np.asarray(start.levels, np.int64)[-1:]
+        uni = self._search(f, x0, 1, n_seg)
+        cur = f(uni)
+        # What the board measured at the chosen setting corrects the tables for this exit.
+        self._scale[exit] = 1.0
+        tab_lat, _ = self.evaluate(exit, uni)
+        self._scale[exit] = cur[2] / tab_lat if tab_lat > 0 else 1.0
+        self.temp_c = last_temp[0]
+        self.stats.evaluations += len(memo)
+        self.stats.full_sweep += self.grid_size()
+        self.stats.profiles += 1
+        self.stats.measured_profiles += 1
+        plan = Plan(exit, uni, tuple(seg[2] for seg in self._segments[exit]), cur[2], cur[3], cur[0],
+                    float(self._scale[exit]), float(self.temp_c))
+        if n_seg > 1:
+            plan = self._descend(exit, uni)
+        self._cache[key] = plan
+        self._last[int(exit)] = plan
+        self._ref[int(exit)] = (float(self._scale[exit]), float(self.temp_c))
+        return plan
+
     # ------------------------------------------------------------------ feedback
     def observe(self, exit: int, run_s: float, levels: np.ndarray | None = None, temp_c: float | None = None) -> None:
         """Feed back a finished frame: its measured run time (s, DVFS stalls included) at ``exit`` with the
@@ -374,11 +490,13 @@ class JITProfiler:
         modelled, _ = self.evaluate(exit, plan_levels)
         ratio = run_s / (modelled / scale)
         self._scale[exit] = (1 - CORRECTION_ALPHA) * scale + CORRECTION_ALPHA * ratio
+        self._ref.setdefault(int(exit), (float(self._scale[exit]), float(self.temp_c)))
 
     def reset(self) -> None:
         """Forget the latency corrections and temperature (a new episode: the board starts cool again).
         The cached plans stay (they are warm starts and are re-profiled when the board drifts)."""
         self._scale[:] = 1.0
+        self._ref.clear()
         s = self.setup
         self.temp_c = s.cooling.ambient_c if s.initial_temp_c is None else s.initial_temp_c
 

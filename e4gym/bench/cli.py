@@ -2,7 +2,7 @@
 
 Usage::
 
-    e4gym bench --config quickstart --out runs/quickstart [--jobs N] [--force] [--quiet] [--frames N]
+    e4gym bench --config quickstart --out runs/quickstart [--jobs N] [--force] [--quiet] [--frames N] [--seeds S ...]
 
 ``--config`` takes a path or a name under ``configs/experiments/`` (format: :mod:`e4gym.bench.config`).
 Outputs under ``--out`` (see :mod:`e4gym.bench.runner`): ``runs/`` (per-task results and traces),
@@ -49,7 +49,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.sysfs_root or args.dry_run or args.read_only or args.measured_profile:
         raise ConfigError("--sysfs-root, --dry-run, --read-only and --measured-profile need --backend")
     res = run_benchmark(args.config, args.out, jobs=args.jobs, force=args.force, frames=args.frames,
-                        quiet=args.quiet, backend=backend)
+                        quiet=args.quiet, backend=backend, seeds=args.seeds)
     print(res.report, end="")
     print(f"\noutputs in {res.out}: results.csv, results.json, report.md, plots/, tb/ "
           f"({res.ran} task(s) run, {res.reused} reused, {res.wall_s:.1f} s)")
@@ -74,6 +74,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--frames", type=_positive_int, default=None,
                    help="override episode_frames (frames per episode) of every scenario, e.g. for a smoke run")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="override the config's seeds (e.g. --seeds 0 for a one-seed smoke run)")
     g = p.add_argument_group("backend (default: the emulator)")
     g.add_argument("--backend", choices=("emulated", "jetson"), default=None,
                    help="run every scenario on this backend (jetson: a real board through sysfs)")

@@ -18,7 +18,7 @@ The format::
       - {policy: sb3, label: ppo, args: {path: runs/ppo.zip, algo: ppo}}
       - my_pkg.policies:MyPolicy     # or any importable callable (module.path:Attr)
 
-``env`` and ``matrix`` take the arguments of ``gymnasium.make("e4gym/EarlyExitDVFS-v0", ...)``
+``env`` and ``matrix`` take the arguments of ``gymnasium.make("e4gym/EarlyExitDVFS-v1", ...)``
 (:data:`ENV_FIELDS`: device, model, workload, workload_kwargs, fps, deadline_ms, reward_weights,
 control_memory, power_mode, episode_frames, fan, ambient_c, initial_temp_c, governors); ``device`` and
 ``model`` must be given in one of them, and a field may not be in both. A policy entry is a name or a mapping
@@ -277,13 +277,14 @@ def _check_backend(kwargs: Mapping[str, Any]) -> None:
 
 
 def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None = None,
-                    backend: Mapping[str, Any] | None = None) -> Experiment:
+                    backend: Mapping[str, Any] | None = None, seeds: Any = None) -> Experiment:
     """Read and validate an experiment config (a path, a name under ``configs/experiments/``, or a mapping).
 
     Args:
         config: the config. frames: override every scenario's ``episode_frames`` (frames per episode).
         backend: env arguments ``backend`` / ``backend_kwargs`` set on every scenario (``e4gym bench --backend
             jetson --sysfs-root TREE``).
+        seeds: override the config's ``seeds`` (``e4gym bench --seeds 0 1``), e.g. for a smoke run.
 
     Raises:
         ConfigError / UnknownNameError: anything wrong with the config (see the module docstring); nothing
@@ -330,7 +331,7 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
         if req not in env and req not in matrix:
             raise _fail(src, f"no '{req}': give it in 'matrix' (e.g. {req}: [...]) or in 'env'")
 
-    seeds = data.get("seeds")
+    seeds = data.get("seeds") if seeds is None else list(seeds)
     if (not isinstance(seeds, list) or not seeds
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
         raise _fail(src, f"field 'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")

@@ -4,8 +4,14 @@ The per-frame figures (energy, latency percentiles, misses, accuracy, switches, 
 :class:`e4gym.envs.wrappers.EpisodeStats` figures of the episode (the task runs its env under that
 wrapper), so the harness and training callbacks count frames the same way: every step of the frame env,
 only the ``frame_done`` steps of the block env. :func:`episode_metrics` adds the figures that wrapper does not
-keep (average power, peak temperature, episode reward); :func:`frame_trace` extracts the per-frame arrays
-saved for plots.
+keep (average power, peak temperature, episode reward) and the policy's decision time; :func:`frame_trace`
+extracts the per-frame arrays saved for plots.
+
+Decision time: :func:`e4gym.policy.run_episode` times every ``predict`` call (``info["decision_ms"]``, wall
+time). A frame's decision time is the sum over the steps that served it (one step in the frame env; every
+block's step, up to the one that finished the frame, in the block env): the CPU time a controller on the board
+spends deciding that frame, against the frame period. Under the benchmark harness each task runs with one
+torch thread (:mod:`e4gym.bench.runner`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ METRIC_DOCS: dict[str, str] = {
     "avg_power_w": "average board power over the episode: total energy / time on the board (W)",
     "peak_temp_c": "highest board temperature of the episode (°C)",
     "episode_reward": "sum of the rewards of every step of the episode",
+    "decision_mean_ms": "mean wall time the policy took to decide a frame: its predict calls for the frame (ms)",
+    "decision_p50_ms": "median per-frame decision time (ms)",
+    "decision_p99_ms": "99th percentile of the per-frame decision time (ms)",
+    "profiling_runs": "profiling runs the policy ran on the board during the episode (count)",
+    "profiling_energy_j": "true energy of those runs (J; included in the frames' energy)",
+    "profiling_share": "share of the episode's energy spent in those runs (0..1)",
 }
 #: The metric names, in column order.
 METRICS: tuple[str, ...] = tuple(METRIC_DOCS)
@@ -63,6 +75,7 @@ TRACE_DOCS: dict[str, str] = {
     "measured_energy_j": "the frame's energy as the power monitor reports it (J)",
     "deadline_missed": "the frame missed its deadline",
     "correct": "the frame's exit predicted the right class",
+    "decision_ms": "wall time the policy took to decide the frame: its predict calls for the frame (ms)",
 }
 _TRACE_DTYPES = {"exit": np.int16, "deadline_missed": np.bool_, "correct": np.bool_}
 
@@ -71,6 +84,19 @@ def is_frame(info: Mapping[str, Any]) -> bool:
     """A step's ``info`` describes a finished frame (every step of the frame env; ``frame_done`` ones of the
     block env), the criterion :class:`~e4gym.envs.wrappers.EpisodeStats` counts by."""
     return bool(info.get("frame_done", True))
+
+
+def frame_decision_ms(infos: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Per finished frame, the decision time of the steps that served it (ms; the sum of their
+    ``decision_ms``, NaN when a step has none). Steps after the last finished frame are not counted."""
+    out: list[float] = []
+    acc = 0.0
+    for i in infos:
+        acc += float(i.get("decision_ms", math.nan))
+        if is_frame(i):
+            out.append(acc)
+            acc = 0.0
+    return np.asarray(out, dtype=np.float64)
 
 
 def episode_metrics(infos: Sequence[Mapping[str, Any]], episode_stats: Mapping[str, float]) -> dict[str, float]:
@@ -91,10 +117,23 @@ def episode_metrics(infos: Sequence[Mapping[str, Any]], episode_stats: Mapping[s
     out["avg_power_w"] = float(energy[ok].sum() / seconds) if seconds > 0 else math.nan
     out["peak_temp_c"] = float(max((float(i["temp_c"]) for i in infos), default=math.nan))
     out["episode_reward"] = float(sum(float(i["reward"]) for i in infos))
+    dec = frame_decision_ms(infos)
+    ok_dec = dec.size > 0 and bool(np.isfinite(dec).all())
+    out["decision_mean_ms"] = float(dec.mean()) if ok_dec else math.nan
+    out["decision_p50_ms"] = float(np.percentile(dec, 50)) if ok_dec else math.nan
+    out["decision_p99_ms"] = float(np.percentile(dec, 99)) if ok_dec else math.nan
+    out["profiling_runs"] = float(sum(int(i.get("profiling_runs", 0)) for i in infos))
+    prof_j = float(sum(float(i.get("profiling_energy_j", 0.0)) for i in infos))
+    total_j = float(sum(float(i["energy_j"]) for i in frames))
+    out["profiling_energy_j"] = prof_j
+    out["profiling_share"] = prof_j / total_j if total_j > 0 else 0.0
     return {k: out[k] for k in METRICS}
 
 
 def frame_trace(infos: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """The per-frame arrays of :data:`TRACE_DOCS` (one entry per finished frame, in order)."""
     frames = [i for i in infos if is_frame(i)]
-    return {k: np.array([i[k] for i in frames], dtype=_TRACE_DTYPES.get(k, np.float64)) for k in TRACE_DOCS}
+    out = {k: np.array([i[k] for i in frames], dtype=_TRACE_DTYPES.get(k, np.float64))
+           for k in TRACE_DOCS if k != "decision_ms"}
+    out["decision_ms"] = frame_decision_ms(infos)
+    return {k: out[k] for k in TRACE_DOCS}

@@ -35,7 +35,7 @@ SB3 = "sb3"
 #: The stable-baselines3 algorithms an ``sb3`` policy can load (lower-case name -> class name).
 SB3_ALGOS: dict[str, str] = {"a2c": "A2C", "ddpg": "DDPG", "dqn": "DQN", "ppo": "PPO", "sac": "SAC", "td3": "TD3"}
 #: The env a policy runs on when it does not say (``env_id`` attribute).
-DEFAULT_ENV_ID = "e4gym/EarlyExitDVFS-v0"
+DEFAULT_ENV_ID = "e4gym/EarlyExitDVFS-v1"
 
 
 def _entry_points() -> dict[str, md.EntryPoint]:

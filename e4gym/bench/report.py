@@ -6,10 +6,10 @@
 | column | meaning |
 |---|---|
 | seeds | seeds with a result |
-| energy J/frame | true board energy per frame, idle wait included (J) |
+| energy J/frame | true energy per frame, idle wait included (J); ± the 95 % CI of the mean over seeds (t) |
 | measured J/frame | the same as the board's power monitor reports it (J) |
-| vs default % | energy change against the ``default`` policy (stock Linux governors), % |
-| vs oracle % | energy above the clairvoyant ``oracle`` (its bound), % |
+| vs default % | energy change against the ``default`` policy (stock Linux governors) on the same seeds, %, ± 95 % CI |
+| vs oracle % | energy above the clairvoyant ``oracle`` (its bound) on the same seeds, %, ± 95 % CI |
 | lat mean / p95 / p99 ms | frame latency, queueing included (ms) |
 | miss % | frames over the deadline (%) |
 | acc % | frames whose exit predicted the right class (%) |
@@ -17,11 +17,16 @@
 | exit | mean exit index (0-based) |
 | throttled % | frames under the thermal cap (%) |
 | switches/frame | clock domains that changed per frame (0..3) |
+| decide p50 / p99 ms | median / 99th percentile of the policy's per-frame decision time (``predict``, ms) |
+| profiling runs / % E | profiling runs the policy ran on the board per episode, and their share of its energy (%) |
 | profiler evals / share % | a policy's ``stats()`` ``profiler_evaluations`` and ``profiler_share`` (when reported) |
+| offline s | board time the policy's measured cost model took to measure, before the episode (``offline_s``, s) |
 
 The reference policies (``default``, ``oracle``, ``performance``) are found by policy name; a cell is ``–``
 when the reference is not in the experiment. Clairvoyant policies are marked ``(bound)``: they read the
-future and bound what a deployable policy can reach.
+future and bound what a deployable policy can reach. The decision times are wall times of the policy's
+``predict`` calls for a frame with one torch thread, on the machine that ran the benchmark (the per-seed
+percentiles, averaged over seeds).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +49,9 @@ from e4gym.bench.metrics import METRICS
 #: Policy names the relative columns compare against.
 REFERENCES = {"default": "default", "oracle": "oracle", "performance": "performance"}
 #: Policy ``stats()`` keys the report shows (as columns, when a scenario has them).
-PROFILER_KEYS = ("profiler_evaluations", "profiler_share")
-_PROFILER_HEADERS = {"profiler_evaluations": "profiler evals", "profiler_share": "profiler share %"}
+PROFILER_KEYS = ("profiler_evaluations", "profiler_share", "offline_s")
+_PROFILER_HEADERS = {"profiler_evaluations": "profiler evals", "profiler_share": "profiler share %",
+                     "offline_s": "offline s"}
 _DASH = "–"
 
 
@@ -56,6 +62,7 @@ class PolicySummary:
     Attributes:
         label / policy: the entry's label and policy name. clairvoyant: reported as a bound.
         seeds: the seeds with a result. mean / std: per numeric column, over the seeds (std 0 for one seed).
+        values: per numeric column, the per-seed values in the order of ``seeds``.
     """
 
     label: str
@@ -64,6 +71,40 @@ class PolicySummary:
     seeds: tuple[int, ...]
     mean: dict[str, float]
     std: dict[str, float]
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def ci95(self, key: str) -> float:
+        """Half-width of the 95 % confidence interval of the mean of ``key`` over the seeds (NaN for one)."""
+        return ci95_halfwidth(self.values.get(key, np.array([])))
+
+
+#: Two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom (beyond: the normal's 1.96).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def ci95_halfwidth(values: Any) -> float:
+    """Half-width of the 95 % confidence interval of the mean of ``values`` (Student's t; NaN under 2 values)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n < 2:
+        return math.nan
+    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
+    return float(t * v.std(ddof=1) / math.sqrt(n))
+
+
+def paired_change(s: PolicySummary, ref: PolicySummary | None, key: str) -> tuple[float, float]:
+    """Mean and 95 % CI half-width (%) of the per-seed change of ``key`` against ``ref`` on the same seeds."""
+    if ref is None or key not in s.values or key not in ref.values:
+        return math.nan, math.nan
+    base = dict(zip(ref.seeds, ref.values[key]))
+    rel = [100.0 * (x - base[sd]) / base[sd] for sd, x in zip(s.seeds, s.values[key])
+           if sd in base and math.isfinite(base[sd]) and base[sd] > 0]
+    if not rel:
+        return math.nan, math.nan
+    return float(np.mean(rel)), ci95_halfwidth(rel)
 
 
 def result_columns(exp: Experiment, rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -108,13 +149,14 @@ def aggregate(exp: Experiment, rows: Sequence[dict[str, Any]]) -> dict[str, list
             if not rs:
                 continue
             keys = [k for k in rs[0] if isinstance(rs[0][k], (int, float)) and not isinstance(rs[0][k], bool)]
-            mean, std = {}, {}
+            mean, std, values = {}, {}, {}
             for k in keys:
                 vals = np.array([float(r.get(k, math.nan)) for r in rs], dtype=np.float64)
                 mean[k] = float(vals.mean())
                 std[k] = float(vals.std()) if len(vals) > 1 else 0.0
+                values[k] = vals
             items.append(PolicySummary(p.label, p.name, any(bool(r["clairvoyant"]) for r in rs),
-                                       tuple(int(r["seed"]) for r in rs), mean, std))
+                                       tuple(int(r["seed"]) for r in rs), mean, std, values))
         out[sc.name] = items
     return out
 
@@ -128,13 +170,14 @@ def _num(x: float, fmt: str) -> str:
     return _DASH if x is None or not math.isfinite(x) else format(x, fmt)
 
 
-def _rel(x: float, ref: PolicySummary | None, key: str) -> str:
-    if ref is None:
+def _rel_ci(s: PolicySummary, ref: PolicySummary | None, key: str) -> str:
+    """The paired per-seed change against ``ref`` (%), ``± CI95`` with several seeds."""
+    if s is ref:
+        return "+0.0"
+    m, h = paired_change(s, ref, key)
+    if not math.isfinite(m):
         return _DASH
-    base = ref.mean.get(key, math.nan)
-    if not (math.isfinite(base) and base > 0):
-        return _DASH
-    return _num(100.0 * (x - base) / base, "+.1f")
+    return _num(m, "+.1f") + (f" ± {h:.1f}" if math.isfinite(h) else "")
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
@@ -156,21 +199,21 @@ def scenario_table(items: Sequence[PolicySummary]) -> str:
     prof = [k for k in PROFILER_KEYS if any(k in s.mean for s in items)]
     headers = ["policy", "seeds", "energy J/frame", "measured J/frame", "vs default %", "vs oracle %",
                "lat mean ms", "p95 ms", "p99 ms", "miss %", "acc %", "Δacc pts", "exit", "throttled %",
-               "switches/frame"]
+               "switches/frame", "decide p50 ms", "decide p99 ms", "profiling runs", "profiling % E"]
     headers += [_PROFILER_HEADERS[k] for k in prof]
     lines = []
     for s in items:
         m = s.mean
         e = m["energy_per_frame_j"]
-        energy = _num(e, ".4f") + (f" ± {s.std['energy_per_frame_j']:.4f}" if len(s.seeds) > 1 else "")
+        energy = _num(e, ".4f") + (f" ± {s.ci95('energy_per_frame_j'):.4f}" if len(s.seeds) > 1 else "")
         dacc = _DASH if ref_perf is None else _num(100.0 * (m["accuracy"] - ref_perf.mean["accuracy"]), "+.1f")
         cells = [
             s.label + (" (bound)" if s.clairvoyant else ""),
             str(len(s.seeds)),
             energy,
             _num(m["measured_energy_per_frame_j"], ".4f"),
-            _rel(e, ref_def, "energy_per_frame_j"),
-            _rel(e, ref_orc, "energy_per_frame_j"),
+            _rel_ci(s, ref_def, "energy_per_frame_j"),
+            _rel_ci(s, ref_orc, "energy_per_frame_j"),
             _num(m["latency_mean_ms"], ".2f"),
             _num(m["latency_p95_ms"], ".2f"),
             _num(m["latency_p99_ms"], ".2f"),
@@ -180,11 +223,17 @@ def scenario_table(items: Sequence[PolicySummary]) -> str:
             _num(m["mean_exit"], ".2f"),
             _num(100.0 * m["throttled_share"], ".1f"),
             _num(m["switches_per_frame"], ".3f"),
+            _num(m.get("decision_p50_ms", math.nan), ".3f"),
+            _num(m.get("decision_p99_ms", math.nan), ".3f"),
+            _num(m.get("profiling_runs", math.nan), ".0f"),
+            _num(100.0 * m.get("profiling_share", math.nan), ".2f"),
         ]
         if "profiler_evaluations" in prof:
             cells.append(_num(m.get("profiler_evaluations", math.nan), ".0f"))
         if "profiler_share" in prof:
             cells.append(_num(100.0 * m.get("profiler_share", math.nan), ".2f"))
+        if "offline_s" in prof:
+            cells.append(_num(m.get("offline_s", math.nan), ".1f"))
         lines.append(cells)
     return markdown_table(headers, lines)
 
@@ -221,7 +270,9 @@ def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Seq
         "Energy: true board energy per frame including the idle wait until the next frame (J); measured: as the "
         "power monitor reports it. vs default / vs oracle: energy change against those policies (%). Latency "
         "includes queueing. Δacc: accuracy minus the `performance` policy's (percentage points). Means over seeds"
-        "; energy ± standard deviation over seeds.",
+        "; energy ± standard deviation over seeds. decide p50 / p99: the policy's decision time per frame (wall "
+        "time of its predict calls, one torch thread, on the machine that ran the benchmark), to compare with the "
+        "frame period.",
     ]
     if any_bound:
         notes.append("")

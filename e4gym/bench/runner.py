@@ -9,6 +9,14 @@ seed), and writes, atomically:
 * ``runs/<scenario>/<label>/seed<N>.json``: the task's definition, its hash and its result row
   (:data:`e4gym.bench.metrics.METRIC_DOCS` plus the policy's ``stats()``).
 
+Every task runs its policy with one math thread, as in a worker process: the workers set ``OMP_NUM_THREADS``
+(and MKL's, OpenBLAS's) to 1 before anything imports torch, and in the parent process (``jobs=1``) a task whose
+policy has imported torch runs with ``torch.set_num_threads(1)``, the caller's setting restored afterwards.
+The harness never imports torch itself. The decision-time columns (``decision_*_ms``) are measured that way.
+
+A policy that trained on the episode's frame stream is refused (:func:`e4gym.policy.check_training_streams`):
+the task fails with a :class:`~e4gym.errors.ConfigError` that names the policy, the stream and the fix.
+
 A task whose JSON exists with the same definition hash (and its trace) is not run again; a changed config
 changes the hash of the tasks it touches, which then run again. ``force=True`` runs everything. A failing task
 does not stop the others; :class:`Results` lists the failures. After the tasks, the parent process writes
@@ -24,7 +32,8 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +43,7 @@ from e4gym.bench.config import Experiment, PolicyEntry, Scenario, canonical_json
 from e4gym.bench.metrics import episode_metrics, frame_trace
 
 #: Bumped when what a task computes changes, so results of an older harness are not reused.
-HARNESS_VERSION = 1
+HARNESS_VERSION = 2
 #: Result-row columns that come before the matrix parameters and metrics.
 ID_COLUMNS = ("scenario", "device", "model", "fps", "deadline_ms", "policy", "label", "seed", "clairvoyant", "env_id")
 #: Result-row columns after the metrics and the policy's stats.
@@ -166,7 +175,8 @@ def run_task(task: Task, out: str | Path) -> dict[str, Any]:
         policy = make_policy(task.policy.name, task.policy.args)
         env = EpisodeStats(gym.make(task.policy.env_id, **task.env_kwargs))
         try:
-            infos = run_episode(policy, env, seed=task.seed)
+            with one_torch_thread():
+                infos = run_episode(policy, env, seed=task.seed)
             stats_ep = env.last_episode_stats
         finally:
             env.close()
@@ -231,10 +241,39 @@ def _policy_stats(policy: Any) -> dict[str, float]:
     return out
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the block with one torch thread when torch is imported (restoring the thread count after it).
+
+    Does nothing when torch is not imported: the harness does not import torch for policies that do not use it
+    (worker processes get one thread at torch's import from ``OMP_NUM_THREADS``, see :func:`_worker_init`).
+    """
+    torch = sys.modules.get("torch")
+    get = getattr(torch, "get_num_threads", None)
+    if torch is None or not callable(get):
+        yield
+        return
+    before = int(get())
+    if before != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            torch.set_num_threads(before)
+
+
 def _worker_init() -> None:
-    """Worker process setup: one math thread per process (the processes already use the cores)."""
+    """Worker process setup: one math thread per process (the processes already use the cores).
+
+    The environment variables take effect when torch (or numpy's BLAS) is first imported; a torch already
+    imported gets ``torch.set_num_threads(1)``.
+    """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    torch = sys.modules.get("torch")
+    if torch is not None and callable(getattr(torch, "set_num_threads", None)):
+        torch.set_num_threads(1)
 
 
 def _run_pending(pending: list[Task], out: Path, jobs: int, quiet: bool, name: str) -> list[TaskFailure]:
@@ -288,6 +327,7 @@ def run_benchmark(
     plots: bool = True,
     tensorboard: bool = True,
     backend: Mapping[str, Any] | None = None,
+    seeds: Any = None,
 ) -> Results:
     """Run an experiment and write its outputs under ``out``.
 
@@ -297,6 +337,7 @@ def run_benchmark(
             1 runs in this process). force: re-run tasks that already have a result.
         frames: override ``episode_frames`` (frames per episode) of every scenario.
         backend: ``{"backend": NAME, "backend_kwargs": {...}}`` for every scenario (real boards).
+        seeds: override the config's seeds (a list of integers >= 0).
         quiet: no progress bar. plots / tensorboard: write ``plots/`` / ``tb/``.
 
     Returns:
@@ -310,10 +351,11 @@ def run_benchmark(
     t0 = time.perf_counter()
     if isinstance(config, Experiment):
         exp = config
-        if frames is not None or backend:
-            raise ConfigError("frames= and backend= apply when the config is loaded; pass them to load_experiment")
+        if frames is not None or backend or seeds is not None:
+            raise ConfigError("frames=, backend= and seeds= apply when the config is loaded; pass them to "
+                              "load_experiment")
     else:
-        exp = load_experiment(config, frames=frames, backend=backend)
+        exp = load_experiment(config, frames=frames, backend=backend, seeds=seeds)
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
     out = Path(out)

@@ -39,6 +39,12 @@ SUMMARY_TAGS: dict[str, str] = {
     "thermal/peak_c": "peak_temp_c",
     "power/avg_w": "avg_power_w",
     "reward/episode": "episode_reward",
+    "decision/mean_ms": "decision_mean_ms",
+    "decision/p50_ms": "decision_p50_ms",
+    "decision/p99_ms": "decision_p99_ms",
+    "profiling/runs": "profiling_runs",
+    "profiling/energy_j": "profiling_energy_j",
+    "profiling/share": "profiling_share",
 }
 #: Trace tag -> (trace array, scale): the value written is ``array * scale`` (step = frame).
 TRACE_TAGS: dict[str, tuple[str, float]] = {
@@ -48,6 +54,7 @@ TRACE_TAGS: dict[str, tuple[str, float]] = {
     "trace/temp_c": ("temp_c", 1.0),
     "trace/energy_j": ("energy_j", 1.0),
     "trace/latency_ms": ("latency_ms", 1.0),
+    "trace/decision_ms": ("decision_ms", 1.0),
 }
 
 
@@ -102,11 +109,12 @@ def write_tensorboard(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]
             now = time.time()
             fixed = {*ID_COLUMNS, *exp.matrix_keys, *METRICS, *TAIL_COLUMNS}
             for r in rs:
-                values = {tag: r[col] for tag, col in SUMMARY_TAGS.items()}
+                values = {tag: r[col] for tag, col in SUMMARY_TAGS.items() if col in r}
                 values.update({f"policy/{k}": v for k, v in r.items() if k not in fixed})  # the policy's stats()
                 w.scalars(values, r["seed"], now)
             with np.load(Path(out) / rs[0]["trace"]) as z:
-                series = {tag: np.asarray(z[key], dtype=np.float64) * scale for tag, (key, scale) in TRACE_TAGS.items()}
+                series = {tag: np.asarray(z[key], dtype=np.float64) * scale
+                          for tag, (key, scale) in TRACE_TAGS.items() if key in z.files}
             for i in range(len(series["trace/exit"])):
                 w.scalars({tag: v[i] for tag, v in series.items()}, i, now)
             w.close()

@@ -2,13 +2,16 @@
 
 :func:`record_trace` decodes a video with PyAV (the ``av`` package, which bundles ffmpeg), runs
 :meth:`MultiExitNet.forward_all` on every kept frame (batches of :data:`BATCH_FRAMES`, eval mode,
-``torch.inference_mode``) and writes an ``e4gym-trace-v1`` file with :func:`e4gym.workload.trace.save_trace`.
+``torch.inference_mode``) and writes an ``e4gym-trace-v2`` file with :func:`e4gym.workload.trace.save_trace`.
 
 Per recorded frame ``t`` and exit ``e``:
 
 * ``predictions[t, e]``: top-1 class; ``confidence[t, e]``: the network's confidence (max softmax by default).
 * ``correct[t, e]``: ``predictions[t, e] == label`` where the frame has a label ≥ 0, otherwise agreement with
   the final exit's prediction (so the final exit is always "correct" on unlabelled frames).
+* ``feature_change[t, e]`` (post-inference): 1 − cosine similarity of the global-average-pooled output of
+  exit ``e``'s branch block (block ``exit_after[e]``, the last block the frame runs before exit ``e``'s head)
+  with the previous recorded frame's, clipped to [0, 1] (0 for the first frame); see :func:`pooled_change`.
 * ``pooled[t]``: global-average-pooled output of the last backbone block (1280 values for EfficientNet-B0).
 
 Labels (``labels``): an integer (the class of every frame), or a text/CSV file with either a single integer
@@ -17,18 +20,17 @@ Labels (``labels``): an integer (the class of every frame), or a text/CSV file w
 commas (e.g. ``frame,label``) the last field is the label; a non-integer first line is taken as a CSV header.
 ``-1`` means unknown.
 
-Complexity features (:data:`e4gym.workload.base.COMPLEXITY_FEATURES`), computed on the frame converted to
-grey (Pillow's ITU-R 601 luma, 0..255) and resized to :data:`ANALYSIS_SIZE` × :data:`ANALYSIS_SIZE` pixels,
-so that they do not depend on the video's resolution or on ``image_size``:
+Complexity features (:data:`e4gym.workload.base.COMPLEXITY_FEATURES`, pre-inference: pixels only, this
+frame's and the previous recorded frame's), computed on the frame converted to grey (Pillow's ITU-R 601 luma,
+0..255) and resized to :data:`ANALYSIS_SIZE` × :data:`ANALYSIS_SIZE` pixels, so that they do not depend on
+the video's resolution or on ``image_size`` (:func:`complexity_features`):
 
 * ``edge_density``: fraction of pixels whose 3×3 Sobel gradient magnitude, on grey scaled to [0, 1], exceeds
   :data:`EDGE_THRESHOLD` (edge-replicated borders);
 * ``motion``: mean absolute grey difference to the previous *recorded* frame, / 255 (0 for the first frame);
-* ``contrast``: grey standard deviation / 128, clipped to 1;
-* ``feature_change``: 1 − cosine similarity of ``pooled`` with the previous recorded frame's, clipped to
-  [0, 1] (0 for the first frame).
+* ``contrast``: grey standard deviation / 128, clipped to 1.
 
-Scenes: ``scene[0] = 0`` and the id increases by one at every frame whose ``feature_change`` exceeds
+Scenes: ``scene[0] = 0`` and the id increases by one at every frame whose last exit's ``feature_change`` exceeds
 ``scene_threshold`` (default :data:`SCENE_CUT_THRESHOLD`), i.e. a cut is declared when the pooled features
 turn by more than about 60° (cos < 0.5) from one recorded frame to the next. This is a heuristic: tune it
 for the network and the frame step (``every``) in use.
@@ -45,7 +47,7 @@ import argparse
 import math
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -64,6 +66,7 @@ __all__ = [
     "add_record_parser",
     "complexity_features",
     "parse_labels",
+    "pooled_change",
     "record_trace",
 ]
 
@@ -73,7 +76,7 @@ BATCH_FRAMES = 16
 ANALYSIS_SIZE = 128
 #: Sobel gradient magnitude (on grey in [0, 1]) above which a pixel counts as an edge.
 EDGE_THRESHOLD = 0.25
-#: ``feature_change`` above which a new scene starts.
+#: Last exit's ``feature_change`` above which a new scene starts.
 SCENE_CUT_THRESHOLD = 0.5
 #: Frame rate assumed when the container does not declare one (frames per second).
 DEFAULT_FPS = 30.0
@@ -90,45 +93,54 @@ def _sobel_magnitude(grey: np.ndarray) -> np.ndarray:
     return np.hypot(gx, gy)
 
 
-def complexity_features(
-    grey: np.ndarray,
-    pooled: np.ndarray,
-    prev_grey: np.ndarray | None = None,
-    prev_pooled: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Complexity features of consecutive frames (see the module docstring for the definitions).
+def complexity_features(grey: np.ndarray, prev_grey: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Pre-inference complexity features of consecutive frames, from pixels only (definitions in the module
+    docstring).
 
     Args:
         grey: grey frames (N, H, W), values 0..255 (any numeric dtype).
-        pooled: pooled backbone features (N, D).
-        prev_grey, prev_pooled: the frame before ``grey[0]`` (H, W) and its features (D,); None for none.
+        prev_grey: the frame before ``grey[0]`` (H, W); None for none (``motion[0]`` is then 0).
 
     Returns:
-        ``{"edge_density", "motion", "contrast", "feature_change"}``, each float64 (N,) in [0, 1].
+        ``{"edge_density", "motion", "contrast"}``, each float64 (N,) in [0, 1].
     """
     g = np.asarray(grey, dtype=np.float64)
-    f = np.asarray(pooled, dtype=np.float64)
     edge = (_sobel_magnitude(g / 255.0) > EDGE_THRESHOLD).mean(axis=(1, 2))
     contrast = np.clip(g.std(axis=(1, 2)) / 128.0, 0.0, 1.0)
     prev_g = g[:-1] if prev_grey is None else np.concatenate([np.asarray(prev_grey, np.float64)[None], g[:-1]])
     motion = np.abs(g[len(g) - len(prev_g):] - prev_g).mean(axis=(1, 2)) / 255.0
+    if prev_grey is None:
+        motion = np.concatenate([[0.0], motion])
+    return {"edge_density": edge, "motion": np.clip(motion, 0.0, 1.0), "contrast": contrast}
+
+
+def pooled_change(pooled: np.ndarray, prev_pooled: np.ndarray | None = None) -> np.ndarray:
+    """``feature_change`` of consecutive frames: 1 − cosine similarity of each frame's pooled features with the
+    previous frame's, clipped to [0, 1] (post-inference: the pooled features come from running the network).
+
+    Args:
+        pooled: pooled features (N, D) of one branch point.
+        prev_pooled: the pooled features (D,) of the frame before ``pooled[0]``; None for none (then 0).
+
+    Returns:
+        float64 (N,) in [0, 1]. Two zero vectors count as no change, exactly one zero vector as a full change.
+    """
+    f = np.asarray(pooled, dtype=np.float64)
     prev_f = f[:-1] if prev_pooled is None else np.concatenate([np.asarray(prev_pooled, np.float64)[None], f[:-1]])
     cur_f = f[len(f) - len(prev_f):]
     na, nb = np.linalg.norm(cur_f, axis=1), np.linalg.norm(prev_f, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         cos = (cur_f * prev_f).sum(axis=1) / (na * nb)
-    # Both zero: no change; exactly one zero: a full change.
     cos = np.where((na == 0) & (nb == 0), 1.0, np.where((na == 0) | (nb == 0), 0.0, cos))
     change = np.clip(1.0 - cos, 0.0, 1.0)
-    if prev_grey is None:
-        motion = np.concatenate([[0.0], motion])
+    if prev_pooled is None:
         change = np.concatenate([[0.0], change])
-    return {
-        "edge_density": edge,
-        "motion": np.clip(motion, 0.0, 1.0),
-        "contrast": contrast,
-        "feature_change": change,
-    }
+    return change
+
+
+def _global_pool(out: torch.Tensor) -> torch.Tensor:
+    """A block's output as one vector per image: the spatial mean of a (B, C, H, W) map, else flattened."""
+    return out.mean(dim=(2, 3)) if out.ndim == 4 else out.flatten(1)
 
 
 # ------------------------------------------------------------------------------------------- labels
@@ -294,7 +306,7 @@ def record_trace(
     progress: bool = True,
     scene_threshold: float = SCENE_CUT_THRESHOLD,
 ) -> Path:
-    """Run a multi-exit network over a video and save the per-frame trace (format ``e4gym-trace-v1``).
+    """Run a multi-exit network over a video and save the per-frame trace (format ``e4gym-trace-v2``).
 
     Args:
         model_name: ``efficientnet_b0``, ``mobilenet_v2`` or ``resnet18``.
@@ -308,7 +320,7 @@ def record_trace(
         max_frames: stop after recording this many frames (None: the whole video).
         every: record one video frame in ``every`` (the trace's fps is the video's / ``every``).
         progress: show a tqdm progress bar on stderr.
-        scene_threshold: ``feature_change`` above which a new scene starts, in [0, 1].
+        scene_threshold: last exit's ``feature_change`` above which a new scene starts, in [0, 1].
 
     Returns:
         ``out``.
@@ -343,29 +355,41 @@ def record_trace(
         raise ConfigError(
             f"{labels}: label {max(label_list)} is out of range for a network with {net.num_classes} classes"
         )
-    last = net.block(net.n_blocks - 1)
-    captured: list[torch.Tensor] = []
-    hook = last.register_forward_hook(lambda _m, _i, o: captured.append(o.mean(dim=(2, 3))))
+    # Pooled output of each exit's branch block (the last block a frame runs before that exit's head).
+    n_exits = net.n_exits
+    captured: list[torch.Tensor | None] = [None] * n_exits
 
-    preds, confs, pooled_rows, feats, frame_idx = [], [], [], [], []
-    state: dict[str, np.ndarray | None] = {"grey": None, "pooled": None}
+    def capture(e: int) -> Callable[[object, object, torch.Tensor], None]:
+        def hook(_m: object, _i: object, o: torch.Tensor) -> None:
+            captured[e] = _global_pool(o)
+
+        return hook
+
+    hooks = [net.block(b).register_forward_hook(capture(e)) for e, b in enumerate(net.exit_after)]
+
+    preds, confs, pooled_rows, feats, changes, frame_idx = [], [], [], [], [], []
+    prev_grey: list[np.ndarray | None] = [None]
+    prev_pooled: list[np.ndarray | None] = [None] * n_exits
     batch_in: list[np.ndarray] = []
     batch_grey: list[np.ndarray] = []
 
     def flush() -> None:
         if not batch_in:
             return
-        captured.clear()
+        captured[:] = [None] * n_exits
         with torch.inference_mode():
             outs = net.forward_all(normalise_rgb(np.stack(batch_in)))
-        pooled = captured[-1].float().numpy()
+        pooled = [p.float().numpy() for p in captured if p is not None]
+        assert len(pooled) == n_exits, "a branch block's forward hook did not run"
         preds.append(np.stack([o.logits.argmax(dim=1).numpy() for o in outs], axis=1))
         confs.append(np.stack([o.confidence.float().numpy() for o in outs], axis=1))
-        pooled_rows.append(pooled)
+        pooled_rows.append(pooled[-1])
+        changes.append(np.stack([pooled_change(p, prev_pooled[e]) for e, p in enumerate(pooled)], axis=1))
         grey = np.stack(batch_grey)
-        f = complexity_features(grey, pooled, state["grey"], state["pooled"])
+        f = complexity_features(grey, prev_grey[0])
         feats.append(np.stack([f[name] for name in COMPLEXITY_FEATURES], axis=1))
-        state["grey"], state["pooled"] = grey[-1], pooled[-1]
+        prev_grey[0] = grey[-1]
+        prev_pooled[:] = [p[-1] for p in pooled]
         batch_in.clear()
         batch_grey.clear()
 
@@ -396,7 +420,8 @@ def record_trace(
         flush()
         bar.close()
     finally:
-        hook.remove()
+        for h in hooks:
+            h.remove()
         container.close()
 
     if not frame_idx:
@@ -410,6 +435,7 @@ def record_trace(
     predictions = np.concatenate(preds).astype(np.int64)
     confidence = np.clip(np.concatenate(confs), 0.0, 1.0).astype(np.float32)
     features = np.concatenate(feats).astype(np.float32)
+    feature_change = np.concatenate(changes).astype(np.float32)
     pooled_all = np.concatenate(pooled_rows).astype(np.float32)
     t = len(frame_idx)
     if label_list is None:
@@ -427,14 +453,14 @@ def record_trace(
             lab = np.asarray(label_list, np.int64)[np.asarray(frame_idx)]
         known = lab[:, None] >= 0
         correct = np.where(known, predictions == lab[:, None], predictions == predictions[:, -1:])
-    change = features[:, COMPLEXITY_FEATURES.index("feature_change")]
-    scene = np.cumsum(change > scene_threshold).astype(np.int64)
+    scene = np.cumsum(feature_change[:, -1] > scene_threshold).astype(np.int64)
     scene[0] = 0
     return save_trace(
         out,
         model=model_name,
         fps=fps / every,
         features=features,
+        feature_change=feature_change,
         pooled=pooled_all,
         predictions=predictions,
         confidence=confidence,
@@ -486,7 +512,7 @@ def add_record_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "record",
         help="run a multi-exit network over a video and save the per-frame trace",
         description=(
-            "Decode VIDEO, run every exit of the network on each kept frame and write an e4gym-trace-v1 file. "
+            "Decode VIDEO, run every exit of the network on each kept frame and write an e4gym-trace-v2 file. "
             "LABELS is an integer (every frame) or a file with one integer per video frame (or one in all); "
             "without labels an exit is 'correct' when it agrees with the final exit."
         ),

@@ -1,7 +1,7 @@
 """The Gymnasium environments, their native vector version and wrappers.
 
-- :class:`EarlyExitDVFSEnv` (``e4gym/EarlyExitDVFS-v0``): one step is one frame.
-- :class:`EarlyExitDVFSBlockEnv` (``e4gym/EarlyExitDVFSBlock-v0``): one step is one DNN block.
+- :class:`EarlyExitDVFSEnv` (``e4gym/EarlyExitDVFS-v1``): one step is one frame.
+- :class:`EarlyExitDVFSBlockEnv` (``e4gym/EarlyExitDVFSBlock-v1``): one step is one DNN block.
 - :class:`EarlyExitDVFSVectorEnv`: N frame envs stepped in one NumPy call (the frame env's
   ``vector_entry_point``).
 """

@@ -1,4 +1,4 @@
-"""``e4gym/EarlyExitDVFSBlock-v0``: one step is one DNN block of a video frame on a (emulated) Jetson.
+"""``e4gym/EarlyExitDVFSBlock-v1``: one step is one DNN block of a video frame on a (emulated) Jetson.
 
 The per-block counterpart of :mod:`e4gym.envs.frame`: the agent sets the clocks before every block of the
 backbone (per-layer DVFS, as E4's just-in-time profiler does) and, after each exit head, decides whether the
@@ -13,6 +13,7 @@ import numpy as np
 
 from e4gym.envs.base import StreamEnv
 from e4gym.envs.common import (
+    LAST_FEATURE_CHANGE,
     ObsField,
     feature_fields,
     level_fields,
@@ -24,6 +25,7 @@ def block_obs_fields(control_memory: bool) -> list[ObsField]:
     """Fields of the block env's observation, in order (see :class:`EarlyExitDVFSBlockEnv`)."""
     return [
         *feature_fields(),
+        LAST_FEATURE_CHANGE,
         ObsField("block", 0.0, 1.0, "index of the block about to run / n_blocks"),
         ObsField("at_exit", 0.0, 1.0, "1 if an exit head just ran (exit_now can end the frame there), else 0"),
         ObsField("exit_confidence", 0.0, 1.0, "confidence of the exit head that just ran; 0 when none did"),
@@ -43,7 +45,7 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
 
     ## Description
 
-    The per-block version of ``e4gym/EarlyExitDVFS-v0`` (:class:`~e4gym.envs.frame.EarlyExitDVFSEnv`),
+    The per-block version of ``e4gym/EarlyExitDVFS-v1`` (:class:`~e4gym.envs.frame.EarlyExitDVFSEnv`),
     with the same arguments, board, stream and reward. A video stream arrives at ``fps`` frames per second
     (default 30); frame ``k`` arrives at ``k / fps`` s. Each step is one decision point of the current frame:
     before block ``j`` of the backbone the agent picks the clock levels block ``j`` runs at (per-layer DVFS;
@@ -83,15 +85,16 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
 
     | index | name | range | meaning |
     |---|---|---|---|
-    | 0–3 | `edge_density`, `motion`, `contrast`, `feature_change` | [0, 1] | features of the current frame |
+    | 0–2 | `edge_density`, `motion`, `contrast` | [0, 1] | pre-inference features of the current frame (its pixels) |
+    | 3 | `last_feature_change` | [0, 1] | previous frame's feature change at the exit it left at (post-inference) |
     | 4 | `block` | [0, 1] | index ``j`` of the block about to run / n_blocks |
     | 5 | `at_exit` | {0, 1} | an exit head just ran (``exit_now`` takes effect) |
     | 6 | `exit_confidence` | [0, 1] | that head's confidence; 0 when none ran |
     | 7 | `exit_index` | [0, 1] | that exit / (n_exits − 1); 0 when none ran |
     | 8 | `elapsed` | [0, 10] | time since the frame arrived (queueing included) / deadline |
-    | 9 | `frame_energy` | [0, 10] | energy of the frame so far / E_ref |
+    | 9 | `frame_energy` | [0, 10] | energy of the frame so far as the power monitor reports it / E_ref |
     | 10 | `remaining_work` | [0, 1] | top-clock latency of blocks ``j..`` / of the whole backbone |
-    | 11 | `power` | [0, 10] | average power of the last segment (block, head or idle) / P_ref |
+    | 11 | `power` | [0, 10] | monitor's average power of the last segment (block, head or idle) / P_ref |
     | 12 | `temperature` | [−1, 2] | (T − T_ambient) / (T_trip − T_ambient) |
     | 13 | `throttled` | {0, 1} | the thermal trip caps the clocks |
     | 14, 15 (16) | `cpu_level`, `gpu_level` (`emc_level`) | [0, 1] | current level / highest allowed level |
@@ -145,7 +148,7 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
     ## Arguments
 
     ```python
-    gymnasium.make("e4gym/EarlyExitDVFSBlock-v0", device="xavier-nx", model="efficientnet_b0",
+    gymnasium.make("e4gym/EarlyExitDVFSBlock-v1", device="xavier-nx", model="efficientnet_b0",
                    backend="emulated", workload="synthetic", deadline_ms=None, fps=None, reward_weights=None,
                    control_memory=False, power_mode=None, episode_frames=1000, fan=None, ambient_c=None,
                    initial_temp_c=None, workload_kwargs=None)
@@ -165,6 +168,9 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
     ## Version History
 
     - v0: initial version.
+    - v1: the changes of ``e4gym/EarlyExitDVFS-v1`` (causal observations, monitor-reported energy and power,
+      ``reward_energy``, ``profiling_*`` and rail info keys, a user's FrameSource copied per env), plus
+      ``last_feature_change`` before ``block`` and ``profiling_run`` only between frames.
     """
 
     ACTION_HEAD: ClassVar[tuple[str, int | None]] = ("exit_now", 2)
@@ -200,6 +206,7 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """Start an episode: reseed the stream and the board from ``np_random`` (seeded by ``seed``)."""
         sensors = self._reseed(seed)
+        self._p_fchg = 0.0
         self._new_frame(0.0)
         self._p_power = sensors.power_w / self.setup.power_ref_w
         self._p_temp = sensors.temp_c
@@ -253,13 +260,20 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
             else:
                 free = done
         if m is not None:
-            self._p_power = m.avg_power_w / s.power_ref_w
+            # The power monitor's reading of the last segment, as a controller sees it.
+            self._p_power = (m.measured_energy_j / m.latency_s if m.latency_s > 0 else m.avg_power_w) / s.power_ref_w
             self._p_temp = m.temp_c
             self._p_throttled = m.throttled
         after = b.levels
         self._switched |= (before[0] != after[0]) | ((before[1] != after[1]) << 1) | ((before[2] != after[2]) << 2)
         sw = self._switched
         switches = (sw & 1) + ((sw >> 1) & 1) + ((sw >> 2) & 1)
+        if self._prof[0]:  # profiling runs before this frame's first block: charged to this step
+            p_runs, p_s, p_true, p_meas = self._take_profiling()
+            e_step += p_true
+            meas_step += p_meas
+        else:
+            p_runs, p_s, p_true = 0, 0.0, 0.0
         energy = self._f_energy + e_step
         measured = self._f_measured + meas_step
         run_s = self._run
@@ -267,15 +281,16 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
         f = self._freqs
         truncated = False
         if frame_done:
+            self._p_fchg = self._fchg[self._pos][ex]
             correct = self._correct[self._pos][ex]
             confidence = self._conf[self._pos][ex]
             missed = elapsed > s.deadline_s
-            reward, terms = self.reward_fn(e_step, missed, correct)
-            span = free - self._start
+            reward, terms = self.reward_fn(meas_step if self._reward_measured else e_step, missed, correct)
+            span = free - self._start + self._prof_s
         else:
             ex, correct, missed, confidence = -1, False, False, 0.0
-            reward, terms = self.reward_fn(e_step, False, True)
-            span = run_s
+            reward, terms = self.reward_fn(meas_step if self._reward_measured else e_step, False, True)
+            span = run_s + self._prof_s
         info = {
             "latency_ms": elapsed * 1e3,
             "energy_j": energy,
@@ -296,7 +311,12 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
             "frame_done": frame_done,
             "block": block,
             **terms,
+            "profiling_runs": p_runs,
+            "profiling_ms": p_s * 1e3,
+            "profiling_energy_j": p_true,
         }
+        if self.rail_keys:  # the rails the power monitor read during the step's last run or idle (W)
+            info.update(self._rails(m.rails_w if m is not None else ()))
         if frame_done:
             self._k = k + 1
             truncated = self._k >= s.episode_frames
@@ -323,6 +343,13 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
 
     # ------------------------------------------------------------------------------------------ helpers
 
+    def _between_frames(self) -> bool:
+        return self._j == 0 and self._pend < 0
+
+    def _delay_next_frame(self, seconds: float) -> None:
+        self._start += seconds
+        self._prof_s += seconds
+
     def _new_frame(self, start_s: float) -> None:
         """Per-frame state for the frame whose first block starts at ``start_s`` (s, board time)."""
         self._start = start_s
@@ -333,6 +360,7 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
         self._f_measured = 0.0
         self._f_throttled = False
         self._switched = 0
+        self._prof_s = 0.0  # profiling time before this frame (s), part of the frame's time on the board
 
     def _obs(self) -> np.ndarray:
         s = self.setup
@@ -340,10 +368,11 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
         im = self._inv_max
         pend = self._pend
         el = (self._start + self._run - self._k * s.period_s) / s.deadline_s
-        en = self._f_energy / s.energy_ref_j
+        en = self._f_measured / s.energy_ref_j
         pw = self._p_power
         vals = [
             *self._feat[self._pos],
+            self._p_fchg,
             self._j * self._inv_blocks,
             1.0 if pend >= 0 else 0.0,
             self._conf[self._pos][pend] if pend >= 0 else 0.0,

@@ -8,7 +8,7 @@ SB3's logger (TensorBoard, CSV, stdout), next to ``rollout/ep_rew_mean``::
     from e4gym.envs.callbacks import EpisodeStatsCallback
     from e4gym.envs.wrappers import EPISODE_STAT_KEYS, EpisodeStats
 
-    env = Monitor(EpisodeStats(gym.make("e4gym/EarlyExitDVFS-v0")), info_keywords=EPISODE_STAT_KEYS)
+    env = Monitor(EpisodeStats(gym.make("e4gym/EarlyExitDVFS-v1")), info_keywords=EPISODE_STAT_KEYS)
     PPO("MlpPolicy", env, tensorboard_log="runs/").learn(100_000, callback=EpisodeStatsCallback())
 """
 

@@ -58,7 +58,20 @@ INFO_KEYS: dict[str, str] = {
     "reward_energy": "energy term of the reward",
     "reward_deadline": "deadline term of the reward",
     "reward_accuracy": "accuracy term of the reward",
+    "profiling_runs": "profiling runs a policy ran on the board before this frame (PolicyContext.profile_run)",
+    "profiling_ms": "board time of those runs (ms); the frame started that much later",
+    "profiling_energy_j": "true energy of those runs (J), included in energy_j",
 }
+
+#: Besides :data:`INFO_KEYS`, every step carries ``power_<rail>_w`` for each rail of the backend's power
+#: monitor (``env.unwrapped.rail_keys``; the emulator's: ``power_cpu_w``, ``power_gpu_w``, ``power_soc_w``):
+#: the rail's average power over the frame's run and idle wait as the monitor reports it (W; in the block env,
+#: over the step's last run or idle segment).
+RAIL_KEY_FORMAT = "power_{}_w"
+
+#: Where the reward's energy term comes from (``reward_energy=``): the true energy (the evaluation metric), or
+#: what the board's power monitor reports (as a controller trained on a board would see it).
+REWARD_ENERGY_SOURCES = ("true", "measured")
 
 #: The reward term keys (also in :data:`INFO_KEYS`).
 REWARD_TERMS = ("reward_energy", "reward_deadline", "reward_accuracy")
@@ -124,16 +137,25 @@ class ObsField:
 
 
 _FEATURE_DOCS = {
-    "edge_density": "edge density of the frame about to run (see e4gym.workload.COMPLEXITY_FEATURES)",
-    "motion": "motion: mean absolute pixel change to the previous frame",
-    "contrast": "contrast: pixel standard deviation, rescaled",
-    "feature_change": "1 − cosine similarity of pooled backbone features with the previous frame (high at cuts)",
+    "edge_density": "edge density of the frame about to run, from its pixels (see e4gym.workload.COMPLEXITY_FEATURES)",
+    "motion": "motion: mean absolute pixel change of the frame about to run to the previous frame",
+    "contrast": "contrast of the frame about to run: pixel standard deviation, rescaled",
 }
 
 
 def feature_fields() -> list[ObsField]:
-    """The complexity features of the frame about to run, each in [0, 1]."""
+    """The pre-inference features of the frame about to run (from its and the previous frame's pixels), in [0, 1].
+
+    Nothing computed by running the frame's network is among them (DESIGN.md: frame features are causal).
+    """
     return [ObsField(n, 0.0, 1.0, _FEATURE_DOCS[n]) for n in COMPLEXITY_FEATURES]
+
+
+#: The post-inference figure of the previous frame: how much its features changed at the exit it left at.
+LAST_FEATURE_CHANGE = ObsField(
+    "last_feature_change", 0.0, 1.0,
+    "previous frame: 1 − cosine similarity of its pooled features at the exit it left at with the frame before's "
+    "(high at scene cuts); 0 before the first frame")
 
 
 def level_fields(control_memory: bool) -> list[ObsField]:
@@ -148,9 +170,12 @@ def frame_obs_fields(control_memory: bool) -> list[ObsField]:
         *feature_fields(),
         ObsField("last_exit", 0.0, 1.0, "exit the previous frame left at / (n_exits − 1); 0 before the first frame"),
         ObsField("last_confidence", 0.0, 1.0, "confidence of that exit's prediction; 0 before the first frame"),
+        LAST_FEATURE_CHANGE,
         ObsField("latency", 0.0, 10.0, "previous frame's latency / deadline (> 1: missed), clipped to 10"),
-        ObsField("energy", 0.0, 10.0, "previous frame's energy / E_ref (energy of a full frame at top clocks)"),
-        ObsField("power", 0.0, 10.0, "previous frame's average power / P_ref (full network at top clocks)"),
+        ObsField("energy", 0.0, 10.0, "previous frame's energy as the power monitor reports it / E_ref "
+                 "(energy of a full frame at top clocks)"),
+        ObsField("power", 0.0, 10.0, "previous frame's average power as the power monitor reports it / P_ref "
+                 "(full network at top clocks)"),
         ObsField("temperature", -1.0, 2.0, "(T − T_ambient) / (T_trip − T_ambient): 1 at the throttle trip"),
         ObsField("throttled", 0.0, 1.0, "1 while the thermal trip caps the clocks"),
         *level_fields(control_memory),
@@ -190,6 +215,8 @@ class EnvSetup:
         workload: ``"synthetic"``, a :class:`Trace`, or a user's :class:`FrameSource`.
         workload_kwargs: keyword arguments of :class:`SyntheticVideo` (besides accuracies and fps).
         governors: kernel governors driving clock domains instead of the action (``None``: all userspace).
+        reward_energy: ``"true"`` (default) or ``"measured"``: the energy the reward's energy term uses (the
+            true energy is always the evaluation metric, ``info["energy_j"]``).
     """
 
     spec: DeviceSpec
@@ -210,6 +237,7 @@ class EnvSetup:
     workload: Any
     workload_kwargs: dict[str, Any] = field(default_factory=dict)
     governors: dict[str, str] | str | None = None
+    reward_energy: str = "true"
 
     @property
     def reward(self) -> FrameReward:
@@ -222,10 +250,11 @@ class EnvSetup:
         return self.spec.thermal.throttle_c
 
     def make_source(self) -> FrameSource:
-        """A new frame source for one env (unseeded; the env seeds it at reset)."""
+        """A new frame source for one env (unseeded; the env seeds it at reset). A user's FrameSource is copied
+        (:meth:`FrameSource.spawn`): every env and sub-env owns its stream, and the user's object is untouched."""
         w = self.workload
         if isinstance(w, FrameSource):
-            return w
+            return w.spawn()
         if isinstance(w, Trace):
             return TraceSource(w)
         return SyntheticVideo.from_profile(self.profile, fps=self.fps, **self.workload_kwargs)
@@ -292,6 +321,7 @@ def resolve_setup(
     ambient_c: float | None = None,
     initial_temp_c: float | None = None,
     governors: dict[str, str] | str | None = None,
+    reward_energy: str = "true",
 ) -> EnvSetup:
     """Validate the env arguments and compute the reference figures (see the env classes for their meaning).
 
@@ -336,6 +366,8 @@ def resolve_setup(
         from e4gym.hardware.emulator import _validate_governors
 
         _validate_governors(spec, governors)  # raises UnknownNameError naming the allowed governors
+    if reward_energy not in REWARD_ENERGY_SOURCES:
+        raise ConfigError(f"reward_energy must be one of {list(REWARD_ENERGY_SOURCES)}, got {reward_energy!r}")
     lat, energy, power = reference_frame(spec, profile, power_mode, period, cooling.ambient_c)
     return EnvSetup(
         spec=spec,
@@ -356,6 +388,7 @@ def resolve_setup(
         workload=wl,
         workload_kwargs=wk,
         governors=governors,
+        reward_energy=reward_energy,
     )
 
 
@@ -407,9 +440,10 @@ def make_backend(backend: object, setup: EnvSetup, backend_kwargs: Mapping[str, 
     ``"emulated"`` builds an :class:`EmulatedBackend` (``backend_kwargs``: ``measured``, a measured profile or
     its path, replaces the analytic model); ``"jetson"`` a :class:`~e4gym.hardware.jetson.JetsonBackend`
     running the model with a :class:`~e4gym.hardware.runner.TorchRunner` (CUDA when available) and taking
-    ``backend_kwargs`` (e.g. ``sysfs_root``, ``read_only``, ``dry_run``, ``thermal_limit_c``; ``runner_device``);
-    a backend object (e.g. an :class:`~e4gym.hardware.nvml.NvmlBackend`, with ``device=backend.spec``) is used
-    as it is.
+    ``backend_kwargs`` (e.g. ``sysfs_root``, ``read_only``, ``dry_run``, ``thermal_limit_c``; ``runner_device``)
+    and the env's ``governors`` (``"default"``: the kernel's own governors run the board and the backend writes
+    no clock; a dict: those governors are set through sysfs and restored at close); a backend object (e.g. an
+    :class:`~e4gym.hardware.nvml.NvmlBackend`, with ``device=backend.spec``) is used as it is.
     """
     kw = dict(backend_kwargs or {})
     if isinstance(backend, str):
@@ -432,9 +466,8 @@ def make_backend(backend: object, setup: EnvSetup, backend_kwargs: Mapping[str, 
                 setup.spec, seed=0, power_mode=setup.power_mode, cooling=setup.cooling,
                 initial_temp_c=setup.initial_temp_c, governors=setup.governors, measured=measured,
             )
-        if setup.governors is not None:
-            raise ConfigError("governors= drives the emulated board's simulated governors; on a real board leave "
-                              "the kernel's governors running by not applying clocks (read_only=True)")
+        if "governors" in kw:
+            raise ConfigError("pass governors= to the env (gymnasium.make(..., governors=...)), not in backend_kwargs")
         from e4gym.hardware.jetson import JetsonBackend
         from e4gym.hardware.runner import TorchRunner
 
@@ -443,7 +476,9 @@ def make_backend(backend: object, setup: EnvSetup, backend_kwargs: Mapping[str, 
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return JetsonBackend(spec=setup.spec, runner=TorchRunner(setup.profile.name, device=device), **kw)
+        # governors: "default" leaves the kernel's governors in charge; a dict sets them through sysfs.
+        return JetsonBackend(spec=setup.spec, runner=TorchRunner(setup.profile.name, device=device),
+                             governors=setup.governors, **kw)
     if backend_kwargs:
         raise ConfigError("backend_kwargs apply to a backend given by name, not to a backend object")
     if not isinstance(backend, Backend):

@@ -1,4 +1,4 @@
-"""``e4gym/EarlyExitDVFS-v0``: one step is one video frame through a multi-exit DNN on a (emulated) Jetson."""
+"""``e4gym/EarlyExitDVFS-v1``: one step is one video frame through a multi-exit DNN on a (emulated) Jetson."""
 
 from __future__ import annotations
 
@@ -47,12 +47,13 @@ class EarlyExitDVFSEnv(StreamEnv):
 
     | index | name | range | meaning |
     |---|---|---|---|
-    | 0–3 | `edge_density`, `motion`, `contrast`, `feature_change` | [0, 1] | features of the frame about to run |
-    | 4 | `last_exit` | [0, 1] | exit of the previous frame / (n_exits − 1) |
-    | 5 | `last_confidence` | [0, 1] | confidence of that exit's prediction |
+    | 0–2 | `edge_density`, `motion`, `contrast` | [0, 1] | pre-inference features of the next frame (its pixels) |
+    | 3 | `last_exit` | [0, 1] | exit of the previous frame / (n_exits − 1) |
+    | 4 | `last_confidence` | [0, 1] | confidence of that exit's prediction |
+    | 5 | `last_feature_change` | [0, 1] | previous frame's feature change at that exit (post-inference) |
     | 6 | `latency` | [0, 10] | previous frame's latency / deadline (> 1: missed) |
-    | 7 | `energy` | [0, 10] | previous frame's energy / E_ref |
-    | 8 | `power` | [0, 10] | previous frame's average power / P_ref |
+    | 7 | `energy` | [0, 10] | previous frame's energy as the power monitor reports it / E_ref |
+    | 8 | `power` | [0, 10] | previous frame's average power as the power monitor reports it / P_ref |
     | 9 | `temperature` | [−1, 2] | (T − T_ambient) / (T_trip − T_ambient) |
     | 10 | `throttled` | {0, 1} | the thermal trip caps the clocks |
     | 11, 12 (13) | `cpu_level`, `gpu_level` (`emc_level`) | [0, 1] | current level / highest allowed level |
@@ -88,7 +89,7 @@ class EarlyExitDVFSEnv(StreamEnv):
     ## Arguments
 
     ```python
-    gymnasium.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx", model="efficientnet_b0", backend="emulated",
+    gymnasium.make("e4gym/EarlyExitDVFS-v1", device="xavier-nx", model="efficientnet_b0", backend="emulated",
                    workload="synthetic", deadline_ms=None, fps=None, reward_weights=None, control_memory=False,
                    power_mode=None, episode_frames=1000, fan=None, ambient_c=None, initial_temp_c=None,
                    workload_kwargs=None, governors=None)
@@ -110,6 +111,13 @@ class EarlyExitDVFSEnv(StreamEnv):
     ## Version History
 
     - v0: initial version.
+    - v1: causal observations (issue 12): the complexity features are the upcoming frame's pre-inference
+      ``edge_density``, ``motion``, ``contrast`` (its pixels); ``feature_change`` (computed by running the
+      network) is gone from them and shown after the fact as the previous frame's ``last_feature_change`` at
+      the exit it left at; ``energy``/``power`` observations are what the power monitor reports;
+      ``reward_energy`` selects the reward's energy source; ``profiling_*`` and ``power_<rail>_w`` info keys;
+      ``profiling_run`` and ``cost_model`` (the controller's channels, through ``PolicyContext``); a user's
+      FrameSource is copied per env (``FrameSource.spawn``).
     """
 
     ACTION_HEAD: ClassVar[tuple[str, int | None]] = ("exit", None)
@@ -132,7 +140,7 @@ class EarlyExitDVFSEnv(StreamEnv):
         self._prev_done = 0.0
         self._fps = 1.0
         # Previous-frame figures for the first observation: none yet.
-        self._p_exit = self._p_conf = self._p_lat = self._p_energy = 0.0
+        self._p_exit = self._p_conf = self._p_fchg = self._p_lat = self._p_energy = 0.0
         self._p_power = sensors.power_w / self.setup.power_ref_w
         self._p_temp = sensors.temp_c
         self._p_throttled = float(sensors.throttled)
@@ -158,6 +166,7 @@ class EarlyExitDVFSEnv(StreamEnv):
         latency = done - arrival
         energy, measured, temp = m.energy_j, m.measured_energy_j, m.temp_c
         nxt = (k + 1) * period
+        idle = None
         if done < nxt:
             idle = b.idle(nxt - done)
             energy += idle.energy_j
@@ -168,10 +177,16 @@ class EarlyExitDVFSEnv(StreamEnv):
             free = done
         after = b.levels
         switches = (before[0] != after[0]) + (before[1] != after[1]) + (before[2] != after[2])
+        if self._prof[0]:  # profiling runs before this frame: the board time is in `start`, the energy here
+            p_runs, p_s, p_true, p_meas = self._take_profiling()
+            energy += p_true
+            measured += p_meas
+        else:
+            p_runs, p_s, p_true = 0, 0.0, 0.0
         pos = self._pos
         correct = self._correct[pos][ex]
         missed = latency > s.deadline_s
-        reward, terms = self.reward_fn(energy, missed, correct)
+        reward, terms = self.reward_fn(measured if self._reward_measured else energy, missed, correct)
         # Observation bookkeeping.
         gap = done - self._prev_done if k > 0 else period
         inst = period / gap if gap > 0 else 4.0
@@ -181,11 +196,13 @@ class EarlyExitDVFSEnv(StreamEnv):
         self._slack = 1.0 - (free - nxt) / s.deadline_s
         self._p_exit = ex * self._inv_exit
         self._p_conf = self._conf[pos][ex]
+        self._p_fchg = self._fchg[pos][ex]
         self._p_lat = latency / s.deadline_s
-        self._p_energy = energy / s.energy_ref_j
-        span = free - start
+        # What the board's power monitor reported, as a controller reads it (not the true energy).
+        self._p_energy = measured / s.energy_ref_j
+        span = free - start + p_s
         power = energy / span if span > 0 else m.avg_power_w
-        self._p_power = power / s.power_ref_w
+        self._p_power = (measured / span if span > 0 else m.avg_power_w) / s.power_ref_w
         self._p_temp = temp
         self._p_throttled = 1.0 if m.throttled else 0.0
         self._k = k + 1
@@ -212,8 +229,20 @@ class EarlyExitDVFSEnv(StreamEnv):
             "throttled": m.throttled,
             "frame": k,
             **terms,
+            "profiling_runs": p_runs,
+            "profiling_ms": p_s * 1e3,
+            "profiling_energy_j": p_true,
         }
+        if self.rail_keys:  # the rails the power monitor read over the frame's run and idle wait (W)
+            rails = m.rails_w
+            if idle is not None and idle.latency_s > 0 and len(idle.rails_w) == len(rails):
+                t1, t2 = m.latency_s, idle.latency_s
+                rails = tuple((a * t1 + c * t2) / (t1 + t2) for a, c in zip(rails, idle.rails_w))
+            info.update(self._rails(rails))
         return self._obs(), reward, False, truncated, info
+
+    def _delay_next_frame(self, seconds: float) -> None:
+        self._free += seconds
 
     def render(self) -> str | None:
         """``ansi``: one line describing the last frame."""
@@ -237,6 +266,7 @@ class EarlyExitDVFSEnv(StreamEnv):
             *self._feat[self._pos],
             self._p_exit,
             self._p_conf,
+            self._p_fchg,
             self._p_lat if self._p_lat < 10.0 else 10.0,
             self._p_energy if self._p_energy < 10.0 else 10.0,
             self._p_power if self._p_power < 10.0 else 10.0,

@@ -1,4 +1,4 @@
-"""The native vector version of ``e4gym/EarlyExitDVFS-v0``: N frame envs stepped in one NumPy call."""
+"""The native vector version of ``e4gym/EarlyExitDVFS-v1``: N frame envs stepped in one NumPy call."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from e4gym.envs.common import (
 from e4gym.errors import ConfigError, SettingError
 from e4gym.hardware.emulator import BatchedEmulator
 from e4gym.hardware.spec import DeviceSpec
-from e4gym.workload.base import FrameSource
+from e4gym.workload.base import N_FEATURES, FrameSource
 
 #: Frames buffered per sub-env (the frame stream does not depend on it).
 VECTOR_CHUNK = 512
@@ -77,6 +77,7 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
         backend_kwargs: dict[str, Any] | None = None,
+        reward_energy: str = "true",
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}")
@@ -108,9 +109,11 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             device=device, model=model, workload=workload, workload_kwargs=workload_kwargs, fps=fps,
             deadline_ms=deadline_ms, reward_weights=reward_weights, control_memory=control_memory,
             power_mode=power_mode, episode_frames=episode_frames, fan=fan, ambient_c=ambient_c,
-            initial_temp_c=initial_temp_c,
+            initial_temp_c=initial_temp_c, reward_energy=reward_energy,
         )
+        self._reward_measured = s.reward_energy == "measured"
         self.num_envs = n = int(num_envs)
+        self._zeros_i, self._zeros_f = np.zeros(n, np.int64), np.zeros(n)  # no profiling runs in the vector env
         self.render_mode = None
         self.device_spec = s.spec
         self.profile = s.profile
@@ -133,6 +136,9 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         self.emulator = BatchedEmulator(
             s.spec, [0] * n, power_mode=s.power_mode, cooling=s.cooling, initial_temp_c=s.initial_temp_c
         )
+        #: Info keys of the power monitor's rails, ``power_<rail>_w`` (W), as in the single env.
+        self.rail_keys: tuple[str, ...] = tuple(f"power_{r}_w" for r in self.emulator.rail_names)
+        self._info_keys = (*INFO_KEYS, *self.rail_keys)
         self._sources = [s.make_source() for _ in range(n)]
         self._works = tuple(s.profile.frame_work(e) for e in range(s.profile.n_exits))
         self._rngs: list[np.random.Generator | None] = [None] * n
@@ -144,7 +150,8 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         self._all = np.ones(n, dtype=bool)
         self._all.setflags(write=False)
         e = s.profile.n_exits
-        self._feat = np.zeros((n, VECTOR_CHUNK, 4), np.float32)
+        self._feat = np.zeros((n, VECTOR_CHUNK, N_FEATURES), np.float32)
+        self._fchg = np.zeros((n, VECTOR_CHUNK, e), np.float32)
         self._correct = np.zeros((n, VECTOR_CHUNK, e), bool)
         self._conf = np.zeros((n, VECTOR_CHUNK, e), np.float32)
         self._pos = np.zeros(n, np.int64)
@@ -152,7 +159,8 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         self._free = np.zeros(n)
         self._prev_done = np.zeros(n)
         self._fps = np.ones(n)
-        self._p = {name: np.zeros(n) for name in ("exit", "conf", "lat", "energy", "power", "temp", "throttled")}
+        self._p = {name: np.zeros(n) for name in ("exit", "conf", "fchg", "lat", "energy", "power", "temp",
+                                                  "throttled")}
         self._slack = np.ones(n)
         self._autoreset = np.zeros(n, dtype=bool)
         self._started = False
@@ -215,7 +223,7 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         correct = self._correct[rows, pos, ex]
         conf = self._conf[rows, pos, ex]
         missed = latency > s.deadline_s
-        reward, terms = self.reward_fn(energy, missed, correct)
+        reward, terms = self.reward_fn(measured if self._reward_measured else energy, missed, correct)
         gap = np.where(k > 0, done - self._prev_done, period)
         with np.errstate(divide="ignore"):
             inst = np.where(gap > 0, period / np.where(gap > 0, gap, 1.0), 4.0)
@@ -226,12 +234,15 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         p = self._p
         p["exit"] = ex * self._inv_exit
         p["conf"] = conf.astype(np.float64)
+        p["fchg"] = self._fchg[rows, pos, ex].astype(np.float64)
         p["lat"] = latency / s.deadline_s
-        p["energy"] = energy / s.energy_ref_j
+        # Observations from what the power monitor reported, as a controller reads it.
+        p["energy"] = measured / s.energy_ref_j
         span = free - start
         with np.errstate(divide="ignore", invalid="ignore"):
-            power = np.where(span > 0, energy / np.where(span > 0, span, 1.0), m.avg_power_w)
-        p["power"] = power / s.power_ref_w
+            safe = np.where(span > 0, span, 1.0)
+            power = np.where(span > 0, energy / safe, m.avg_power_w)
+            p["power"] = np.where(span > 0, measured / safe, m.avg_power_w) / s.power_ref_w
         p["temp"] = temp
         p["throttled"] = m.throttled.astype(np.float64)
         self._k = k + 1
@@ -257,7 +268,18 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             "throttled": m.throttled,
             "frame": k.copy(),
             **terms,
+            "profiling_runs": self._zeros_i,
+            "profiling_ms": self._zeros_f,
+            "profiling_energy_j": self._zeros_f,
         }
+        # The power monitor's rails over the run and the idle wait, time-weighted (as the single env reports them).
+        if self.rail_keys:
+            t1 = m.latency_s[:, None]
+            t2 = np.where(need, idle.latency_s, 0.0)[:, None]
+            idle_rails = np.where(need[:, None], idle.rails_w, 0.0)
+            rails = (np.asarray(m.rails_w) * t1 + idle_rails * t2) / (t1 + t2)
+            for j, key in enumerate(self.rail_keys):
+                info[key] = rails[:, j]
         # Clocks after the idle wait (as the single env reports them).
         for d, key in enumerate(("cpu_hz", "gpu_hz", "emc_hz")):
             info[key] = self._freq_tables[d][after[:, d]]
@@ -269,7 +291,7 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
                 reward[idx] = 0.0
                 truncated[idx] = False
                 blank = self._blank_info(idx)
-                for key in INFO_KEYS:
+                for key in self._info_keys:
                     info[key] = np.asarray(info[key]).copy()
                     info[key][idx] = blank[key][idx]
             self._autoreset = terminated | truncated
@@ -283,13 +305,13 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
                 final_obs = np.empty(n, dtype=object)
                 for i in idx:
                     final_obs[i] = obs[i]
-                final_info = {key: np.asarray(info[key]).copy() for key in INFO_KEYS}
-                final_info.update({"_" + key: mask.copy() for key in INFO_KEYS})
+                final_info = {key: np.asarray(info[key]).copy() for key in self._info_keys}
+                final_info.update({"_" + key: mask.copy() for key in self._info_keys})
                 self._reset_envs(idx)
                 obs = self._obs()
                 info["final_obs"], info["_final_obs"] = final_obs, mask
                 info["final_info"], info["_final_info"] = final_info, mask.copy()
-        for key in INFO_KEYS:
+        for key in self._info_keys:
             info["_" + key] = self._all
         return obs, reward, terminated, truncated, info
 
@@ -327,6 +349,7 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         for i in idx:
             b = self._sources[i].batch(VECTOR_CHUNK)
             self._feat[i] = b.features
+            self._fchg[i] = b.feature_change
             self._correct[i] = b.correct
             self._conf[i] = b.confidence
             self._pos[i] = 0
@@ -362,6 +385,7 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             self._feat[self._rows, self._pos].astype(np.float64),
             p["exit"][:, None],
             p["conf"][:, None],
+            p["fchg"][:, None],
             np.minimum(p["lat"], 10.0)[:, None],
             np.minimum(p["energy"], 10.0)[:, None],
             np.minimum(p["power"], 10.0)[:, None],
@@ -398,7 +422,13 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             "reward_energy": np.zeros(n),
             "reward_deadline": np.zeros(n),
             "reward_accuracy": np.zeros(n),
+            "profiling_runs": np.zeros(n, np.int64),
+            "profiling_ms": np.zeros(n),
+            "profiling_energy_j": np.zeros(n),
         }
-        for key in INFO_KEYS:
+        held = np.asarray(getattr(self.emulator._st, "sensor_rails", ()), dtype=np.float64)
+        for j, key in enumerate(self.rail_keys):  # the monitor's held rail readings
+            info[key] = held[j].copy() if held.ndim == 2 else np.zeros(n)
+        for key in self._info_keys:
             info["_" + key] = self._all
         return info

@@ -17,7 +17,7 @@ Example::
     from stable_baselines3.common.monitor import Monitor
     from e4gym.envs.wrappers import EPISODE_STAT_KEYS, DiscreteActions, EpisodeStats
 
-    env = gym.make("e4gym/EarlyExitDVFS-v0", episode_frames=500)
+    env = gym.make("e4gym/EarlyExitDVFS-v1", episode_frames=500)
     env = DiscreteActions(env, {"cpu_level": [0, 12, 24], "gpu_level": [0, 7, 14]})  # 5·3·3 = 45 actions
     env = Monitor(EpisodeStats(env), "logs/", info_keywords=EPISODE_STAT_KEYS)
     DQN("MlpPolicy", env).learn(10_000)

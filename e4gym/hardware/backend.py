@@ -50,6 +50,11 @@ class Measurement(NamedTuple):
         transition_s: time lost to DVFS transitions in this segment (s), included in ``latency_s``.
         gpu_util: GPU busy fraction over the segment (0..1).
         time_s: simulated (or wall) time at the end of the segment (s).
+        rails_w: average power of each of the board's power-monitor rails over the segment (W), one per name of
+            the backend's ``rail_names``, in that order, as the monitor reports them (see each backend for what
+            its rails cover; :func:`rail_dict` pairs them with their names). ``()`` when the backend has none.
+            The emulator's three rails split the board power (they sum to ``measured_energy_j / latency_s``); a
+            board's rails may overlap (a Jetson's input rail ``VDD_IN`` includes the others).
     """
 
     latency_s: float
@@ -64,6 +69,11 @@ class Measurement(NamedTuple):
     transition_s: float
     gpu_util: float
     time_s: float
+    rails_w: tuple[float, ...] = ()
+
+    def rails(self, names: tuple[str, ...]) -> dict[str, float]:
+        """``{rail name: W}`` of :attr:`rails_w` given the backend's ``rail_names``."""
+        return dict(zip(names, self.rails_w, strict=True))
 
 
 class SensorReading(NamedTuple):
@@ -75,6 +85,8 @@ class SensorReading(NamedTuple):
         cpu_hz / gpu_hz / emc_hz: current clocks (Hz).
         throttled: thermal throttling is active.
         time_s: time of the reading (s).
+        rails_w: the power monitor's latest reading of each rail (W), in the order of the backend's
+            ``rail_names``; ``()`` when the backend has none.
     """
 
     power_w: float
@@ -84,6 +96,21 @@ class SensorReading(NamedTuple):
     emc_hz: float
     throttled: bool
     time_s: float
+    rails_w: tuple[float, ...] = ()
+
+    def rails(self, names: tuple[str, ...]) -> dict[str, float]:
+        """``{rail name: W}`` of :attr:`rails_w` given the backend's ``rail_names``."""
+        return dict(zip(names, self.rails_w, strict=True))
+
+
+def rail_dict(backend: object, record: Measurement | SensorReading) -> dict[str, float]:
+    """``{rail name: W}`` of a backend's :class:`Measurement` or :class:`SensorReading` (empty without rails).
+
+    Rail names are canonical where a rail is clearly one domain: ``"cpu"``, ``"gpu"``, ``"soc"`` (the rest
+    of the SoC: memory, static, ...); a board's own rails keep their own names (e.g. ``VDD_CPU_GPU_CV``, which
+    feeds the CPU and the GPU together on Xavier NX).
+    """
+    return dict(zip(getattr(backend, "rail_names", ()), record.rails_w, strict=True))
 
 
 @runtime_checkable
@@ -93,9 +120,14 @@ class Backend(Protocol):
     Backends are context managers: ``close()`` (also on ``__exit__``) restores whatever the backend
     changed (on a real board: governors, clocks, online cores). A backend may also offer
     ``reset(seed)`` (the emulator does): the envs call it at every episode start when present.
+
+    ``rail_names`` names the power-monitor rails every :class:`Measurement` and :class:`SensorReading` carries
+    in ``rails_w`` (same order): ``("cpu", "gpu", "soc")`` on the emulator, the board's INA3221 rails on a Jetson
+    (canonical names where a rail is one domain), ``("gpu",)`` on an NVML GPU.
     """
 
     spec: DeviceSpec
+    rail_names: tuple[str, ...]
 
     @property
     def levels(self) -> tuple[int, int, int]:

@@ -15,6 +15,12 @@ Both look costs up in the analytic tables of :mod:`e4gym.hardware.model` and add
 * **power monitor**: power polled every ``sensor_period_s`` and held between polls (INA3221 as read by a
   polling thread; Dutt et al. poll every 100 ms), so the measured energy differs from the true energy as on
   a board;
+* **rails**: the monitor reports three rails, :data:`RAIL_NAMES` ``("cpu", "gpu", "soc")``: the CPU domain
+  (its idle floor, its busy host thread, its leakage), the GPU domain (idle floor, compute, leakage) and the
+  rest of the board (memory / EMC, static power). Each rail goes through the same sample-and-hold as the board
+  power (the three are polled together), so ``Measurement.rails_w`` are the *measured* rails: they sum to
+  ``measured_energy_j / latency_s`` (the monitor's average), not to the true ``avg_power_w``; the power noise
+  multiplies every rail alike;
 * **governors** (scalar backend): domains not in ``userspace`` are driven by the load-driven kernel
   governors of :mod:`e4gym.hardware.governors`.
 
@@ -35,7 +41,14 @@ import numpy as np
 from e4gym.errors import ConfigError, SettingError, UnknownNameError
 from e4gym.hardware.backend import Cooling, Measurement, SensorReading, Setting
 from e4gym.hardware.governors import GOVERNORS
-from e4gym.hardware.model import CostTable, PowerTable, cost_table, power_table
+from e4gym.hardware.model import (
+    CostTable,
+    PowerTable,
+    cost_table,
+    dynamic_power_per_activity,
+    leakage_power_ref,
+    power_table,
+)
 from e4gym.hardware.spec import CPU_GOVERNORS, EMC_GOVERNORS, GPU_GOVERNORS, DeviceSpec, load_device
 from e4gym.hardware.work import Work
 
@@ -44,6 +57,10 @@ _TWO_PI = 2.0 * math.pi
 _NOISE_CLIP = 3.0
 _NOISE_BLOCK = 256  # noise draws generated at a time by the scalar backend
 _IDLE_CHUNK_OF_TAU = 0.05  # idle periods longer than this fraction of the thermal time constant are split
+
+#: The emulated power monitor's rails (``Measurement.rails_w`` order): the CPU domain, the GPU domain, and the
+#: rest of the board (memory / EMC and static power).
+RAIL_NAMES: tuple[str, ...] = ("cpu", "gpu", "soc")
 
 
 # ------------------------------------------------------------------------------------------ generic ops
@@ -178,6 +195,44 @@ def _leak_scale(ops, c: _Consts, temp_c):
     return ops.exp(c.leak_k * (temp_c - c.temp_ref_c))
 
 
+@dataclass(frozen=True)
+class _RailPower:
+    """The CPU and GPU rails' share of a :class:`PowerTable`, flat over ``(cpu, gpu, emc)`` levels (W).
+
+    ``cpu_idle_w`` / ``gpu_idle_w``: the domains' clocked-but-idle dynamic power; ``cpu_leak_ref_w`` /
+    ``gpu_leak_ref_w``: their leakage at ``temp_ref_c``. The "soc" rail is the rest of the board power.
+    """
+
+    cpu_idle_w: np.ndarray
+    cpu_leak_ref_w: np.ndarray
+    gpu_idle_w: np.ndarray
+    gpu_leak_ref_w: np.ndarray
+
+
+def _rail_power(spec: DeviceSpec, cpu_online: int) -> _RailPower:
+    """The per-domain terms :func:`~e4gym.hardware.model.power_table` sums (same formulas)."""
+    m, shape = spec.model, spec.n_levels
+    online = cpu_online / spec.cpu_cores
+    fc, fg = np.asarray(spec.cpu_freqs_hz, dtype=float), np.asarray(spec.gpu_freqs_hz, dtype=float)
+
+    def flat(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.broadcast_to(a, shape)).ravel()
+
+    return _RailPower(
+        cpu_idle_w=flat((dynamic_power_per_activity(fc, m.cpu) * m.cpu.idle_activity * online)[:, None, None]),
+        cpu_leak_ref_w=flat((leakage_power_ref(fc, m.cpu) * online)[:, None, None]),
+        gpu_idle_w=flat((dynamic_power_per_activity(fg, m.gpu) * m.gpu.idle_activity)[None, :, None]),
+        gpu_leak_ref_w=flat(leakage_power_ref(fg, m.gpu)[None, :, None]),
+    )
+
+
+def _rail_busy(spec: DeviceSpec, power: PowerTable, table: CostTable) -> tuple[np.ndarray, np.ndarray]:
+    """The CPU and GPU shares of ``table.busy_dyn_j`` (J): the busy host thread, and the GPU's compute."""
+    cpu = power.dyn_active_cpu_w * table.latency_s
+    gpu = power.gpu_dyn_w * (1.0 - spec.model.gpu.idle_activity) * table.t_gpu_s
+    return cpu, gpu
+
+
 # ------------------------------------------------------------------------------------------ the scalar backend
 
 
@@ -192,6 +247,7 @@ class _State:
         "requested",
         "sensor_held_w",
         "sensor_next_s",
+        "sensor_rails",
         "temp_c",
         "throttled",
         "time_s",
@@ -228,7 +284,8 @@ class EmulatedBackend:
             clocks only change through :meth:`apply`.
         initial_temp_c: starting temperature (default: ambient).
 
-    The board starts at the highest allowed levels of its power mode. Time starts at 0 s.
+    The board starts at the highest allowed levels of its power mode. Time starts at 0 s. Its power monitor
+    reports the rails :attr:`rail_names` = ``("cpu", "gpu", "soc")`` (module docstring, "rails").
 
     Example:
         >>> from e4gym.dnn import load_model_profile
@@ -260,7 +317,13 @@ class EmulatedBackend:
         self.power: PowerTable = power_table(spec, self.mode.cpu_online)
         self._leak = self.power.leak_ref_w.tolist()
         self._idle = self.power.idle_dyn_w.tolist()
-        self._tables: dict[tuple[str, int], tuple[CostTable, list, list, list]] = {}
+        rails = _rail_power(spec, self.mode.cpu_online)
+        #: Rails of the power monitor, in ``Measurement.rails_w`` order.
+        self.rail_names: tuple[str, ...] = RAIL_NAMES
+        # Per setting: (cpu idle, cpu leak at T_ref, gpu idle, gpu leak at T_ref) (W), one lookup per step.
+        self._rail_floor = list(zip(rails.cpu_idle_w.tolist(), rails.cpu_leak_ref_w.tolist(),
+                                    rails.gpu_idle_w.tolist(), rails.gpu_leak_ref_w.tolist()))
+        self._tables: dict[tuple[str, int], tuple[CostTable, list, list, list, list, list]] = {}
         self.max_levels = spec.max_levels(power_mode)
         self._throttle_caps = _throttle_caps(spec, self.max_levels)
         self._ng, self._ne = spec.n_gpu, spec.n_emc
@@ -290,7 +353,10 @@ class EmulatedBackend:
         st.pending_idx = self._flat(st.eff)
         # The monitor's first poll falls at a seeded phase within one period.
         st.sensor_next_s = ((self._key >> 11) * 2.0**-53) * self.spec.model.sensor_period_s
-        st.sensor_held_w = self._idle_power(self._flat(st.eff), st.temp_c)
+        idx = self._flat(st.eff)
+        st.sensor_held_w = self._idle_power(idx, st.temp_c)
+        cpu_w, gpu_w = self._idle_rails(idx, st.temp_c)
+        st.sensor_rails = (cpu_w, gpu_w, st.sensor_held_w - cpu_w - gpu_w)
         st.counter = 0
         st.win_elapsed = st.win_busy_cpu = st.win_busy_gpu = 0.0
         self._st = st
@@ -316,11 +382,17 @@ class EmulatedBackend:
     def _idle_power(self, idx: int, temp_c: float) -> float:
         return self.power.static_w + self._idle[idx] + self._leak[idx] * _leak_scale(_ScalarOps, self._consts, temp_c)
 
+    def _idle_rails(self, idx: int, temp_c: float) -> tuple[float, float]:
+        """The CPU and GPU rails' share of :meth:`_idle_power` (W)."""
+        scale = _leak_scale(_ScalarOps, self._consts, temp_c)
+        ci, cl, gi, gl = self._rail_floor[idx]
+        return ci + cl * scale, gi + gl * scale
+
     def table(self, work: Work, batch: int = 1) -> CostTable:
         """The :class:`CostTable` of ``work`` at ``batch`` on this board (cached by ``work.key``)."""
         return self._lists(work, batch)[0]
 
-    def _lists(self, work: Work, batch: int) -> tuple[CostTable, list, list, list]:
+    def _lists(self, work: Work, batch: int) -> tuple[CostTable, list, list, list, list, list]:
         last = self._last_lists
         if last[0] is work and last[1] == batch:
             return last[2]
@@ -328,30 +400,34 @@ class EmulatedBackend:
         self._last_lists = (work, batch, hit)
         return hit
 
-    def _lists_by_key(self, work: Work, batch: int) -> tuple[CostTable, list, list, list]:
+    def _lists_by_key(self, work: Work, batch: int) -> tuple[CostTable, list, list, list, list, list]:
         key = (work.key, batch)
         hit = self._tables.get(key)
         if hit is None:
             if not isinstance(batch, (int, np.integer)) or batch < 1:
                 raise ConfigError(f"batch must be an integer >= 1, got {batch!r}")
-            t = self._cost(work, int(batch))
-            hit = (t, t.latency_s.tolist(), t.busy_dyn_j.tolist(), t.gpu_busy_s.tolist())
+            t, cpu_dyn, gpu_dyn = self._cost(work, int(batch))
+            hit = (t, t.latency_s.tolist(), t.busy_dyn_j.tolist(), t.gpu_busy_s.tolist(), cpu_dyn.tolist(),
+                   gpu_dyn.tolist())
             self._tables[key] = hit
         return hit
 
-    def _cost(self, work: Work, batch: int) -> CostTable:
-        """The analytic cost table of ``work``, scaled by the measured profile when one covers its model."""
+    def _cost(self, work: Work, batch: int) -> tuple[CostTable, np.ndarray, np.ndarray]:
+        """The analytic cost table of ``work``, scaled by the measured profile when one covers its model, and
+        the CPU and GPU rails' shares of its ``busy_dyn_j`` (J)."""
         t = cost_table(self.spec, work, self.power, batch)
+        cpu_dyn, gpu_dyn = _rail_busy(self.spec, self.power, t)
         if self.measured is None:
-            return t
+            return t, cpu_dyn, gpu_dyn
         from e4gym.hardware.measured import correction
 
         ratio = correction(self.spec, self.measured, self.power, work.key)
         if ratio is None:
-            return t
+            return t, cpu_dyn, gpu_dyn
         r_lat, r_dyn = ratio
-        return dataclasses.replace(t, latency_s=t.latency_s * r_lat, busy_dyn_j=t.busy_dyn_j * r_dyn,
-                                   gpu_busy_s=np.minimum(t.gpu_busy_s * r_lat, t.latency_s * r_lat))
+        t = dataclasses.replace(t, latency_s=t.latency_s * r_lat, busy_dyn_j=t.busy_dyn_j * r_dyn,
+                                gpu_busy_s=np.minimum(t.gpu_busy_s * r_lat, t.latency_s * r_lat))
+        return t, cpu_dyn * r_dyn, gpu_dyn * r_dyn
 
     def _effective(self) -> tuple[int, int, int]:
         st = self._st
@@ -460,12 +536,13 @@ class EmulatedBackend:
         st, c = self._st, self._consts
         last = self._last_lists
         hit = last[2] if last[0] is work and last[1] == batch else self._lists(work, batch)
-        _, lat_t, dyn_t, gbusy_t = hit
+        _, lat_t, dyn_t, gbusy_t, cdyn_t, gdyn_t = hit
         stall = self._settle()
         eff = st.eff
         idx = (eff[0] * self._ng + eff[1]) * self._ne + eff[2]
         lat, dyn, gbusy = lat_t[idx], dyn_t[idx], gbusy_t[idx]
-        extra = 0.0
+        extra = x = 0.0
+        old = idx
         if st.pending_s > 0.0:
             old = st.pending_idx
             lat_old = lat_t[old]
@@ -479,22 +556,59 @@ class EmulatedBackend:
         z_lat, z_pow = self._noise()
         f_lat = 1.0 + c.noise_latency * z_lat
         f_pow = 1.0 + c.noise_power * z_pow
-        leak = self._leak[idx] * math.exp(c.leak_k * (st.temp_c - c.temp_ref_c))
-        p_floor = self._static_w + self._idle[idx] + leak
+        scale = math.exp(c.leak_k * (st.temp_c - c.temp_ref_c))
+        p_floor = self._static_w + self._idle[idx] + self._leak[idx] * scale
         power = (p_floor + dyn / lat) * f_pow
-        lat = lat * f_lat
+        run_lat, lat = lat, lat * f_lat
         # The stall runs at the idle floor before the work starts.
         total = lat + stall
         energy = power * lat + p_floor * stall
         avg_power = energy / total
-        measured = _advance_scalar(c, st, total, avg_power)
+        # _advance_scalar(c, st, total, avg_power), inlined (this is the hot path), with the rails' monitor.
+        t0 = st.time_s
+        t1 = t0 + total
+        poll = st.sensor_next_s
+        rails = st.sensor_rails
+        if poll <= t1:  # the monitor polled during the run: it reads the run's power and rails from then on
+            measured = st.sensor_held_w * (poll - t0) + avg_power * (t1 - poll)
+            st.sensor_next_s = poll + c.sensor_period_s * (math.floor((t1 - poll) / c.sensor_period_s) + 1.0)
+            st.sensor_held_w = avg_power
+            cdyn, gdyn = cdyn_t[idx], gdyn_t[idx]
+            if x > 0.0:
+                cdyn = x * cdyn_t[old] + (1.0 - x) * cdyn
+                gdyn = x * gdyn_t[old] + (1.0 - x) * gdyn
+            ci, cl, gi, gl = self._rail_floor[idx]
+            # Each rail as the board power: ((floor + busy / run_lat) * f_pow * lat + floor * stall) / total.
+            if stall:
+                k_busy = f_pow * lat / total
+                k_floor = k_busy + stall / total
+                k_busy /= run_lat
+            else:
+                k_floor, k_busy = f_pow, f_pow / run_lat
+            cpu_w = (ci + cl * scale) * k_floor + cdyn * k_busy
+            gpu_w = (gi + gl * scale) * k_floor + gdyn * k_busy
+            st.sensor_rails = (cpu_w, gpu_w, avg_power - cpu_w - gpu_w)
+            fresh = (t1 - poll) / total  # the share of the run after the poll
+            cpu_m = rails[0] + (cpu_w - rails[0]) * fresh
+            gpu_m = rails[1] + (gpu_w - rails[1]) * fresh
+            rails = (cpu_m, gpu_m, measured / total - cpu_m - gpu_m)
+        else:
+            measured = st.sensor_held_w * total
+        if total > 0:
+            t_ss = c.ambient_c + avg_power * c.r_th
+            temp = st.temp_c = t_ss + (st.temp_c - t_ss) * math.exp(-total / c.tau_s)
+            if temp >= c.trip_c:
+                st.throttled = True
+            elif temp < c.release_c:
+                st.throttled = False
+        st.time_s = t1
         if not self._userspace:
             self._govern(total, total, gbusy * f_lat)
         eff, f = st.eff, self._freq_tables
         gpu_util = gbusy * f_lat / total
         return Measurement(
             total, energy, measured, avg_power, st.temp_c, f[0][eff[0]], f[1][eff[1]], f[2][eff[2]], st.throttled,
-            stall + extra * f_lat, gpu_util if gpu_util < 1.0 else 1.0, st.time_s,
+            stall + extra * f_lat, gpu_util if gpu_util < 1.0 else 1.0, st.time_s, rails,
         )
 
     def idle(self, duration_s: float) -> Measurement:
@@ -510,29 +624,52 @@ class EmulatedBackend:
         chunks = max(1, math.ceil(duration_s / (c.tau_s * _IDLE_CHUNK_OF_TAU)))
         step = duration_s / chunks
         energy = measured = 0.0
+        static, idle_w, leak_w = self._static_w, self._idle[idx], self._leak[idx]
+        # Rail energies (J) the monitor attributes to the idle period, and the time (s) the current reading is
+        # held for that they do not include yet; without a poll the rails read the held values throughout.
+        e_cpu = e_gpu = e_soc = hold_s = 0.0
+        polled = False
         for _ in range(chunks):
-            power = self._idle_power(idx, st.temp_c)
+            scale = math.exp(c.leak_k * (st.temp_c - c.temp_ref_c))
+            power = static + idle_w + leak_w * scale
             energy += power * step
+            t0, poll = st.time_s, st.sensor_next_s
             measured += _advance_scalar(c, st, step, power)
+            if poll <= t0 + step:
+                ci, cl, gi, gl = self._rail_floor[idx]
+                cpu_w, gpu_w = ci + cl * scale, gi + gl * scale
+                h, fresh = st.sensor_rails, t0 + step - poll
+                held = hold_s + (poll - t0)
+                e_cpu += h[0] * held + cpu_w * fresh
+                e_gpu += h[1] * held + gpu_w * fresh
+                e_soc += h[2] * held + (power - cpu_w - gpu_w) * fresh
+                st.sensor_rails = (cpu_w, gpu_w, power - cpu_w - gpu_w)
+                hold_s, polled = 0.0, True
+            else:
+                hold_s += step
         if chunks > 1:
             power = energy / duration_s
         elif duration_s <= 0:
             power = self._idle_power(idx, st.temp_c)
+        rails = st.sensor_rails
+        if polled:
+            e_cpu, e_gpu, e_soc = e_cpu + rails[0] * hold_s, e_gpu + rails[1] * hold_s, e_soc + rails[2] * hold_s
+            rails = (e_cpu / duration_s, e_gpu / duration_s, e_soc / duration_s)
         if not self._userspace:
             self._govern(duration_s, 0.0, 0.0)
-        return self._measurement(duration_s, energy, measured, power, stall, 0.0)
+        return self._measurement(duration_s, energy, measured, power, stall, 0.0, rails)
 
     def _measurement(self, latency_s: float, energy_j: float, measured_j: float, power_w: float,
-                     transition_s: float, gpu_util: float) -> Measurement:
+                     transition_s: float, gpu_util: float, rails_w: tuple[float, ...]) -> Measurement:
         st, spec = self._st, self.spec
         return Measurement(
             latency_s, energy_j, measured_j, power_w, st.temp_c, spec.cpu_freqs_hz[st.eff[0]],
             spec.gpu_freqs_hz[st.eff[1]], spec.emc_freqs_hz[st.eff[2]], st.throttled, transition_s, gpu_util,
-            st.time_s,
+            st.time_s, rails_w,
         )
 
     def read_sensors(self) -> SensorReading:
-        """The power monitor's latest reading, the temperature and the clocks now."""
+        """The power monitor's latest reading (board and rails), the temperature and the clocks now."""
         st = self._st
         return SensorReading(
             power_w=st.sensor_held_w,
@@ -542,6 +679,7 @@ class EmulatedBackend:
             emc_hz=self.spec.emc_freqs_hz[st.eff[2]],
             throttled=st.throttled,
             time_s=st.time_s,
+            rails_w=st.sensor_rails,
         )
 
     # -------------------------------------------------------------------------------------- governors
@@ -602,7 +740,9 @@ def _consts(spec: DeviceSpec, cooling: Cooling) -> _Consts:
 
 @dataclass
 class MeasurementBatch:
-    """:class:`~e4gym.hardware.backend.Measurement` for N boards: every field an array of shape ``(N,)``."""
+    """:class:`~e4gym.hardware.backend.Measurement` for N boards: every field an array of shape ``(N,)``, but
+    ``rails_w``, of shape ``(N, len(RAIL_NAMES))`` (the measured ``cpu``, ``gpu`` and ``soc`` rails, W; a
+    transposed view of a rail-major array)."""
 
     latency_s: np.ndarray
     energy_j: np.ndarray
@@ -616,6 +756,7 @@ class MeasurementBatch:
     transition_s: np.ndarray
     gpu_util: np.ndarray
     time_s: np.ndarray
+    rails_w: np.ndarray
 
 
 class _ArrayState:
@@ -653,13 +794,23 @@ class BatchedEmulator:
         self.cooling = cooling or Cooling(fan=spec.thermal.fan, ambient_c=spec.thermal.ambient_c)
         self._consts = _consts(spec, self.cooling)
         self.power = power_table(spec, self.mode.cpu_online)
+        r = _rail_power(spec, self.mode.cpu_online)
+        pt = self.power
+        # Per setting, the rails' idle floor and their leakage at T_ref (W), rows cpu, gpu, soc (the rest). Rail
+        # arrays are rail-major, (3, ...): NumPy is several times faster on their contiguous rows than on (N, 3).
+        self._rail_idle = np.stack((r.cpu_idle_w, r.gpu_idle_w,
+                                    pt.static_w + pt.idle_dyn_w - r.cpu_idle_w - r.gpu_idle_w))
+        self._rail_leak = np.stack((r.cpu_leak_ref_w, r.gpu_leak_ref_w,
+                                    pt.leak_ref_w - r.cpu_leak_ref_w - r.gpu_leak_ref_w))
+        #: Rails of the power monitor, in ``MeasurementBatch.rails_w`` column order.
+        self.rail_names: tuple[str, ...] = RAIL_NAMES
         self.max_levels = spec.max_levels(power_mode)
         self._max = np.asarray(self.max_levels, dtype=np.int64)
         self._thr = np.asarray(_throttle_caps(spec, self.max_levels), dtype=np.int64)
         self._delays = np.asarray(spec.model.transition_delay_s)
         self._freqs = [np.asarray(t) for t in (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz)]
         self._tables: dict[tuple[str, int], CostTable] = {}
-        self._stacks: dict[tuple[tuple[str, ...], int], tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}
+        self._stacks: dict[tuple[tuple[str, ...], int], tuple] = {}
         self._last_stack: tuple | None = None
         self._initial_temp_c = self.cooling.ambient_c if initial_temp_c is None else float(initial_temp_c)
         self._st = _ArrayState()
@@ -680,6 +831,7 @@ class BatchedEmulator:
             st.pending_idx = np.zeros(n, dtype=np.int64)
             st.sensor_next_s = np.zeros(n)
             st.sensor_held_w = np.zeros(n)
+            st.sensor_rails = np.zeros((len(RAIL_NAMES), n))
             st.counter = np.zeros(n, dtype=np.int64)
             st.key = np.zeros(n, dtype=np.uint64)
         st.key[index] = keys
@@ -692,11 +844,10 @@ class BatchedEmulator:
         flat = self._flat(st.eff[index])
         st.pending_idx[index] = flat
         st.sensor_next_s[index] = (keys >> np.uint64(11)).astype(np.float64) * 2.0**-53 * self._consts.sensor_period_s
-        st.sensor_held_w[index] = (
-            self.power.static_w
-            + self.power.idle_dyn_w[flat]
-            + self.power.leak_ref_w[flat] * _leak_scale(_ArrayOps, self._consts, st.temp_c[index])
-        )
+        scale = _leak_scale(_ArrayOps, self._consts, st.temp_c[index])
+        pt = self.power
+        st.sensor_held_w[index] = pt.static_w + pt.idle_dyn_w[flat] + pt.leak_ref_w[flat] * scale
+        st.sensor_rails[:, index] = self._rail_idle.take(flat, axis=1) + self._rail_leak.take(flat, axis=1) * scale
         st.counter[index] = 0
 
     def _flat(self, levels: np.ndarray) -> np.ndarray:
@@ -766,8 +917,9 @@ class BatchedEmulator:
         st.eff = eff
         return m.transition_stall_s * (c0.astype(np.float64) + c1 + c2)
 
-    def _stack(self, works: tuple[Work, ...], batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Cost tables of ``works`` stacked and flattened (``[w * F + setting]``); cached per tuple of works."""
+    def _stack(self, works: tuple[Work, ...], batch: int) -> tuple:
+        """Cost tables of ``works`` stacked and flattened (``[w * F + setting]``): latency, busy dynamic energy,
+        GPU busy time, that energy per rail (rows cpu, gpu, soc), and ``F``; cached per tuple of works."""
         last = self._last_stack
         if last is not None and last[0] is works and last[1] == batch:
             return last[2]
@@ -776,7 +928,10 @@ class BatchedEmulator:
         if hit is None:
             tables = [self.table(w, batch) for w in works]
             flat = [np.concatenate([getattr(t, f) for t in tables]) for f in ("latency_s", "busy_dyn_j", "gpu_busy_s")]
-            hit = (flat[0], flat[1], flat[2], int(tables[0].latency_s.shape[0]))
+            busy = [_rail_busy(self.spec, self.power, t) for t in tables]
+            cpu, gpu = np.concatenate([b[0] for b in busy]), np.concatenate([b[1] for b in busy])
+            hit = (flat[0], flat[1], flat[2], np.stack((cpu, gpu, flat[1] - cpu - gpu)),
+                   int(tables[0].latency_s.shape[0]))
             self._stacks[key] = hit
         self._last_stack = (works, batch, hit)
         return hit
@@ -796,13 +951,15 @@ class BatchedEmulator:
             batch: inferences per launch.
         """
         st, c = self._st, self._consts
-        lat_t, dyn_t, gbusy_t, n_set = self._stack(works if isinstance(works, tuple) else tuple(works), batch)
+        lat_t, dyn_t, gbusy_t, rdyn_t, n_set = self._stack(
+            works if isinstance(works, tuple) else tuple(works), batch)
         base = np.asarray(choice, dtype=np.int64) * n_set
         stall = self._settle()
         idx = self._flat(st.eff)
         cur = base + idx
         lat, dyn, gbusy = lat_t.take(cur), dyn_t.take(cur), gbusy_t.take(cur)
         pend = st.pending_s > 0.0
+        x = old = None
         if pend.any():
             old = base + st.pending_idx
             lat_old = lat_t.take(old)
@@ -819,16 +976,35 @@ class BatchedEmulator:
         st.counter = st.counter + 1
         f_lat = 1.0 + c.noise_latency * z_lat
         f_pow = 1.0 + c.noise_power * z_pow
-        leak = self.power.leak_ref_w[idx] * _leak_scale(_ArrayOps, c, st.temp_c)
+        scale = _leak_scale(_ArrayOps, c, st.temp_c)
+        leak = self.power.leak_ref_w[idx] * scale
         p_floor = self.power.static_w + self.power.idle_dyn_w[idx] + leak
         power = (p_floor + dyn / lat) * f_pow
-        lat = lat * f_lat
+        run_lat, lat = lat, lat * f_lat
         total = lat + stall
         energy = power * lat + p_floor * stall
         avg_power = energy / total
+        t0, poll = st.time_s, st.sensor_next_s
         measured = _advance(_ArrayOps, c, st, total, avg_power)
+        polled = poll <= t0 + total
+        rails = st.sensor_rails
+        if polled.any():  # boards whose monitor polled during the run: their rails now read the run's
+            rdyn = rdyn_t.take(cur, axis=1)
+            if x is not None:
+                rdyn = x * rdyn_t.take(old, axis=1) + (1.0 - x) * rdyn
+            floor = self._rail_idle.take(idx, axis=1) + self._rail_leak.take(idx, axis=1) * scale
+            # Each rail: ((floor + busy / run_lat) * f_pow * lat + floor * stall) / total, as the board power.
+            busy_w = f_pow * lat / total
+            floor_w = busy_w + stall / total
+            busy_w = busy_w / run_lat
+            new = floor * floor_w + rdyn * busy_w
+            fresh = np.maximum(t0 + total - poll, 0.0) / total  # share of the run after the poll; 0 without
+            rails = rails + (new - rails) * fresh
+            st.sensor_rails = np.where(polled, new, rails)
+        else:
+            rails = rails.copy()
         return self._measurement(total, energy, measured, avg_power, stall + extra * f_lat,
-                                 np.minimum(1.0, gbusy * f_lat / total))
+                                 np.minimum(1.0, gbusy * f_lat / total), rails)
 
     def idle(self, duration_s: np.ndarray, active: np.ndarray | None = None) -> MeasurementBatch:
         """Keep boards idle for ``duration_s`` (s, shape ``(N,)``, >= 0).
@@ -855,22 +1031,53 @@ class BatchedEmulator:
         step = duration_s / chunks if n_chunks > 1 else duration_s
         energy = np.zeros(self.n)
         measured = np.zeros(self.n)
+        idle_w, leak_w = self._rail_idle.take(idx, axis=1), self._rail_leak.take(idx, axis=1)
+        # Rail energies (J) the monitor attributes to the period, and the time each board's current reading is
+        # held for that they do not include yet (as EmulatedBackend.idle); without a poll the rails read the
+        # held values throughout.
+        e_rails = hold_s = polled_any = None
+        rails = st.sensor_rails
         # A board idling for 0 s (or not active) goes through _advance unchanged (zero-length segments are exact).
         for k in range(n_chunks):
-            power = (
-                self.power.static_w
-                + self.power.idle_dyn_w[idx]
-                + self.power.leak_ref_w[idx] * _leak_scale(_ArrayOps, c, st.temp_c)
-            )
+            scale = _leak_scale(_ArrayOps, c, st.temp_c)
+            power = self.power.static_w + self.power.idle_dyn_w[idx] + self.power.leak_ref_w[idx] * scale
             dt = np.where(k < chunks, step, 0.0) if n_chunks > 1 else step
             energy += power * dt
+            t0, poll = st.time_s, st.sensor_next_s
             measured += _advance(_ArrayOps, c, st, dt, power)
+            polled = poll <= t0 + dt
+            if n_chunks == 1:  # one segment: the rails' mean is the held and the new reading, time-weighted
+                if polled.any():
+                    new = idle_w + leak_w * scale
+                    fresh = np.maximum(t0 + dt - poll, 0.0) / np.where(polled, dt, 1.0)
+                    rails = rails + (new - rails) * fresh
+                    st.sensor_rails = np.where(polled, new, st.sensor_rails)
+                continue
+            if e_rails is None:
+                e_rails, hold_s, polled_any = np.zeros((len(RAIL_NAMES), self.n)), np.zeros(self.n), polled & False
+            if polled.any():
+                new = idle_w + leak_w * scale
+                held = np.where(polled, hold_s + (poll - t0), 0.0)
+                fresh = np.where(polled, t0 + dt - poll, 0.0)
+                e_rails += st.sensor_rails * held + new * fresh
+                st.sensor_rails = np.where(polled, new, st.sensor_rails)
+                hold_s = np.where(polled, 0.0, hold_s + dt)
+                polled_any |= polled
+            else:
+                hold_s = hold_s + dt
+        if e_rails is not None:
+            rails = st.sensor_rails
+            if polled_any.any():
+                safe = np.where(polled_any, duration_s, 1.0)
+                rails = np.where(polled_any, (e_rails + rails * hold_s) / safe, rails)
+        if rails is st.sensor_rails:
+            rails = rails.copy()
         if n_chunks > 1:
             safe = np.where(duration_s > 0, duration_s, 1.0)
             power = np.where(duration_s > 0, energy / safe, power)
-        return self._measurement(duration_s.copy(), energy, measured, power, stall, np.zeros(self.n))
+        return self._measurement(duration_s.copy(), energy, measured, power, stall, np.zeros(self.n), rails)
 
-    def _measurement(self, lat, energy, measured, power, trans, gutil) -> MeasurementBatch:
+    def _measurement(self, lat, energy, measured, power, trans, gutil, rails) -> MeasurementBatch:
         st = self._st
         return MeasurementBatch(
             latency_s=lat,
@@ -885,4 +1092,5 @@ class BatchedEmulator:
             transition_s=trans,
             gpu_util=gutil,
             time_s=st.time_s.copy(),
+            rails_w=rails.T,
         )

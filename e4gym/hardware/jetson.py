@@ -26,11 +26,26 @@ power            INA3221: L4T <= 32 ``/sys/bus/i2c/drivers/ina3221x/*/iio:device
                  ``in_power{N}_input`` (**mW**); L4T >= 34 ``/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*/``
                  ``inN_label``, ``inN_input`` (**mV**), ``currN_input`` (**mA**), channel 7 and ``NC`` skipped.
                  Board power = the input rail (``VDD_IN``, ``POM_5V_IN``, ``VIN``) when present, else the sum of
-                 the rails [jetson-stats ``power.py`` ``total_power``]; or jetson-stats' ``jetson.power['tot']``
+                 the rails [jetson-stats ``power.py`` ``total_power``]; or jetson-stats' ``jetson.power['tot']``.
+                 Every rail is polled with it; a rail that feeds one domain alone gets a canonical name
+                 (:data:`CANONICAL_RAILS`: ``cpu``, ``gpu``, ``soc``), the others keep the board's label
 temperature      ``/sys/class/thermal/thermal_zone*/{type,temp}`` (= ``/sys/devices/virtual/thermal``, **m°C**);
                  the hottest zone, without ``PMIC-Die`` (a fixed reading on t210/t186, which jetson-stats also
                  skips), the virtual ``thermal-fan-est`` and offline zones (−256 °C)
 ===============  =====================================================================================
+
+Rails per board (``JetsonBackend.rail_names``, in ``Measurement.rails_w`` order; labels from the INA3221
+``rail_name_N`` / ``inN_label`` files): Nano ``POM_5V_IN`` (input), ``gpu`` (``POM_5V_GPU``), ``cpu``
+(``POM_5V_CPU``); TX2 ``VDD_IN``, ``gpu``, ``cpu``, ``soc``, ``VDD_SYS_DDR``, ... (``VDD_SYS_*``); Xavier NX and
+Orin Nano / NX ``VDD_IN``, ``VDD_CPU_GPU_CV``, ``soc`` (``VDD_SOC``): **the CPU and the GPU share one rail**
+(with the CV engines), so these boards have no separate ``cpu`` / ``gpu`` rails; AGX Orin ``VDD_GPU_SOC`` (GPU and
+SoC), ``VDD_CPU_CV`` (CPU and CV), ``VIN_SYS_5V0``, ``VDDQ_VDD2_1V8AO``: no single-domain rail either
+(:data:`SHARED_RAILS`).
+
+Governors (``governors=``): ``None`` drives every domain through :meth:`JetsonBackend.apply`; ``"default"``
+leaves all three to the kernel (schedutil, nvhost_podgov, the EMC's own scaling): nothing is written, ``apply()``
+only validates; a dict names the domains run by a governor (``{"cpu": "ondemand"}``), set through sysfs at open
+and restored at close; the other domains stay driven by ``apply()``.
 
 Safety: on open the backend records every file it may change (:class:`~e4gym.hardware.sysfs.Journal`);
 :meth:`JetsonBackend.close` (also on ``with`` exit, at interpreter exit, and on SIGINT / SIGTERM before the
@@ -137,6 +152,23 @@ INA3221_IIO_DRIVER = "/sys/bus/i2c/drivers/ina3221x"
 INA3221_HWMON_DRIVER = "/sys/bus/i2c/drivers/ina3221"
 #: Rails that measure the whole module's input: board power when present [jetson-stats ``total_power``].
 TOTAL_RAILS = ("VIN", "POM_5V_IN", "VDD_IN")
+#: INA3221 labels of rails that feed one clock domain alone, and the canonical name ``rail_names`` gives them
+#: (L4T 32 ``POM_5V_*`` on Nano, ``VDD_SYS_*`` on TX2, the bare names of AGX Xavier, ``VDD_*`` on L4T >= 34).
+CANONICAL_RAILS: dict[str, str] = {
+    "POM_5V_CPU": "cpu", "VDD_SYS_CPU": "cpu", "VDD_CPU": "cpu", "CPU": "cpu",
+    "POM_5V_GPU": "gpu", "VDD_SYS_GPU": "gpu", "VDD_GPU": "gpu", "GPU": "gpu",
+    "VDD_SYS_SOC": "soc", "VDD_SOC": "soc", "SOC": "soc",
+}
+#: Rails that feed several domains together (they keep the board's label): no per-domain split exists there.
+SHARED_RAILS: dict[str, tuple[str, ...]] = {
+    "VDD_CPU_GPU_CV": ("cpu", "gpu", "cv"),  # Xavier NX, Orin Nano, Orin NX
+    "VDD_GPU_SOC": ("gpu", "soc"),  # AGX Orin
+    "VDD_CPU_CV": ("cpu", "cv"),  # AGX Orin
+}
+#: Governors the backend can stand in for by pinning a domain when the kernel does not list them (the GPU's
+#: devfreq has no ``powersave``; the EMC has no governor file): ``performance`` holds the cap, ``powersave`` the
+#: lowest level, as those governors do.
+PINNED_GOVERNORS = ("performance", "powersave")
 #: Thermal zone types left out of the hottest-zone reading (lower case, substrings).
 EXCLUDED_ZONES = ("pmic", "fan-est", "fan_est")
 #: Readings outside this range (°C) are treated as offline sensors (−256 °C marks an offline zone on Orin).
@@ -528,6 +560,16 @@ def _find_zones(io: Sysfs) -> list[ThermalZone]:
     return zones
 
 
+def canonical_rail_names(labels: Sequence[str]) -> tuple[str, ...]:
+    """``rail_names`` of INA3221 rails labelled ``labels``: :data:`CANONICAL_RAILS`' name where a rail feeds one
+    domain alone (the first such rail; a second keeps its label), the board's label otherwise."""
+    names: list[str] = []
+    for label in labels:
+        name = CANONICAL_RAILS.get(label.upper(), label)
+        names.append(label if name in names else name)
+    return tuple(names)
+
+
 def _nearest(available: Sequence[int], target: float, cap: int | None = None) -> int:
     """The listed frequency nearest ``target``, not above ``cap`` (units as listed)."""
     allowed = [f for f in available if cap is None or f <= cap]
@@ -547,11 +589,19 @@ class _SysfsPower:
     def __init__(self, io: Sysfs, rails: list[Rail]) -> None:
         self.io, self.rails = io, rails
         self.total = next((r for t in TOTAL_RAILS for r in rails if r.name == t), None)
+        #: Rail labels, in :meth:`read_all` order.
+        self.labels: tuple[str, ...] = tuple(r.name for r in rails)
+        self._total_index = None if self.total is None else rails.index(self.total)
 
     def read_w(self) -> float:
         if self.total is not None:
             return self.total.read_w(self.io)
         return sum(r.read_w(self.io) for r in self.rails)
+
+    def read_all(self) -> tuple[float, tuple[float, ...]]:
+        """``(board power, every rail)`` (W), each rail read once."""
+        rails = tuple(r.read_w(self.io) for r in self.rails)
+        return (rails[self._total_index] if self._total_index is not None else sum(rails)), rails
 
     def rails_w(self) -> dict[str, float]:
         return {r.name: r.read_w(self.io) for r in self.rails}
@@ -572,6 +622,12 @@ class _JtopPower:
 
     def __init__(self, client: Any, owned: bool) -> None:
         self.client, self.owned = client, owned
+        try:
+            names = tuple(self._rails(self.client.power or {}))
+        except Exception:  # a client without data yet: no rails
+            names = ()
+        #: Rail names jetson-stats reported at open (the input rail included), in :meth:`read_all` order.
+        self.labels: tuple[str, ...] = names
 
     def _check(self) -> None:
         if not self.client.ok(spin=True):
@@ -584,14 +640,27 @@ class _JtopPower:
             raise HardwareError(f"jetson-stats reports no board power (jetson.power = {self.client.power!r})")
         return float(tot["power"]) / 1e3
 
-    def rails_w(self) -> dict[str, float]:
-        self._check()
-        power = self.client.power or {}
+    @staticmethod
+    def _rails(power: dict[str, Any]) -> dict[str, float]:
         rails = {name: float(v.get("power", 0)) / 1e3 for name, v in (power.get("rail") or {}).items()}
         tot = power.get("tot") or {}
         if "name" in tot:  # jetson-stats moves the input rail out of 'rail' into 'tot'
             rails[tot["name"]] = float(tot.get("power", 0)) / 1e3
         return rails
+
+    def rails_w(self) -> dict[str, float]:
+        self._check()
+        return self._rails(self.client.power or {})
+
+    def read_all(self) -> tuple[float, tuple[float, ...]]:
+        """``(board power, the rails of :attr:`labels`)`` (W) from one ``jetson.power`` (NaN: a rail gone)."""
+        self._check()
+        power = self.client.power or {}
+        tot = power.get("tot") or {}
+        if "power" not in tot:
+            raise HardwareError(f"jetson-stats reports no board power (jetson.power = {power!r})")
+        rails = self._rails(power)
+        return float(tot["power"]) / 1e3, tuple(rails.get(n, math.nan) for n in self.labels)
 
     def describe(self) -> str:
         return f"jetson-stats client ({'started by the backend' if self.owned else 'given'}): power['tot']"
@@ -622,21 +691,22 @@ def _start_jtop() -> Any:
 
 
 class _Sampler:
-    """Polls board power (and GPU load, and the thermal guard) in a background thread over one window.
+    """Polls board power and its rails (and GPU load, and the thermal guard) in a background thread over one window.
 
     The window starts with a sample taken on entry and ends with one taken on exit; energy is the trapezoid
-    integral of the samples (J).
+    integral of the samples (J), and so is each rail's.
     """
 
     def __init__(
         self,
-        read_power: Callable[[], float],
+        read_power: Callable[[], tuple[float, tuple[float, ...]]],
         period_s: float,
         read_load: Callable[[], float | None] | None = None,
         guard: Callable[[], None] | None = None,
     ) -> None:
         self._read_power, self._period, self._read_load, self._guard = read_power, period_s, read_load, guard
         self.samples: list[tuple[float, float]] = []
+        self.rail_samples: list[tuple[float, ...]] = []
         self.loads: list[float] = []
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -644,7 +714,8 @@ class _Sampler:
 
     def _sample(self) -> None:
         t = time.monotonic()
-        p = self._read_power()
+        p, rails = self._read_power()
+        self.rail_samples.append(rails)
         self.samples.append((t, p))
         if self._read_load is not None:
             load = self._read_load()
@@ -689,6 +760,22 @@ class _Sampler:
         s = self.samples
         return sum(0.5 * (p0 + p1) * (t1 - t0) for (t0, p0), (t1, p1) in itertools.pairwise(s))
 
+    def rails_w(self) -> tuple[float, ...]:
+        """Each rail's mean power over the window (W): its trapezoid integral over the window's length; the last
+        reading when the window has no length."""
+        s, r = self.samples, self.rail_samples
+        window = self.window_s
+        if window <= 0:
+            return r[-1]
+        n = len(r[0])
+        energy = [0.0] * n
+        for k in range(1, len(s)):
+            dt = 0.5 * (s[k][0] - s[k - 1][0])
+            a, b = r[k - 1], r[k]
+            for i in range(n):
+                energy[i] += (a[i] + b[i]) * dt
+        return tuple(e / window for e in energy)
+
     def gpu_util(self) -> float:
         """Mean GPU load over the window (0..1; NaN when the board has no load file)."""
         return sum(self.loads) / len(self.loads) if self.loads else math.nan
@@ -719,6 +806,17 @@ class JetsonBackend:
             ``ok(spin)``); used for power when ``power_source`` is ``"auto"`` or ``"jtop"``; not closed here.
         cpu_online: number of CPU cores to keep online (cores ``0..n-1`` online, the others offline), restored
             on close; ``None`` leaves hot-plugging alone.
+        governors: who sets each domain's clock. ``None``: :meth:`apply`, for every domain. ``"default"``: the
+            kernel's own governors for all three (schedutil, nvhost_podgov, the EMC's own scaling): the backend
+            writes nothing and :meth:`apply` only checks its levels. A dict ``{domain: governor}`` (domains
+            ``cpu``, ``gpu``, ``emc``): that governor runs the domain, written at open (cpufreq
+            ``scaling_governor`` of every cluster, devfreq ``governor``) and restored at close; ``"default"``
+            leaves that domain's governor as it is; ``"userspace"`` (and any domain not named) is driven by
+            :meth:`apply`. The allowed names are those the kernel lists (``scaling_available_governors``,
+            ``available_governors``), plus ``performance`` / ``powersave`` where the kernel lacks them (the GPU
+            has no ``powersave``, the EMC no governor file): the backend then pins the domain at its cap / lowest
+            level, as the governor would (:data:`PINNED_GOVERNORS`). :meth:`apply` leaves governed domains alone;
+            measurements report the clocks the kernel chose.
 
     CPU clocks are set per cluster: governor ``userspace`` and ``scaling_setspeed`` where offered (the range is
     widened to ``[lowest, cap]`` first), else ``scaling_min_freq = scaling_max_freq``. The GPU: devfreq
@@ -749,6 +847,7 @@ class JetsonBackend:
         sample_period_s: float = 0.01,
         jtop_client: Any = None,
         cpu_online: int | None = None,
+        governors: str | dict[str, str] | None = None,
     ) -> None:
         if power_source not in ("auto", "sysfs", "jtop"):
             raise ConfigError(f"power_source must be 'auto', 'sysfs' or 'jtop', got {power_source!r}")
@@ -779,10 +878,21 @@ class JetsonBackend:
         self._discover_readers()
         self._power = self._open_power(power_source, jtop_client)
         self._jtop = jtop_client if jtop_client is not None else getattr(self._power, "client", None)
+        #: The board's labels of the rails every Measurement and SensorReading carries (``rails_w`` order).
+        self.rail_labels: tuple[str, ...] = tuple(self._power.labels)
+        #: The rails' names: canonical (``cpu``, ``gpu``, ``soc``) where a rail feeds one domain alone, the board's
+        #: label otherwise (:func:`canonical_rail_names`).
+        self.rail_names: tuple[str, ...] = canonical_rail_names(self.rail_labels)
         self._t0 = time.monotonic()
         _register(self)
         try:
+            #: Who sets each domain's clock: ``"userspace"`` (:meth:`apply`), or the governor running it.
+            self.governors: dict[str, str] = {"cpu": "userspace", "gpu": "userspace", "emc": "userspace"}
+            self._pinned: dict[str, int] = {}
+            self._set_governors: dict[str, str] = self._check_governors(governors)
+            self._driven = tuple(self.governors[d] == "userspace" for d in ("cpu", "gpu", "emc"))
             self._discover_controls(cpu_online)
+            self._start_governors()
         except BaseException:
             self._shutdown()
             raise
@@ -863,6 +973,84 @@ class JetsonBackend:
             )
         return _SysfsPower(self.io, rails)
 
+    def _check_governors(self, governors: str | dict[str, str] | None) -> dict[str, str]:
+        """Resolve ``governors=`` against what the board offers; returns the governors to write at open.
+
+        Sets :attr:`governors` (who runs each domain) and ``_pinned`` (domains held at one level in place of a
+        governor the kernel lacks).
+
+        Raises:
+            UnknownNameError: an unknown domain, or a governor the board does not offer (lists those it does).
+            ConfigError: ``governors`` is neither ``None``, ``"default"`` nor a dict; a governor to set on a
+                read-only backend; a pinned EMC the board does not let be set.
+        """
+        if governors is None:
+            return {}
+        io, lay = self.io, self.layout
+        assert lay.gpu is not None
+        kernel = {
+            "cpu": next((g for g in (io.read_opt(f / "scaling_governor") for f, _ in _find_cpu_policies(io)) if g),
+                        "unknown"),
+            "gpu": io.read_opt(lay.gpu.path / "governor") or "unknown",
+            "emc": "default",  # no governor file: the EMC's own (actmon / BPMP) scaling
+        }
+        if governors == "default":
+            self.governors = dict(kernel)
+            return {}
+        if not isinstance(governors, dict):
+            raise ConfigError(f"governors must be None, 'default' or a dict {{domain: governor}}, got {governors!r}")
+        cpu_lists = [set(t.split()) for t in (io.read_opt(f / "scaling_available_governors")
+                                               for f, _ in _find_cpu_policies(io)) if t]
+        offered = {
+            "cpu": sorted(set.intersection(*cpu_lists)) if cpu_lists else [kernel["cpu"]],
+            "gpu": sorted(set((io.read_opt(lay.gpu.path / "available_governors") or "").split()) | {kernel["gpu"]}),
+            "emc": [],
+        }
+        to_set: dict[str, str] = {}
+        for dom, name in governors.items():
+            if dom not in offered:
+                raise UnknownNameError(f"unknown clock domain '{dom}' in governors; domains: ['cpu', 'gpu', 'emc']")
+            allowed = sorted({"userspace", "default", *offered[dom], *PINNED_GOVERNORS})
+            if name not in allowed:
+                raise UnknownNameError(f"the board offers no {dom} governor '{name}'; {dom} governors here: {allowed}")
+            if name == "default":
+                self.governors[dom] = kernel[dom]
+            elif name == "userspace":
+                self.governors[dom] = "userspace"
+            elif name in offered[dom]:
+                self.governors[dom] = name
+                to_set[dom] = name
+            else:  # performance / powersave the kernel lacks: hold the cap / the lowest level
+                self.governors[dom] = f"{name} (pinned)"
+                n = {"cpu": self.spec.n_cpu, "gpu": self.spec.n_gpu, "emc": self.spec.n_emc}[dom]
+                self._pinned[dom] = n - 1 if name == "performance" else 0
+        if self.read_only and (to_set or self._pinned):
+            raise ConfigError(
+                f"read_only=True writes nothing, but governors={governors!r} sets "
+                f"{sorted({*to_set, *self._pinned})}: open the backend read-write (as root), or pass "
+                "governors='default' to leave the kernel's governors running"
+            )
+        return to_set
+
+    def _start_governors(self) -> None:
+        """Write the governors of ``governors=`` and pin the domains that stand in for one (journaled)."""
+        if not (self._set_governors or self._pinned):
+            return
+        if "emc" in self._pinned and self.layout.emc is None:
+            why = "; ".join(n for n in self.layout.notes if "EMC" in n) or "no EMC debugfs override found"
+            raise ConfigError(f"governors sets the EMC to {self.governors['emc']}, but the EMC clock is not "
+                              f"controllable on this board ({why})")
+        with self._journal.transaction():
+            for dom, name in self._set_governors.items():
+                if dom == "cpu":
+                    for pol in self.layout.cpu:
+                        self.io.write(pol.path / "scaling_governor", name)
+                else:
+                    assert self.layout.gpu is not None
+                    self.io.write(self.layout.gpu.path / "governor", name)
+            for dom, level in self._pinned.items():
+                {"cpu": self._set_cpu, "gpu": self._set_gpu, "emc": self._set_emc}[dom](level)
+
     def _discover_controls(self, cpu_online: int | None) -> None:
         """Find the CPU policies, record every file the backend may change, and hot-plug cores if asked."""
         io, lay, journal = self.io, self.layout, self._journal
@@ -900,7 +1088,9 @@ class JetsonBackend:
             cap = io.read_int(folder / "scaling_max_freq")
             floor = io.read_int_opt(folder / "cpuinfo_min_freq") or min(available)
             lay.cpu.append(CpuPolicy(folder, cpus, available, method, cap, floor))
-            if writable:
+            if writable and "cpu" in self._set_governors:
+                journal.record(folder / "scaling_governor")
+            if writable and (self._driven[0] or "cpu" in self._pinned):
                 if method == "userspace":
                     journal.record(folder / "scaling_governor")
                 journal.record_range(folder / "scaling_min_freq", folder / "scaling_max_freq", unit="kHz")
@@ -911,7 +1101,12 @@ class JetsonBackend:
         gpu = lay.gpu
         assert gpu is not None
         if writable:
-            if gpu.method == "range":
+            gpu_writes = self._driven[1] or "gpu" in self._pinned
+            if "gpu" in self._set_governors:
+                journal.record(gpu.path / "governor")
+            if not gpu_writes:
+                pass  # the GPU's governor sets its clock: no clock file is written
+            elif gpu.method == "range":
                 journal.record_range(gpu.path / "min_freq", gpu.path / "max_freq", unit="Hz")
             elif gpu.method == "userspace":
                 journal.record(gpu.path / "governor")
@@ -920,7 +1115,7 @@ class JetsonBackend:
                 raise HardwareError(
                     f"{gpu.path}: neither min_freq/max_freq nor userspace/set_freq: the GPU clock cannot be set"
                 )
-            emc = lay.emc
+            emc = lay.emc if (self._driven[2] or "emc" in self._pinned) else None
             emc_files = {emc.set_path, *emc.lock_paths} if emc is not None else set()
             if emc is not None:
                 try:
@@ -940,6 +1135,9 @@ class JetsonBackend:
                     )
         elif lay.emc is not None:
             lay.notes.append("read-only: EMC not controlled")
+        if not self._driven[2] and "emc" not in self._pinned and lay.emc is not None:
+            lay.emc = None
+            lay.notes.append(f"EMC left to its governor ({self.governors['emc']})")
 
     # ------------------------------------------------------------------------------------------ reading
 
@@ -1014,7 +1212,7 @@ class JetsonBackend:
         return self._closed
 
     def rails_w(self) -> dict[str, float]:
-        """Power of every rail now (W)."""
+        """Power of every rail now (W), by the board's label (:attr:`rail_labels`)."""
         self._check_open()
         return self._power.rails_w()
 
@@ -1025,11 +1223,11 @@ class JetsonBackend:
             ThermalLimitError: a zone is at or above ``thermal_limit_c`` (the board was restored).
         """
         self._check_open()
-        power = self._power.read_w()
+        power, rails = self._power.read_all()
         temp, zone = self._hottest()
         self._guard(temp, zone)
         cpu, gpu, emc = self._clocks_hz()
-        return SensorReading(power, temp, cpu, gpu, emc, self._throttled(temp), self.time_s)
+        return SensorReading(power, temp, cpu, gpu, emc, self._throttled(temp), self.time_s, rails)
 
     def _throttled(self, temp_c: float) -> bool:
         return bool(temp_c >= self.spec.thermal.throttle_c)
@@ -1040,7 +1238,9 @@ class JetsonBackend:
         """Set CPU, GPU and EMC levels; returns the stall estimate (s): ``transition_stall_s`` per switched domain.
 
         Writes go CPU (every cluster), GPU, then EMC (skipped, with a one-time warning, when the board does not
-        let it be set). If a write fails, the writes already made by this call are undone first.
+        let it be set). If a write fails, the writes already made by this call are undone first. Domains run by
+        a governor (``governors=``) are left alone; with every domain governed ``apply`` only checks the levels
+        (also on a read-only backend).
 
         Raises:
             SettingError: a level is out of range, or the backend is read-only.
@@ -1052,6 +1252,9 @@ class JetsonBackend:
         self._check_open()
         self.spec.check_levels(c, g, e)
         c, g, e = int(c), int(g), int(e)
+        driven = self._driven
+        if not any(driven):  # every domain runs its governor: nothing to set
+            return 0.0
         if self.read_only:
             raise SettingError(
                 "this JetsonBackend is read-only (read_only=True): apply() never changes clocks. Open it with "
@@ -1061,14 +1264,18 @@ class JetsonBackend:
             self._guard(*self._hottest())
         try:
             with self._journal.transaction():
-                self._set_cpu(c)
-                self._set_gpu(g)
-                self._set_emc(e)
+                if driven[0]:
+                    self._set_cpu(c)
+                if driven[1]:
+                    self._set_gpu(g)
+                if driven[2]:
+                    self._set_emc(e)
         except UndoFailedError:
             raise
         except HardwareError as exc:
             raise type(exc)(f"{exc} (apply{(c, g, e)} changed nothing: its earlier writes were undone)") from exc
         prev = self._requested
+        c, g, e = (c if driven[0] else prev[0]), (g if driven[1] else prev[1]), (e if driven[2] else prev[2])
         switched = (c != prev[0]) + (g != prev[1]) + (e != prev[2] and self.layout.emc is not None)
         self._requested = (c, g, e)
         stall = self.spec.model.transition_stall_s * switched
@@ -1124,7 +1331,8 @@ class JetsonBackend:
         ``latency_s`` is the runner's latency; ``energy_j`` (= ``measured_energy_j``) the trapezoid integral of
         the power polled every ``sample_period_s`` from just before to just after the runner's call, and
         ``avg_power_w`` that energy over the polled window. ``transition_s`` is the stall estimate of the
-        ``apply()`` calls since the last measurement (the real stall is inside the measured time).
+        ``apply()`` calls since the last measurement (the real stall is inside the measured time). ``rails_w``:
+        each rail of :attr:`rail_names`, polled with the board power and integrated the same way, over the window.
 
         Raises:
             HardwareError: no runner was given, or power could not be read.
@@ -1161,7 +1369,7 @@ class JetsonBackend:
 
     def _sampler(self) -> _Sampler:
         guard = self._guard_background if self.thermal_limit_c is not None else None
-        return _Sampler(self._power.read_w, self.sample_period_s, self._read_load, guard)
+        return _Sampler(self._power.read_all, self.sample_period_s, self._read_load, guard)
 
     def _measurement(self, sampler: _Sampler, latency_s: float | None) -> Measurement:
         if self._tripped:
@@ -1191,6 +1399,7 @@ class JetsonBackend:
             transition_s=stall,
             gpu_util=sampler.gpu_util(),
             time_s=self.time_s,
+            rails_w=sampler.rails_w(),
         )
 
     # ------------------------------------------------------------------------------------------ safety
@@ -1274,6 +1483,11 @@ class JetsonBackend:
                          f"cap {lay.gpu.cap_hz} Hz, load {lay.gpu.load_path or 'n/a'}")
         lines.append(f"emc: {lay.emc.kind + ' ' + str(lay.emc.set_path) if lay.emc else 'not controlled'}")
         lines.append(f"power: {self._power.describe()}")
+        named = [f"{n} ({lab})" if n != lab else n for n, lab in zip(self.rail_names, self.rail_labels)]
+        shared = [f"{lab} feeds {'+'.join(SHARED_RAILS[lab])}" for lab in self.rail_labels if lab in SHARED_RAILS]
+        lines.append(f"rails: {', '.join(named) or 'none'}" + (f"; shared: {'; '.join(shared)}" if shared else ""))
+        lines.append("governors: " + ", ".join(f"{d} {g if g != 'userspace' else 'apply()'}"
+                                               for d, g in self.governors.items()))
         lines.append(f"thermal zones: {', '.join(z.name for z in lay.zones) or 'none'}")
         lines.append(f"journal: {len(self._journal)} entries")
         lines += [f"note: {n}" for n in lay.notes]

@@ -283,11 +283,17 @@ class NvmlBackend:
     levels differ from the current ones, because the env's action then has no effect. :attr:`levels` always
     reports the levels of the clocks the GPU runs at now.
 
+    Power rails (:attr:`rail_names`): one, ``"gpu"``: NVML's board power, the GPU board only; ``rails_w`` of a
+    :class:`Measurement` is ``(avg_power_w,)``, of a :class:`SensorReading` ``(power_w,)``.
+
     Example:
         >>> with NvmlBackend(0) as gpu:                                             # doctest: +SKIP
         ...     m = gpu.run(load_model_profile("efficientnet_b0").frame_work())
         ...     print(m.latency_s, m.energy_j)
     """
+
+    #: The power rails every Measurement and SensorReading carries (``rails_w``): the GPU board's NVML power.
+    rail_names: tuple[str, ...] = ("gpu",)
 
     def __init__(
         self,
@@ -624,6 +630,7 @@ class NvmlBackend:
             transition_s=stall_s,
             gpu_util=util,
             time_s=time.perf_counter() - self._t0,
+            rails_w=(power,),
         )
 
     def run(self, work: Work, batch: int = 1) -> Measurement:
@@ -685,14 +692,16 @@ class NvmlBackend:
         """Board power (W), GPU temperature (°C), clocks (Hz) and thermal throttling now."""
         self._check_open()
         g, m = self._clocks_mhz()
+        power = self._power_w()
         return SensorReading(
-            power_w=self._power_w(),
+            power_w=power,
             temp_c=self._temp_c(),
             cpu_hz=self.spec.cpu_freqs_hz[0],
             gpu_hz=g * 1e6,
             emc_hz=m * 1e6,
             throttled=self._throttled(),
             time_s=time.perf_counter() - self._t0,
+            rails_w=(power,),
         )
 
     def close(self) -> None:

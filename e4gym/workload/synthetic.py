@@ -5,8 +5,11 @@ See :class:`SyntheticVideo`; every constant of the model is listed there as an A
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import itertools
 import math
+import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -101,11 +104,16 @@ class SyntheticVideo(FrameSource):
       ``μ = clip(sigmoid(b + g·(q_e − z_{t,e})), 0.02, 0.98)`` and spread ``s``: higher when correct (positive
       margin), informative but noisy; float32 in [0, 1]. (Logit-normal rather than Beta: about the same shape at
       a quarter of the sampling cost, which matters for the vector env's frame rate.)
-    - **Features** (clipped to [0, 1], order of :data:`~e4gym.workload.base.COMPLEXITY_FEATURES`):
+    - **Pre-inference features** (clipped to [0, 1], order of :data:`~e4gym.workload.base.COMPLEXITY_FEATURES`):
       ``edge_density = 0.2 + 0.6·d + f·N``; ``contrast = 0.25 + 0.5·d + 1.5·f·N``; ``motion = 0.05 + 5·|Δd|``
-      within a scene and ``0.55 + 0.4·c`` at a cut; ``feature_change = 0.02 + 8·|Δd|`` within a scene and
-      ``0.45 + 0.5·c`` at a cut; each of the last two plus ``0.5·f·N`` noise. ``f = feature_noise``, N fresh
-      standard normals, ``c ~ Uniform(0, 1)`` the strength of the cut (shared by both), ``Δd = d_t − d_{t−1}``.
+      within a scene and ``0.55 + 0.4·c`` at a cut, plus ``0.5·f·N``. They stand for pixel statistics of the
+      frame and of its difference to the previous frame, which exist before the network runs (causal).
+    - **Feature change** (post-inference, per exit e, clipped to [0, 1]): ``0.02 + 8·|Δd|`` within a scene and
+      ``0.45 + 0.5·c`` at a cut, plus ``0.5·f·N`` shared by the exits and ``0.2·f·N_e`` of each exit's own.
+      ``f = feature_noise``, N fresh standard normals, ``c ~ Uniform(0, 1)`` the strength of the cut (shared
+      with ``motion``), ``Δd = d_t − d_{t−1}``. The first frame after ``reset`` has a feature change of 0 (no
+      previous frame); its ``motion`` follows the cut formula, standing in for the change from whatever the
+      camera showed before.
 
     Nothing in this model is published. The only related public figure: FrameExit (Ghodrati et al., CVPR 2021)
     processes about 6 of 10 sampled frames per ActivityNet video, i.e. video has temporal redundancy, which the
@@ -117,11 +125,16 @@ class SyntheticVideo(FrameSource):
       correctness for EfficientNet-B0's exit accuracies 0.40 … 0.78; the share grows as accuracies get closer);
     - ``CONF_BIAS`` b = 0.5 (networks are over-confident: margin 0 gives mean confidence 0.62), ``CONF_GAIN``
       g = 10 per unit of margin, ``CONF_LOGIT_SD`` s = 0.6 (the spread of a Beta of concentration 10 at μ = 0.5);
-    - the feature coefficients above (``EDGE_*``, ``CONTRAST_*``, ``MOTION_*``, ``CHANGE_*``).
+    - the feature coefficients above (``EDGE_*``, ``CONTRAST_*``, ``MOTION_*``, ``CHANGE_*``,
+      ``TEMPORAL_FEATURE_NOISE``), and ``CHANGE_EXIT_NOISE = 0.2`` (× ``feature_noise``): the exits' branch
+      points see the same content change up to a small independent per-exit noise (sd 0.02 by default).
 
     ``next()`` is served from internally pre-generated chunks of frames, and :meth:`batch` draws from the same
     chunks, so the stream after ``reset(seed)`` is the same whichever mix of ``next()`` and ``batch()`` reads it.
     ``reset(None)`` starts a new stream (index 0, new scene) and keeps the generator running.
+
+    :meth:`spawn` gives an independent copy (same parameters, own generator); :meth:`stream_key` is
+    ``("synthetic", sha256 of the parameters, seed)``.
     """
 
     SHARED_NOISE = 0.05
@@ -135,6 +148,7 @@ class SyntheticVideo(FrameSource):
     MOTION_BASE, MOTION_GAIN, MOTION_CUT_BASE, MOTION_CUT_SPAN = 0.05, 5.0, 0.55, 0.4
     CHANGE_BASE, CHANGE_GAIN, CHANGE_CUT_BASE, CHANGE_CUT_SPAN = 0.02, 8.0, 0.45, 0.5
     TEMPORAL_FEATURE_NOISE = 0.5
+    CHANGE_EXIT_NOISE = 0.2
 
     length: int | None = None
 
@@ -209,6 +223,8 @@ class SyntheticVideo(FrameSource):
         seed = check_seed(seed, "SyntheticVideo.reset")
         if seed is not None or self._rng is None:
             self._rng = np.random.Generator(np.random.PCG64(seed))
+        # The stream's identity: the seed, or a fresh id (never equal to an int) for an unseeded stream.
+        self._stream_id: int | str = seed if seed is not None else f"unseeded-{secrets.token_hex(16)}"
         self._d_prev: float | None = None
         self._scene = -1
         self._next_index = 0
@@ -227,6 +243,7 @@ class SyntheticVideo(FrameSource):
             features=b.features[i].copy(),
             correct=b.correct[i].copy(),
             confidence=b.confidence[i].copy(),
+            feature_change=b.feature_change[i].copy(),
             difficulty=float(b.difficulty[i]),
         )
 
@@ -245,6 +262,36 @@ class SyntheticVideo(FrameSource):
         if not parts:
             return FrameBatch.empty(self.n_exits)
         return parts[0].copy() if len(parts) == 1 else FrameBatch.concatenate(parts)
+
+    def spawn(self, seed: int | None = None) -> SyntheticVideo:
+        """A new, independent stream with the same parameters, ``reset(seed)`` (its own generator: fresh OS
+        entropy for ``seed=None``); advancing it does not move this one and vice versa."""
+        seed = check_seed(seed, "SyntheticVideo.spawn")
+        new = copy.copy(self)  # parameters and thresholds are shared read-only; the stream state is replaced
+        new._rng = None
+        new.reset(seed)
+        return new
+
+    def params_sha256(self) -> str:
+        """SHA-256 (hex) of everything but the seed that determines the stream: the class, the constructor
+        parameters and the model constants."""
+        consts = {k: getattr(self, k) for k in dir(type(self)) if k.isupper() and not k.startswith("_")}
+        params = (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            self.accuracies,
+            self.fps,
+            self.mean_scene_s,
+            self.drift,
+            self.feature_noise,
+            sorted(consts.items()),
+            _CHUNK,
+        )
+        return hashlib.sha256(repr(params).encode()).hexdigest()
+
+    def stream_key(self) -> tuple:
+        """``("synthetic", params_sha256(), seed)``: ``seed`` is the int given to the last ``reset`` (or the
+        constructor), or a fresh random string id when that was None (an unseeded stream never repeats)."""
+        return ("synthetic", self.params_sha256(), self._stream_id)
 
     # -- generation -----------------------------------------------------------------------------------------
 
@@ -285,8 +332,8 @@ class SyntheticVideo(FrameSource):
         logit = np.log(mu / (1.0 - mu)) + rng.normal(0.0, self.CONF_LOGIT_SD, (n, e))
         confidence = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
-        # Observable features.
-        noise = rng.normal(0.0, self.feature_noise, (n, N_FEATURES))
+        # Pre-inference features (pixel statistics), then the post-inference feature change per exit.
+        noise = rng.normal(0.0, self.feature_noise, (n, N_FEATURES + 1))  # the last column: shared change noise
         strength = rng.random(n)
         tn = self.TEMPORAL_FEATURE_NOISE
         feats = np.empty((n, N_FEATURES))
@@ -300,15 +347,18 @@ class SyntheticVideo(FrameSource):
             + tn * noise[:, 1]
         )
         feats[:, 2] = self.CONTRAST_BASE + self.CONTRAST_GAIN * d + self.CONTRAST_NOISE * noise[:, 2]
-        feats[:, 3] = (
+        features = feats.clip(0.0, 1.0).astype(np.float32)
+        change = (
             np.where(
                 cut,
                 self.CHANGE_CUT_BASE + self.CHANGE_CUT_SPAN * strength,
                 self.CHANGE_BASE + self.CHANGE_GAIN * delta,
             )
-            + tn * noise[:, 3]
-        )
-        features = feats.clip(0.0, 1.0).astype(np.float32)
+            + tn * noise[:, N_FEATURES]
+        )[:, None] + rng.normal(0.0, self.CHANGE_EXIT_NOISE * self.feature_noise, (n, e))
+        if self._d_prev is None:
+            change[0] = 0.0  # the first frame of the stream: no previous frame to compare with
+        feature_change = change.clip(0.0, 1.0).astype(np.float32)
 
         out = FrameBatch(
             index=self._next_index + idx.astype(np.int64),
@@ -316,6 +366,7 @@ class SyntheticVideo(FrameSource):
             features=features,
             correct=correct,
             confidence=confidence,
+            feature_change=feature_change,
             difficulty=d,
         )
         self._d_prev = float(d[-1])

@@ -3,30 +3,42 @@
 A trace is what running a real multi-exit network over a video gives, frame by frame. File format: a NumPy
 ``.npz`` archive (no pickled objects) with keys
 
-==============  ===================  ==========================================================================
-key             dtype, shape         meaning
-==============  ===================  ==========================================================================
-``format``      str (0-d)            ``"e4gym-trace-v1"``
-``model``       str (0-d)            name of the model profile the trace was recorded with
-``fps``         float (0-d)          frame rate of the video (frames per second), > 0
-``features``    float32 (T, 4)       complexity features, see :data:`~e4gym.workload.base.COMPLEXITY_FEATURES`
-``pooled``      float32 (T, D)       pooled backbone features per frame; ``(T, 0)`` when not recorded
-``predictions`` int64 (T, E)         top-1 class of each exit
-``confidence``  float32 (T, E)       confidence of each exit, in [0, 1]
-``correct``     bool (T, E)          whether each exit's top-1 class is right
-``labels``      int64 (T,)           ground-truth class, −1 when unknown
-``scene``       int64 (T,)           scene id, ≥ 0 (0 everywhere when unknown)
-==============  ===================  ==========================================================================
+==================  ===================  ======================================================================
+key                 dtype, shape         meaning
+==================  ===================  ======================================================================
+``format``          str (0-d)            ``"e4gym-trace-v2"``
+``model``           str (0-d)            name of the model profile the trace was recorded with
+``fps``             float (0-d)          frame rate of the video (frames per second), > 0
+``features``        float32 (T, 3)       pre-inference features, :data:`~e4gym.workload.base.COMPLEXITY_FEATURES`
+``feature_change``  float32 (T, E)       per exit, 1 − cosine similarity of the pooled features at the exit's
+                                         branch point with the previous frame's, in [0, 1] (post-inference)
+``pooled``          float32 (T, D)       pooled backbone features per frame; ``(T, 0)`` when not recorded
+``predictions``     int64 (T, E)         top-1 class of each exit
+``confidence``      float32 (T, E)       confidence of each exit, in [0, 1]
+``correct``         bool (T, E)          whether each exit's top-1 class is right
+``labels``          int64 (T,)           ground-truth class, −1 when unknown
+``scene``           int64 (T,)           scene id, ≥ 0 (0 everywhere when unknown)
+==================  ===================  ======================================================================
 
-:func:`save_trace` writes it atomically, :func:`load_trace` validates it, :class:`TraceSource` replays it.
+:func:`save_trace` writes it atomically, :func:`load_trace` validates it, :class:`TraceSource` replays it
+(optionally only a frame range, so one part of a trace can train and another evaluate; see also
+:meth:`Trace.split`).
+
+**Version 1** (``"e4gym-trace-v1"``, no ``feature_change`` key, ``features`` (T, 4)) still loads: its 4th
+feature column, the change of the *last* backbone block's pooled output, becomes the ``feature_change`` of the
+last exit and is copied to every exit (v1 traces carry only the last exit's change); its first 3 columns are
+the features. Re-record with ``e4gym record`` to get per-exit changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,12 +47,15 @@ import numpy as np
 from e4gym.errors import ConfigError
 from e4gym.workload.base import N_FEATURES, FrameBatch, FrameRecord, FrameSource, check_frames, check_seed
 
-TRACE_FORMAT = "e4gym-trace-v1"
+TRACE_FORMAT = "e4gym-trace-v2"
+#: The older format :func:`load_trace` still reads (see the module docstring).
+TRACE_FORMAT_V1 = "e4gym-trace-v1"
 TRACE_KEYS: tuple[str, ...] = (
     "format",
     "model",
     "fps",
     "features",
+    "feature_change",
     "pooled",
     "predictions",
     "confidence",
@@ -48,22 +63,32 @@ TRACE_KEYS: tuple[str, ...] = (
     "labels",
     "scene",
 )
+#: The keys of a version-1 file.
+TRACE_KEYS_V1: tuple[str, ...] = tuple(k for k in TRACE_KEYS if k != "feature_change")
+_V1_FEATURES = N_FEATURES + 1  # v1: the 3 features and the last block's feature change
 _FIX = "re-record it with `e4gym record` (or write it with e4gym.workload.save_trace)"
+_ARRAYS = ("features", "feature_change", "pooled", "predictions", "confidence", "correct", "labels", "scene")
 
 
 @dataclass(frozen=True, eq=False)
 class Trace:
-    """A recorded trace (arrays read-only; see the module docstring for the fields' meaning and shapes)."""
+    """A recorded trace (arrays read-only; see the module docstring for the fields' meaning and shapes).
+
+    ``source_format`` is the format of the file it was loaded from (:data:`TRACE_FORMAT` for a trace built in
+    memory); a ``"e4gym-trace-v1"`` trace's ``feature_change`` is the last exit's, copied to every exit.
+    """
 
     model: str
     fps: float
     features: np.ndarray
+    feature_change: np.ndarray
     pooled: np.ndarray
     predictions: np.ndarray
     confidence: np.ndarray
     correct: np.ndarray
     labels: np.ndarray
     scene: np.ndarray
+    source_format: str = TRACE_FORMAT
 
     @property
     def n_frames(self) -> int:
@@ -79,11 +104,78 @@ class Trace:
         """True when every field of ``other`` is equal (arrays: same dtype, shape and values)."""
         if self.model != other.model or self.fps != other.fps:
             return False
-        for name in ("features", "pooled", "predictions", "confidence", "correct", "labels", "scene"):
+        for name in _ARRAYS:
             a, b = getattr(self, name), getattr(other, name)
             if a.dtype != b.dtype or not np.array_equal(a, b):
                 return False
         return True
+
+    @cached_property
+    def sha256(self) -> str:
+        """SHA-256 (hex) of the trace's content (model, fps, every array's dtype, shape and bytes): equal for
+        equal traces, whichever file (or format version) they came from. Computed once."""
+        h = hashlib.sha256()
+        h.update(repr((self.model, float(self.fps))).encode())
+        for name in _ARRAYS:
+            arr = np.ascontiguousarray(getattr(self, name))
+            h.update(f"|{name}|{arr.dtype.str}|{arr.shape}|".encode())
+            h.update(arr.tobytes())
+        return h.hexdigest()
+
+    def subset(self, start: int = 0, stop: int | None = None) -> Trace:
+        """Frames ``[start, stop)`` as a new trace (``stop=None``: to the end). Note that the first frame's
+        ``feature_change`` and ``motion`` still compare it with the frame before it in the recording.
+
+        Raises:
+            ConfigError: the range is not ``0 <= start < stop <= n_frames``.
+        """
+        start, stop = check_range(start, stop, self.n_frames, "Trace.subset")
+        fields = {name: getattr(self, name)[start:stop] for name in _ARRAYS}
+        return build_trace(model=self.model, fps=self.fps, **fields, where="Trace.subset",
+                           source_format=self.source_format)
+
+    def split(self, fraction: float) -> tuple[Trace, Trace]:
+        """``(first, rest)``: the first ``round(fraction · n_frames)`` frames and the others, e.g. to train on
+        one part of a recording and evaluate on the other (:meth:`TraceSource.split` does the same on one
+        trace with frame ranges, keeping both parts' :meth:`~TraceSource.stream_key` comparable).
+
+        Raises:
+            ConfigError: ``fraction`` is not in (0, 1) or leaves a part without frames.
+        """
+        k = split_point(fraction, self.n_frames, "Trace.split")
+        return self.subset(0, k), self.subset(k, None)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_range(start: object, stop: object, n_frames: int, where: str) -> tuple[int, int]:
+    """``(start, stop)`` as ints (``stop=None``: ``n_frames``) if ``0 <= start < stop <= n_frames``, else
+    raise :class:`ConfigError`."""
+    if not _is_int(start) or (stop is not None and not _is_int(stop)):
+        raise ConfigError(f"{where}: start and stop must be integers (stop may be None), got {start!r} and {stop!r}")
+    lo, hi = int(start), n_frames if stop is None else int(stop)  # type: ignore[arg-type]
+    if not 0 <= lo < hi <= n_frames:
+        raise ConfigError(
+            f"{where}: frame range [{start}, {stop}) is empty or outside the trace's {n_frames} frames; "
+            f"use 0 <= start < stop <= {n_frames}"
+        )
+    return lo, hi
+
+
+def split_point(fraction: object, n_frames: int, where: str) -> int:
+    """``round(fraction · n_frames)`` if ``fraction`` is in (0, 1) and both parts keep a frame, else raise."""
+    ok = isinstance(fraction, (int, float, np.integer, np.floating)) and not isinstance(fraction, bool)
+    if not ok or not 0.0 < float(fraction) < 1.0:  # type: ignore[arg-type]
+        raise ConfigError(f"{where}: fraction must be a number in (0, 1), got {fraction!r}")
+    k = round(float(fraction) * n_frames)  # type: ignore[arg-type]
+    if not 0 < k < n_frames:
+        raise ConfigError(
+            f"{where}: fraction {fraction} of {n_frames} frames leaves a part empty; pick a fraction between "
+            f"{1 / n_frames:g} and {1 - 1 / n_frames:g}, or use a longer trace"
+        )
+    return k
 
 
 class _Checker:
@@ -122,6 +214,7 @@ def build_trace(
     model: object,
     fps: object,
     features: object,
+    feature_change: object,
     pooled: object,
     predictions: object,
     confidence: object,
@@ -130,18 +223,21 @@ def build_trace(
     scene: object = None,
     where: str = "Trace",
     hint: str = "",
+    source_format: str = TRACE_FORMAT,
 ) -> Trace:
     """Validate the fields of a trace and convert them to the file format's dtypes (read-only arrays).
 
     Args:
-        model, fps, features, pooled, predictions, confidence, correct, labels, scene: as in the module
-            docstring; ``pooled``, ``labels`` and ``scene`` may be None (none recorded, unknown, unknown).
+        model, fps, features, feature_change, pooled, predictions, confidence, correct, labels, scene: as in
+            the module docstring; ``pooled``, ``labels`` and ``scene`` may be None (none recorded, unknown,
+            unknown).
         where: prefix of error messages (a function or file name).
         hint: what to do, appended to error messages.
+        source_format: recorded in :attr:`Trace.source_format`.
 
     Raises:
         ConfigError: a field has the wrong type, dtype or shape, inconsistent lengths, NaN or infinite values,
-            or confidence outside [0, 1].
+            or confidence or feature_change outside [0, 1].
     """
     c = _Checker(where, hint)
     if not isinstance(model, str) or not model:
@@ -175,13 +271,15 @@ def build_trace(
     c.rows("predictions", pred, t)
     conf = c.array("confidence", confidence, 2, "fiu", "a (T, E) float array in [0, 1]")
     c.rows("confidence", conf, t)
-    for name, arr in (("predictions", pred), ("confidence", conf)):
+    change = c.array("feature_change", feature_change, 2, "fiu", "a (T, E) float array in [0, 1]")
+    c.rows("feature_change", change, t)
+    for name, arr in (("predictions", pred), ("confidence", conf), ("feature_change", change)):
         if arr.shape[1] != e:
             raise c.fail(f"{name} has {arr.shape[1]} exits but correct has {e} (all (T, E) arrays need the same E)")
-    if conf.size and np.isnan(conf).any():
-        c.finite("confidence", conf)
-    if conf.size and ((conf < 0).any() or (conf > 1).any()):
-        raise c.fail(f"confidence must lie in [0, 1], found values in [{conf.min():g}, {conf.max():g}]")
+    for name, arr in (("confidence", conf), ("feature_change", change)):
+        c.finite(name, arr)
+        if arr.size and ((arr < 0).any() or (arr > 1).any()):
+            raise c.fail(f"{name} must lie in [0, 1], found values in [{arr.min():g}, {arr.max():g}]")
 
     if labels is None:
         lab = np.full(t, -1, np.int64)
@@ -207,12 +305,14 @@ def build_trace(
         model=model,
         fps=fps_f,
         features=ro(feats, np.float32),
+        feature_change=ro(change, np.float32),
         pooled=ro(pool, np.float32),
         predictions=ro(pred, np.int64),
         confidence=ro(conf, np.float32),
         correct=ro(corr, np.bool_),
         labels=ro(lab, np.int64),
         scene=ro(scn, np.int64),
+        source_format=source_format,
     )
 
 
@@ -222,6 +322,7 @@ def save_trace(
     model: str,
     fps: float,
     features: np.ndarray,
+    feature_change: np.ndarray,
     pooled: np.ndarray | None,
     predictions: np.ndarray,
     confidence: np.ndarray,
@@ -238,7 +339,8 @@ def save_trace(
     Args:
         path: file to write.
         model: model profile name. fps: frames per second, > 0.
-        features: (T, 4) complexity features. pooled: (T, D) pooled backbone features or None.
+        features: (T, 3) pre-inference complexity features. feature_change: (T, E) per-exit feature change,
+            in [0, 1]. pooled: (T, D) pooled backbone features or None.
         predictions: (T, E) top-1 class per exit. confidence: (T, E) in [0, 1]. correct: (T, E) bool.
         labels: (T,) ground-truth classes (−1 unknown) or None. scene: (T,) scene ids or None (all 0).
 
@@ -252,6 +354,7 @@ def save_trace(
         model=model,
         fps=fps,
         features=features,
+        feature_change=feature_change,
         pooled=pooled,
         predictions=predictions,
         confidence=confidence,
@@ -269,6 +372,7 @@ def save_trace(
         "model": np.array(trace.model),
         "fps": np.array(trace.fps, np.float64),
         "features": trace.features,
+        "feature_change": trace.feature_change,
         "pooled": trace.pooled,
         "predictions": trace.predictions,
         "confidence": trace.confidence,
@@ -298,7 +402,8 @@ def _scalar(c: _Checker, raw: dict[str, np.ndarray], key: str, kinds: str, what:
 
 
 def _read_npz(fh: BinaryIO, c: _Checker) -> dict[str, np.ndarray]:
-    """Read every trace key of the archive open in ``fh``; corrupt or incomplete archives raise ConfigError."""
+    """Read every trace key of the archive open in ``fh`` (the keys of its format version, v2 or v1); corrupt
+    or incomplete archives, and unknown format strings, raise ConfigError."""
     try:
         obj = np.load(fh, allow_pickle=False)
     except Exception as exc:  # BadZipFile, ValueError (not npy/npz: would need pickle), OSError, EOFError, ...
@@ -307,17 +412,29 @@ def _read_npz(fh: BinaryIO, c: _Checker) -> dict[str, np.ndarray]:
     if not isinstance(obj, np.lib.npyio.NpzFile):
         raise c.fail(f"holds a single .npy array (shape {getattr(obj, 'shape', '?')}), not an e4gym trace archive")
     with obj:
-        missing = [k for k in TRACE_KEYS if k not in obj.files]
-        if missing:
-            raise c.fail(f"lacks key(s) {missing} of format {TRACE_FORMAT} (it has {sorted(obj.files)})")
         try:
-            return {k: obj[k] for k in TRACE_KEYS}
+            if "format" not in obj.files:
+                raise c.fail(f"lacks key(s) ['format'] of format {TRACE_FORMAT} (it has {sorted(obj.files)})")
+            fmt = obj["format"]
+            if fmt.ndim != 0 or fmt.dtype.kind != "U" or str(fmt) not in (TRACE_FORMAT, TRACE_FORMAT_V1):
+                raise c.fail(
+                    f"has format {fmt.tolist()!r}, expected {TRACE_FORMAT!r} (or the older {TRACE_FORMAT_V1!r}; "
+                    f"not an e4gym trace, or another version)"
+                )
+            keys = TRACE_KEYS if str(fmt) == TRACE_FORMAT else TRACE_KEYS_V1
+            missing = [k for k in keys if k not in obj.files]
+            if missing:
+                raise c.fail(f"lacks key(s) {missing} of format {fmt!s} (it has {sorted(obj.files)})")
+            return {k: obj[k] for k in keys}
+        except ConfigError:
+            raise
         except Exception as exc:  # corrupt member: BadZipFile (CRC), zlib.error, ValueError, EOFError, ...
             raise c.fail(f"has a corrupt or truncated member ({type(exc).__name__}: {exc})") from None
 
 
 def load_trace(path: str | os.PathLike[str]) -> Trace:
-    """Load and validate a trace written by :func:`save_trace`.
+    """Load and validate a trace written by :func:`save_trace` (format v2, or v1 converted as the module
+    docstring says: features = its first 3 columns, every exit's feature_change = its 4th).
 
     Raises:
         ConfigError: the file is missing, not an ``.npz`` archive (corrupt or truncated), lacks a key, has
@@ -335,15 +452,23 @@ def load_trace(path: str | os.PathLike[str]) -> Trace:
         raise c.fail("is not a regular file")
     with open(path, "rb") as fh:  # our own handle: closed even when np.load fails half-way
         raw = _read_npz(fh, c)
-    fmt = raw["format"]
-    if fmt.ndim != 0 or fmt.dtype.kind != "U" or str(fmt) != TRACE_FORMAT:
-        raise c.fail(f"has format {fmt.tolist()!r}, expected {TRACE_FORMAT!r} (not an e4gym trace, or another version)")
+    fmt = str(raw["format"])
     model = _scalar(c, raw, "model", "U", "a string")
     fps = _scalar(c, raw, "fps", "fiu", "a number")
+    features, change = raw["features"], raw.get("feature_change")
+    if fmt == TRACE_FORMAT_V1:
+        feats = c.array("features", features, 2, "fiu", f"a (T, {_V1_FEATURES}) float array in format {fmt}")
+        if feats.shape[1] != _V1_FEATURES:
+            raise c.fail(f"features must be a (T, {_V1_FEATURES}) float array in format {fmt}, got shape {feats.shape}")
+        corr = raw["correct"]
+        n_exits = corr.shape[1] if corr.ndim == 2 else 1  # a malformed 'correct' is reported by build_trace
+        features = feats[:, :N_FEATURES]
+        change = np.repeat(feats[:, N_FEATURES:], n_exits, axis=1)  # only the last block's change was recorded
     return build_trace(
         model=model,
         fps=fps,
-        features=raw["features"],
+        features=features,
+        feature_change=change,
         pooled=raw["pooled"],
         predictions=raw["predictions"],
         confidence=raw["confidence"],
@@ -352,35 +477,51 @@ def load_trace(path: str | os.PathLike[str]) -> Trace:
         scene=raw["scene"],
         where=c.where,
         hint=_FIX,
+        source_format=fmt,
     )
 
 
 class TraceSource(FrameSource):
-    """Replays a recorded :class:`Trace` frame by frame as :class:`~e4gym.workload.base.FrameRecord` s.
+    """Replays a recorded :class:`Trace` (or the frames ``[start, stop)`` of it) as
+    :class:`~e4gym.workload.base.FrameRecord` s.
 
     - ``difficulty`` of a recorded frame is ``earliest_correct / n_exits``: 0 when the first exit is right,
       1 when no exit is (the trace has no other ground truth of difficulty).
     - ``index`` counts frames served since ``reset``; ``scene`` is the trace's scene id.
-    - The stream wraps around to the trace's first frame after its last one (``next()`` never stops).
-    - ``reset(seed)`` starts at a random frame drawn from ``np.random.Generator(np.random.PCG64(seed))`` when
-      ``random_start`` (the default), else at frame 0. ``reset(None)`` keeps the generator running.
+    - Only the trace frames ``start … stop − 1`` are served; after ``stop − 1`` the stream wraps around to
+      ``start`` (``next()`` never stops). ``length`` is ``stop − start``.
+    - ``reset(seed)`` starts at a random frame of the range drawn from ``np.random.Generator(np.random.PCG64(
+      seed))`` when ``random_start`` (the default), else at ``start``; ``first_row`` is the trace row the
+      replay starts at. ``reset(None)`` keeps the generator running.
+    - :meth:`spawn` gives an independent replay of the same trace and range; :meth:`stream_key` is
+      ``("trace", trace.sha256, start, stop)``, whatever the seed (every replay serves the same frames).
 
     Attributes:
-        trace: the replayed trace. length: its number of frames T.
+        trace: the replayed trace (all of it, also when a range is served). start / stop: the frame range.
+        length: ``stop − start``. first_row: trace row of frame index 0 since the last ``reset``.
     """
 
     def __init__(
-        self, trace: Trace | str | os.PathLike[str], *, random_start: bool = True, seed: int | None = None
+        self,
+        trace: Trace | str | os.PathLike[str],
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        random_start: bool = True,
+        seed: int | None = None,
     ) -> None:
-        """Replay ``trace`` (a :class:`Trace` or a path to load with :func:`load_trace`), then ``reset(seed)``.
+        """Replay ``trace`` (a :class:`Trace` or a path to load with :func:`load_trace`), frames
+        ``[start, stop)`` (``stop=None``: to the end), then ``reset(seed)``.
 
         Raises:
-            ConfigError: the trace file is missing or malformed, or ``seed`` is not a non-negative int or None.
+            ConfigError: the trace file is missing or malformed, the range is not ``0 <= start < stop <= T``,
+                or ``seed`` is not a non-negative int or None.
         """
         self.trace = trace if isinstance(trace, Trace) else load_trace(trace)
+        self.start, self.stop = check_range(start, stop, self.trace.n_frames, "TraceSource")
         self.n_exits = self.trace.n_exits
         self.fps = self.trace.fps
-        self.length = self.trace.n_frames
+        self.length = self.stop - self.start
         self.random_start = bool(random_start)
         corr = self.trace.correct
         earliest = np.where(corr.any(axis=1), corr.argmax(axis=1), self.n_exits)
@@ -389,33 +530,64 @@ class TraceSource(FrameSource):
         self.reset(seed)
 
     def reset(self, seed: int | None = None) -> None:
-        """Start a new replay at frame index 0 (a random trace frame if ``random_start``, else the first)."""
+        """Start a new replay at frame index 0 (a random frame of the range if ``random_start``, else ``start``)."""
         seed = check_seed(seed, "TraceSource.reset")
         if seed is not None or self._rng is None:
             self._rng = np.random.Generator(np.random.PCG64(seed))
-        self.start = int(self._rng.integers(self.length)) if self.random_start else 0
+        offset = int(self._rng.integers(self.length)) if self.random_start else 0
+        self.first_row = self.start + offset
         self._served = 0
 
+    def spawn(self, seed: int | None = None) -> TraceSource:
+        """A new replay of the same trace and range with its own cursor and generator, ``reset(seed)``."""
+        seed = check_seed(seed, "TraceSource.spawn")
+        new = copy.copy(self)  # the trace and the difficulty table are read-only and shared
+        new._rng = None
+        new.reset(seed)
+        return new
+
+    def stream_key(self) -> tuple:
+        """``("trace", trace.sha256, start, stop)``: equal for replays of the same frames of the same content."""
+        return ("trace", self.trace.sha256, self.start, self.stop)
+
+    def split(self, fraction: float, seed: int | None = None) -> tuple[TraceSource, TraceSource]:
+        """Two independent replays of this source's range cut in two: its first ``round(fraction · length)``
+        frames and the others (same ``random_start``; each ``reset(seed)``). Their stream keys differ and
+        name the same trace, so a harness can tell them apart.
+
+        Raises:
+            ConfigError: ``fraction`` is not in (0, 1) or leaves a part without frames.
+        """
+        k = split_point(fraction, self.length, "TraceSource.split")
+        return (
+            TraceSource(self.trace, self.start, self.start + k, random_start=self.random_start, seed=seed),
+            TraceSource(self.trace, self.start + k, self.stop, random_start=self.random_start, seed=seed),
+        )
+
+    def _rows(self, idx: np.ndarray | int) -> np.ndarray | int:
+        return self.start + (idx + (self.first_row - self.start)) % self.length
+
     def next(self) -> FrameRecord:
-        """The next frame of the trace (wrapping around at its end)."""
+        """The next frame of the range (wrapping around at its end)."""
         tr = self.trace
-        t = (self.start + self._served) % self.length
+        t = int(self._rows(self._served))
         rec = FrameRecord(
             index=self._served,
             scene=int(tr.scene[t]),
             features=tr.features[t].copy(),
             correct=tr.correct[t].copy(),
             confidence=tr.confidence[t].copy(),
+            feature_change=tr.feature_change[t].copy(),
             difficulty=float(self._difficulty[t]),
         )
         self._served += 1
         return rec
 
     def batch(self, frames: int) -> FrameBatch:
-        """The next ``frames`` frames as arrays (wrapping around at the trace's end)."""
+        """The next ``frames`` frames as arrays (wrapping around at the range's end)."""
         frames = check_frames(frames, "TraceSource.batch")
         idx = np.arange(self._served, self._served + frames, dtype=np.int64)
-        rows = (idx + self.start) % self.length
+        rows = self._rows(idx)
         tr = self.trace
         self._served += frames
         return FrameBatch(
@@ -424,5 +596,6 @@ class TraceSource(FrameSource):
             features=tr.features[rows],
             correct=tr.correct[rows],
             confidence=tr.confidence[rows],
+            feature_change=tr.feature_change[rows],
             difficulty=self._difficulty[rows],
         )

@@ -90,7 +90,7 @@ def test_dqn_with_the_discrete_wrapper_trains_and_maps_back_to_env_actions(tmp_p
 
 def test_bad_arguments_fail_before_training(tmp_path, capsys) -> None:
     with pytest.raises(UnknownNameError, match="--algo takes"):
-        load_agent_config("nope", "e4gym/EarlyExitDVFS-v0")
+        load_agent_config("nope", "e4gym/EarlyExitDVFS-v1")
     with pytest.raises(UnknownNameError, match="has no section for 'CartPole-v1'"):
         load_agent_config("ppo", "CartPole-v1")
     with pytest.raises(ConfigError, match="key=value"):
@@ -169,3 +169,26 @@ def test_other_sb3_algorithms_train_and_serve_the_harness(tmp_path, algo: str) -
     infos = run_episode(pol, env, seed=0)
     assert len(infos) == 10 and all(env.unwrapped.device_spec.cpu_freqs_hz[0] <= i["cpu_hz"] for i in infos)
     assert json.loads((out / "train.json").read_text())["wrapper"] == (None if algo == "a2c" else "continuous")
+
+
+def test_a_trained_agent_is_never_scored_on_a_stream_it_trained_on(tmp_path) -> None:
+    """Training seeds are offset from benchmark seeds, every training and evaluation stream is logged, and the
+    harness refuses an episode on one of them (issue 12, finding 7)."""
+    from agents.train import STREAMS_FILE, TRAIN_SEED_OFFSET
+
+    out = tmp_path / "ring"
+    train("ring-dvfs", out=out, steps=300, env_kwargs={"fps": 20, "episode_frames": 100}, progress=False)
+    pol = TrainedPolicy(out)
+    keys = pol.training_streams()
+    assert keys and len(keys) == len(set((out / STREAMS_FILE).read_text().splitlines()))
+    env = gym.make(pol.env_id, device="xavier-nx", fps=20, episode_frames=20)
+    run_episode(pol, env, seed=0)  # seed 0 of a benchmark is not a training stream
+    # An episode whose stream is one the agent trained on is refused.
+    first = next(iter(keys))
+    assert first[0] == "synthetic" and first[2] != env.unwrapped.stream_key()[2]
+    env.unwrapped.stream_key = lambda: first
+    with pytest.raises(ConfigError, match="overlaps the stream it trained on"):
+        run_episode(pol, env, seed=TRAIN_SEED_OFFSET)
+    (out / STREAMS_FILE).write_text("not json\n")
+    with pytest.raises(ConfigError, match="corrupt"):
+        TrainedPolicy(out).training_streams()

@@ -16,7 +16,7 @@ FRAMES = 120
 
 
 def _run(policy, frames: int = FRAMES, **kwargs) -> list[dict]:
-    env = gym.make("e4gym/EarlyExitDVFS-v0", **policy.env_kwargs, episode_frames=frames, **kwargs)
+    env = gym.make("e4gym/EarlyExitDVFS-v1", **policy.env_kwargs, episode_frames=frames, **kwargs)
     try:
         return run_episode(policy, env, seed=0)
     finally:
@@ -50,7 +50,7 @@ def test_unknown_names_list_the_known_ones() -> None:
 
 
 def test_bind_checks_the_env_runs_the_governors() -> None:
-    env = gym.make("e4gym/EarlyExitDVFS-v0", episode_frames=10)
+    env = gym.make("e4gym/EarlyExitDVFS-v1", episode_frames=10)
     with pytest.raises(ConfigError, match="governors"):
         bind_policy(performance(), env)
     env.close()

@@ -36,7 +36,7 @@ TRAIN_STEPS = 6000
 
 def _env(frames: int = FRAMES, **kwargs) -> gym.Env:
     kwargs.setdefault("fps", FPS)
-    return gym.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx", episode_frames=frames, **kwargs)
+    return gym.make("e4gym/EarlyExitDVFS-v1", device="xavier-nx", episode_frames=frames, **kwargs)
 
 
 def _energy(infos: list[dict]) -> float:
@@ -403,7 +403,7 @@ def test_policy_protocol_and_action(tmp_path: Path) -> None:
 def test_policy_refuses_a_mismatched_env() -> None:
     agent, _ = _trained()
     pol = agent.policy()
-    nano = gym.make("e4gym/EarlyExitDVFS-v0", device="jetson-nano", episode_frames=10)
+    nano = gym.make("e4gym/EarlyExitDVFS-v1", device="jetson-nano", episode_frames=10)
     with pytest.raises(ConfigError, match=r"xavier-nx.*jetson-nano"):
         bind_policy(pol, nano)
     with pytest.raises(ConfigError, match="xavier-nx"):

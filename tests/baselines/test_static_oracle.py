@@ -19,7 +19,7 @@ FRAMES = 300
 
 
 def _make(policy, frames: int = FRAMES, **kwargs):
-    return gym.make("e4gym/EarlyExitDVFS-v0", **policy.env_kwargs, episode_frames=frames, **kwargs)
+    return gym.make("e4gym/EarlyExitDVFS-v1", **policy.env_kwargs, episode_frames=frames, **kwargs)
 
 
 def _run(policy, frames: int = FRAMES, **kwargs) -> list[dict]:
@@ -77,7 +77,7 @@ def test_static_out_of_range_level_raises_at_bind(levels: tuple[int, int]) -> No
 def test_static_emc_needs_control_memory() -> None:
     p = StaticPolicy(3, 3, emc_level=0)
     assert p.env_kwargs == {"control_memory": True}
-    env = gym.make("e4gym/EarlyExitDVFS-v0", episode_frames=10)
+    env = gym.make("e4gym/EarlyExitDVFS-v1", episode_frames=10)
     with pytest.raises(ConfigError, match="control_memory"):
         bind_policy(p, env)
     env.close()
@@ -87,7 +87,7 @@ def test_static_emc_needs_control_memory() -> None:
 
 def test_best_static_bound_to_another_device_raises() -> None:
     p = best_static("xavier-nx")
-    env = gym.make("e4gym/EarlyExitDVFS-v0", device="orin", episode_frames=10)
+    env = gym.make("e4gym/EarlyExitDVFS-v1", device="orin", episode_frames=10)
     with pytest.raises(ConfigError, match="xavier-nx"):
         bind_policy(p, env)
     env.close()
@@ -200,7 +200,9 @@ def test_oracle_last_exit_not_costlier_than_best_static_there() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         bs = best_static("xavier-nx")
-    assert o.sweeps[-1].best == bs.sweep.best
+    # The oracle plans on the noise-free model, best_static on a measured cost model: near, not equal.
+    assert abs(o.sweeps[-1].best[0] - bs.sweep.best[0]) <= 3 and abs(o.sweeps[-1].best[1] - bs.sweep.best[1]) <= 2
+    assert o.sweeps[-1].best_energy_j == pytest.approx(bs.sweep.best_energy_j, rel=0.05)
     assert [s.best_energy_j for s in o.sweeps] == sorted(s.best_energy_j for s in o.sweeps)
 
 

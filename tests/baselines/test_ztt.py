@@ -1,4 +1,8 @@
-"""The zTT baseline: grid, state, reward, thermal rules, the env wrapper, the DQN and the harness policy."""
+"""The zTT baseline: grid, state, reward, thermal rules, the env wrapper, the DQN and the harness policy.
+
+zTT reads the CPU and GPU rails from the step ``info`` (``power_cpu_w``, ``power_gpu_w``), which the env fills from
+the power monitor's rails (``Measurement.rails_w``).
+"""
 
 from __future__ import annotations
 
@@ -17,23 +21,24 @@ from baselines import performance
 from baselines.ztt import (
     ZTT_DQN_KWARGS,
     ZTT_POWER_UNIT_W,
+    ZTT_RAIL_KEYS,
     ZTTDQN,
-    RailPowerModel,
     ZTTCore,
     ZTTEnv,
     ZTTExploration,
     ZTTPolicy,
     make_ztt_model,
     ztt_grid,
+    ztt_rails,
     ztt_reward,
     ztt_state,
 )
 from e4gym.envs.common import resolve_setup
 from e4gym.errors import ConfigError, SettingError
-from e4gym.hardware.model import dynamic_power_per_activity, grid_cost, leakage_power_ref
+from e4gym.hardware import EmulatedBackend
 from e4gym.policy import Policy, bind_policy, run_episode
 
-ENV_ID = "e4gym/EarlyExitDVFS-v0"
+ENV_ID = "e4gym/EarlyExitDVFS-v1"
 #: Training scenario of the trained-agent tests: a 20 fps stream (a target zTT's artifact also trains for) on a
 #: board starting at 40 °C, where zTT's explore rule is active.
 TRAIN_KW = {"device": "xavier-nx", "fps": 20.0, "initial_temp_c": 40.0, "episode_frames": 500}
@@ -50,19 +55,24 @@ def _one_thread() -> None:
 def trained() -> ZTTDQN:
     """zTT's agent trained for 1500 steps (about 2 s) in the training scenario."""
     th.set_num_threads(1)
-    model = make_ztt_model(ZTTEnv(gym.make(ENV_ID, **TRAIN_KW)), seed=0)
+    model = make_ztt_model(_ztt_env(**TRAIN_KW), seed=0)
     model.learn(1500)
     return model
 
 
+def _frame_env(**kw) -> gym.Env:
+    return gym.make(ENV_ID, **kw)
+
+
 def _ztt_env(**kw) -> ZTTEnv:
-    return ZTTEnv(gym.make(ENV_ID, **kw))
+    return ZTTEnv(_frame_env(**kw))
 
 
 def _info(setup, cpu: int, gpu: int, **kw) -> dict:
     spec = setup.spec
     base = {"cpu_hz": spec.cpu_freqs_hz[cpu], "gpu_hz": spec.gpu_freqs_hz[gpu], "emc_hz": spec.emc_freqs_hz[-1],
-            "power_w": 6.0, "temp_c": 45.5, "run_ms": 25.0, "latency_ms": 25.0, "exit": 4, "frame": 0}
+            "power_w": 6.0, "power_cpu_w": 1.5, "power_gpu_w": 2.25, "power_soc_w": 2.25, "temp_c": 45.5,
+            "run_ms": 25.0, "latency_ms": 25.0, "exit": 4, "frame": 0}
     return {**base, **kw}
 
 
@@ -91,7 +101,7 @@ def test_tx2_env_uses_ztt_grid_and_action_order() -> None:
 
 
 def test_grid_mapping_with_memory_control_and_bad_grids() -> None:
-    env = ZTTEnv(gym.make(ENV_ID, control_memory=True, episode_frames=5), exit=0)
+    env = ZTTEnv(_frame_env(control_memory=True, episode_frames=5), exit=0)
     top_emc = env.unwrapped.setup.max_levels[2]
     assert all(np.array_equal(env.core.frame_action(a), env.grid.action(a)) for a in range(9))
     assert env.core.frame_action(8).tolist() == [0, 23, 14, top_emc]
@@ -117,45 +127,66 @@ def test_state_values_and_units() -> None:
     assert s[6] == 30.0  # a 25 ms frame keeps up with the 30 fps stream: capped at the stream's rate
     assert ztt_state(_info(setup, 10, 5, run_ms=50.0, latency_ms=80.0), setup)[6] == pytest.approx(20.0)
     assert ztt_state(_info(setup, 10, 5, run_ms=0.0, exit=-1), setup)[6] == 0.0  # no frame yet
-    # Rails in units of 100 mW, below the board power (static and EMC are on neither rail), proportional to it.
-    assert 0 < s[2] and 0 < s[3] and (s[2] + s[3]) * 0.1 < 6.0 - setup.spec.model.static_w
-    s2 = ztt_state(_info(setup, 10, 5, power_w=12.0), setup)
-    assert s2[2] == pytest.approx(2 * s[2], rel=1e-6) and s2[3] == pytest.approx(2 * s[3], rel=1e-6)
-    # A faster GPU clock moves power to the GPU rail.
-    assert ztt_state(_info(setup, 10, 14), setup)[3] > s[3]
+    # The CPU and GPU rails, as the info reports them, in units of 100 mW.
+    assert s[2] == pytest.approx(15.0) and s[3] == pytest.approx(22.5)
+    s2 = ztt_state(_info(setup, 10, 5, power_w=12.0, power_cpu_w=3.0), setup)
+    assert s2[2] == pytest.approx(30.0) and s2[3] == s[3]  # the board's power_w is not read
 
 
-def test_rail_split_matches_the_emulator_model() -> None:
+def test_rails_come_from_the_info_and_are_checked() -> None:
+    assert ztt_rails({"power_cpu_w": np.float64(1.25), "power_gpu_w": 2.0}) == (1.25, 2.0)
+    # A board whose CPU and GPU share a rail (Xavier NX: VDD_CPU_GPU_CV) cannot run zTT: the error names its rails.
+    shared = {"power_w": 6.0, "power_VDD_IN_w": 6.0, "power_VDD_CPU_GPU_CV_w": 2.0, "power_soc_w": 1.5}
+    with pytest.raises(ConfigError, match=r"\['VDD_IN', 'VDD_CPU_GPU_CV', 'soc'\]"):
+        ztt_rails(shared)
     setup = resolve_setup(device="xavier-nx", model="efficientnet_b0")
-    spec, m = setup.spec, setup.spec.model
-    rails = RailPowerModel(setup)
-    amb = setup.cooling.ambient_c
-    # Idle (no frame): the CPU rail is the CPU's idle dynamic power plus its leakage.
-    c, g = 12, 6
-    info = _info(setup, c, g, temp_c=amb, run_ms=0.0, latency_ms=0.0, exit=-1)
-    scale = math.exp(m.leak_temp_coeff_per_c * (amb - m.temp_ref_c))
-    cpu_idle = (dynamic_power_per_activity(np.array(spec.cpu_freqs_hz), m.cpu)[c] * m.cpu.idle_activity
-                + leakage_power_ref(np.array(spec.cpu_freqs_hz), m.cpu)[c] * scale)
-    assert rails.domains(info)[1] == pytest.approx(cpu_idle, rel=1e-12)
-    # A frame that fills its period: the modelled board power is the emulator's noise-free run power.
-    g_cost = grid_cost(spec, setup.profile.frame_work(4), ambient_c=amb)
-    lat_ms = float(g_cost.latency_s[c, g]) * 1e3
-    run = _info(setup, c, g, temp_c=amb, run_ms=lat_ms, latency_ms=lat_ms)
-    assert sum(rails.domains(run)) == pytest.approx(float(g_cost.run_power_w[c, g]), rel=1e-9)
-    # When the measured power equals the model's, the rails are the model's CPU and GPU power.
-    run["power_w"] = float(g_cost.run_power_w[c, g])
-    _, cpu, gpu, _ = rails.domains(run)
-    assert rails.split(run) == pytest.approx((cpu, gpu), rel=1e-9)
+    no_rails = {k: v for k, v in _info(setup, 1, 1).items() if k not in ZTT_RAIL_KEYS}
+    with pytest.raises(ConfigError, match="power_cpu_w"):
+        ztt_state(no_rails, setup)
+    board = EmulatedBackend("xavier-nx", seed=0)
+    board.rail_names = ("VDD_IN", "VDD_CPU_GPU_CV", "soc")  # as a Xavier NX's INA3221 names them
+    with pytest.raises(ConfigError, match="VDD_CPU_GPU_CV"):
+        ZTTEnv(gym.make(ENV_ID, episode_frames=5, backend=board))
+
+
+def test_state_reads_the_boards_rails() -> None:
+    """The state's power is the emulated monitor's cpu and gpu rails of the frame: its time-weighted rails."""
+    env = _ztt_env(episode_frames=30)
+    env.reset(seed=0)
+    for a in (8, 0, 4, 2, 8, 8, 0):
+        obs, _, _, _, info = env.step(a)
+        assert obs[2] == pytest.approx(info["power_cpu_w"] * 10, rel=1e-6)
+        assert obs[3] == pytest.approx(info["power_gpu_w"] * 10, rel=1e-6)
+        assert info["ztt_cpu_power_w"] == pytest.approx(info["power_cpu_w"], rel=1e-6)
+        assert info["power_cpu_w"] > 0 and info["power_gpu_w"] > 0 and info["power_soc_w"] > 0  # EMC, static
+
+
+def test_ztt_does_not_read_the_emulators_model() -> None:
+    import ast
+    import inspect
+
+    import baselines.ztt as ztt
+
+    tree = ast.parse(inspect.getsource(ztt))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith(("e4gym.hardware.model", "e4gym.hardware.emulator"))}
 
 
 def test_reset_state_is_what_the_sensors_read() -> None:
     for kw in ({}, {"initial_temp_c": 60.0}, {"power_mode": "10W"}):
-        env = gym.make(ENV_ID, episode_frames=5, **kw)
-        _, info = env.reset(seed=3)
-        core = ZTTCore(env.unwrapped.setup)
+        frame_env = _frame_env(episode_frames=5, **kw)
+        env = ZTTEnv(frame_env)
+        obs, _ = env.reset(seed=3)
+        _, info = frame_env.reset(seed=3)
+        core = env.core
+        assert np.array_equal(obs, core.state(info))
+        assert obs[2] == pytest.approx(info["power_cpu_w"] * 10, rel=1e-6) and obs[2] > 0
+        # Without a reset info: the top allowed clocks, the configured temperature, nothing measured yet.
         synth = core.reset_info()
-        assert synth["power_w"] == info["power_w"] and synth["temp_c"] == info["temp_c"]
-        assert np.array_equal(core.state(synth), core.state(info))
+        assert synth["temp_c"] == info["temp_c"] and synth["cpu_hz"] == info["cpu_hz"]
+        assert synth["power_cpu_w"] == synth["power_gpu_w"] == 0.0
+        assert core.first_info({}) == synth and core.first_info(info) is info
 
 
 # ---------------------------------------------------------------------------------------------- reward
@@ -393,7 +424,7 @@ def test_policy_reproduces_the_env(trained: ZTTDQN, kw: dict, tmp_path) -> None:
     assert {"agent", "cool" if kw is HOT_KW else "explore"} <= rules  # the rules did fire
     trained.save(tmp_path / "ztt.zip")
     for pol in (ZTTPolicy(model=trained), ZTTPolicy(path=tmp_path / "ztt.zip")):
-        infos = run_episode(pol, gym.make(ENV_ID, **kw), seed=11)
+        infos = run_episode(pol, _frame_env(**kw), seed=11)
         assert [(i["cpu_hz"], i["gpu_hz"], i["exit"], i["energy_j"]) for i in infos] == want
 
 
@@ -402,7 +433,7 @@ def test_trained_ztt_keeps_the_board_below_its_target(trained: ZTTDQN) -> None:
     target, under it most of the time, while meeting its 20 fps target most of the time; the performance
     governor is above the target throughout."""
     pol = ZTTPolicy(model=trained)
-    ztt = run_episode(pol, gym.make(ENV_ID, **HOT_KW), seed=7)
+    ztt = run_episode(pol, _frame_env(**HOT_KW), seed=7)
     gov = performance()
     perf = run_episode(gov, gym.make(ENV_ID, **HOT_KW, **gov.env_kwargs), seed=7)
     hot_ztt = np.mean([i["temp_c"] >= 50.0 for i in ztt])

@@ -3,6 +3,7 @@ folder on ``sys.path`` and worker processes inherit it)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ class BlockTop:
     """Block env: never exits early, highest CPU/GPU levels before every block."""
 
     name = "block-top"
-    env_id = "e4gym/EarlyExitDVFSBlock-v0"
+    env_id = "e4gym/EarlyExitDVFSBlock-v1"
 
     def bind(self, context: PolicyContext) -> None:
         s = context.setup
@@ -80,3 +81,45 @@ class BlockTop:
 
     def reset(self) -> None:
         pass
+
+
+class Slow(_Top):
+    """Takes ``ms`` milliseconds (sleeping) to decide each frame."""
+
+    def __init__(self, ms: float = 2.0) -> None:
+        self.ms = float(ms)
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        time.sleep(self.ms / 1e3)
+        return super().predict(observation, state)
+
+
+class TrainedOn(_Top):
+    """Declares the frame streams it trained on (``streams``: stream keys as lists)."""
+
+    name = "trained-on"
+
+    def __init__(self, streams: list[list]) -> None:
+        self.streams = {tuple(s) for s in streams}
+
+    def training_streams(self) -> set[tuple]:
+        return set(self.streams)
+
+
+class TorchThreads(_Top):
+    """Reports the torch thread count it decided with (``stats()``: ``torch_threads``)."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self._torch = torch
+        self.threads = -1
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        self.threads = self._torch.get_num_threads()
+        return super().predict(observation, state)
+
+    def stats(self) -> dict[str, float]:
+        return {"torch_threads": self.threads}

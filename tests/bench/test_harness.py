@@ -127,11 +127,18 @@ def test_outputs_exist_and_agree(small) -> None:
         assert cells[1] == "2"
         assert cells[2].startswith(f"{m['energy_per_frame_j']:.4f} ± ")
         assert cells[3] == f"{m['measured_energy_per_frame_j']:.4f}"
-        assert cells[4] == f"{100 * (m['energy_per_frame_j'] / mean['default']['energy_per_frame_j'] - 1):+.1f}"
-        assert cells[5] == f"{100 * (m['energy_per_frame_j'] / mean['oracle']['energy_per_frame_j'] - 1):+.1f}"
+        for cell, ref in ((cells[4], "default"), (cells[5], "oracle")):
+            if lab == ref:
+                assert cell == "+0.0"
+                continue
+            # The paired per-seed change against the reference, ± the 95 % CI over the two seeds (t = 12.706).
+            rel = [100 * (a["energy_per_frame_j"] / b["energy_per_frame_j"] - 1) for a, b in zip(by[lab], by[ref])]
+            half = 12.706 * np.std(rel, ddof=1) / np.sqrt(2)
+            assert cell == f"{np.mean(rel):+.1f} ± {half:.1f}"
         assert cells[8] == f"{m['latency_p99_ms']:.2f}"
         assert cells[9] == f"{100 * m['deadline_miss_rate']:.2f}"
         assert cells[11] == f"{100 * (m['accuracy'] - mean['performance']['accuracy']):+.1f}"
+        assert cells[15] == f"{m['decision_p50_ms']:.3f}" and cells[16] == f"{m['decision_p99_ms']:.3f}"
     assert table["profiled"][-2:] == ["50", "25.00"] and table["oracle"][-2:] == ["–", "–"]
     # The oracle is cheaper than the stock governors on this scenario (a sanity check of the figures).
     assert mean["oracle"]["energy_per_frame_j"] < mean["default"]["energy_per_frame_j"]
@@ -169,7 +176,7 @@ def _hand_metrics(infos: list[dict]) -> dict[str, float]:
 def test_metrics_match_hand_computation(small, label, seed) -> None:
     row = next(r for r in small.rows if r["label"] == label and r["seed"] == seed)
     policy = make_policy(label)
-    env = gym.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx", model="efficientnet_b0", fps=30,
+    env = gym.make("e4gym/EarlyExitDVFS-v1", device="xavier-nx", model="efficientnet_b0", fps=30,
                    episode_frames=FRAMES, **getattr(policy, "env_kwargs", {}))
     infos = run_episode(policy, env, seed=seed)
     hand = _hand_metrics(infos)
@@ -197,7 +204,7 @@ def test_block_env_policy_counts_frames_only(tmp_path) -> None:
     res = run_benchmark(cfg, tmp_path / "out", jobs=1, plots=False, tensorboard=False)
     assert res.ok
     (row,) = res.rows
-    assert row["env_id"] == "e4gym/EarlyExitDVFSBlock-v0"
+    assert row["env_id"] == "e4gym/EarlyExitDVFSBlock-v1"
     policy = make_policy("bench_policies:BlockTop")
     env = gym.make(policy.env_id, device="xavier-nx", model="efficientnet_b0", fps=30, episode_frames=20)
     infos = run_episode(policy, env, seed=3)
@@ -208,6 +215,76 @@ def test_block_env_policy_counts_frames_only(tmp_path) -> None:
         assert row[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
     with np.load(tmp_path / "out" / row["trace"]) as z:
         assert len(z["exit"]) == 20 and (z["exit"] == 4).all()
+        # A frame's decision time sums the decisions of its blocks.
+        assert len(z["decision_ms"]) == 20 and (z["decision_ms"] > 0).all()
+        assert row["decision_p50_ms"] == pytest.approx(np.percentile(z["decision_ms"], 50), rel=1e-12)
+    steps = [i["decision_ms"] for i in infos]
+    assert len(steps) > 20 and all(d >= 0 for d in steps)
+
+
+# ---------------------------------------------------------------------------------------------- decision time
+
+
+def test_decision_time_is_reported(small, tmp_path) -> None:
+    for r in small.rows:
+        assert 0 <= r["decision_p50_ms"] <= r["decision_p99_ms"] and r["decision_mean_ms"] > 0
+        with np.load(small.out / r["trace"]) as z:
+            d = z["decision_ms"]
+        assert len(d) == FRAMES
+        assert r["decision_p50_ms"] == pytest.approx(np.percentile(d, 50), rel=1e-12)
+        assert r["decision_p99_ms"] == pytest.approx(np.percentile(d, 99), rel=1e-12)
+        assert r["decision_mean_ms"] == pytest.approx(d.mean(), rel=1e-12)
+    assert "decide p50 ms" in small.report and "decide p99 ms" in small.report
+    slow = {"name": "bench_policies:Slow", "label": "slow", "args": {"ms": 3}}
+    res = run_benchmark(config(seeds=[0], env={"episode_frames": 20}, policies=["performance", slow]),
+                        tmp_path / "out", jobs=1, plots=False)
+    assert res.ok
+    perf, slow_row = res.rows
+    assert 3.0 <= slow_row["decision_p50_ms"] <= slow_row["decision_p99_ms"] < 1000.0
+    assert perf["decision_p99_ms"] < 3.0
+    table = _table_rows(res.report, "xavier-nx · efficientnet_b0")
+    assert float(table["slow"][15]) >= 3.0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "out" / "tb" / SCENARIO / "slow"))
+    acc.Reload()
+    for tag, col in (("decision/p50_ms", "decision_p50_ms"), ("decision/p99_ms", "decision_p99_ms"),
+                     ("decision/mean_ms", "decision_mean_ms")):
+        assert [e.value for e in acc.Scalars(tag)] == [pytest.approx(slow_row[col], rel=1e-6)]
+    assert len(acc.Scalars("trace/decision_ms")) == 20
+
+
+def test_in_process_tasks_run_with_one_torch_thread(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = config(seeds=[0], env={"episode_frames": 5},
+                     policies=[{"name": "bench_policies:TorchThreads", "label": "threads"}])
+        res = run_benchmark(cfg, tmp_path / "out", jobs=1, plots=False, tensorboard=False)
+        assert res.ok and res.rows[0]["torch_threads"] == 1
+        assert torch.get_num_threads() == 2  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------- training streams
+
+
+def test_policy_is_not_scored_on_its_training_stream(tmp_path, monkeypatch) -> None:
+    from e4gym.envs.base import StreamEnv
+
+    key = ["synthetic", "f" * 64, 7]
+    monkeypatch.setattr(StreamEnv, "stream_key", lambda self: tuple(key), raising=False)
+    same = {"name": "bench_policies:TrainedOn", "label": "same", "args": {"streams": [key]}}
+    other = {"name": "bench_policies:TrainedOn", "label": "other", "args": {"streams": [[*key[:2], 8]]}}
+    res = run_benchmark(config(seeds=[0], env={"episode_frames": 10}, policies=[same, other, "performance"]),
+                        tmp_path / "out", jobs=1, plots=False, tensorboard=False)
+    assert not res.ok and [r["label"] for r in res.rows] == ["other", "performance"]
+    (fail,) = res.failures
+    assert fail.label == "same" and fail.error.startswith("ConfigError: policy 'trained-on' would be scored on ")
+    assert "synthetic seed 7" in fail.error and "train_workload=" in fail.error and "\n" not in fail.error
+    assert "## Failures" in res.report and "synthetic seed 7" in res.report
 
 
 # ---------------------------------------------------------------------------------------------- TensorBoard
@@ -227,7 +304,8 @@ def test_tensorboard_runs_match_results(small) -> None:
                          ("latency/mean_ms", "latency_mean_ms"), ("latency/p95_ms", "latency_p95_ms"),
                          ("latency/p99_ms", "latency_p99_ms"), ("deadline/miss_rate", "deadline_miss_rate"),
                          ("accuracy/top1", "accuracy"), ("dvfs/switches_per_frame", "switches_per_frame"),
-                         ("thermal/throttled_share", "throttled_share")]:
+                         ("thermal/throttled_share", "throttled_share"), ("decision/p50_ms", "decision_p50_ms"),
+                         ("decision/p99_ms", "decision_p99_ms")]:
             events = acc.Scalars(tag)
             assert [e.step for e in events] == [0, 1], tag
             for e in events:
@@ -235,7 +313,8 @@ def test_tensorboard_runs_match_results(small) -> None:
         with np.load(small.out / rows[0]["trace"]) as z:
             for tag, key, scale in [("trace/cpu_mhz", "cpu_hz", 1e-6), ("trace/gpu_mhz", "gpu_hz", 1e-6),
                                     ("trace/exit", "exit", 1.0), ("trace/temp_c", "temp_c", 1.0),
-                                    ("trace/energy_j", "energy_j", 1.0), ("trace/latency_ms", "latency_ms", 1.0)]:
+                                    ("trace/energy_j", "energy_j", 1.0), ("trace/latency_ms", "latency_ms", 1.0),
+                                    ("trace/decision_ms", "decision_ms", 1.0)]:
                 events = acc.Scalars(tag)
                 assert [e.step for e in events] == list(range(FRAMES))
                 np.testing.assert_allclose([e.value for e in events], z[key] * scale, rtol=1e-6)
@@ -318,7 +397,7 @@ def test_failure_keeps_other_results_and_next_run_runs_only_missing(tmp_path, ca
 def test_parallel_run_matches_in_process_run(small, tmp_path) -> None:
     res = run_benchmark(small.experiment, tmp_path / "par", jobs=2, plots=False, tensorboard=False)
     assert res.ok and res.ran == 10
-    strip = lambda r: {k: v for k, v in r.items() if k != "wall_s"}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k != "wall_s" and not k.startswith("decision_")}  # noqa: E731
     assert [strip(r) for r in res.rows] == [strip(r) for r in small.rows]
     assert not [p for p in (tmp_path / "par").rglob("*") if ".tmp-" in p.name]
 
@@ -409,7 +488,10 @@ def test_broken_entry_point_fails_only_configs_that_use_it(tmp_path, monkeypatch
 
 def test_shipped_configs_validate() -> None:
     quick = load_experiment("quickstart")
-    assert quick.n_tasks == 11 and quick.seeds == (0,)
+    assert quick.n_tasks == 55 and quick.seeds == (0, 1, 2, 3, 4)  # headline numbers: >= 5 seeds
+    assert load_experiment("quickstart", seeds=[3]).seeds == (3,)
+    with pytest.raises(ConfigError, match="seeds"):
+        load_experiment("quickstart", seeds=[-1])
     (sc,) = quick.scenarios
     assert (sc.device, sc.model, sc.fps, sc.env_kwargs["episode_frames"]) == ("xavier-nx", "efficientnet_b0", 30.0,
                                                                               1000)
@@ -430,7 +512,7 @@ def test_shipped_configs_validate() -> None:
 def test_saved_sb3_model_runs_and_a_new_model_reruns(tmp_path) -> None:
     from stable_baselines3 import PPO
 
-    env = gym.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx", model="efficientnet_b0", episode_frames=64)
+    env = gym.make("e4gym/EarlyExitDVFS-v1", device="xavier-nx", model="efficientnet_b0", episode_frames=64)
     model = PPO("MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu")
     model.learn(256)
     path = tmp_path / "ppo_tiny.zip"

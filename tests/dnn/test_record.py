@@ -11,10 +11,16 @@ import pytest
 av = pytest.importorskip("av")
 
 from e4gym.dnn import record as rec  # noqa: E402
-from e4gym.dnn.record import add_record_parser, complexity_features, parse_labels, record_trace  # noqa: E402
+from e4gym.dnn.record import (  # noqa: E402
+    add_record_parser,
+    complexity_features,
+    parse_labels,
+    pooled_change,
+    record_trace,
+)
 from e4gym.errors import ConfigError  # noqa: E402
 from e4gym.workload.base import COMPLEXITY_FEATURES  # noqa: E402
-from e4gym.workload.trace import load_trace  # noqa: E402
+from e4gym.workload.trace import TRACE_FORMAT, load_trace  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:no exits checkpoint:UserWarning")
 
@@ -62,7 +68,10 @@ def trace(video, tmp_path_factory):
 def test_trace_shapes_and_ranges(trace):
     assert trace.n_frames == N_FRAMES and trace.n_exits == 5 and trace.model == MODEL
     assert trace.fps == pytest.approx(10.0)
-    assert trace.features.shape == (N_FRAMES, len(COMPLEXITY_FEATURES))
+    assert trace.features.shape == (N_FRAMES, len(COMPLEXITY_FEATURES)) == (N_FRAMES, 3)
+    assert trace.feature_change.shape == (N_FRAMES, 5) and trace.feature_change.dtype == np.float32
+    assert ((trace.feature_change >= 0) & (trace.feature_change <= 1)).all()
+    assert trace.source_format == TRACE_FORMAT == "e4gym-trace-v2"
     assert trace.pooled.shape == (N_FRAMES, 1280)
     assert trace.predictions.shape == trace.confidence.shape == trace.correct.shape == (N_FRAMES, 5)
     assert ((trace.confidence >= 0) & (trace.confidence <= 1)).all()
@@ -75,9 +84,11 @@ def test_trace_shapes_and_ranges(trace):
 
 def test_scene_cut_and_motion_at_the_cut(trace):
     f = {name: trace.features[:, i] for i, name in enumerate(COMPLEXITY_FEATURES)}
-    assert f["motion"][0] == 0 and f["feature_change"][0] == 0
+    assert "feature_change" not in f  # post-inference: not a pre-inference feature
+    assert f["motion"][0] == 0 and (trace.feature_change[0] == 0).all()
     assert int(np.argmax(f["motion"])) == CUT
-    assert int(np.argmax(f["feature_change"])) == CUT
+    # Every exit's branch point sees the cut.
+    assert np.argmax(trace.feature_change, axis=0).tolist() == [CUT] * trace.n_exits
     np.testing.assert_array_equal(trace.scene, [0] * CUT + [1] * (N_FRAMES - CUT))
     # The checkerboard half has more edges and more contrast than the striped half.
     assert f["edge_density"][CUT:].mean() > f["edge_density"][:CUT].mean()
@@ -136,7 +147,7 @@ def test_parse_labels_errors(tmp_path):
     assert parse_labels(4) == [4]
 
 
-def test_with_exits_checkpoint(video, tmp_path):
+def test_with_exits_checkpoint(video, trace, tmp_path):
     from PIL import Image
 
     from e4gym.dnn.train_exits import train_exits
@@ -151,6 +162,7 @@ def test_with_exits_checkpoint(video, tmp_path):
     record_trace(MODEL, None, video, out, exits_checkpoint=ck, image_size=SIZE, progress=False)
     tr = load_trace(out)
     assert tr.n_exits == 5 and set(np.unique(tr.predictions)) <= {0, 1}
+    np.testing.assert_array_equal(tr.features, trace.features)  # features come from pixels, not the network
     with pytest.raises(ConfigError, match="not 'resnet18'"):
         record_trace("resnet18", None, video, out, exits_checkpoint=ck, image_size=SIZE, progress=False)
 
@@ -204,13 +216,32 @@ def test_complexity_features_definitions():
     flat = np.full((1, 16, 16), 100.0)
     step = flat.copy()
     step[0, :, 8:] = 200.0
-    f = complexity_features(np.concatenate([flat, step]), np.array([[1.0, 0.0], [0.0, 1.0]]))
+    f = complexity_features(np.concatenate([flat, step]))
+    assert tuple(f) == COMPLEXITY_FEATURES
     assert f["edge_density"][0] == 0 and f["edge_density"][1] == pytest.approx(2 / 16)  # two edge columns
     assert f["motion"].tolist() == pytest.approx([0.0, 50 / 255])
     assert f["contrast"].tolist() == pytest.approx([0.0, 50 / 128])
-    assert f["feature_change"].tolist() == pytest.approx([0.0, 1.0])
-    g = complexity_features(flat, np.array([[2.0, 0.0]]), prev_grey=flat[0], prev_pooled=np.array([1.0, 0.0]))
-    assert g["motion"][0] == 0 and g["feature_change"][0] == pytest.approx(0.0)
+    g = complexity_features(flat, prev_grey=flat[0])
+    assert g["motion"][0] == 0
+
+
+def test_pooled_change_definition():
+    assert pooled_change(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])).tolist() == pytest.approx([0.0, 1.0, 0.0])
+    assert pooled_change(np.array([[2.0, 0.0]]), prev_pooled=np.array([1.0, 0.0])).tolist() == pytest.approx([0.0])
+    assert pooled_change(np.array([[1.0, 1.0]]), prev_pooled=np.array([1.0, 0.0]))[0] == pytest.approx(1 - 0.5**0.5)
+    # Zero vectors: both zero is no change, one zero a full change; opposite vectors are clipped to 1.
+    assert pooled_change(np.zeros((2, 3))).tolist() == [0.0, 0.0]
+    assert pooled_change(np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])).tolist() == [0.0, 1.0, 1.0]
+
+
+def test_features_do_not_depend_on_the_network(video, trace, tmp_path):
+    """Pre-inference: another network over the same video gives the same features, another feature change."""
+    out = tmp_path / "r18.npz"
+    record_trace("resnet18", None, video, out, image_size=SIZE, progress=False)
+    other = load_trace(out)
+    np.testing.assert_array_equal(other.features, trace.features)
+    assert other.feature_change.shape == (N_FRAMES, other.n_exits)
+    assert not np.allclose(other.feature_change[:, -1], trace.feature_change[:, -1])
 
 
 def test_cli_verb(video, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The per-block env ``e4gym/EarlyExitDVFSBlock-v0``: checkers, seeding, reward, exits, streaming, consistency."""
+"""The per-block env ``e4gym/EarlyExitDVFSBlock-v1``: checkers, seeding, reward, exits, streaming, consistency."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from e4gym.errors import ConfigError, SettingError, UnknownNameError
 from e4gym.hardware import available_devices
 from e4gym.workload.base import N_FEATURES, FrameBatch, FrameRecord, FrameSource
 
-ENV_ID = "e4gym/EarlyExitDVFSBlock-v0"
-ALL_INFO_KEYS = {*INFO_KEYS, "frame_done", "block"}
+ENV_ID = "e4gym/EarlyExitDVFSBlock-v1"
+ALL_INFO_KEYS = {*INFO_KEYS, "frame_done", "block", "power_cpu_w", "power_gpu_w", "power_soc_w"}
 
 
 def _make(**kwargs: Any) -> EarlyExitDVFSBlockEnv:
@@ -81,6 +81,7 @@ class FixedSource(FrameSource):
             features=np.full((frames, N_FEATURES), 0.5, np.float32),
             correct=np.tile(self._correct, (frames, 1)),
             confidence=np.tile(self._conf, (frames, 1)),
+            feature_change=np.zeros((frames, self.n_exits), np.float32),
             difficulty=np.full(frames, np.nan),
         )
 
@@ -274,7 +275,7 @@ def test_remaining_work_and_elapsed_observations() -> None:
         els.append(obs[i_el])
         ens.append(obs[i_en])
         assert obs[i_el] == pytest.approx(info["latency_ms"] / 1e3 / env.setup.deadline_s, rel=1e-5)
-        assert obs[i_en] == pytest.approx(info["energy_j"] / env.setup.energy_ref_j, rel=1e-5)
+        assert obs[i_en] == pytest.approx(info["measured_energy_j"] / env.setup.energy_ref_j, rel=1e-5)
     assert rems[0] == 1.0 and all(a > b > 0 for a, b in itertools.pairwise(rems))
     assert els[0] == 0.0 and all(a < b for a, b in itertools.pairwise(els))
     assert ens[0] == 0.0 and all(a < b for a, b in itertools.pairwise(ens))

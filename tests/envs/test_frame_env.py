@@ -1,4 +1,4 @@
-"""The frame env ``e4gym/EarlyExitDVFS-v0``: checkers, determinism, streaming time, reward, bad input."""
+"""The frame env ``e4gym/EarlyExitDVFS-v1``: checkers, determinism, streaming time, reward, bad input."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from e4gym.errors import ConfigError, SettingError, UnknownNameError
 from e4gym.hardware import available_devices
 from e4gym.workload.trace import save_trace
 
-ENV_ID = "e4gym/EarlyExitDVFS-v0"
+ENV_ID = "e4gym/EarlyExitDVFS-v1"
 
 
 def run(env: gym.Env, actions: list, seed: int) -> list:
@@ -57,7 +57,7 @@ def test_make_after_import_with_alias_and_module_prefix() -> None:
     assert set(e4gym.ENV_IDS) <= set(gym.registry)
     code = (
         "import gymnasium as gym, sys\n"
-        "env = gym.make('e4gym:e4gym/EarlyExitDVFS-v0', episode_frames=5)\n"
+        "env = gym.make('e4gym:e4gym/EarlyExitDVFS-v1', episode_frames=5)\n"
         "env.reset(seed=0); env.step(env.action_space.sample())\n"
         "assert 'torch' not in sys.modules, 'importing e4gym must not import torch'\n"
         "print(env.unwrapped.device_spec.name)\n"
@@ -89,12 +89,12 @@ def test_info_keys_always_present_and_reward_is_its_terms() -> None:
     weights = {"energy": 2.0, "deadline": 3.0, "accuracy": 0.5}
     env = EarlyExitDVFSEnv(device="jetson-nano", reward_weights=weights, episode_frames=200)
     _, info = env.reset(seed=0)
-    assert set(INFO_KEYS) == set(info) and info["exit"] == -1
+    assert {*INFO_KEYS, *env.unwrapped.rail_keys} == set(info) and info["exit"] == -1
     e_ref = env.setup.energy_ref_j
     for t in range(120):
         level = 0 if t % 3 == 0 else env.action_space.nvec[1] - 1
         _, r, term, _trunc, info = env.step(np.array([t % 5, level, level % env.action_space.nvec[2]]))
-        assert set(INFO_KEYS) == set(info) and not term
+        assert {*INFO_KEYS, *env.unwrapped.rail_keys} == set(info) and not term
         expected = -2.0 * info["energy_j"] / e_ref - 3.0 * info["deadline_missed"] - 0.5 * (1 - info["correct"])
         assert r == pytest.approx(expected, rel=1e-12, abs=1e-12)
         assert r == pytest.approx(info["reward_energy"] + info["reward_deadline"] + info["reward_accuracy"])
@@ -188,14 +188,15 @@ def test_trace_workload(tmp_path) -> None:
     correct = rng.random((t, e)) < np.linspace(0.3, 0.8, e)
     path = tmp_path / "clip.npz"
     save_trace(
-        path, features=rng.random((t, 4)).astype(np.float32), predictions=rng.integers(0, 10, (t, e)),
+        path, features=rng.random((t, 3)).astype(np.float32), predictions=rng.integers(0, 10, (t, e)),
+        feature_change=rng.random((t, e)).astype(np.float32),
         confidence=rng.random((t, e)).astype(np.float32), correct=correct, labels=rng.integers(0, 10, t),
         scene=np.repeat(np.arange(4), 10), fps=15.0, model="efficientnet_b0", pooled=None,
     )
     env = EarlyExitDVFSEnv(workload=str(path), episode_frames=t)
     assert env.setup.fps == 15.0 and env.setup.deadline_s == pytest.approx(1 / 15)
     env.reset(seed=0)
-    start = env.source.start
+    start = env.source.first_row
     infos = [env.step(np.array([2, 10, 10]))[4] for _ in range(t)]
     assert [i["correct"] for i in infos] == [bool(correct[(start + k) % t, 2]) for k in range(t)]
     with pytest.raises(ConfigError, match="exits but model 'resnet18' has 4"):
@@ -259,7 +260,7 @@ def test_render_ansi() -> None:
     assert "exit=2" in text and "levels=(3, 4," in text
 
 
-@pytest.mark.parametrize("env_id", [ENV_ID, "e4gym/EarlyExitDVFSBlock-v0"])
+@pytest.mark.parametrize("env_id", [ENV_ID, "e4gym/EarlyExitDVFSBlock-v1"])
 def test_step_before_reset_through_make_is_refused(env_id: str) -> None:
     env = gym.make(env_id)
     with pytest.raises(gym.error.ResetNeeded):

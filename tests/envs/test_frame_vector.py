@@ -12,7 +12,7 @@ from e4gym.envs import INFO_KEYS, EarlyExitDVFSEnv, EarlyExitDVFSVectorEnv
 from e4gym.errors import ConfigError, SettingError
 from e4gym.workload import SyntheticVideo
 
-ENV_ID = "e4gym/EarlyExitDVFS-v0"
+ENV_ID = "e4gym/EarlyExitDVFS-v1"
 
 
 def _close(a: object, b: object) -> bool:
@@ -57,7 +57,7 @@ def test_native_vector_env_matches_single_envs_stepped_one_by_one(device: str, c
         assert _close(vobs, np.stack([r[0] for r in ref]))
         assert _close(vr, [r[1] for r in ref])
         assert np.array_equal(vtrunc, [r[3] for r in ref]) and not vterm.any()
-        for key in INFO_KEYS:
+        for key in (*INFO_KEYS, "power_cpu_w", "power_gpu_w", "power_soc_w"):
             assert _close(vinfo[key], [r[4][key] for r in ref]), key
             assert vinfo["_" + key].all()
     assert resets == 3 * n
@@ -159,5 +159,5 @@ def test_native_vector_env_refuses_backend_kwargs_with_the_fix() -> None:
     from e4gym.errors import ConfigError
 
     with pytest.raises(ConfigError, match="vectorization_mode='sync'"):
-        gym.make_vec("e4gym/EarlyExitDVFS-v0", num_envs=2, vectorization_mode="vector_entry_point",
+        gym.make_vec("e4gym/EarlyExitDVFS-v1", num_envs=2, vectorization_mode="vector_entry_point",
                      backend_kwargs={"measured": "x.json"})

@@ -11,7 +11,7 @@ from stable_baselines3 import A2C, DQN, PPO
 import e4gym  # noqa: F401  (registers the envs)
 from e4gym.envs import DiscreteActions
 
-FRAME_ID, BLOCK_ID = "e4gym/EarlyExitDVFS-v0", "e4gym/EarlyExitDVFSBlock-v0"
+FRAME_ID, BLOCK_ID = "e4gym/EarlyExitDVFS-v1", "e4gym/EarlyExitDVFSBlock-v1"
 SMALL_NET = {"net_arch": [64, 64]}
 
 

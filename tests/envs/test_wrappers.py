@@ -27,7 +27,7 @@ from e4gym.envs.wrappers import (
 )
 from e4gym.errors import ConfigError, SettingError, UnknownNameError
 
-ENV_ID = "e4gym/EarlyExitDVFS-v0"
+ENV_ID = "e4gym/EarlyExitDVFS-v1"
 CPU = [0, 12, 24]
 GPU = [0, 7, 14]
 

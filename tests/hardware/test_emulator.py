@@ -229,3 +229,104 @@ def test_batched_rejects_bad_levels() -> None:
         be.apply(np.zeros((3, 3), dtype=int))
     with pytest.raises(SettingError, match="gpu level 99"):
         be.apply(np.array([[0, 0, 0], [0, 99, 0]]))
+
+
+# ---------------------------------------------------------------------------------------------- rails
+
+
+def test_rails_are_cpu_gpu_soc_and_sum_to_the_measured_power() -> None:
+    b = EmulatedBackend("xavier-nx", seed=4)
+    assert b.rail_names == ("cpu", "gpu", "soc")
+    s = b.read_sensors()
+    assert len(s.rails_w) == 3 and sum(s.rails_w) == pytest.approx(s.power_w, rel=1e-12)
+    for k in range(200):
+        b.apply((k % 25, (3 * k) % 15, 7))
+        for m in (b.run(WORK), b.idle(0.004 * (k % 5))):
+            assert len(m.rails_w) == 3 and all(r > 0 for r in m.rails_w)
+            if m.latency_s > 0:
+                assert sum(m.rails_w) == pytest.approx(m.measured_energy_j / m.latency_s, rel=1e-9)
+            assert m.rails(b.rail_names) == dict(zip(("cpu", "gpu", "soc"), m.rails_w))
+        s = b.read_sensors()
+        assert sum(s.rails_w) == pytest.approx(s.power_w, rel=1e-9)
+
+
+def _domain_w(freqs, dom, level, busy, leak_scale) -> float:
+    """model.py's power of one domain at ``level``: ``c_eff·V²·f·a + leak·exp(k·(T − T_ref))``, activity ``a``."""
+    from e4gym.hardware.model import dynamic_power_per_activity, leakage_power_ref
+
+    dyn = float(dynamic_power_per_activity(freqs, dom)[level])
+    leak = float(leakage_power_ref(freqs, dom)[level])
+    return dyn * (dom.idle_activity + (1 - dom.idle_activity) * busy) + leak * leak_scale
+
+
+def test_rails_follow_the_domains_of_the_power_model() -> None:
+    """After a poll the rails read the run's per-domain power (model.py's decomposition, times the power noise)."""
+    from e4gym.hardware.model import dynamic_power_per_activity, leakage_power_ref
+
+    spec = load_device("xavier-nx")
+    m = spec.model
+    b = EmulatedBackend(spec, seed=5)
+    c, g, e = 20, 9, spec.n_emc - 1
+    b.apply((c, g, e))
+    b.run(WORK)
+    b.idle(0.1)  # settled: no stall, no pending transition
+    t = b.table(WORK)
+    idx = (c * spec.n_gpu + g) * spec.n_emc + e
+    lat = float(t.latency_s[idx])
+    fc, fg, fe = (np.asarray(x) for x in (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz))
+    online = spec.power_mode().cpu_online / spec.cpu_cores
+    polls = 0
+    for _ in range(100):
+        temp, held = b.temp_c, b.read_sensors().power_w
+        r = b.run(WORK)
+        s = b.read_sensors()
+        if s.power_w == held:
+            continue  # no poll during this run: the rails still read an earlier segment
+        polls += 1
+        k = math.exp(m.leak_temp_coeff_per_c * (temp - m.temp_ref_c))  # leakage at the run's start
+        dyn_c = float(dynamic_power_per_activity(fc, m.cpu)[c])
+        cpu = (dyn_c * m.cpu.idle_activity + float(leakage_power_ref(fc, m.cpu)[c]) * k) * online
+        cpu += dyn_c * (1 - m.cpu.idle_activity)  # the busy host thread
+        gpu = _domain_w(fg, m.gpu, g, float(t.t_gpu_s[idx]) / lat, k)
+        soc = m.static_w + _domain_w(fe, m.emc, e, float(t.t_mem_s[idx]) / lat, k)
+        f_pow = r.avg_power_w / (cpu + gpu + soc)
+        assert abs(f_pow - 1) < 0.2  # the power noise
+        assert s.rails_w == pytest.approx((cpu * f_pow, gpu * f_pow, soc * f_pow), rel=1e-9)
+    assert polls > 10
+
+
+def test_rails_rise_with_their_own_clock() -> None:
+    def mean_rails(levels):
+        b = EmulatedBackend("xavier-nx", seed=6)
+        b.apply(levels)
+        ms = [b.run(WORK) for _ in range(300)]
+        return np.sum([np.asarray(m.rails_w) * m.latency_s for m in ms], axis=0) / sum(m.latency_s for m in ms)
+
+    base = mean_rails((10, 7, 7))
+    fast_cpu = mean_rails((24, 7, 7))
+    fast_gpu = mean_rails((10, 14, 7))
+    assert fast_cpu[0] > 1.2 * base[0]
+    assert fast_gpu[1] > 1.2 * base[1]
+
+
+def test_batched_rails_match_scalar_boards() -> None:
+    spec = load_device("xavier-nx")
+    seeds = [21, 22, 23]
+    rng = np.random.default_rng(1)
+    plan = rng.integers(0, [spec.n_cpu, spec.n_gpu, spec.n_emc], size=(40, len(seeds), 3))
+    idles = rng.uniform(0, 0.2, size=(40, len(seeds)))
+    idles[::7] = 0.0
+    batched = BatchedEmulator(spec, seeds)
+    assert batched.rail_names == ("cpu", "gpu", "soc")
+    scalars = [EmulatedBackend(spec, seed=s) for s in seeds]
+    for t in range(40):
+        batched.apply(plan[t])
+        mb = batched.run(WORK)
+        ib = batched.idle(idles[t])
+        assert mb.rails_w.shape == (len(seeds), 3)
+        for i, b in enumerate(scalars):
+            b.apply(tuple(int(v) for v in plan[t, i]))
+            m = b.run(WORK)
+            idle = b.idle(float(idles[t, i]))
+            assert mb.rails_w[i] == pytest.approx(m.rails_w, rel=1e-9)
+            assert ib.rails_w[i] == pytest.approx(idle.rails_w, rel=1e-9)

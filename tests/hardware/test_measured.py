@@ -50,15 +50,15 @@ def test_the_emulator_runs_at_the_measured_cost(profile, tmp_path) -> None:
     assert rb.latency_s == pytest.approx(expected, rel=0.05) and rb.latency_s > 1.15 * ra.latency_s
     # Through the env: backend_kwargs={"measured": path}.
     path = slow.save(tmp_path / "slow.json")
-    env = gym.make("e4gym/EarlyExitDVFS-v0", device="xavier-nx", episode_frames=20,
+    env = gym.make("e4gym/EarlyExitDVFS-v1", device="xavier-nx", episode_frames=20,
                    backend_kwargs={"measured": str(path)})
     env.reset(seed=0)
     _, _, _, _, info = env.step(np.array([4, 24, 14]))
     assert info["run_ms"] > 1.15 * 29.7
     with pytest.raises(ConfigError, match="not jetson-nano"):
-        gym.make("e4gym/EarlyExitDVFS-v0", device="jetson-nano", backend_kwargs={"measured": str(path)})
+        gym.make("e4gym/EarlyExitDVFS-v1", device="jetson-nano", backend_kwargs={"measured": str(path)})
     with pytest.raises(ConfigError, match="only 'measured'"):
-        gym.make("e4gym/EarlyExitDVFS-v0", backend_kwargs={"sysfs_root": "/"})
+        gym.make("e4gym/EarlyExitDVFS-v1", backend_kwargs={"sysfs_root": "/"})
 
 
 def test_bad_profile_files_are_refused(profile, tmp_path) -> None:

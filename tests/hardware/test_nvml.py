@@ -138,6 +138,8 @@ def test_energy_from_counter_difference(frame):
         assert r.avg_power_w > 0 and r.energy_j / r.avg_power_w >= 0.002  # energy over the run's wall time
         assert r.temp_c == 45.0 and r.gpu_hz == 1500e6 and r.emc_hz == 5001e6
         assert r.gpu_util == pytest.approx(0.8) and not r.throttled and r.transition_s == 0.0
+        assert b.rail_names == ("gpu",) and r.rails_w == (r.avg_power_w,)
+        assert r.rails(b.rail_names) == {"gpu": r.avg_power_w}
     assert changes(m) == []
 
 
@@ -171,6 +173,7 @@ def test_read_sensors():
         s = b.read_sensors()
         assert s.power_w == pytest.approx(50.0) and s.temp_c == 45.0
         assert s.gpu_hz == 1500e6 and s.emc_hz == 5001e6 and s.throttled
+        assert s.rails_w == (s.power_w,)
 
 
 def test_read_only_apply_never_changes_anything():

@@ -9,7 +9,7 @@ import pytest
 
 from e4gym.dnn import load_model_profile
 from e4gym.errors import ConfigError
-from e4gym.workload import COMPLEXITY_FEATURES, FrameBatch, FrameRecord, SyntheticVideo
+from e4gym.workload import COMPLEXITY_FEATURES, POST_INFERENCE_FIGURES, FrameBatch, FrameRecord, SyntheticVideo
 from e4gym.workload.synthetic import latent_thresholds
 
 ACC = (0.4, 0.56, 0.67, 0.73, 0.7769)  # efficientnet_b0's exit accuracies
@@ -30,7 +30,7 @@ def short_scene_batch() -> FrameBatch:
 def _batches_equal(a: FrameBatch, b: FrameBatch) -> bool:
     return all(
         np.array_equal(getattr(a, f), getattr(b, f))
-        for f in ("index", "scene", "features", "correct", "confidence", "difficulty")
+        for f in ("index", "scene", "features", "correct", "confidence", "feature_change", "difficulty")
     )
 
 
@@ -43,6 +43,7 @@ def test_same_seed_gives_identical_batches_and_records() -> None:
         assert np.array_equal(x.features, y.features)
         assert np.array_equal(x.correct, y.correct)
         assert np.array_equal(x.confidence, y.confidence)
+        assert np.array_equal(x.feature_change, y.feature_change)
 
 
 def test_different_seeds_differ() -> None:
@@ -84,10 +85,12 @@ def test_record_and_batch_types() -> None:
     assert r.features.dtype == np.float32 and r.features.shape == (len(COMPLEXITY_FEATURES),)
     assert r.correct.dtype == np.bool_ and r.correct.shape == (5,)
     assert r.confidence.dtype == np.float32 and r.confidence.shape == (5,)
+    assert r.feature_change.dtype == np.float32 and r.feature_change.shape == (5,)
     assert isinstance(r.difficulty, float) and 0.0 <= r.difficulty <= 1.0
     assert isinstance(r.index, int) and isinstance(r.scene, int)
     b = v.batch(100)
-    assert b.features.shape == (100, 4) and b.correct.shape == (100, 5) and b.confidence.shape == (100, 5)
+    assert b.features.shape == (100, 3) and b.correct.shape == (100, 5) and b.confidence.shape == (100, 5)
+    assert b.feature_change.shape == (100, 5) and b.feature_change.dtype == np.float32
     assert b.difficulty.shape == (100,) and b.scene.shape == (100,)
     assert b.index[0] == 1  # continues after the record served by next()
     assert v.length is None and v.n_exits == 5 and v.fps == 30.0
@@ -95,11 +98,15 @@ def test_record_and_batch_types() -> None:
         len(v)
 
 
+def _record(correct: np.ndarray) -> FrameRecord:
+    z = np.zeros(len(correct), np.float32)
+    return FrameRecord(index=0, scene=0, features=np.zeros(3, np.float32), correct=correct, confidence=z,
+                       feature_change=z, difficulty=0.5)
+
+
 def test_earliest_correct() -> None:
-    r = FrameRecord(0, 0, np.zeros(4, np.float32), np.array([False, False, True]), np.zeros(3, np.float32), 0.5)
-    assert r.earliest_correct == 2
-    r = FrameRecord(0, 0, np.zeros(4, np.float32), np.zeros(3, bool), np.zeros(3, np.float32), 0.5)
-    assert r.earliest_correct == 3
+    assert _record(np.array([False, False, True])).earliest_correct == 2
+    assert _record(np.zeros(3, bool)).earliest_correct == 3
     b = SyntheticVideo(ACC, seed=0).batch(500)
     assert [b.record(i).earliest_correct for i in range(500)] == b.earliest_correct.tolist()
 
@@ -146,9 +153,117 @@ def test_features_track_difficulty(long_batch: FrameBatch) -> None:
     assert np.corrcoef(f[:, COMPLEXITY_FEATURES.index("edge_density")], d)[0, 1] > 0.5
     assert np.corrcoef(f[:, COMPLEXITY_FEATURES.index("contrast")], d)[0, 1] > 0.3
     cut = np.r_[True, np.diff(long_batch.scene) != 0]
-    for name in ("motion", "feature_change"):  # high at cuts, low within scenes
-        col = f[:, COMPLEXITY_FEATURES.index(name)]
-        assert col[cut].mean() > col[~cut].mean() + 0.3
+    motion = f[:, COMPLEXITY_FEATURES.index("motion")]
+    assert motion[cut].mean() > motion[~cut].mean() + 0.3  # high at cuts, low within scenes
+    change = long_batch.feature_change
+    assert change.min() >= 0.0 and change.max() <= 1.0
+    cut[0] = False  # the first frame has no previous frame: no change
+    for e in range(change.shape[1]):
+        assert change[cut, e].mean() > change[~cut, e].mean() + 0.3
+
+
+# ------------------------------------------------------------------------------------------ causality
+
+
+def test_feature_change_is_post_inference_not_a_feature() -> None:
+    assert COMPLEXITY_FEATURES == ("edge_density", "motion", "contrast")
+    assert "feature_change" not in COMPLEXITY_FEATURES
+    assert POST_INFERENCE_FIGURES == ("last_exit", "last_confidence", "last_feature_change")
+    b = SyntheticVideo(ACC, seed=0).batch(50)
+    assert b.features.shape == (50, len(COMPLEXITY_FEATURES))
+
+
+def test_features_do_not_depend_on_the_post_inference_figures() -> None:
+    """Changing how the feature change is generated leaves the pre-inference features untouched."""
+
+    class NoChange(SyntheticVideo):
+        CHANGE_BASE = CHANGE_GAIN = CHANGE_CUT_BASE = CHANGE_CUT_SPAN = 0.0
+        CHANGE_EXIT_NOISE = 0.0
+
+    a, b = SyntheticVideo(ACC, seed=4).batch(3000), NoChange(ACC, seed=4).batch(3000)
+    np.testing.assert_array_equal(a.features, b.features)
+    np.testing.assert_array_equal(a.correct, b.correct)
+    assert not np.array_equal(a.feature_change, b.feature_change)
+    # And no feature column is a copy of an exit's feature change.
+    for j in range(a.features.shape[1]):
+        for e in range(a.feature_change.shape[1]):
+            assert not np.allclose(a.features[:, j], a.feature_change[:, e], atol=0.05)
+
+
+def test_feature_change_per_exit() -> None:
+    b = SyntheticVideo(ACC, seed=2).batch(20_000)
+    fc = b.feature_change
+    assert (fc[0] == 0).all()  # first frame of the stream
+    # The exits see the same content change up to small independent noise.
+    assert not np.array_equal(fc[:, 0], fc[:, -1])
+    assert np.abs(fc[:, 0] - fc[:, -1]).mean() < 0.05
+    assert np.corrcoef(fc[:, 0], fc[:, -1])[0, 1] > 0.9
+    # The per-exit noise scales with feature_noise: none at all without it.
+    quiet = SyntheticVideo(ACC, seed=2, feature_noise=0.0).batch(500).feature_change
+    assert (quiet == quiet[:, :1]).all()
+
+
+# ------------------------------------------------------------------------------------------ spawn and keys
+
+
+def test_spawn_gives_independent_reproducible_streams() -> None:
+    v = SyntheticVideo(ACC, fps=15.0, mean_scene_s=2.0, drift=0.03, feature_noise=0.05, seed=1)
+    a, b, c = v.spawn(7), v.spawn(7), v.spawn(8)
+    for s in (a, b, c):
+        assert type(s) is SyntheticVideo and s is not v
+        assert (s.accuracies, s.fps, s.mean_scene_s, s.drift, s.feature_noise) == (ACC, 15.0, 2.0, 0.03, 0.05)
+    first = a.batch(700)
+    assert _batches_equal(first, b.batch(700))
+    assert not np.array_equal(first.difficulty, c.batch(700).difficulty)
+    # The same stream as a freshly built source with that seed.
+    assert _batches_equal(first, SyntheticVideo(ACC, fps=15.0, mean_scene_s=2.0, drift=0.03, feature_noise=0.05,
+                                                seed=7).batch(700))
+    # Advancing one moves neither the others nor the original.
+    ref = SyntheticVideo(ACC, fps=15.0, mean_scene_s=2.0, drift=0.03, feature_noise=0.05, seed=1).batch(1200)
+    a.batch(5000)
+    fresh7 = SyntheticVideo(ACC, fps=15.0, mean_scene_s=2.0, drift=0.03, feature_noise=0.05, seed=7).batch(1000)
+    assert _batches_equal(b.batch(300), fresh7.slice(700, 1000))  # b continues where it was
+    assert _batches_equal(v.batch(1200), ref)
+    d, e = v.spawn(), v.spawn()  # unseeded: fresh entropy each
+    assert not np.array_equal(d.batch(200).difficulty, e.batch(200).difficulty)
+    with pytest.raises(ConfigError, match="seed"):
+        v.spawn(-1)
+
+
+def test_spawn_keeps_the_subclass() -> None:
+    class Hard(SyntheticVideo):
+        EDGE_BASE = 0.5
+
+    h = Hard(ACC, seed=0).spawn(3)
+    assert type(h) is Hard
+    assert _batches_equal(h.batch(100), Hard(ACC, seed=3).batch(100))
+
+
+def test_stream_key() -> None:
+    a, b = SyntheticVideo(ACC, seed=5), SyntheticVideo(ACC, seed=5)
+    assert a.stream_key() == b.stream_key() and hash(a.stream_key()) == hash(b.stream_key())
+    assert a.stream_key()[0] == "synthetic" and a.stream_key()[2] == 5
+    assert a.stream_key() != SyntheticVideo(ACC, seed=6).stream_key()
+    assert a.stream_key() != SyntheticVideo(ACC, seed=5, fps=15.0).stream_key()
+    assert a.stream_key() != SyntheticVideo(ACC[:4], seed=5).stream_key()
+    assert a.stream_key() != SyntheticVideo(ACC, seed=5, feature_noise=0.2).stream_key()
+    a.batch(100)
+    assert a.stream_key() == b.stream_key()  # the key names the stream, not the position in it
+    a.reset(6)
+    assert a.stream_key() == SyntheticVideo(ACC, seed=6).stream_key() == a.spawn(6).stream_key()
+    # Unseeded streams get a fresh id each time, never equal to a seeded stream's.
+    keys = {SyntheticVideo(ACC).stream_key()}
+    a.reset()
+    keys.add(a.stream_key())
+    a.reset()
+    keys.add(a.stream_key())
+    keys.add(a.spawn().stream_key())
+    assert len(keys) == 4 and all(not isinstance(k[2], int) for k in keys)
+
+    class Other(SyntheticVideo):
+        CONF_GAIN = 5.0
+
+    assert Other(ACC, seed=5).stream_key() != b.stream_key()  # other model constants: another stream
 
 
 def test_scene_cuts_and_length(long_batch: FrameBatch) -> None:
@@ -214,3 +329,39 @@ def test_bad_batch_and_reset_arguments() -> None:
         v.batch(-1)
     with pytest.raises(ConfigError, match="seed"):
         v.reset(-3)
+
+
+def test_default_spawn_deep_copies_a_users_source() -> None:
+    """A user's FrameSource without its own spawn is deep-copied: the copy has its own cursor."""
+    from e4gym.workload.base import FrameSource
+
+    class Counter(FrameSource):
+        n_exits, fps, length = 1, 30.0, None
+
+        def __init__(self) -> None:
+            self.i = 0
+
+        def reset(self, seed=None) -> None:
+            self.i = 0
+
+        def next(self):
+            self.i += 1
+            return self.i
+
+        def batch(self, frames):
+            raise NotImplementedError
+
+    a = Counter()
+    a.next()
+    b = a.spawn(0)
+    assert b is not a and b.i == 0 and a.i == 1
+    b.next()
+    assert a.i == 1
+
+    class Unpicklable(Counter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lock = __import__("threading").Lock()
+
+    with pytest.raises(ConfigError, match=r"cannot be copied.*implement"):
+        Unpicklable().spawn()
