@@ -175,3 +175,19 @@ def test_e4_reports_its_profiling_and_offline_work() -> None:
     assert st["offline_runs"] > 1000 and st["offline_energy_j"] > 0  # the measured cost model's sweep
     assert st["profiler_runs"] == sum(i["profiling_runs"] for i in infos)
     env.close()
+
+
+def test_a_coarse_sweep_interpolates_between_measured_levels() -> None:
+    from e4gym.envs.common import resolve_setup
+    from e4gym.hardware.costmodel import emulated_cost_model
+
+    s = resolve_setup(device="xavier-nx", model="efficientnet_b0")
+    w = s.profile.frame_work(-1)
+    full = emulated_cost_model(s)
+    coarse = emulated_cost_model(s, stride=4)
+    lf, lc = full.latency_s(w), coarse.latency_s(w)
+    assert lc.shape == lf.shape
+    assert coarse.offline.runs < full.offline.runs / 10  # 7 × 5 settings measured instead of 25 × 15
+    assert np.median(np.abs(lc / lf - 1.0)) < 0.05  # latency is smooth in the levels: interpolation holds
+    with pytest.raises(ConfigError, match="stride"):
+        emulated_cost_model(s, stride=0)

@@ -1,7 +1,8 @@
 """The tables of a benchmark: ``results.csv`` and ``results.json`` (one row per task) and ``report.md``.
 
 ``report.md`` has one Markdown table per scenario, one line per policy, aggregated over the seeds (mean, and
-± the standard deviation over seeds for the energy when there are several):
+± the 95 % confidence interval of the mean over seeds, Student's t, for the energy and the relative changes
+when there are several):
 
 | column | meaning |
 |---|---|
@@ -268,11 +269,13 @@ def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Seq
         parts += [""]
     notes = [
         "Energy: true board energy per frame including the idle wait until the next frame (J); measured: as the "
-        "power monitor reports it. vs default / vs oracle: energy change against those policies (%). Latency "
-        "includes queueing. Δacc: accuracy minus the `performance` policy's (percentage points). Means over seeds"
-        "; energy ± standard deviation over seeds. decide p50 / p99: the policy's decision time per frame (wall "
-        "time of its predict calls, one torch thread, on the machine that ran the benchmark), to compare with the "
-        "frame period.",
+        "power monitor reports it. vs default / vs oracle: energy change against those policies on the same "
+        "seeds (%). Latency includes queueing. Δacc: accuracy minus the `performance` policy's (percentage "
+        "points). Means over seeds; ± the 95 % confidence interval of the mean (Student's t over seeds). decide "
+        "p50 / p99: the policy's decision time per frame (wall time of its predict calls, one torch thread, on the "
+        "machine that ran the benchmark), to compare with the frame period. profiling runs / % E: profiling frames "
+        "the policy ran on the board during the episode and their share of its energy. offline s: board time spent "
+        "measuring the policy's cost model before the episode (not in the episode's figures).",
     ]
     if any_bound:
         notes.append("")

@@ -21,7 +21,7 @@ from e4gym.envs.common import (
 )
 from e4gym.errors import ConfigError
 from e4gym.hardware.backend import SensorReading
-from e4gym.hardware.costmodel import MeasuredCostModel, emulated_cost_model
+from e4gym.hardware.costmodel import BOARD_FRAMES, BOARD_STRIDE, MeasuredCostModel, emulated_cost_model
 from e4gym.hardware.spec import DeviceSpec
 from e4gym.workload.base import FrameRecord
 
@@ -144,8 +144,9 @@ class StreamEnv(gym.Env):
 
         On the emulator: a separate emulated board of the same configuration (device, power mode, cooling,
         measured profile) with its own seed, measured once per process and configuration. On any other backend:
-        this env's own backend (measured when first read, before the episode). Work is measured lazily, as
-        policies ask for it; :attr:`MeasuredCostModel.offline` counts what it cost.
+        this env's own backend (measured when first read, before the first episode of the process; a coarse sweep,
+        :data:`~e4gym.hardware.costmodel.BOARD_STRIDE`, interpolated between measured levels). Work is measured
+        lazily, as policies ask for it; :attr:`MeasuredCostModel.offline` counts what it cost.
         """
         s = self.setup
         measured = getattr(self.backend, "measured", None)
@@ -156,10 +157,17 @@ class StreamEnv(gym.Env):
             if key not in _COST_MODELS:
                 _COST_MODELS[key] = emulated_cost_model(s, measured=measured)
             return _COST_MODELS[key]
-        if getattr(self, "_own_cost_model", None) is None:
-            self._own_cost_model = MeasuredCostModel(self.backend, s.max_levels, s.control_memory,
-                                                     source=type(self.backend).__name__)
-        return self._own_cost_model
+        # A board is profiled once per process (as a controller would keep its profile across episodes); what
+        # is still to measure is measured on this env's backend.
+        key = ("board", s.spec.name, s.power_mode, s.control_memory, type(self.backend).__name__,
+               str(getattr(self.backend, "sysfs_root", "")))
+        model = _COST_MODELS.get(key)
+        if model is None:
+            model = _COST_MODELS[key] = MeasuredCostModel(self.backend, s.max_levels, s.control_memory,
+                                                          source=type(self.backend).__name__, stride=BOARD_STRIDE,
+                                                          frames=BOARD_FRAMES)
+        model._backend = self.backend
+        return model
 
     def profiling_run(self, exit: int, levels: Any) -> ProfileRun:
         """Run a profiling frame on the board now, before the next frame, and charge it to the episode.

@@ -233,12 +233,19 @@ class EarlyExitDVFSEnv(StreamEnv):
             "profiling_ms": p_s * 1e3,
             "profiling_energy_j": p_true,
         }
-        if self.rail_keys:  # the rails the power monitor read over the frame's run and idle wait (W)
+        rk = self.rail_keys
+        if rk:  # the rails the power monitor read over the frame's run and idle wait (W)
             rails = m.rails_w
-            if idle is not None and idle.latency_s > 0 and len(idle.rails_w) == len(rails):
-                t1, t2 = m.latency_s, idle.latency_s
-                rails = tuple((a * t1 + c * t2) / (t1 + t2) for a, c in zip(rails, idle.rails_w))
-            info.update(self._rails(rails))
+            if len(rails) != len(rk):
+                info.update(self._rails(rails))
+            elif idle is not None and idle.latency_s > 0:
+                t1, t2, ir = m.latency_s, idle.latency_s, idle.rails_w
+                w = 1.0 / (t1 + t2)
+                for i, key in enumerate(rk):
+                    info[key] = (rails[i] * t1 + ir[i] * t2) * w
+            else:
+                for i, key in enumerate(rk):
+                    info[key] = rails[i]
         return self._obs(), reward, False, truncated, info
 
     def _delay_next_frame(self, seconds: float) -> None:

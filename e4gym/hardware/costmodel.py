@@ -35,6 +35,11 @@ DEFAULT_FRAMES = 8
 DEFAULT_WARMUP = 1
 #: Idle time measured per setting (s): ASSUMPTION (several polls of a 10-50 ms power monitor).
 DEFAULT_IDLE_S = 0.1
+#: On a real board (no reset between tables, seconds of board time per setting): every 4th level of each
+#: domain and the top one, interpolated between, with 3 measured runs per setting: ASSUMPTION (Xavier NX:
+#: 7 × 5 settings instead of 25 × 15; Dutt et al. also sweep a subset of the levels).
+BOARD_STRIDE = 4
+BOARD_FRAMES = 3
 
 
 @dataclass
@@ -74,15 +79,20 @@ class MeasuredCostModel:
         seed: on a backend with ``reset(seed)`` (the emulator), each table is measured from a fresh state seeded
             from ``seed`` and the work's key: the model is then a function of the configuration alone
             (``None``: measure in one go, as on a real board).
+        stride: measure every ``stride``-th level of each domain (and the top one) and fill the levels between
+            by linear interpolation along each axis: a coarse sweep for a real board, where each setting costs
+            seconds of board time (1: every level).
     """
 
     def __init__(self, backend: object, max_levels: Sequence[int], control_memory: bool = False, *,
                  frames: int = DEFAULT_FRAMES, warmup: int = DEFAULT_WARMUP, idle_s: float = DEFAULT_IDLE_S,
-                 source: str = "", seed: int | None = None) -> None:
+                 source: str = "", seed: int | None = None, stride: int = 1) -> None:
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
             raise ConfigError(f"frames must be an integer >= 1, got {frames!r}")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}")
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ConfigError(f"stride must be an integer >= 1, got {stride!r}")
         if not (isinstance(idle_s, (int, float)) and math.isfinite(idle_s) and idle_s > 0):
             raise ConfigError(f"idle_s must be a finite number of seconds > 0, got {idle_s!r}")
         mc, mg, me = (int(v) for v in max_levels)
@@ -91,6 +101,7 @@ class MeasuredCostModel:
         self.emc_levels = np.arange(me + 1) if control_memory else np.array([me])
         self.control_memory = bool(control_memory)
         self.frames, self.warmup, self.idle_s = frames, warmup, float(idle_s)
+        self.stride = stride
         self.source = source or type(backend).__name__
         self.seed = seed
         self.offline = OfflineWork()
@@ -114,6 +125,10 @@ class MeasuredCostModel:
         return int(emc_level)
 
     # ------------------------------------------------------------------ measuring
+    def _measured_indices(self, n: int) -> list[int]:
+        """Indices measured along an axis of ``n`` levels: every ``stride``-th, and the top one."""
+        return sorted({*range(0, n, self.stride), n - 1})
+
     def _fresh(self, tag: str) -> bool:
         """On a backend that can be reset (the emulator), restart it from a seed derived from ``tag``, so a table
         depends only on the configuration and the work, never on what was measured before (reproducible
@@ -149,11 +164,15 @@ class MeasuredCostModel:
         energy = {w.key: np.zeros(self.shape) for w in todo}
         idle = np.zeros(self.shape) if need_idle else None
         off = OfflineWork()
-        total = int(np.prod(self.shape))
+        sub = [self._measured_indices(len(ax)) for ax in (self.cpu_levels, self.gpu_levels, self.emc_levels)]
+        total = int(np.prod([len(x) for x in sub]))
         done = 0
-        for i, c in enumerate(self.cpu_levels):
-            for j, g in enumerate(self.gpu_levels):
-                for k, e in enumerate(self.emc_levels):
+        for i in sub[0]:
+            c = self.cpu_levels[i]
+            for j in sub[1]:
+                g = self.gpu_levels[j]
+                for k in sub[2]:
+                    e = self.emc_levels[k]
                     b.apply((int(c), int(g), int(e)))
                     # Every repetition runs the works in the order given (a network's blocks and heads in order:
                     # a real runner computes each block from the previous block's output).
@@ -178,6 +197,10 @@ class MeasuredCostModel:
                     done += 1
                     if progress is not None:
                         progress(done, total)
+        if self.stride > 1:  # fill the levels between measured ones by linear interpolation along each axis
+            lat = {key: _interpolate(a, sub) for key, a in lat.items()}
+            energy = {key: _interpolate(a, sub) for key, a in energy.items()}
+            idle = None if idle is None else _interpolate(idle, sub)
         for key in lat:
             if not (np.all(np.isfinite(lat[key])) and np.all(lat[key] > 0)):
                 raise ConfigError(f"measuring '{key}' gave non-positive or non-finite latencies; check the backend")
@@ -277,6 +300,20 @@ class MeasuredCostModel:
         """Offline work for reports: ``offline_runs``, ``offline_s`` (s), ``offline_energy_j`` (J)."""
         return {"offline_runs": float(self.offline.runs), "offline_s": self.offline.seconds,
                 "offline_energy_j": self.offline.energy_j}
+
+
+def _interpolate(a: np.ndarray, measured: list[list[int]]) -> np.ndarray:
+    """``a`` with the entries off the measured sub-grid filled by linear interpolation along each axis."""
+    out = a[np.ix_(*measured)]
+    for axis, idx in enumerate(measured):
+        n = a.shape[axis]
+        if len(idx) == n:
+            continue
+        moved = np.moveaxis(out, axis, -1)
+        flat = moved.reshape(-1, len(idx))
+        full = np.array([np.interp(np.arange(n), idx, row) for row in flat]).reshape(*moved.shape[:-1], n)
+        out = np.moveaxis(full, -1, axis)
+    return out
 
 
 class CostModelView:

@@ -349,3 +349,30 @@ def test_jit_reprofile_runs_on_the_board_and_the_env_charges_it(setup):
     assert info["profiling_runs"] == prof.stats.runs
     assert info["profiling_ms"] == pytest.approx(prof.stats.run_s * 1e3)
     assert info["profiling_energy_j"] > 0
+
+
+def _trace(path, seed: int):
+    """A recorded-trace stand-in: 300 frames of a seeded synthetic stream saved as an e4gym trace."""
+    from e4gym.workload import SyntheticVideo, save_trace
+
+    b = SyntheticVideo([0.4, 0.56, 0.67, 0.73, 0.7769], seed=seed).batch(300)
+    labels = np.zeros(300, np.int64)
+    return save_trace(path, model="efficientnet_b0", fps=30.0, features=b.features,
+                      feature_change=b.feature_change, pooled=None,
+                      predictions=np.where(b.correct, 0, 1), confidence=b.confidence, correct=b.correct,
+                      labels=labels, scene=b.scene)
+
+
+def test_e4_is_never_scored_on_the_trace_it_trained_on(tmp_path):
+    """Finding 7: on a trace workload E4 trained its cascade and λ on the very video it was scored on; now the
+    harness refuses that, and a separate training trace (or a split) is the way out."""
+    scored, other = _trace(tmp_path / "scored.npz", 1), _trace(tmp_path / "train.npz", 2)
+    kw = {"train_frames": 300, "train_streams": 2, "train_epochs": 1}
+    env = gym.make("e4gym/EarlyExitDVFS-v1", device="xavier-nx", workload=str(scored), episode_frames=30)
+    with pytest.raises(ConfigError, match="overlaps the stream it trained on"):
+        run_episode(E4Policy(**kw), env, seed=0)
+    pol = E4Policy(train_workload=str(other), **kw)
+    assert len(run_episode(pol, env, seed=0)) == 30
+    assert {k[0] for k in pol.training_streams()} == {"trace"}
+    with pytest.raises(ConfigError, match="train_workload"):
+        E4Policy(train_workload=3)
