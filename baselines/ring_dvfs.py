@@ -32,7 +32,8 @@ How Ring-DVFS maps onto ``e4gym/EarlyExitDVFS-v1`` (one step = one frame):
   from a plain miss, a tight frame (< 10 % slack), some slack and ample slack.
 - **Reward** (:meth:`RingDVFSAgent.reward`), per frame:
   ``r = w_P · (1 − E/E_ref) − w_D · missed − w_Q · (B' − B) − w_R · (1 − R)/U_ref`` with ``E`` the frame's
-  energy (J, run plus idle until the next arrival: the frame's share of average power over the period),
+  energy as the board's power monitor reports it (J, ``info["measured_energy_j"]``, run plus idle until the
+  next arrival: the frame's share of average power over the period; a learner on the board sees no other),
   ``E_ref`` the env's reference energy (a full-network frame at the top clocks), ``missed`` the deadline flag,
   ``B = max(0, latency − period) / deadline`` the queueing delay a frame leaves to the next one (``B`` after the
   previous frame, ``B'`` after this one; 0 at an episode's start), ``R`` the frame's reliability and ``U_ref``
@@ -410,12 +411,14 @@ class RingDVFSAgent:
         """Ring-DVFS reward of a finished frame from its ``info`` (and the previous frame's, for the backlog
         it inherited; ``None`` at an episode's start), and its parts.
 
-        Returns ``(r, parts)``: ``parts`` has ``power_saving`` (``1 − E/E_ref``), ``missed`` (0/1),
+        Returns ``(r, parts)``: ``parts`` has ``power_saving`` (``1 − E/E_ref``, ``E`` the frame's energy as the
+        board's power monitor reports it, ``measured_energy_j``: what a learner on the board can read),
+        ``missed`` (0/1),
         ``backlog_growth`` (``B' − B``, deadlines), ``reliability`` (``R``, probability) and
         ``reliability_loss`` (``(1 − R)/U_ref``).
         """
         b, c = self._binding(), self.config
-        saving = 1.0 - float(info["energy_j"]) / b.energy_ref_j
+        saving = 1.0 - float(info["measured_energy_j"]) / b.energy_ref_j
         missed = 1.0 if info["deadline_missed"] else 0.0
         # R = R_cpu · R_gpu = exp(−(λ_cpu + λ_gpu)·t) (frame_reliability); 1 − R via expm1 keeps its precision.
         lam = fault_rate(float(info["cpu_hz"]) / b.cpu_top, b.cpu_min, c.lam0_per_s, c.d) + fault_rate(

@@ -62,6 +62,9 @@ TEMP_TOLERANCE_C = 5.0
 #: Profiling runs one just-in-time re-profile may run on the board (count); further configurations are judged
 #: on the corrected tables. Each run is a frame's worth of board time that queues the next frames: ASSUMPTION.
 MAX_PROFILE_RUNS = 4
+#: Frames (fed back) an exit waits after an on-board re-profile before the next one: ASSUMPTION (without it a
+#: noisy drift estimate re-profiled nearly every frame on AGX Orin, queueing 14-20 % of the frames).
+REPROFILE_COOLDOWN = 100
 #: Extra levels a coordinate step looks past a non-improving one (measured tables are noisy): ASSUMPTION.
 PATIENCE = 2
 #: Weight of a new measurement in the latency-correction average: ASSUMPTION.
@@ -195,6 +198,8 @@ class JITProfiler:
         self._last: dict[int, Plan] = {}
         self._scale = np.ones(prof.n_exits)
         self._ref: dict[int, tuple[float, float]] = {}  # per exit: (scale, temperature) when last measured
+        self._measured_at: dict[int, int] = {}  # per exit: the feedback count at its last on-board re-profile
+        self._observed = 0  # frames fed back
         self.temp_c = s.cooling.ambient_c if s.initial_temp_c is None else s.initial_temp_c
 
     # ------------------------------------------------------------------ model
@@ -416,6 +421,8 @@ class JITProfiler:
         ref = self._ref.get(exit)
         if self.measure is None or ref is None:
             return False
+        if self._observed - self._measured_at.get(exit, -REPROFILE_COOLDOWN) < REPROFILE_COOLDOWN:
+            return False
         return abs(self._scale[exit] / ref[0] - 1.0) > self.drift_tolerance
 
     def profile_on_board(self, exit: int, bucket: int = 0) -> Plan:
@@ -459,10 +466,6 @@ class JITProfiler:
         x0 = None if start is None else np.asarray(start.levels, np.int64)[-1:]
         uni = self._search(f, x0, 1, n_seg)
         cur = f(uni)
-        # What the board measured at the chosen setting corrects the tables for this exit.
-        self._scale[exit] = 1.0
-        tab_lat, _ = self.evaluate(exit, uni)
-        self._scale[exit] = cur[2] / tab_lat if tab_lat > 0 else 1.0
         self.temp_c = last_temp[0]
         self.stats.evaluations += len(memo)
         self.stats.full_sweep += self.grid_size()
@@ -474,7 +477,10 @@ class JITProfiler:
             plan = self._descend(exit, uni)
         self._cache[key] = plan
         self._last[int(exit)] = plan
+        # The drift is now measured: the next re-profile waits for a further drift from here (the latency
+        # correction keeps following the frames; one noisy profiling run does not reset it).
         self._ref[int(exit)] = (float(self._scale[exit]), float(self.temp_c))
+        self._measured_at[int(exit)] = self._observed
         return plan
 
     # ------------------------------------------------------------------ feedback
@@ -486,6 +492,7 @@ class JITProfiler:
         plan_levels = levels if levels is not None else (self._last[exit].levels if exit in self._last else None)
         if plan_levels is None or not (math.isfinite(run_s) and run_s > 0):
             return
+        self._observed += 1
         scale = self._scale[exit]
         modelled, _ = self.evaluate(exit, plan_levels)
         ratio = run_s / (modelled / scale)
@@ -497,6 +504,8 @@ class JITProfiler:
         The cached plans stay (they are warm starts and are re-profiled when the board drifts)."""
         self._scale[:] = 1.0
         self._ref.clear()
+        self._measured_at.clear()
+        self._observed = 0
         s = self.setup
         self.temp_c = s.cooling.ambient_c if s.initial_temp_c is None else s.initial_temp_c
 

@@ -161,14 +161,16 @@ def test_state_bins_cover_the_edges() -> None:
 def test_reward_terms() -> None:
     agent, env = _bound_agent()
     s = env.unwrapped.setup
-    top = {"energy_j": s.energy_ref_j, "deadline_missed": False, "cpu_hz": s.spec.cpu_freqs_hz[s.max_levels[0]],
+    # The reward reads the power monitor's energy (what a learner on the board sees), not the true energy.
+    top = {"measured_energy_j": s.energy_ref_j, "energy_j": 0.0, "deadline_missed": False,
+           "cpu_hz": s.spec.cpu_freqs_hz[s.max_levels[0]],
            "gpu_hz": s.spec.gpu_freqs_hz[s.max_levels[1]], "run_ms": 30.0, "latency_ms": 30.0}
     r, parts = agent.reward(top)
     assert parts["power_saving"] == pytest.approx(0.0) and parts["missed"] == 0 and parts["backlog_growth"] == 0
     assert parts["reliability"] == pytest.approx(math.exp(-2 * LAMBDA0_PER_S * 0.03), rel=1e-12)
     assert r == pytest.approx(-parts["reliability_loss"]) and 0 < parts["reliability_loss"] < 1e-3
-    low = {**top, "energy_j": s.energy_ref_j / 2, "cpu_hz": s.spec.cpu_freqs_hz[0], "gpu_hz": s.spec.gpu_freqs_hz[0],
-           "run_ms": s.period_s * 1e3}
+    low = {**top, "measured_energy_j": s.energy_ref_j / 2, "cpu_hz": s.spec.cpu_freqs_hz[0],
+           "gpu_hz": s.spec.gpu_freqs_hz[0], "run_ms": s.period_s * 1e3}
     _, p_low = agent.reward(low)
     assert p_low["power_saving"] == pytest.approx(0.5)
     assert p_low["reliability_loss"] == pytest.approx(1.0, rel=1e-9)  # one period at the lowest clocks: U_ref

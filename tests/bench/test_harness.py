@@ -502,7 +502,7 @@ def test_shipped_configs_validate() -> None:
                                                  "nvhost_podgov", "default", "best_static", "oracle",
                                                  "oracle-strict", "e4", "e4-layer"]
     paper = load_experiment("e4-paper", frames=10)
-    assert paper.n_tasks == 5 * 2 * 15 * 3
+    assert paper.n_tasks == 5 * 2 * 15 * 5 and paper.seeds == (0, 1, 2, 3, 4)
     assert {s.device for s in paper.scenarios} == {"jetson-nano", "jetson-tx2", "xavier-nx", "orin-nano", "agx-orin"}
     assert {s.model for s in paper.scenarios} == {"efficientnet_b0", "mobilenet_v2"}
     assert all(s.env_kwargs["episode_frames"] == 10 for s in paper.scenarios)

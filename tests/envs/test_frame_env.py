@@ -265,3 +265,24 @@ def test_step_before_reset_through_make_is_refused(env_id: str) -> None:
     env = gym.make(env_id)
     with pytest.raises(gym.error.ResetNeeded):
         env.step(env.action_space.sample())
+
+
+def test_reward_energy_source_and_monitor_observations() -> None:
+    """The reward's energy is the true energy by default or what the monitor reports; the observation's energy and
+    power are always the monitor's (a controller's view), the info keeps the true energy as the metric."""
+    envs = {src: gym.make(ENV_ID, reward_energy=src, reward_weights={"deadline": 0, "accuracy": 0}).unwrapped
+            for src in ("true", "measured")}
+    out = {}
+    for src, env in envs.items():
+        env.reset(seed=4)
+        obs, r, _, _, info = env.step(np.array([4, 20, 10]))
+        out[src] = (obs, r, info)
+    (o_t, r_t, i_t), (o_m, r_m, i_m) = out["true"], out["measured"]
+    ref = envs["true"].setup.energy_ref_j
+    assert r_t == pytest.approx(-i_t["energy_j"] / ref) and r_m == pytest.approx(-i_m["measured_energy_j"] / ref)
+    assert i_t["energy_j"] != pytest.approx(i_t["measured_energy_j"], rel=1e-3)  # the monitor lags
+    np.testing.assert_array_equal(o_t, o_m)  # the reward's energy source does not change what the policy sees
+    i_e = envs["true"].obs_names.index("energy")
+    assert o_t[i_e] == pytest.approx(i_t["measured_energy_j"] / ref, rel=1e-5)
+    with pytest.raises(ConfigError, match="reward_energy must be one of"):
+        gym.make(ENV_ID, reward_energy="both")
