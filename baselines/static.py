@@ -24,7 +24,7 @@ import numpy as np
 from e4gym.dnn.profile import ModelProfile
 from e4gym.envs.common import EnvSetup, resolve_setup
 from e4gym.errors import ConfigError, SettingError
-from e4gym.hardware.costmodel import MeasuredCostModel, emulated_cost_model
+from e4gym.hardware.costmodel import MeasuredCostModel, best_pair, emulated_cost_model
 from e4gym.hardware.spec import DeviceSpec
 from e4gym.policy import FixedActionPolicy, PolicyContext
 
@@ -94,7 +94,7 @@ def sweep_setup(setup: EnvSetup, exit: int = -1, margin: float = DEFAULT_MARGIN,
     k = cm.emc_index(setup.max_levels[2])
     lat, energy = lat[:, :, k], energy[:, :, k]
     feasible = lat * (1.0 + margin) <= min(setup.deadline_s, setup.period_s)
-    best, ok = cheapest_feasible(energy, feasible, lat)
+    best, ok = best_pair(energy, feasible, lat)
     mc, mg, me = setup.max_levels
     return StaticSweep(
         exit=ex, latency_s=lat, energy_j=energy, feasible=feasible,
@@ -108,16 +108,6 @@ def check_margin(margin: object) -> None:
     """Raise ConfigError unless ``margin`` is a finite number >= 0 (fraction of latency headroom)."""
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (math.isfinite(margin) and margin >= 0):
         raise ConfigError(f"margin must be a finite number >= 0 (fraction of latency headroom), got {margin!r}")
-
-
-def cheapest_feasible(energy_j: np.ndarray, feasible: np.ndarray,
-                      latency_s: np.ndarray) -> tuple[tuple[int, int], bool]:
-    """``((cpu, gpu), met)``: the cheapest feasible pair, or the fastest one (``met`` False) when none is."""
-    if feasible.any():
-        i = np.unravel_index(int(np.argmin(np.where(feasible, energy_j, np.inf))), energy_j.shape)
-        return (int(i[0]), int(i[1])), True
-    i = np.unravel_index(int(np.argmin(latency_s)), latency_s.shape)
-    return (int(i[0]), int(i[1])), False
 
 
 def resolve_exit(exit: int, n_exits: int) -> int:

@@ -305,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except E4gymError as exc:
         print(f"e4gym {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; finished work is kept (files are atomic)
+        print(f"e4gym {args.verb}: interrupted; finished results are kept, run the same command again to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -48,3 +48,29 @@ def test_every_verb_is_listed(capsys) -> None:
     out = capsys.readouterr().out
     for verb in ("devices", "calibrate", "demo", "profile", "train-exits", "record"):
         assert verb in out
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys) -> None:
+    import e4gym.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    parser = cli.build_parser
+
+    def patched(**kw):
+        p = parser(**kw)
+        parse = p.parse_args
+
+        def parse_then_interrupt(argv):
+            args = parse(argv)
+            args.func = interrupted
+            return args
+
+        p.parse_args = parse_then_interrupt
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", patched)
+    assert cli.main(["devices"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err

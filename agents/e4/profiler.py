@@ -168,7 +168,6 @@ class JITProfiler:
         mc, mg, me = s.max_levels
         self._dims = 3 if s.control_memory else 2
         self._hi = np.array([mc, mg, me][: self._dims])
-        self._emc = me
 
         def table(work):  # (latency s, run energy J as the monitor reports it) over the allowed grid
             return cm.latency_s(work), cm.energy_j(work)
@@ -190,7 +189,6 @@ class JITProfiler:
             self._block, self._head = [], []
         self._idle = cm.idle_power_w
         self._delays = tuple(float(d) for d in cm.measure_transitions(prof.frame_work(prof.n_exits - 1)))
-        self._stall = 0.0  # folded into the measured delays
         self._budget = min(s.deadline_s, s.period_s) / (1.0 + self.margin)
         self._period = s.period_s
         self._segments = [self._segments_of(e) for e in range(prof.n_exits)]
@@ -266,7 +264,6 @@ class JITProfiler:
                 delay = max(self._delays[i] for i in changed)
                 old = lat_t[prev] * scale
                 seg_lat = old if delay >= old else delay + seg_lat * (1.0 - delay / old)
-                seg_lat += self._stall * len(changed)
             lat += seg_lat
             run_e += e_t[ix] * (seg_lat / lat_t[ix])  # the run's power at these clocks, for its corrected time
             prev = ix
@@ -279,7 +276,8 @@ class JITProfiler:
 
         On a switch the board keeps the old levels for the longest transition delay of the domains that
         change (``transition_delay_s``; the emulator does the same), so a frame sped up by the switch first
-        runs ``delay`` seconds at the old, slower rate: ``delay · (1 − L_new / L_old)`` extra, plus the stalls.
+        runs ``delay`` seconds at the old, slower rate: ``delay · (1 − L_new / L_old)`` extra (stalls are folded
+        into the measured delays).
         """
         new = self._idx(plan.levels[0])
         old = (int(prev[0]), int(prev[1]), int(prev[2]) if len(prev) > 2 and self._dims == 3 else 0)
@@ -291,7 +289,7 @@ class JITProfiler:
         lat_old, _ = self.evaluate(exit, old_levels)
         lat_new = plan.latency_s
         slow = max(0.0, min(delay, lat_old) * (1.0 - lat_new / lat_old)) if lat_old > 0 else 0.0
-        return slow + self._stall * len(changed)
+        return slow  # stalls are folded into the measured delays
 
     def solve(self, exit: int, bucket: int = 0, extra_s: float = 0.0) -> Plan:
         """The plan for ``exit`` and complexity ``bucket``: cached, or found by coordinate descent.

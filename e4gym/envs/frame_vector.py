@@ -374,7 +374,7 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         for key, arr in self._p.items():
             if key not in ("power", "temp"):
                 arr[idx] = 0.0
-        self._p["power"][idx] = self.emulator._st.sensor_held_w[idx] / self.setup.power_ref_w
+        self._p["power"][idx] = self.emulator.sensor_power_w[idx] / self.setup.power_ref_w
         self._p["temp"][idx] = self.emulator.temp_c[idx]
         self._slack[idx] = 1.0
 
@@ -401,11 +401,10 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         """The reset info of every sub-env (arrays of shape (num_envs,); rows ``idx`` are the fresh ones)."""
         emu, n = self.emulator, self.num_envs
         lv = emu.levels
-        st = emu._st
         info: dict[str, Any] = {
             "latency_ms": np.zeros(n),
             "energy_j": np.zeros(n),
-            "power_w": st.sensor_held_w.copy(),
+            "power_w": emu.sensor_power_w,
             "temp_c": emu.temp_c.copy(),
             "exit": np.full(n, -1, np.int64),
             "correct": np.zeros(n, bool),
@@ -417,7 +416,7 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             "dvfs_switches": np.zeros(n, np.int64),
             "measured_energy_j": np.zeros(n),
             "run_ms": np.zeros(n),
-            "throttled": st.throttled.copy(),
+            "throttled": emu.throttled,
             "frame": np.full(n, -1, np.int64),
             "reward_energy": np.zeros(n),
             "reward_deadline": np.zeros(n),
@@ -426,9 +425,9 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             "profiling_ms": np.zeros(n),
             "profiling_energy_j": np.zeros(n),
         }
-        held = np.asarray(getattr(self.emulator._st, "sensor_rails", ()), dtype=np.float64)
+        held = emu.sensor_rails_w
         for j, key in enumerate(self.rail_keys):  # the monitor's held rail readings
-            info[key] = held[j].copy() if held.ndim == 2 else np.zeros(n)
+            info[key] = held[:, j]
         for key in self._info_keys:
             info["_" + key] = self._all
         return info

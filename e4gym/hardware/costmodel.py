@@ -62,6 +62,18 @@ class OfflineWork:
         self.energy_j += float(energy_j)
 
 
+def best_pair(energy_j: np.ndarray, feasible: np.ndarray, latency_s: np.ndarray) -> tuple[tuple[int, int], bool]:
+    """The cheapest feasible ``(cpu, gpu)`` pair and ``True``; the fastest pair and ``False`` if none is feasible.
+
+    Works on any ``(cpu, gpu)`` cost table: the analytic model's (:func:`e4gym.hardware.model.grid_cost`) or a
+    measured one (:class:`MeasuredCostModel`)."""
+    if feasible.any():
+        idx = np.unravel_index(int(np.argmin(np.where(feasible, energy_j, np.inf))), energy_j.shape)
+        return (int(idx[0]), int(idx[1])), True
+    idx = np.unravel_index(int(np.argmin(latency_s)), latency_s.shape)
+    return (int(idx[0]), int(idx[1])), False
+
+
 class MeasuredCostModel:
     """Latency and energy of works over the allowed level grid, measured on a backend (see the module docs).
 

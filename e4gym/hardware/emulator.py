@@ -871,6 +871,21 @@ class BatchedEmulator:
         """Temperatures (°C), shape ``(N,)``."""
         return self._st.temp_c
 
+    @property
+    def throttled(self) -> np.ndarray:
+        """Whether the thermal trip caps each board's clocks, shape ``(N,)`` (a copy)."""
+        return self._st.throttled.copy()
+
+    @property
+    def sensor_power_w(self) -> np.ndarray:
+        """The power monitors' latest (held) board readings (W), shape ``(N,)`` (a copy)."""
+        return self._st.sensor_held_w.copy()
+
+    @property
+    def sensor_rails_w(self) -> np.ndarray:
+        """The power monitors' latest (held) rail readings (W), shape ``(N, len(rail_names))`` (a copy)."""
+        return np.asarray(self._st.sensor_rails, dtype=np.float64).T.copy()
+
     def apply(self, levels: np.ndarray) -> np.ndarray:
         """Request levels, an int array of shape ``(N, 3)``; returns each board's stall (s).
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from e4gym.errors import ConfigError
+from e4gym.hardware.costmodel import best_pair  # noqa: F401  (re-exported: the grid's choice lives there)
 from e4gym.hardware.spec import DeviceSpec, DomainModel
 from e4gym.hardware.work import Work
 
@@ -263,12 +264,3 @@ def grid_cost(
         gpu_hz=np.asarray(spec.gpu_freqs_hz[: mg + 1], dtype=float),
         emc_level=me, emc_hz=float(spec.emc_freqs_hz[me]), period_s=period_s, batch=int(batch),
     )
-
-
-def best_pair(energy_j: np.ndarray, feasible: np.ndarray, latency_s: np.ndarray) -> tuple[tuple[int, int], bool]:
-    """The cheapest feasible ``(cpu, gpu)`` pair and ``True``; the fastest pair and ``False`` if none is feasible."""
-    if feasible.any():
-        idx = np.unravel_index(int(np.argmin(np.where(feasible, energy_j, np.inf))), energy_j.shape)
-        return (int(idx[0]), int(idx[1])), True
-    idx = np.unravel_index(int(np.argmin(latency_s)), latency_s.shape)
-    return (int(idx[0]), int(idx[1])), False

@@ -23,7 +23,10 @@ reading the fake tree on every access.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,6 +162,28 @@ class FakeBoard:
                 self.write(f"{pol}/scaling_setspeed", "<unsupported>")
         if self.path(f"{self.gpu}/userspace/set_freq").is_file() and self.read(f"{self.gpu}/governor") != "userspace":
             self.write(f"{self.gpu}/userspace/set_freq", "undefined")
+
+    @contextlib.contextmanager
+    def kernel(self, period_s: float = 0.002) -> Iterator[None]:
+        """Run a thread that plays the kernel while the block runs: :meth:`settle` every ``period_s`` seconds (a
+        read that lands mid-write is retried on the next tick)."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                try:
+                    self.settle()
+                except (IndexError, ValueError):  # read a file the backend was writing: try again
+                    pass
+                stop.wait(period_s)
+
+        t = threading.Thread(target=loop, daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            t.join()
 
     def settle(self) -> None:
         """Move the current-frequency files to what the written settings select (what the kernel would do)."""

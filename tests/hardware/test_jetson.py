@@ -868,7 +868,6 @@ QUICKSTART_ON_BOARD = ("performance", "powersave", "ondemand", "schedutil", "nvh
 
 def test_quickstart_runs_on_a_fake_board(tmp_path: Path) -> None:
     """``e4gym bench --config quickstart --backend jetson``: the governor baselines run on the board's governors."""
-    import threading
 
     import yaml
 
@@ -882,25 +881,10 @@ def test_quickstart_runs_on_a_fake_board(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     board = build_xavier_nx(tree)
     before = board.snapshot()
-    stop = threading.Event()
-
-    def kernel() -> None:  # current clocks follow what the backend writes
-        while not stop.is_set():
-            try:
-                board.settle()
-            except (IndexError, ValueError):  # read a file the backend was writing: try again
-                pass
-            stop.wait(0.002)
-
-    t = threading.Thread(target=kernel, daemon=True)
-    t.start()
-    try:
+    with board.kernel():  # current clocks follow what the backend writes
         res = run_benchmark(config, tmp_path / "out", jobs=1, frames=2, plots=False, tensorboard=False,
                             backend={"backend": "jetson",
                                      "backend_kwargs": {"sysfs_root": str(tree), "runner_device": "cpu"}})
-    finally:
-        stop.set()
-        t.join()
     assert res.ok, [str(f) for f in res.failures]
     assert [r["frames"] for r in res.rows] == [2] * len(QUICKSTART_ON_BOARD)
     (bs,) = [r for r in res.rows if r["label"] == "best_static"]

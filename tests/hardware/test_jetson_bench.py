@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import yaml
@@ -25,24 +24,9 @@ def test_bench_runs_end_to_end_on_a_fake_board(tmp_path, capsys) -> None:
         "seeds": [0],
         "policies": [{"name": "static", "label": "mid", "args": {"cpu_level": 12, "gpu_level": 7, "exit": 0}}],
     }))
-    stop = threading.Event()
-
-    def kernel() -> None:  # the fake tree's "kernel": current clocks follow what the backend writes
-        while not stop.is_set():
-            try:
-                board.settle()
-            except (IndexError, ValueError):  # read a file the backend was writing: try again
-                pass
-            stop.wait(0.002)
-
-    t = threading.Thread(target=kernel, daemon=True)
-    t.start()
-    try:
+    with board.kernel():  # the fake tree's "kernel": current clocks follow what the backend writes
         rc = main(["bench", "--config", str(config), "--out", str(tmp_path / "out"), "--jobs", "1", "--quiet",
                    "--backend", "jetson", "--sysfs-root", str(tree), "--runner-device", "cpu"])
-    finally:
-        stop.set()
-        t.join()
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     (row,) = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
