@@ -13,7 +13,8 @@ import numpy as np
 from baselines.static import DEFAULT_MARGIN, StaticSweep, check_margin, resolve_exit
 from e4gym.envs.common import EnvSetup
 from e4gym.errors import ConfigError
-from e4gym.hardware.model import best_pair, grid_cost
+from e4gym.hardware.costmodel import best_pair
+from e4gym.hardware.model import grid_cost
 from e4gym.policy import PolicyContext
 
 

@@ -79,6 +79,7 @@ import numpy as np
 
 from e4gym.envs.common import EnvSetup
 from e4gym.errors import ConfigError
+from e4gym.io import atomic_write
 from e4gym.policy import PolicyContext
 
 #: Transient fault rate at the top frequency (faults per second), Zhu, Melhem & Mossé 2004 via CALIBRATION.md
@@ -567,8 +568,6 @@ class RingDVFSAgent:
         Contents: the Q-table and visit counts (arrays), and a JSON header with the format tag, the config,
         the exit, the counters, the RNG's bit-generator state, the env identity and the unfinished episode.
         """
-        from e4gym.bench._io import atomic_write
-
         path = Path(path)
         ep = self._episode
         meta = {"format": FILE_FORMAT, "config": self.config.to_dict(), "exit": self.exit,

@@ -21,15 +21,15 @@ around the network that keep the board below a temperature target:
   the current ones (the network is not asked). The replay memory stores the action that ran (artifact).
 * **DQN** (:data:`ZTT_DQN_KWARGS`, :class:`ZTTDQN`): MLP 7→6→6→9, ReLU, MSE loss, Adam lr 0.05, replay 500,
   batch 64, training from 200 samples on, one gradient step per step, ε from 1 multiplied by 0.95 per training
-  call (:class:`ZTTExploration`; the artifact's floor is 0). Every transition is stored as terminal, so the
-  target is the immediate reward: a contextual bandit. Samples with ``r < 0`` or ``r > 1`` are stored three
+  call (the artifact's floor is 0). Every transition is stored as terminal, so the target is the immediate
+  reward: a contextual bandit. Samples with ``r < 0`` or ``r > 1`` are stored three
   times ("highlighted samples", artifact). One step per fps measurement, 2000 steps a run.
 
 On the frame env one zTT step is one frame. :class:`ZTTEnv` wraps the frame env with zTT's state, action
 grid, reward and rules (train it with :func:`make_ztt_model`); :class:`ZTTPolicy` serves a trained model to the
 benchmark harness on the plain frame env and takes exactly the actions :class:`ZTTEnv` would.
 
-Departures from the original (each forced by the emulator or by stable-baselines3, or a stated choice):
+Departures from the original (each forced by the emulator, or a stated choice):
 
 1. **Per-rail power.** zTT reads the CPU and GPU rails of the TX2's INA3221; here the env's step ``info``
    reports the power monitor's rails, and zTT reads ``info["power_cpu_w"]`` and ``info["power_gpu_w"]``
@@ -43,17 +43,17 @@ Departures from the original (each forced by the emulator or by stable-baselines
    queueing excluded). A frame as fast as the stream counts as meeting it; a slower one yields
    ``1000 / run_ms``, the rate a backlogged stream completes frames at. (``1000 / latency_ms`` would count the
    growing queueing delay of a backlog as slowness and fall towards 0.) 0 before the first frame.
-4. **Target network and discount.** SB3's DQN has a target network; ``target_update_interval=1`` with ``tau=1``
-   copies the online net after every step (the artifact copies it every step too). The artifact's γ = 0.99
-   never applies because every transition is stored as terminal; ``gamma=0`` gives the same immediate-reward
-   target on SB3 (episodes here are truncated, not terminated, so SB3 would otherwise bootstrap).
-5. **Loss.** SB3's DQN uses the Huber loss; :class:`ZTTDQN` uses the mean squared error of the taken action's
-   Q value (Keras' ``mse`` over all 9 outputs, of which 8 have zero error, differs by a factor 1/9 that Adam
-   normalises away). No gradient clipping (``max_grad_norm=inf``), as in Keras' default.
-6. **ε.** SB3 starts training after ``learning_starts=200`` *steps*; the artifact starts when its memory holds
+4. **Learner; no target network or discount.** :class:`ZTTDQN` is zTT's DQN written in plain PyTorch with
+   stable-baselines3's surface (``learn`` with SB3 callbacks, ``predict``, ``save``/``load``), not SB3's DQN.
+   Every transition is stored as terminal, so the target is the immediate reward and the artifact's target
+   network (copied every step) and γ = 0.99 never enter the update; the learner has neither.
+5. **Loss.** The mean squared error of the taken action's Q value (Keras' ``mse`` over all 9 outputs, of which
+   8 have zero error, differs by a factor 1/9 that Adam normalises away). No gradient clipping, as in Keras'
+   default.
+6. **ε.** Training starts after ``learning_starts=200`` *steps*; the artifact starts when its memory holds
    200 samples, highlighted copies included (so a little earlier). ε = max(ε_min, 0.95^n) with n the training
    calls so far; ε_min = 0 (artifact: ``epsilon_min = 0``). Before training starts actions are uniform at
-   random (SB3), which is what ε = 1 does.
+   random, which is what ε = 1 does.
 7. **Initialisation.** PyTorch's default layer initialisation instead of Keras' ``normal`` (σ = 0.05).
 8. **Grid on other boards.** TX2's {3, 7, 11} generalises to the top level of each of three equal blocks of
    levels (:func:`ztt_grid`); it reproduces {3, 7, 11} for TX2's 12 CPU and 13 GPU levels.
@@ -89,25 +89,31 @@ Example::
 
 from __future__ import annotations
 
+import io
+import itertools
+import json
 import math
-import warnings
+import sys
+import time
+import zipfile
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, SupportsFloat
+from typing import IO, Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
-from stable_baselines3 import DQN
-from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from e4gym.envs.common import EnvSetup
 from e4gym.envs.wrappers import DiscreteActions
 from e4gym.errors import ConfigError, SettingError
+from e4gym.io import atomic_write
 from e4gym.policy import PolicyContext
 
 __all__ = [
@@ -120,6 +126,7 @@ __all__ = [
     "ZTT_EXPLORE_PROB",
     "ZTT_GRID_SIZE",
     "ZTT_HIGHLIGHT_COPIES",
+    "ZTT_MODEL_FORMAT",
     "ZTT_POWER_UNIT_W",
     "ZTT_RAIL_KEYS",
     "ZTT_RULES",
@@ -127,9 +134,8 @@ __all__ = [
     "ZTT_T_TARGET_C",
     "ZTTCore",
     "ZTTEnv",
-    "ZTTEpsilon",
-    "ZTTExploration",
     "ZTTPolicy",
+    "ZTTReplayBuffer",
     "make_ztt_model",
     "ztt_grid",
     "ztt_rails",
@@ -168,27 +174,20 @@ ZTT_HIGHLIGHT_COPIES = 2
 #: dummy value for a zero reading instead).
 ZTT_MIN_POWER_W = 0.01
 
-#: stable-baselines3 ``DQN`` keyword arguments of zTT's agent (CALIBRATION.md, zTT "DQN"; departures 4–6):
-#: MLP 7→6→6→9 with ReLU, Adam lr 0.05, replay 500, batch 64, training after 200 samples, one gradient step
-#: per env step, target net copied every step, ``gamma=0`` (every transition terminal: the target is the
-#: immediate reward), no gradient clipping. ε is driven by :class:`ZTTExploration` / :class:`ZTTDQN`;
-#: ``exploration_*`` here only set SB3's linear schedule that those replace (start 1, floor
-#: :data:`ZTT_EPS_MIN`).
+#: Hyper-parameters of zTT's DQN (:class:`ZTTDQN`; CALIBRATION.md, zTT "DQN"; departures 4–6): MLP 7→6→6→9 with
+#: ReLU, Adam lr 0.05, replay memory 500, batch 64, training from 200 steps on (one training call of one gradient
+#: step per env step), ε from 1 multiplied by 0.95 per training call down to :data:`ZTT_EPS_MIN`, highlighted
+#: transitions stored ``1 + 2`` times. Keys given to :func:`make_ztt_model` (or in ``configs/agents/ztt.yaml``)
+#: override these.
 ZTT_DQN_KWARGS: dict[str, Any] = {
-    "policy_kwargs": {"net_arch": [6, 6], "activation_fn": th.nn.ReLU},
+    "net_arch": [6, 6],
     "learning_rate": 0.05,
     "buffer_size": 500,
     "batch_size": 64,
     "learning_starts": 200,
-    "gamma": 0.0,
-    "train_freq": 1,
-    "gradient_steps": 1,
-    "target_update_interval": 1,
-    "tau": 1.0,
-    "max_grad_norm": math.inf,
-    "exploration_initial_eps": 1.0,
-    "exploration_final_eps": ZTT_EPS_MIN,
-    "exploration_fraction": 0.1,
+    "eps_decay": ZTT_EPS_DECAY,
+    "eps_min": ZTT_EPS_MIN,
+    "highlight_copies": ZTT_HIGHLIGHT_COPIES,
 }
 
 
@@ -286,7 +285,7 @@ def ztt_state(info: Mapping[str, Any], setup: EnvSetup) -> np.ndarray:
     - ``fps``: frames per second, ``min(stream fps, 1000 / run_ms)``, 0 when no frame ran (departure 3).
 
     Args:
-        info: a step's ``info`` (keys of :data:`e4gym.envs.common.INFO_KEYS`, with the rails), or a reset's.
+        info: a step's ``info`` (keys of :data:`e4gym.envs.core.INFO_KEYS`, with the rails), or a reset's.
         setup: the env's setup (``env.unwrapped.setup``).
 
     Raises:
@@ -590,156 +589,351 @@ class ZTTEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return state.copy(), reward, terminated, truncated, info
 
 
-# ---------------------------------------------------------------------------------------------- exploration
-
-
-@dataclass
-class ZTTEpsilon:
-    """zTT's ε as an SB3 exploration schedule: ``max(eps_min, decay ** n_updates)`` (CALIBRATION.md: ε from 1
-    multiplied by 0.95 per training call; floor :data:`ZTT_EPS_MIN`).
-
-    SB3 calls a schedule with the remaining progress, which zTT's ε does not depend on; ``n_updates`` (training
-    calls so far) is set by :class:`ZTTExploration` / :class:`ZTTDQN`. A plain object, so models pickle.
-    """
-
-    decay: float = ZTT_EPS_DECAY
-    eps_min: float = ZTT_EPS_MIN
-    n_updates: int = 0
-
-    def __call__(self, progress_remaining: float = 1.0) -> float:
-        """ε after ``n_updates`` training calls."""
-        return max(self.eps_min, self.decay ** self.n_updates)
-
-
-def _install_epsilon(model: Any, decay: float, eps_min: float) -> ZTTEpsilon:
-    sched = model.exploration_schedule
-    if not isinstance(sched, ZTTEpsilon):
-        sched = ZTTEpsilon(decay, eps_min)
-        model.exploration_schedule = sched
-    sched.n_updates = int(model._n_updates)
-    model.exploration_rate = sched()
-    return sched
-
-
-class ZTTExploration(BaseCallback):
-    """SB3 callback that gives a DQN zTT's ε: ``max(eps_min, decay ** n)`` after ``n`` training calls.
-
-    SB3's DQN recomputes ``exploration_rate`` from its schedule after every step, so the callback replaces the
-    schedule with a :class:`ZTTEpsilon` and, before each rollout (i.e. after each training call, as the
-    artifact decays ε in ``train_model`` before the next action), sets its count to the model's gradient
-    updates (one per training call with ``train_freq=1, gradient_steps=1``). :class:`ZTTDQN` does the same by
-    itself; the callback makes a plain ``DQN`` follow the schedule too, but a plain ``DQN`` still stores the
-    agent's action rather than the one the rules ran and uses the Huber loss (a ``RuntimeWarning`` says so).
-
-    Args:
-        decay: ε factor per training call (:data:`ZTT_EPS_DECAY`). eps_min: floor (:data:`ZTT_EPS_MIN`).
-    """
-
-    def __init__(self, decay: float = ZTT_EPS_DECAY, eps_min: float = ZTT_EPS_MIN, verbose: int = 0) -> None:
-        super().__init__(verbose)
-        if not (0.0 < decay <= 1.0) or not (0.0 <= eps_min <= 1.0):
-            raise ConfigError(f"decay must be in (0, 1] and eps_min in [0, 1], got decay={decay!r}, "
-                              f"eps_min={eps_min!r}")
-        self.decay, self.eps_min = float(decay), float(eps_min)
-
-    def _on_training_start(self) -> None:
-        if not hasattr(self.model, "exploration_schedule"):
-            raise ConfigError(f"ZTTExploration drives a DQN's ε; {type(self.model).__name__} has none")
-        if not isinstance(self.model, ZTTDQN):
-            warnings.warn(
-                "ZTTExploration on a plain DQN: the replay buffer stores the network's action, not the one zTT's "
-                "thermal rules ran, and the loss is Huber, not MSE; use baselines.ztt.ZTTDQN (make_ztt_model)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        _install_epsilon(self.model, self.decay, self.eps_min)
-
-    def _on_rollout_start(self) -> None:
-        _install_epsilon(self.model, self.decay, self.eps_min)
-
-    def _on_training_end(self) -> None:
-        _install_epsilon(self.model, self.decay, self.eps_min)  # counts the last training call too
-
-    def _on_step(self) -> bool:
-        return True
-
-
 # ---------------------------------------------------------------------------------------------- the DQN
 
 
-class ZTTDQN(DQN):
-    """SB3's DQN with zTT's training details (departures 4–6; build it with :func:`make_ztt_model`).
+#: Format tag of a saved :class:`ZTTDQN` (the JSON member of its ``.zip``).
+ZTT_MODEL_FORMAT = "e4gym-ztt-dqn-1"
+_META_MEMBER = "ztt_dqn.json"
+_STATE_MEMBER = "state.pth"
 
-    - the replay buffer stores the grid action that ran (``info["ztt_action"]`` of :class:`ZTTEnv`), not the
-      network's, as the artifact does when its thermal rules override the network;
-    - transitions with reward ``< 0`` or ``> 1`` are stored ``1 + highlight_copies`` times (artifact);
-    - the loss is the mean squared error, not Huber;
-    - ε follows :class:`ZTTEpsilon` (``max(eps_min, decay ** n)`` after ``n`` training calls).
 
-    Args (besides DQN's):
-        highlight_copies: extra copies of a highlighted transition (:data:`ZTT_HIGHLIGHT_COPIES`).
-        eps_decay / eps_min: ε schedule (:data:`ZTT_EPS_DECAY`, :data:`ZTT_EPS_MIN`).
+class ZTTReplayBuffer:
+    """zTT's replay memory: a ring of ``buffer_size`` transitions ``(state, action that ran, reward)``.
+
+    Every transition is terminal (zTT's target is the immediate reward), so no next state is kept.
+
+    Attributes:
+        observations: ``(buffer_size, state size)`` float32. actions: ``(buffer_size,)`` int64 grid actions.
+        rewards: ``(buffer_size,)`` float32. pos: the next row written. full: every row holds a transition.
     """
 
-    def __init__(self, *args: Any, highlight_copies: int = ZTT_HIGHLIGHT_COPIES, eps_decay: float = ZTT_EPS_DECAY,
-                 eps_min: float = ZTT_EPS_MIN, **kwargs: Any) -> None:
-        if isinstance(highlight_copies, bool) or not isinstance(highlight_copies, int) or highlight_copies < 0:
-            raise ConfigError(f"highlight_copies must be an integer >= 0, got {highlight_copies!r}")
-        self.highlight_copies = highlight_copies
-        self.eps_decay, self.eps_min = float(eps_decay), float(eps_min)
-        super().__init__(*args, **kwargs)
+    def __init__(self, buffer_size: int, obs_dim: int) -> None:
+        self.observations = np.zeros((buffer_size, obs_dim), dtype=np.float32)
+        self.actions = np.zeros(buffer_size, dtype=np.int64)
+        self.rewards = np.zeros(buffer_size, dtype=np.float32)
+        self.pos = 0
+        self.full = False
 
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        _install_epsilon(self, self.eps_decay, self.eps_min)
+    def __len__(self) -> int:
+        return len(self.actions) if self.full else self.pos
 
-    def _store_transition(self, replay_buffer: ReplayBuffer, buffer_action: np.ndarray, new_obs: Any,
-                          reward: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]) -> None:
-        """Store the action that ran, and highlighted transitions ``1 + highlight_copies`` times."""
-        ran = [info.get("ztt_action") for info in infos]
-        if all(a is not None for a in ran):
-            buffer_action = np.asarray(ran, dtype=buffer_action.dtype).reshape(buffer_action.shape)
-        before = replay_buffer.pos
-        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
-        hot = (reward < 0) | (reward > 1)
-        if self.highlight_copies == 0 or not np.any(hot) or replay_buffer.optimize_memory_usage:
+    def add(self, obs: np.ndarray, action: int, reward: float) -> None:
+        """Store one transition (overwriting the oldest once full)."""
+        self.observations[self.pos], self.actions[self.pos], self.rewards[self.pos] = obs, action, reward
+        self.pos = (self.pos + 1) % len(self.actions)
+        self.full = self.full or self.pos == 0
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``batch_size`` transitions drawn uniformly with replacement: ``(states, actions, rewards)``."""
+        i = rng.integers(0, len(self), size=batch_size)
+        return self.observations[i], self.actions[i], self.rewards[i]
+
+
+def _check_hyperparameters(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """:data:`ZTT_DQN_KWARGS` with ``overrides``; ConfigError for an unknown key or a bad value."""
+    unknown = sorted(set(overrides) - set(ZTT_DQN_KWARGS))
+    if unknown:
+        raise ConfigError(f"zTT's DQN takes no argument {unknown}; it takes {sorted(ZTT_DQN_KWARGS)}")
+    hp = {**ZTT_DQN_KWARGS, **overrides}
+    arch = hp["net_arch"]
+    if isinstance(arch, (str, bytes)) or not isinstance(arch, Sequence) or not all(
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in arch):
+        raise ConfigError(f"net_arch must be a list of layer widths >= 1, got {arch!r}")
+    hp["net_arch"] = [int(n) for n in arch]
+    for key, low in (("buffer_size", 1), ("batch_size", 1), ("learning_starts", 0), ("highlight_copies", 0)):
+        v = hp[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ConfigError(f"{key} must be an integer >= {low}, got {v!r}")
+        hp[key] = int(v)
+    for key, ok, what in (("learning_rate", lambda x: x > 0, "> 0"), ("eps_decay", lambda x: 0 < x <= 1, "in (0, 1]"),
+                          ("eps_min", lambda x: 0 <= x <= 1, "in [0, 1]")):
+        v = hp[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not ok(float(v)):
+            raise ConfigError(f"{key} must be a number {what}, got {v!r}")
+        hp[key] = float(v)
+    return hp
+
+
+class ZTTDQN:
+    """zTT's DQN, a small learner in plain PyTorch with stable-baselines3's surface (build it with
+    :func:`make_ztt_model`; departures 4–6).
+
+    - the network is an MLP ``state → net_arch → 9`` with ReLU, trained by Adam on the mean squared error of the
+      taken action's Q value against the immediate reward (every transition is terminal: a contextual bandit);
+    - the replay memory (:class:`ZTTReplayBuffer`) stores the grid action that ran (``info["ztt_action"]`` of
+      :class:`ZTTEnv`), not the network's, as the artifact does when its thermal rules override the network;
+      transitions with reward ``< 0`` or ``> 1`` are stored ``1 + highlight_copies`` times (artifact);
+    - actions are uniform at random for the first ``learning_starts`` steps; after each later step one training
+      call (one gradient step on a batch of ``batch_size``) runs, and actions are ε-greedy with
+      ε = ``max(eps_min, eps_decay ** n)`` after ``n`` training calls (:attr:`exploration_rate`).
+
+    The surface is SB3's where the harness and ``e4gym train`` use it: :meth:`learn` drives SB3 callbacks (a
+    ``BaseCallback``, a list of them or a function) through their public hooks and logs to an SB3 ``Logger``
+    (``rollout/``, ``train/`` and ``time/`` keys); :meth:`predict`, :meth:`save` / :meth:`load` (a ``.zip``,
+    to a path or a binary file), :meth:`save_replay_buffer` / :meth:`load_replay_buffer`, :meth:`get_env`,
+    :meth:`set_logger`, ``num_timesteps``, ``observation_space`` and ``action_space``.
+
+    Args:
+        env: the env to learn on (a :class:`ZTTEnv` or a wrapper of one, or an SB3 ``VecEnv`` of one env);
+            ``None`` with ``observation_space`` and ``action_space`` for a model that only predicts.
+        seed: seed of the network initialisation (PyTorch's default initialisation under ``seed``), the
+            exploration, the replay sampling and the env's first reset.
+        device: PyTorch device. observation_space / action_space: the spaces without an env.
+        hyperparameters: keys of :data:`ZTT_DQN_KWARGS`, which they override.
+
+    Attributes:
+        q_net: the Q network. optimizer: its Adam optimiser. replay_buffer: the :class:`ZTTReplayBuffer`.
+        n_updates: training calls so far. num_timesteps: env steps so far.
+
+    Raises:
+        ConfigError: an unknown or bad hyper-parameter, spaces other than a ``Box`` state and a ``Discrete``
+            action, or no env and no spaces.
+    """
+
+    def __init__(self, env: gym.Env | VecEnv | None = None, *, seed: int = 0, device: str = "cpu",
+                 observation_space: spaces.Space | None = None, action_space: spaces.Space | None = None,
+                 **hyperparameters: Any) -> None:
+        self.hyperparameters = _check_hyperparameters(hyperparameters)
+        hp = self.hyperparameters
+        self.learning_starts, self.batch_size = hp["learning_starts"], hp["batch_size"]
+        self.highlight_copies = hp["highlight_copies"]
+        self.seed, self.device = int(seed), th.device(device)
+        self._env: VecEnv | None = None
+        if env is not None:
+            self._env = env if isinstance(env, VecEnv) else DummyVecEnv([lambda: env])
+            observation_space, action_space = self._env.observation_space, self._env.action_space
+        if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1 \
+                or not isinstance(action_space, spaces.Discrete):
+            raise ConfigError(f"zTT's DQN takes a Box state vector and a Discrete action (ZTTEnv's), got "
+                              f"{observation_space} and {action_space}")
+        self.observation_space, self.action_space = observation_space, action_space
+        with th.random.fork_rng(devices=[]):
+            th.manual_seed(self.seed)
+            sizes = [observation_space.shape[0], *hp["net_arch"]]
+            layers: list[th.nn.Module] = []
+            for a, b in itertools.pairwise(sizes):
+                layers += [th.nn.Linear(a, b), th.nn.ReLU()]
+            self.q_net = th.nn.Sequential(*layers, th.nn.Linear(sizes[-1], int(action_space.n))).to(self.device)
+        self.optimizer = th.optim.Adam(self.q_net.parameters(), lr=hp["learning_rate"])
+        self.replay_buffer = ZTTReplayBuffer(hp["buffer_size"], observation_space.shape[0])
+        self._rng = np.random.Generator(np.random.PCG64(self.seed))
+        self.num_timesteps = 0
+        self.n_updates = 0
+        self._episode_num = 0
+        self._ep_return, self._ep_len = 0.0, 0
+        self._ep_infos: deque[tuple[float, int]] = deque(maxlen=100)
+        self._last_obs: np.ndarray | None = None
+        self._logger = Logger(folder=None, output_formats=[])
+        if self._env is not None:
+            self._env.seed(self.seed)  # the first reset of learn() (as SB3 seeds its env)
+
+    # ---------------------------------------------------------------------------------- SB3's surface
+
+    @property
+    def exploration_rate(self) -> float:
+        """ε: ``max(eps_min, eps_decay ** n_updates)`` (1 before the first training call)."""
+        return max(self.hyperparameters["eps_min"], self.hyperparameters["eps_decay"] ** self.n_updates)
+
+    @property
+    def logger(self) -> Logger:
+        """The SB3 logger training writes to (no output until :meth:`set_logger`)."""
+        return self._logger
+
+    def set_logger(self, logger: Logger) -> None:
+        """Log to ``logger`` (e.g. ``stable_baselines3.common.logger.configure(folder, ["tensorboard"])``)."""
+        self._logger = logger
+
+    def get_env(self) -> VecEnv | None:
+        """The training env, as a one-env SB3 ``VecEnv`` (``None`` without one)."""
+        return self._env
+
+    def get_vec_normalize_env(self) -> None:
+        """SB3's hook for ``VecNormalize``: zTT normalises nothing."""
+        return None
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = False) -> tuple[np.ndarray, Any]:
+        """The grid action of one state (a 0-d array) or of a batch of states (``(n,)``); ``state`` passes
+        through. ``deterministic=False`` explores with probability :attr:`exploration_rate`, as SB3's DQN."""
+        obs = np.asarray(observation, dtype=np.float32)
+        batch = obs.reshape(-1, self.observation_space.shape[0])
+        with th.no_grad():
+            actions = self.q_net(th.as_tensor(batch, device=self.device)).argmax(dim=1).cpu().numpy()
+        if not deterministic:
+            explore = self._rng.random(len(actions)) < self.exploration_rate
+            actions = np.where(explore, self._rng.integers(0, self.action_space.n, len(actions)), actions)
+        return (actions if obs.ndim > 1 else np.asarray(actions[0])), state
+
+    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int | None = 1,
+              reset_num_timesteps: bool = True) -> ZTTDQN:
+        """Train for ``total_timesteps`` env steps (more, with ``reset_num_timesteps=False``: up to
+        ``num_timesteps + total_timesteps``); returns ``self``.
+
+        Each step: the action (uniform at random before ``learning_starts`` steps, else ε-greedy), the env step,
+        the callbacks' ``on_step`` (a ``False`` stops training), the transition into the memory, a log dump
+        every ``log_interval`` episodes, and once past ``learning_starts`` one training call. The callbacks'
+        ``on_rollout_start`` / ``on_rollout_end`` frame each step (SB3's DQN with ``train_freq=1``).
+
+        Raises:
+            ConfigError: the model has no env.
+        """
+        env = self._env
+        if env is None:
+            raise ConfigError("this zTT model has no env to learn on: build it with make_ztt_model(env)")
+        if reset_num_timesteps:
+            self.num_timesteps, self._episode_num = 0, 0
+        total_timesteps = int(total_timesteps) + self.num_timesteps
+        if reset_num_timesteps or self._last_obs is None:
+            self._last_obs = env.reset()
+            self._ep_return, self._ep_len = 0.0, 0
+        callback = _as_callback(callback)
+        callback.init_callback(self)  # type: ignore[arg-type]  (SB3's callbacks use the surface above)
+        start, start_steps = time.time_ns(), self.num_timesteps
+        callback.on_training_start(locals(), globals())
+        while self.num_timesteps < total_timesteps:
+            callback.on_rollout_start()
+            obs = self._last_obs
+            if self.num_timesteps < self.learning_starts:
+                actions = self._rng.integers(0, self.action_space.n, env.num_envs)
+            else:
+                actions, _ = self.predict(obs, deterministic=False)
+            new_obs, rewards, dones, infos = env.step(actions)
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                break
+            self._store(obs, actions, rewards, infos)
+            self._last_obs = new_obs
+            for r, done in zip(rewards, dones):
+                self._ep_return, self._ep_len = self._ep_return + float(r), self._ep_len + 1
+                if done:
+                    self._ep_infos.append((self._ep_return, self._ep_len))
+                    self._ep_return, self._ep_len = 0.0, 0
+                    self._episode_num += 1
+                    if log_interval and self._episode_num % log_interval == 0:
+                        self._dump_logs(start, start_steps)
+            callback.on_rollout_end()
+            if self.num_timesteps > self.learning_starts:
+                self._train()
+        callback.on_training_end()
+        return self
+
+    def _store(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, infos: list[dict]) -> None:
+        """Store each env's transition with the action that ran, highlighted ones ``1 + highlight_copies`` times."""
+        for o, a, r, info in zip(obs, actions, rewards, infos):
+            ran = info.get("ztt_action", a)
+            copies = 1 + (self.highlight_copies if (r < 0 or r > 1) else 0)
+            for _ in range(copies):
+                self.replay_buffer.add(o, int(ran), float(r))
+
+    def _train(self) -> None:
+        """One training call: a gradient step of the MSE between Q(state, action) and the reward (departure 5)."""
+        obs, act, rew = self.replay_buffer.sample(self.batch_size, self._rng)
+        q = self.q_net(th.as_tensor(obs, device=self.device))
+        taken = q.gather(1, th.as_tensor(act, device=self.device).view(-1, 1)).squeeze(1)
+        loss = F.mse_loss(taken, th.as_tensor(rew, device=self.device))
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.n_updates += 1
+        self._logger.record("train/n_updates", self.n_updates, exclude="tensorboard")
+        self._logger.record("train/loss", float(loss.item()))
+        self._logger.record("rollout/exploration_rate", self.exploration_rate)
+
+    def _dump_logs(self, start_ns: int, start_steps: int) -> None:
+        elapsed = max((time.time_ns() - start_ns) / 1e9, sys.float_info.epsilon)
+        log = self._logger
+        log.record("time/episodes", self._episode_num, exclude="tensorboard")
+        if self._ep_infos:
+            log.record("rollout/ep_rew_mean", float(np.mean([r for r, _ in self._ep_infos])))
+            log.record("rollout/ep_len_mean", float(np.mean([n for _, n in self._ep_infos])))
+        log.record("time/fps", int((self.num_timesteps - start_steps) / elapsed))
+        log.record("time/time_elapsed", int(elapsed), exclude="tensorboard")
+        log.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+        log.dump(step=self.num_timesteps)
+
+    # ---------------------------------------------------------------------------------- persistence
+
+    def save(self, path: str | Path | IO[bytes]) -> None:
+        """Write the model (hyper-parameters, spaces, network and optimiser state, counters, RNG state) as a
+        ``.zip`` to ``path`` (``.zip`` is added to a path without a suffix, as SB3 does) or a binary file."""
+        if isinstance(path, (str, Path)):
+            path = Path(path)
+            atomic_write(path.with_suffix(".zip") if not path.suffix else path, self.save)
             return
-        # Re-add the row just stored (with several envs a row holds every env's transition: all are copied
-        # when one is highlighted).
-        i = before
-        obs = replay_buffer.observations[i].copy()
-        nxt = replay_buffer.next_observations[i].copy()
-        act = replay_buffer.actions[i].copy()
-        rew = replay_buffer.rewards[i].copy()
-        done = replay_buffer.dones[i].copy()
-        timeouts = [{"TimeLimit.truncated": bool(t)} for t in replay_buffer.timeouts[i]]
-        for _ in range(self.highlight_copies):
-            replay_buffer.add(obs, nxt, act, rew, done, timeouts)
+        obs = self.observation_space
+        meta = {"format": ZTT_MODEL_FORMAT, "hyperparameters": self.hyperparameters, "seed": self.seed,
+                "num_timesteps": self.num_timesteps, "n_updates": self.n_updates, "episodes": self._episode_num,
+                "obs_low": obs.low.tolist(), "obs_high": obs.high.tolist(), "n_actions": int(self.action_space.n),
+                "rng_state": self._rng.bit_generator.state}
+        state = io.BytesIO()
+        th.save({"q_net": self.q_net.state_dict(), "optimizer": self.optimizer.state_dict()}, state)
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(_META_MEMBER, json.dumps(meta))
+            zf.writestr(_STATE_MEMBER, state.getvalue())
 
-    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
-        """SB3's DQN update with the MSE loss (departure 5); then ε = ``max(eps_min, decay ** n_updates)``."""
-        self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-        losses = []
-        for _ in range(gradient_steps):
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            discounts = data.discounts if getattr(data, "discounts", None) is not None else self.gamma
-            with th.no_grad():
-                next_q, _ = self.q_net_target(data.next_observations).max(dim=1)
-                target = data.rewards + (1 - data.dones) * discounts * next_q.reshape(-1, 1)
-            q = th.gather(self.q_net(data.observations), dim=1, index=data.actions.long())
-            loss = F.mse_loss(q, target)
-            losses.append(loss.item())
-            self.policy.optimizer.zero_grad()
-            loss.backward()
-            if math.isfinite(self.max_grad_norm):
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
-        self._n_updates += gradient_steps
-        _install_epsilon(self, self.eps_decay, self.eps_min)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", float(np.mean(losses)))
-        self.logger.record("rollout/exploration_rate", self.exploration_rate)
+    @classmethod
+    def load(cls, path: str | Path, env: gym.Env | VecEnv | None = None, device: str = "cpu") -> ZTTDQN:
+        """Read a model :meth:`save` wrote; with ``env``, ready to continue learning on it.
+
+        Raises:
+            ConfigError: the file is missing or not a zTT model, or ``env``'s spaces are not the model's.
+        """
+        try:
+            with zipfile.ZipFile(path) as zf:
+                meta = json.loads(zf.read(_META_MEMBER))
+                state = th.load(io.BytesIO(zf.read(_STATE_MEMBER)), map_location=device, weights_only=True)
+            if meta.get("format") != ZTT_MODEL_FORMAT:
+                raise ValueError(f"format {meta.get('format')!r} is not {ZTT_MODEL_FORMAT!r}")
+            obs = spaces.Box(np.asarray(meta["obs_low"], np.float32), np.asarray(meta["obs_high"], np.float32))
+            act = spaces.Discrete(int(meta["n_actions"]))
+        except Exception as exc:  # zip, JSON, torch and key errors all mean: not a zTT model file
+            raise ConfigError(f"{path} is not a readable zTT model ({type(exc).__name__}: {exc})") from None
+        if env is not None and (env.observation_space.shape != obs.shape or env.action_space != act):
+            raise ConfigError(f"{path} was trained on states {obs.shape} and actions {act}; the env has "
+                              f"{env.observation_space.shape} and {env.action_space}")
+        model = cls(env, seed=int(meta["seed"]), device=device, observation_space=obs, action_space=act,
+                    **meta["hyperparameters"])
+        model.q_net.load_state_dict(state["q_net"])
+        model.optimizer.load_state_dict(state["optimizer"])
+        model.num_timesteps, model.n_updates = int(meta["num_timesteps"]), int(meta["n_updates"])
+        model._episode_num = int(meta["episodes"])
+        model._rng.bit_generator.state = meta["rng_state"]
+        return model
+
+    def save_replay_buffer(self, path: str | Path) -> None:
+        """Write the replay memory to ``path`` (NumPy ``.npz`` content, whatever the suffix)."""
+        b = self.replay_buffer
+        atomic_write(Path(path), lambda f: np.savez(f, observations=b.observations, actions=b.actions,
+                                                    rewards=b.rewards, pos=b.pos, full=b.full))
+
+    def load_replay_buffer(self, path: str | Path) -> None:
+        """Read the replay memory :meth:`save_replay_buffer` wrote.
+
+        Raises:
+            ConfigError: an unreadable file, or a memory of another size than the model's.
+        """
+        b = self.replay_buffer
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in ("observations", "actions", "rewards", "pos", "full")}
+        except Exception as exc:  # zip, npy and key errors
+            raise ConfigError(f"{path} is not a readable zTT replay memory ({type(exc).__name__}: {exc})") from None
+        if arrays["observations"].shape != b.observations.shape:
+            raise ConfigError(f"{path} holds a memory of shape {arrays['observations'].shape}; the model's is "
+                              f"{b.observations.shape}")
+        b.observations[:], b.actions[:], b.rewards[:] = arrays["observations"], arrays["actions"], arrays["rewards"]
+        b.pos, b.full = int(arrays["pos"]), bool(arrays["full"])
+
+
+def _as_callback(callback: Any) -> BaseCallback:
+    """SB3's callback forms as one ``BaseCallback``: None, a callback, a list of them, or ``f(locals, globals)``."""
+    if callback is None:
+        return CallbackList([])
+    if isinstance(callback, list):
+        return CallbackList(callback)
+    return callback if isinstance(callback, BaseCallback) else ConvertCallback(callback)
 
 
 def _grid_index(action: Any, n: int) -> int:
@@ -771,18 +965,42 @@ def make_ztt_model(env: gym.Env, seed: int = 0, tensorboard_log: str | Path | No
             in a default :class:`ZTTEnv`.
         seed: seed of the network initialisation, replay sampling and exploration.
         tensorboard_log: TensorBoard folder (``None``: no logging).
-        overrides: keyword arguments of :class:`ZTTDQN` / ``DQN`` that replace :data:`ZTT_DQN_KWARGS`' (e.g.
-            ``learning_starts=100``); ``policy_kwargs`` replaces the whole dict.
+        overrides: keys of :data:`ZTT_DQN_KWARGS` that replace its values (e.g. ``learning_starts=100``).
 
     Raises:
-        ConfigError: ``env`` is neither a :class:`ZTTEnv` (or a wrapper of one) nor a frame env.
+        ConfigError: ``env`` is neither a :class:`ZTTEnv` (or a wrapper of one) nor a frame env; an unknown or
+            bad hyper-parameter.
     """
     if _find_ztt_env(env) is None:
         env = ZTTEnv(env)
-    kw = {**ZTT_DQN_KWARGS, **overrides}
-    kw["policy_kwargs"] = dict(kw["policy_kwargs"])
-    log = None if tensorboard_log is None else str(tensorboard_log)
-    return ZTTDQN("MlpPolicy", env, seed=seed, tensorboard_log=log, device="cpu", verbose=0, **kw)
+    model = ZTTDQN(env, seed=seed, **overrides)
+    if tensorboard_log is not None:
+        from stable_baselines3.common.logger import configure
+
+        model.set_logger(configure(str(tensorboard_log), ["tensorboard"]))
+    return model
+
+
+def _load_ztt_model(path: Path) -> Any:
+    """A saved zTT model: :class:`ZTTDQN`'s ``.zip``, or a stable-baselines3 ``DQN``'s trained on :class:`ZTTEnv`
+    (as zTT's agent was before it had its own learner).
+
+    Raises:
+        ConfigError: neither (names the file).
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            ours = _META_MEMBER in zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        ours = True  # ZTTDQN.load says what is wrong
+    if ours:
+        return ZTTDQN.load(path)
+    from stable_baselines3 import DQN
+
+    try:  # an old ZTTDQN's schedule class is gone: SB3 rebuilds its own
+        return DQN.load(path, device="cpu", custom_objects={"exploration_schedule": None})
+    except Exception as exc:  # zip, pickle and torch errors all mean: not a usable model
+        raise ConfigError(f"{path} is not a readable zTT (DQN) model ({type(exc).__name__}: {exc})") from None
 
 
 # ---------------------------------------------------------------------------------------------- the policy
@@ -800,7 +1018,7 @@ class ZTTPolicy:
     deterministic=True)``. The observation handed to :meth:`predict` (the frame env's) is not used.
 
     Args:
-        path: a saved model (``.zip`` of :class:`ZTTDQN` or of a ``DQN`` trained on :class:`ZTTEnv`).
+        path: a saved model (``.zip`` of :class:`ZTTDQN`, or of an SB3 ``DQN`` trained on :class:`ZTTEnv`).
         model: a model object with SB3's ``predict`` (instead of ``path``).
         exit: the exit every frame takes (``-1``: the last).
         name: display name.
@@ -846,11 +1064,7 @@ class ZTTPolicy:
             assert self.path is not None
             if not self.path.is_file():
                 raise ConfigError(f"{self.path} does not exist: give the .zip a zTT training run saved")
-            try:
-                self.model = DQN.load(self.path, device="cpu")
-            except Exception as exc:  # zip, pickle and torch errors all mean: not a usable model
-                raise ConfigError(f"{self.path} is not a readable zTT (DQN) model ({type(exc).__name__}: {exc})") \
-                    from None
+            self.model = _load_ztt_model(self.path)
         return self.model
 
     def bind(self, context: PolicyContext) -> None:

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from e4gym.dnn import load_model_profile
+from e4gym.dnn.work import Work
 from e4gym.hardware.nvml import NvmlBackend
 from e4gym.hardware.runner import TorchRunner
-from e4gym.hardware.work import Work
 
 
 def _pct(values: list[float], q: float) -> float:

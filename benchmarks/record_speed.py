@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from e4gym.dnn.record import BATCH_FRAMES, record_trace
+from e4gym.workload.record import BATCH_FRAMES, record_trace
 
 N_FRAMES = 60
 WIDTH, HEIGHT = 320, 240

@@ -25,15 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from e4gym.errors import E4gymError
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown table (readable in a terminal and pasteable into docs)."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    fmt = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"  # noqa: E731
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([fmt(cells[0]), sep, *(fmt(r) for r in cells[1:])])
+from e4gym.markdown import markdown_table
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -53,8 +45,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
             f"{s.dram_bw_bytes_per_s / 1e9:.1f}",
             ", ".join(m if m != s.default_power_mode else f"{m}*" for m in s.power_modes),
         ])
-    print(_table(["device", "CPU", "CPU clocks (levels)", "GPU cores", "GPU clocks (levels)",
-                  "EMC clocks (levels)", "DRAM GB/s", "power modes (*default)"], rows))
+    print(markdown_table(["device", "CPU", "CPU clocks (levels)", "GPU cores", "GPU clocks (levels)",
+                          "EMC clocks (levels)", "DRAM GB/s", "power modes (*default)"], rows, align="l"))
     return 0
 
 
@@ -152,8 +144,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ])
     print(f"{spec.full_name}, {profile.name} ({profile.n_exits} exits), "
           f"{args.frames} frames at {args.fps:g} fps (deadline {1e3 / args.fps:.1f} ms), emulated, seed {args.seed}\n")
-    print(_table(["setting", "CPU MHz", "GPU MHz", "latency ms", "p99 ms", "missed %", "energy mJ/frame",
-                  "measured mJ/frame", "power W", "peak °C"], rows))
+    print(markdown_table(["setting", "CPU MHz", "GPU MHz", "latency ms", "p99 ms", "missed %", "energy mJ/frame",
+                          "measured mJ/frame", "power W", "peak °C"], rows, align="l"))
     return 0
 
 
@@ -279,8 +271,8 @@ def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
     add_sweep_parser(sub)
     if not torch_verbs:
         return parser
-    from e4gym.dnn.record import add_record_parser
     from e4gym.dnn.train_exits import add_train_exits_parser
+    from e4gym.workload.record import add_record_parser
 
     add_train_exits_parser(sub)
     add_record_parser(sub)

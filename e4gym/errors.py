@@ -28,3 +28,9 @@ class SettingError(E4gymError, ValueError):
 
 class HardwareError(E4gymError, RuntimeError):
     """A real board could not be read or driven (missing sysfs file, no permission, ...)."""
+
+
+class UnknownArgumentError(UnknownNameError, TypeError):
+    """An env constructor got a keyword argument it does not take. A ``TypeError`` worded as Python words it
+    (``unexpected keyword argument 'x'``), as clients that probe optional arguments (TorchRL's ``frameskip``,
+    SB3's ``render_mode``) expect, and an :class:`UnknownNameError` listing the arguments there are."""

@@ -306,7 +306,7 @@ class Cascade:
 
     def save(self, path: str | Path) -> Path:
         """Write the weights and layout to ``path`` (a ``torch.save`` file); returns the path."""
-        from e4gym.bench._io import atomic_write
+        from e4gym.io import atomic_write
 
         path = Path(path)
         data = {"format": CASCADE_FORMAT, "state_dict": self.net.state_dict(), "n_exits": self.n_exits,

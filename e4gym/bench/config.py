@@ -35,7 +35,6 @@ labels or seeds, and empty ``matrix``, ``seeds`` or ``policies``. Every error is
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
 import json
 import re
@@ -46,6 +45,7 @@ from typing import Any
 
 from e4gym._yaml import load_yaml
 from e4gym.envs.common import resolve_setup
+from e4gym.envs.core import EnvConfig
 from e4gym.errors import ConfigError, E4gymError, UnknownNameError
 from e4gym.paths import config_dir
 
@@ -54,7 +54,8 @@ TOP_FIELDS = ("name", "description", "env", "matrix", "seeds", "policies")
 #: Fields of a policy entry given as a mapping.
 POLICY_FIELDS = ("name", "policy", "label", "args")
 #: The env arguments ``env`` and ``matrix`` may set (the keyword arguments of the e4gym envs).
-ENV_FIELDS: tuple[str, ...] = (*inspect.signature(resolve_setup).parameters, "backend", "backend_kwargs")
+#: (A reward callable and rendering are not scenario settings: a config names data, not code.)
+ENV_FIELDS: tuple[str, ...] = tuple(n for n in EnvConfig.names() if n not in ("reward", "render_mode"))
 #: Env arguments that choose the backend, not the scenario's setup.
 BACKEND_FIELDS = ("backend", "backend_kwargs")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")

@@ -47,6 +47,10 @@ METRIC_DOCS: dict[str, str] = {
 }
 #: The metric names, in column order.
 METRICS: tuple[str, ...] = tuple(METRIC_DOCS)
+#: Result-row columns that come before the matrix parameters and metrics.
+ID_COLUMNS = ("scenario", "device", "model", "fps", "deadline_ms", "policy", "label", "seed", "clairvoyant", "env_id")
+#: Result-row columns after the metrics and the policy's stats.
+TAIL_COLUMNS = ("wall_s", "hash", "trace")
 
 #: Metric name -> the :data:`e4gym.envs.wrappers.EPISODE_STAT_KEYS` key it is read from.
 _FROM_EPISODE_STATS: dict[str, str] = {

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from e4gym.bench.config import Experiment
+from e4gym.io import atomic_write
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "d")
 _LINESTYLES = ("-", "--", "-.", ":")
@@ -43,9 +44,7 @@ def policy_styles(labels: Sequence[str]) -> dict[str, tuple[Any, str]]:
 
 
 def _save(fig: Any, path: Path) -> None:
-    from e4gym.bench import _io
-
-    _io.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=_DPI))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=_DPI))
 
 
 def write_plots(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]) -> list[Path]:

@@ -43,9 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from e4gym.bench import _io
 from e4gym.bench.config import Experiment
-from e4gym.bench.metrics import METRICS
+from e4gym.bench.metrics import ID_COLUMNS, METRICS, TAIL_COLUMNS
+from e4gym.io import write_json, write_text
+from e4gym.markdown import markdown_table
 
 #: Policy names the relative columns compare against.
 REFERENCES = {"default": "default", "oracle": "oracle", "performance": "performance"}
@@ -110,8 +111,6 @@ def paired_change(s: PolicySummary, ref: PolicySummary | None, key: str) -> tupl
 
 def result_columns(exp: Experiment, rows: Sequence[dict[str, Any]]) -> list[str]:
     """The column order of the result tables: ids, matrix parameters, metrics, policy stats, tail."""
-    from e4gym.bench.runner import ID_COLUMNS, TAIL_COLUMNS
-
     cols = list(ID_COLUMNS)
     cols += [k for k in exp.matrix_keys if k not in cols]
     cols += list(METRICS)
@@ -179,19 +178,6 @@ def _rel_ci(s: PolicySummary, ref: PolicySummary | None, key: str) -> str:
     if not math.isfinite(m):
         return _DASH
     return _num(m, "+.1f") + (f" ± {h:.1f}" if math.isfinite(h) else "")
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
-    """A Markdown table; ``align`` has one ``l``/``r`` per column (default: first left, the rest right)."""
-    align = align or "l" + "r" * (len(headers) - 1)
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) if a == "l" else str(c).rjust(w)
-                                 for c, w, a in zip(cells, widths, align)) + " |"
-
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2)) for w, a in zip(widths, align)) + "|"
-    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
 
 
 def scenario_table(items: Sequence[PolicySummary]) -> str:
@@ -289,12 +275,12 @@ def write_tables(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]], fai
                  report: str) -> None:
     """Write ``results.csv``, ``results.json`` and ``report.md`` under ``out`` (atomically)."""
     cols = result_columns(exp, rows)
-    _io.write_text(out / "results.csv", to_csv(cols, rows))
-    _io.write_json(out / "results.json", {
+    write_text(out / "results.csv", to_csv(cols, rows))
+    write_json(out / "results.json", {
         "experiment": exp.name,
         "config": exp.source,
         "columns": cols,
         "rows": list(rows),
         "failures": [{"scenario": f.scenario, "label": f.label, "seed": f.seed, "error": f.error} for f in failures],
     })
-    _io.write_text(out / "report.md", report)
+    write_text(out / "report.md", report)

@@ -38,16 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e4gym.bench import _io
 from e4gym.bench.config import Experiment, PolicyEntry, Scenario, canonical_json, load_experiment
-from e4gym.bench.metrics import episode_metrics, frame_trace
+from e4gym.bench.metrics import TAIL_COLUMNS, episode_metrics, frame_trace
+from e4gym.io import write_json, write_npz
 
 #: Bumped when what a task computes changes, so results of an older harness are not reused.
 HARNESS_VERSION = 2
-#: Result-row columns that come before the matrix parameters and metrics.
-ID_COLUMNS = ("scenario", "device", "model", "fps", "deadline_ms", "policy", "label", "seed", "clairvoyant", "env_id")
-#: Result-row columns after the metrics and the policy's stats.
-TAIL_COLUMNS = ("wall_s", "hash", "trace")
 
 
 @dataclass(frozen=True)
@@ -207,8 +203,8 @@ def run_task(task: Task, out: str | Path) -> dict[str, Any]:
         row["wall_s"] = time.perf_counter() - t0
         row["hash"] = task.hash
         row["trace"] = f"{task.relpath}.npz"
-        _io.write_npz(out / f"{task.relpath}.npz", frame_trace(infos))
-        _io.write_json(out / f"{task.relpath}.json", {
+        write_npz(out / f"{task.relpath}.npz", frame_trace(infos))
+        write_json(out / f"{task.relpath}.json", {
             "hash": task.hash,
             "definition": task.definition,
             "row": row,

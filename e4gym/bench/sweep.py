@@ -34,14 +34,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from e4gym.errors import ConfigError
-from e4gym.hardware.model import GridCost, best_pair, grid_cost
+from e4gym.hardware.costmodel import best_pair
+from e4gym.hardware.model import GridCost, grid_cost
+from e4gym.io import atomic_write
+from e4gym.markdown import markdown_table
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from e4gym.dnn.profile import ModelProfile
+    from e4gym.dnn.work import Work
     from e4gym.hardware.spec import DeviceSpec
-    from e4gym.hardware.work import Work
 
 #: The time bases of a sweep (see the module docstring).
 MODES = ("streaming", "throughput")
@@ -456,8 +459,6 @@ def describe(result: SweepResult) -> str:
 def format_summary(result: SweepResult) -> str:
     """The Markdown summary ``e4gym sweep`` prints: the default governors, the best pair, the lowest energy and
     the lowest latency, with the published figures for the device when there are any."""
-    from e4gym.cli import _table
-
     r = result
     unit = "frame" if r.mode == "streaming" else "inference"
     d, b = r.default, r.best_measured
@@ -494,8 +495,8 @@ def format_summary(result: SweepResult) -> str:
         "governors and the best pair "
         f"measured over {d.frames} {unit}s on the emulator (seed {d.seed}).",
         "",
-        _table(["point", "CPU MHz", "GPU MHz", "latency ms", "run W", "avg W", f"energy mJ/{unit}", "vs default"],
-               rows),
+        markdown_table(["point", "CPU MHz", "GPU MHz", "latency ms", "run W", "avg W", f"energy mJ/{unit}",
+                        "vs default"], rows, align="l"),
         "",
         f"- Default governors: mean clocks CPU {d.cpu_mean_hz / 1e6:.0f} MHz / GPU {d.gpu_mean_hz / 1e6:.0f} MHz "
         f"(nearest pair {mhz(r.default_point)[0]} / {mhz(r.default_point)[1]} MHz); at the top level "
@@ -679,8 +680,6 @@ def plot_heatmaps(result: SweepResult, path: str | os.PathLike[str]) -> None:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and :func:`os.replace`."""
-    from e4gym.bench._io import atomic_write
-
     atomic_write(path, lambda f: f.write(data))
 
 

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from e4gym.bench.config import Experiment
+from e4gym.bench.metrics import ID_COLUMNS, METRICS, TAIL_COLUMNS
+from e4gym.io import atomic_write
 
 #: Summary tag -> result column (step = seed).
 SUMMARY_TAGS: dict[str, str] = {
@@ -83,16 +85,11 @@ class _Writer:
 
     def close(self) -> None:
         """Write the event file."""
-        from e4gym.bench import _io
-
-        _io.atomic_write(self.path, lambda f: f.write(self._buf.getvalue()))
+        atomic_write(self.path, lambda f: f.write(self._buf.getvalue()))
 
 
 def write_tensorboard(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]) -> list[Path]:
     """Write the runs of every (scenario, policy) with results under ``out/tb``; returns the run folders."""
-    from e4gym.bench.metrics import METRICS
-    from e4gym.bench.runner import ID_COLUMNS, TAIL_COLUMNS
-
     root = Path(out) / "tb"
     runs: list[Path] = []
     seed_order = {s: i for i, s in enumerate(exp.seeds)}

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e4gym._yaml import Fields, load_yaml
+from e4gym.dnn.work import Work
 from e4gym.errors import UnknownNameError
-from e4gym.hardware.work import Work
 from e4gym.paths import config_dir
 
 _COST_FIELDS = {"name", "macs", "flops", "param_bytes", "activation_bytes", "kernels", "output_shape"}

@@ -42,6 +42,7 @@ from e4gym.dnn.imagefolder import ImageFolder
 from e4gym.dnn.multiexit import MultiExitNet, build_multiexit
 from e4gym.dnn.nets import load_torchvision_weights
 from e4gym.errors import ConfigError, E4gymError
+from e4gym.markdown import markdown_table
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -90,7 +91,7 @@ def _all_head_keys(net: MultiExitNet) -> list[str]:
 
 
 def _atomic_torch_save(obj: object, out: Path) -> None:
-    from e4gym.bench._io import atomic_write
+    from e4gym.io import atomic_write
 
     atomic_write(out, lambda f: torch.save(obj, f))
 
@@ -449,13 +450,6 @@ def train_exits(
 # ------------------------------------------------------------------------------------------- CLI
 
 
-def _table(headers: list[str], rows: list[list[object]]) -> str:
-    cells = [headers] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells[1:])])
-
-
 def cmd_train_exits(args: argparse.Namespace) -> int:
     """``e4gym train-exits``: train, then print per-exit validation accuracy before/after; returns 0."""
     res = train_exits(
@@ -477,7 +471,7 @@ def cmd_train_exits(args: argparse.Namespace) -> int:
          f"{b:.3f}", f"{a:.3f}"]
         for e, (b, a) in enumerate(zip(res["before"], res["after"]))
     ]
-    print(_table(["exit", "kind", "trained", "val acc before", "val acc after"], rows))
+    print(markdown_table(["exit", "kind", "trained", "val acc before", "val acc after"], rows, align="l"))
     print(
         f"\n{res['num_classes']} classes, {res['n_train']} train / {res['n_val']} validation images, "
         f"{res['epochs']} epochs; checkpoint: {res['checkpoint']}"

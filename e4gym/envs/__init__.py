@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 from e4gym.envs.block import EarlyExitDVFSBlockEnv
-from e4gym.envs.common import INFO_KEYS, EnvSetup, FrameReward, RewardWeights, resolve_setup
+from e4gym.envs.common import EnvSetup, resolve_setup
+from e4gym.envs.core import INFO_KEYS, EnvConfig, FrameOutcome, FrameReward, ObsBuilder, ObsField, RewardWeights
 from e4gym.envs.frame import EarlyExitDVFSEnv
 from e4gym.envs.frame_vector import EarlyExitDVFSVectorEnv
 from e4gym.envs.wrappers import EPISODE_STAT_KEYS, ContinuousActions, DiscreteActions, EpisodeStats, SelectObservation
@@ -22,9 +23,13 @@ __all__ = [
     "EarlyExitDVFSBlockEnv",
     "EarlyExitDVFSEnv",
     "EarlyExitDVFSVectorEnv",
+    "EnvConfig",
     "EnvSetup",
     "EpisodeStats",
+    "FrameOutcome",
     "FrameReward",
+    "ObsBuilder",
+    "ObsField",
     "RewardWeights",
     "SelectObservation",
     "resolve_setup",

@@ -1,4 +1,9 @@
-"""The machinery the frame and block envs share: arguments, spaces, seeding, frame buffering, action checks."""
+"""The single-env base of the env core: arguments, spaces, seeding, frame buffering, action checks, streaming time.
+
+:class:`StreamEnv` is what the frame env and the block env share; their native vector version
+(:mod:`e4gym.envs.frame_vector`) shares the rest of the core with them (:mod:`e4gym.envs.core`: config,
+reward, observation builder, info keys; :class:`~e4gym.hardware.stream.StreamClock`: streaming time).
+"""
 
 from __future__ import annotations
 
@@ -7,23 +12,60 @@ from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
+from gymnasium import logger, spaces
 
-from e4gym.dnn.profile import ModelProfile
-from e4gym.envs.common import (
-    DEFAULT_EPISODE_FRAMES,
-    SOURCE_CHUNK,
+from e4gym.envs.common import SOURCE_CHUNK, check_levels_action, make_backend, resolve_setup
+from e4gym.envs.core import (
+    CONFIDENCE,
+    CORRECT,
+    CPU_HZ,
+    DEADLINE_MISSED,
+    DVFS_SWITCHES,
+    EMC_HZ,
+    ENERGY_J,
+    EXIT,
+    FRAME,
+    GPU_HZ,
+    LATENCY_MS,
+    MEASURED_ENERGY_J,
+    POWER_W,
+    PROFILING_ENERGY_J,
+    PROFILING_MS,
+    PROFILING_RUNS,
+    RUN_MS,
+    TEMP_C,
+    THROTTLED,
+    EnvConfig,
+    ObsBuilder,
     ObsField,
-    check_levels_action,
-    make_backend,
-    obs_bounds,
-    resolve_setup,
+    rail_keys,
 )
 from e4gym.errors import ConfigError
 from e4gym.hardware.backend import SensorReading
 from e4gym.hardware.costmodel import BOARD_FRAMES, BOARD_STRIDE, MeasuredCostModel, emulated_cost_model
-from e4gym.hardware.spec import DeviceSpec
-from e4gym.workload.base import FrameRecord
+from e4gym.hardware.stream import StreamClock
+from e4gym.workload.base import COMPLEXITY_FEATURES, FrameRecord
+
+F64, I64, B = np.float64, np.int64, np.bool_
+#: NumPy scalars made once: ``NP_INT[i + 1]`` is ``np.int64(i)`` for -1 <= i < 4095 (exits, frames, counts), and
+#: ``NP_BOOL[flag]`` is ``np.bool_(flag)`` (making a NumPy scalar costs as much as a dozen float operations).
+NP_INT = tuple(np.int64(i) for i in range(-1, 4095))
+NP_BOOL = (np.False_, np.True_)
+
+
+def env_config(config: EnvConfig | None, kwargs: dict[str, Any], extra: tuple[str, ...] = ()) -> EnvConfig:
+    """The :class:`EnvConfig` of an env constructor called with a config or keyword arguments (not both)."""
+    if config is None:
+        return EnvConfig.from_kwargs(kwargs, extra=extra)
+    if not isinstance(config, EnvConfig):
+        raise ConfigError(f"the env's positional argument is an EnvConfig; pass the rest by keyword, got {config!r}")
+    if kwargs:
+        raise ConfigError("pass an EnvConfig or keyword arguments to the env, not both")
+    return config
+
+
+class _ObsState:
+    """The current value of every observation field, by field name (read by :class:`ObsBuilder`)."""
 
 
 class ProfileRun(NamedTuple):
@@ -46,52 +88,33 @@ _COST_MODELS: dict[tuple, MeasuredCostModel] = {}
 class StreamEnv(gym.Env):
     """Base of :class:`~e4gym.envs.frame.EarlyExitDVFSEnv` and :class:`~e4gym.envs.block.EarlyExitDVFSBlockEnv`.
 
-    Resolves the arguments (:func:`~e4gym.envs.common.resolve_setup`), builds the backend, the frame source and
-    the spaces, and seeds everything from ``np_random`` at reset. Subclasses name the first action component
-    (:attr:`ACTION_HEAD`) and their observation fields (:meth:`make_obs_fields`). Not registered itself.
+    Takes an :class:`EnvConfig` or its fields as keyword arguments, resolves them
+    (:func:`~e4gym.envs.common.resolve_setup`), builds the backend, the frame source, the spaces, the
+    observation builder and the stream clock, and seeds everything from ``np_random`` at reset. Subclasses
+    name the first action component (:attr:`ACTION_HEAD`) and their observation fields
+    (:meth:`make_obs_fields`). Not registered itself.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 30}
     #: Name of the first action component and its number of values (``None``: the model's number of exits).
     ACTION_HEAD: ClassVar[tuple[str, int | None]] = ("exit", None)
 
-    def __init__(
-        self,
-        device: str | DeviceSpec = "xavier-nx",
-        model: str | ModelProfile = "efficientnet_b0",
-        backend: object = "emulated",
-        workload: object = "synthetic",
-        deadline_ms: float | None = None,
-        fps: float | None = None,
-        reward_weights: dict[str, float] | None = None,
-        control_memory: bool = False,
-        power_mode: str | None = None,
-        episode_frames: int = DEFAULT_EPISODE_FRAMES,
-        fan: bool | None = None,
-        ambient_c: float | None = None,
-        initial_temp_c: float | None = None,
-        workload_kwargs: dict[str, Any] | None = None,
-        governors: dict[str, str] | str | None = None,
-        render_mode: str | None = None,
-        backend_kwargs: dict[str, Any] | None = None,
-        reward_energy: str = "true",
-    ) -> None:
-        self.setup = s = resolve_setup(
-            device=device, model=model, workload=workload, workload_kwargs=workload_kwargs, fps=fps,
-            deadline_ms=deadline_ms, reward_weights=reward_weights, control_memory=control_memory,
-            power_mode=power_mode, episode_frames=episode_frames, fan=fan, ambient_c=ambient_c,
-            initial_temp_c=initial_temp_c, governors=governors, reward_energy=reward_energy,
-        )
-        self._reward_measured = s.reward_energy == "measured"
+    def __init__(self, config: EnvConfig | None = None, /, **kwargs: Any) -> None:
+        self.config = cfg = env_config(config, kwargs)
+        self.setup = s = resolve_setup(cfg)
         modes = self.metadata["render_modes"]
-        if render_mode is not None and render_mode not in modes:
-            raise ConfigError(f"render_mode must be None or one of {modes}, got {render_mode!r}")
-        self.render_mode = render_mode
+        if cfg.render_mode is not None and cfg.render_mode not in modes:
+            # As Gymnasium's own envs: warn and go on (SB3's make_vec_env passes render_mode="rgb_array").
+            logger.warn(f"render_mode={cfg.render_mode!r} is not supported by {type(self).__name__} "
+                        f"(render_modes: {modes}); render() returns None")
+        self.render_mode = cfg.render_mode if cfg.render_mode in modes else None
         self.device_spec = s.spec
         self.profile = s.profile
-        self.backend = make_backend(backend, s, backend_kwargs)
+        self.backend = make_backend(cfg.backend, s, cfg.backend_kwargs)
         self.source = s.make_source()
+        #: The reward callable ``(FrameOutcome) -> (reward, terms)`` (``reward=``, default :class:`FrameReward`).
         self.reward_fn = s.reward
+        self._blank_terms = {k: F64(0.0) for k in getattr(s.reward, "terms", ())}
         mx = s.max_levels
         head, n_head = self.ACTION_HEAD
         self._nvec = (n_head or s.profile.n_exits, mx[0] + 1, mx[1] + 1) + ((mx[2] + 1,) if s.control_memory else ())
@@ -100,17 +123,19 @@ class StreamEnv(gym.Env):
         )
         self.action_space = spaces.MultiDiscrete(np.array(self._nvec, dtype=np.int64))
         self.obs_fields = self.make_obs_fields(s.control_memory)
-        self.obs_names: tuple[str, ...] = tuple(f.name for f in self.obs_fields)
-        self._low, self._high = obs_bounds(self.obs_fields)
-        self.observation_space = spaces.Box(self._low, self._high, dtype=np.float32)
+        self._obs_builder = ObsBuilder(self.obs_fields)
+        self.obs_names: tuple[str, ...] = self._obs_builder.names
+        self.observation_space = self._obs_builder.space()
+        self._o = _ObsState()
         self._freqs = (s.spec.cpu_freqs_hz, s.spec.gpu_freqs_hz, s.spec.emc_freqs_hz)
         self._inv_max = tuple(1.0 / m if m > 0 else 0.0 for m in mx)
         n_exits = s.profile.n_exits
         self._inv_exit = 1.0 / (n_exits - 1) if n_exits > 1 else 0.0
         self._temp_span = 1.0 / max(s.trip_c - s.cooling.ambient_c, 1e-9)
+        self._clock = StreamClock(s.period_s, s.deadline_s)
         self._k: int | None = None
         #: Info keys of the power monitor's rails, ``power_<rail>_w`` (W), one per backend rail.
-        self.rail_keys: tuple[str, ...] = tuple(f"power_{n}_w" for n in getattr(self.backend, "rail_names", ()))
+        self.rail_keys: tuple[str, ...] = rail_keys(tuple(getattr(self.backend, "rail_names", ())))
 
     @staticmethod
     def make_obs_fields(control_memory: bool) -> list[ObsField]:
@@ -131,7 +156,7 @@ class StreamEnv(gym.Env):
             raise gym.error.ResetNeeded("call reset() before upcoming_frame()")
         i = self._pos
         return FrameRecord(
-            index=self._k, scene=-1, features=np.asarray(self._feat[i], np.float32),
+            index=self._k, scene=-1, features=np.asarray([self._feat[i][n] for n in COMPLEXITY_FEATURES], np.float32),
             feature_change=np.asarray(self._fchg[i], np.float32),
             correct=np.asarray(self._correct[i], bool), confidence=np.asarray(self._conf[i], np.float32),
             difficulty=float(self._difficulty[i]),
@@ -234,8 +259,8 @@ class StreamEnv(gym.Env):
         return True
 
     def _delay_next_frame(self, seconds: float) -> None:
-        """Subclasses: the next frame starts ``seconds`` later (the board was busy profiling)."""
-        raise NotImplementedError
+        """The next frame starts ``seconds`` later (the board was busy profiling)."""
+        self._clock.delay(seconds)
 
     def _take_profiling(self) -> tuple[int, float, float, float]:
         """Profiling charged to the frame now running: ``(runs, s, true J, measured J)``; clears it."""
@@ -260,9 +285,16 @@ class StreamEnv(gym.Env):
         if hasattr(self.backend, "reset"):
             self.backend.reset(hw_seed)
         self._k = 0
+        self._clock.reset()
         self._prof = [0, 0.0, 0.0, 0.0]  # profiling since the last frame: runs, s, true J, measured J
         self._fill()
-        return self.backend.read_sensors()
+        sensors = self.backend.read_sensors()
+        o = self._o
+        o.power = sensors.power_w / self.setup.power_ref_w
+        o.temperature = self._temperature(sensors.temp_c)
+        o.throttled = 1.0 if sensors.throttled else 0.0
+        o.last_feature_change = 0.0
+        return sensors
 
     def _parse_action(self, action: Any) -> list[int]:
         """The action as a list of ints; raises :class:`SettingError` naming what is outside the space."""
@@ -287,7 +319,7 @@ class StreamEnv(gym.Env):
     def _fill(self) -> None:
         """Pull the next chunk of frames from the source into Python lists (fast per-step access)."""
         b = self.source.batch(SOURCE_CHUNK)
-        self._feat = b.features.tolist()
+        self._feat = [dict(zip(COMPLEXITY_FEATURES, row)) for row in b.features.tolist()]
         self._fchg = b.feature_change.tolist()
         self._correct = b.correct.tolist()
         self._conf = b.confidence.tolist()
@@ -295,41 +327,49 @@ class StreamEnv(gym.Env):
         self._pos = 0
         self._n_buf = len(b)
 
-    def _temperature_obs(self, temp_c: float) -> float:
-        t = (temp_c - self.setup.cooling.ambient_c) * self._temp_span
-        return -1.0 if t < -1.0 else (2.0 if t > 2.0 else t)
+    def _temperature(self, temp_c: float) -> float:
+        """The ``temperature`` observation: ``(T − T_ambient) / (T_trip − T_ambient)`` (clipped by the builder)."""
+        return (temp_c - self.setup.cooling.ambient_c) * self._temp_span
 
     def _blank_info(self, sensors: SensorReading) -> dict[str, Any]:
-        """The info of a reset: every key of INFO_KEYS, no frame yet."""
+        """The info of a reset: every key of INFO_KEYS (NumPy scalars), no frame yet."""
         return {
-            "latency_ms": 0.0,
-            "energy_j": 0.0,
-            "power_w": sensors.power_w,
-            "temp_c": sensors.temp_c,
-            "exit": -1,
-            "correct": False,
-            "confidence": 0.0,
-            "cpu_hz": sensors.cpu_hz,
-            "gpu_hz": sensors.gpu_hz,
-            "emc_hz": sensors.emc_hz,
-            "deadline_missed": False,
-            "dvfs_switches": 0,
-            "measured_energy_j": 0.0,
-            "run_ms": 0.0,
-            "throttled": sensors.throttled,
-            "frame": -1,
-            "reward_energy": 0.0,
-            "reward_deadline": 0.0,
-            "reward_accuracy": 0.0,
-            "profiling_runs": 0,
-            "profiling_ms": 0.0,
-            "profiling_energy_j": 0.0,
+            LATENCY_MS: F64(0.0),
+            ENERGY_J: F64(0.0),
+            POWER_W: F64(sensors.power_w),
+            TEMP_C: F64(sensors.temp_c),
+            EXIT: I64(-1),
+            CORRECT: B(False),
+            CONFIDENCE: F64(0.0),
+            CPU_HZ: F64(sensors.cpu_hz),
+            GPU_HZ: F64(sensors.gpu_hz),
+            EMC_HZ: F64(sensors.emc_hz),
+            DEADLINE_MISSED: B(False),
+            DVFS_SWITCHES: I64(0),
+            MEASURED_ENERGY_J: F64(0.0),
+            RUN_MS: F64(0.0),
+            THROTTLED: B(sensors.throttled),
+            FRAME: I64(-1),
+            **self._blank_terms,
+            PROFILING_RUNS: I64(0),
+            PROFILING_MS: F64(0.0),
+            PROFILING_ENERGY_J: F64(0.0),
             **self._rails(getattr(sensors, "rails_w", ())),
         }
 
-    def _rails(self, rails_w: tuple[float, ...]) -> dict[str, float]:
+    def _rails(self, rails_w: tuple[float, ...]) -> dict[str, Any]:
         """``{power_<rail>_w: W}`` for the backend's rails (0 W where the backend gave no reading)."""
         keys = self.rail_keys
         if len(rails_w) != len(keys):
-            return dict.fromkeys(keys, 0.0)
-        return dict(zip(keys, rails_w))
+            return dict.fromkeys(keys, F64(0.0))
+        return dict(zip(keys, np.array(rails_w, dtype=np.float64)))
+
+    def _obs(self) -> np.ndarray:
+        """The observation from the current field values (:class:`ObsBuilder`: field order, clipped into the Box)."""
+        o, lv, im = self._o, self.backend.levels, self._inv_max
+        o.__dict__.update(self._feat[self._pos])
+        o.cpu_level = lv[0] * im[0]
+        o.gpu_level = lv[1] * im[1]
+        if self.setup.control_memory:
+            o.emc_level = lv[2] * im[2]
+        return self._obs_builder(o)

@@ -11,9 +11,34 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from e4gym.envs.base import StreamEnv
-from e4gym.envs.common import (
+from e4gym.envs.base import F64, I64, NP_BOOL, NP_INT, B, StreamEnv
+from e4gym.envs.core import (
+    BLOCK,
+    CONFIDENCE,
+    CORRECT,
+    CPU_HZ,
+    DEADLINE_MISSED,
+    DVFS_SWITCHES,
+    EMC_HZ,
+    ENERGY_J,
+    EXIT,
+    FRAME,
+    FRAME_DONE,
+    GPU_HZ,
     LAST_FEATURE_CHANGE,
+    LATENCY_MS,
+    MEASURED_ENERGY_J,
+    POWER_W,
+    PROFILING_ENERGY_J,
+    PROFILING_MS,
+    PROFILING_RUNS,
+    RUN_MS,
+    TEMP_C,
+    TEMPERATURE,
+    THROTTLED,
+    THROTTLED_FIELD,
+    EnvConfig,
+    FrameOutcome,
     ObsField,
     feature_fields,
     level_fields,
@@ -34,8 +59,8 @@ def block_obs_fields(control_memory: bool) -> list[ObsField]:
         ObsField("frame_energy", 0.0, 10.0, "energy the frame has used so far / E_ref, clipped to 10"),
         ObsField("remaining_work", 0.0, 1.0, "nominal top-clock latency of the blocks still ahead / of the backbone"),
         ObsField("power", 0.0, 10.0, "average power of the last segment (block, head or idle) / P_ref"),
-        ObsField("temperature", -1.0, 2.0, "(T − T_ambient) / (T_trip − T_ambient): 1 at the throttle trip"),
-        ObsField("throttled", 0.0, 1.0, "1 while the thermal trip caps the clocks"),
+        TEMPERATURE,
+        THROTTLED_FIELD,
         *level_fields(control_memory),
     ]
 
@@ -108,11 +133,14 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
     the block and head it ran, plus the idle wait when the frame ends in it); the step that ends a frame also
     gets ``−w_D·missed − w_A·(1 − correct)``. So the rewards of a frame's steps sum to the frame env's reward
     for that frame, ``−w_E·E/E_ref − w_D·missed − w_A·(1 − correct)``
-    (:class:`~e4gym.envs.common.FrameReward`), with ``E`` the frame's energy including the idle wait,
+    (:class:`~e4gym.envs.core.FrameReward`), with ``E`` the frame's energy including the idle wait,
     ``missed`` 1 when its latency (queueing included) exceeds the deadline and ``correct`` 1 when the exit
     it left at is right. Weights ``reward_weights={"energy": w_E, "deadline": w_D, "accuracy": w_A}``, each
     1.0 by default. The step's three terms are in ``info`` (``reward_energy``, ``reward_deadline``,
     ``reward_accuracy``).
+
+    A ``reward=`` callable gets each step's :class:`~e4gym.envs.core.FrameOutcome` (the step's energy;
+    ``frame_done`` False, ``missed`` False and ``correct`` True while the frame still runs).
 
     ## Starting State
 
@@ -127,7 +155,7 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
 
     ## Info
 
-    Every step (and reset) carries the keys of :data:`e4gym.envs.common.INFO_KEYS` plus ``frame_done``
+    Every step (and reset) carries the keys of :data:`e4gym.envs.core.INFO_KEYS` plus ``frame_done``
     (the frame ended in this step) and ``block`` (the block this step ran; −1 when the step ended the frame
     at an exit without running one, and at reset).
 
@@ -175,8 +203,8 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
 
     ACTION_HEAD: ClassVar[tuple[str, int | None]] = ("exit_now", 2)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: EnvConfig | None = None, /, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
         s, spec, prof, mx = self.setup, self.device_spec, self.profile, self.setup.max_levels
         n_exits = prof.n_exits
         self._last_exit = n_exits - 1
@@ -190,7 +218,7 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
         self._exit_at = tuple(exit_at)
         # Nominal latency of each block at the power mode's top levels (noise-free, no temperature effect).
         pt = power_table(spec, spec.power_mode(s.power_mode).cpu_online)
-        top = (mx[0] * spec.n_gpu + mx[1]) * spec.n_emc + mx[2]
+        top = spec.flat_index(mx)
         lat = [float(cost_table(spec, w, pt, 1).latency_s[top]) for w in self._block_works]
         total = sum(lat)
         self._remaining = tuple(min(1.0, sum(lat[j:]) / total) for j in range(n_run))
@@ -206,18 +234,14 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """Start an episode: reseed the stream and the board from ``np_random`` (seeded by ``seed``)."""
         sensors = self._reseed(seed)
-        self._p_fchg = 0.0
-        self._new_frame(0.0)
-        self._p_power = sensors.power_w / self.setup.power_ref_w
-        self._p_temp = sensors.temp_c
-        self._p_throttled = bool(sensors.throttled)
-        return self._obs(), {**self._blank_info(sensors), "frame_done": False, "block": -1}
+        self._new_frame()
+        return self._obs(), {**self._blank_info(sensors), FRAME_DONE: B(False), BLOCK: I64(-1)}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Decide at the current decision point with ``action`` = (exit_now, cpu_level, gpu_level[, emc_level])."""
         vals = self._parse_action(action)
         k: int = self._k  # type: ignore[assignment]
-        s = self.setup
+        s, clock, o = self.setup, self._clock, self._o
         b = self.backend
         before = b.levels
         b.apply((vals[1], vals[2], vals[3] if s.control_memory else s.max_levels[2]))
@@ -246,24 +270,22 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
             self._j = block + 1
             self._pend = ex
             frame_done = ex == self._last_exit
-        period = s.period_s
-        arrival = k * period
-        done = self._start + self._run
-        elapsed = done - arrival
+        start = clock.free_s
+        done = start + self._run
+        elapsed = done - clock.arrival_s()
         if frame_done:
-            nxt = (k + 1) * period
-            if done < nxt:
-                m = b.idle(nxt - done)
+            idle_s = clock.idle_s(done)
+            if idle_s > 0.0:
+                m = b.idle(idle_s)
                 e_step += m.energy_j
                 meas_step += m.measured_energy_j
-                free = nxt
-            else:
-                free = done
+            clock.finish(done)
         if m is not None:
             # The power monitor's reading of the last segment, as a controller sees it.
-            self._p_power = (m.measured_energy_j / m.latency_s if m.latency_s > 0 else m.avg_power_w) / s.power_ref_w
-            self._p_temp = m.temp_c
-            self._p_throttled = m.throttled
+            o.power = (m.measured_energy_j / m.latency_s if m.latency_s > 0 else m.avg_power_w) / s.power_ref_w
+            self._temp_c = m.temp_c
+            o.temperature = self._temperature(m.temp_c)
+            o.throttled = 1.0 if m.throttled else 0.0
         after = b.levels
         self._switched |= (before[0] != after[0]) | ((before[1] != after[1]) << 1) | ((before[2] != after[2]) << 2)
         sw = self._switched
@@ -277,53 +299,53 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
         energy = self._f_energy + e_step
         measured = self._f_measured + meas_step
         run_s = self._run
-        f_throttled = self._f_throttled
-        f = self._freqs
-        truncated = False
         if frame_done:
-            self._p_fchg = self._fchg[self._pos][ex]
-            correct = self._correct[self._pos][ex]
-            confidence = self._conf[self._pos][ex]
+            pos = self._pos
+            o.last_feature_change = self._fchg[pos][ex]
+            correct = self._correct[pos][ex]
+            confidence = self._conf[pos][ex]
             missed = elapsed > s.deadline_s
-            reward, terms = self.reward_fn(meas_step if self._reward_measured else e_step, missed, correct)
-            span = free - self._start + self._prof_s
+            span = clock.free_s - start + self._prof_s
         else:
-            ex, correct, missed, confidence = -1, False, False, 0.0
-            reward, terms = self.reward_fn(meas_step if self._reward_measured else e_step, False, True)
+            ex, correct, missed, confidence = -1, True, False, 0.0
             span = run_s + self._prof_s
+        reward, terms = self.reward_fn(FrameOutcome(e_step, meas_step, missed, correct, elapsed, ex, frame_done))
+        f = self._freqs
         info = {
-            "latency_ms": elapsed * 1e3,
-            "energy_j": energy,
-            "power_w": energy / span if span > 0 else self._p_power * s.power_ref_w,
-            "temp_c": self._p_temp,
-            "exit": ex,
-            "correct": correct,
-            "confidence": confidence,
-            "cpu_hz": f[0][after[0]],
-            "gpu_hz": f[1][after[1]],
-            "emc_hz": f[2][after[2]],
-            "deadline_missed": missed,
-            "dvfs_switches": switches,
-            "measured_energy_j": measured,
-            "run_ms": run_s * 1e3,
-            "throttled": f_throttled,
-            "frame": k,
-            "frame_done": frame_done,
-            "block": block,
-            **terms,
-            "profiling_runs": p_runs,
-            "profiling_ms": p_s * 1e3,
-            "profiling_energy_j": p_true,
+            LATENCY_MS: F64(elapsed * 1e3),
+            ENERGY_J: F64(energy),
+            POWER_W: F64(energy / span if span > 0 else o.power * s.power_ref_w),
+            TEMP_C: F64(self._temp_c),
+            EXIT: NP_INT[ex + 1],
+            CORRECT: NP_BOOL[correct and frame_done],
+            CONFIDENCE: F64(confidence),
+            CPU_HZ: F64(f[0][after[0]]),
+            GPU_HZ: F64(f[1][after[1]]),
+            EMC_HZ: F64(f[2][after[2]]),
+            DEADLINE_MISSED: NP_BOOL[missed],
+            DVFS_SWITCHES: NP_INT[switches + 1],
+            MEASURED_ENERGY_J: F64(measured),
+            RUN_MS: F64(run_s * 1e3),
+            THROTTLED: NP_BOOL[self._f_throttled],
+            FRAME: NP_INT[k + 1] if k < 4094 else I64(k),
+            FRAME_DONE: NP_BOOL[frame_done],
+            BLOCK: NP_INT[block + 1],
+            PROFILING_RUNS: NP_INT[p_runs + 1] if p_runs < 4094 else I64(p_runs),
+            PROFILING_MS: F64(p_s * 1e3),
+            PROFILING_ENERGY_J: F64(p_true),
         }
+        for key, v in terms.items():
+            info[key] = F64(v)
         if self.rail_keys:  # the rails the power monitor read during the step's last run or idle (W)
             info.update(self._rails(m.rails_w if m is not None else ()))
+        truncated = False
         if frame_done:
             self._k = k + 1
             truncated = self._k >= s.episode_frames
             self._pos += 1
             if self._pos == self._n_buf:
                 self._fill()
-            self._new_frame(free)
+            self._new_frame()
         else:
             self._f_energy = energy
             self._f_measured = measured
@@ -334,10 +356,10 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
         if self.render_mode != "ansi" or self._k is None:
             return None
         at = f" after exit {self._pend}" if self._pend >= 0 else ""
-        elapsed = (self._start + self._run - self._k * self.setup.period_s) / self.setup.deadline_s
+        elapsed = (self._clock.free_s + self._run - self._clock.arrival_s()) / self.setup.deadline_s
         return (
             f"frame {self._k} block {self._j}/{self.profile.n_blocks}{at} elapsed={elapsed:.2f}×deadline "
-            f"energy={self._f_energy / self.setup.energy_ref_j:.2f}×E_ref T={self._p_temp:.1f}°C "
+            f"energy={self._f_energy / self.setup.energy_ref_j:.2f}×E_ref T={self._temp_c:.1f}°C "
             f"levels={self.backend.levels}"
         )
 
@@ -346,13 +368,17 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
     def _between_frames(self) -> bool:
         return self._j == 0 and self._pend < 0
 
+    def _reseed(self, seed: int | None) -> Any:
+        sensors = super()._reseed(seed)
+        self._temp_c = sensors.temp_c
+        return sensors
+
     def _delay_next_frame(self, seconds: float) -> None:
-        self._start += seconds
+        super()._delay_next_frame(seconds)
         self._prof_s += seconds
 
-    def _new_frame(self, start_s: float) -> None:
-        """Per-frame state for the frame whose first block starts at ``start_s`` (s, board time)."""
-        self._start = start_s
+    def _new_frame(self) -> None:
+        """Per-frame state for the next frame (its first block starts when the stream clock says the board is free)."""
         self._j = 0
         self._pend = -1
         self._run = 0.0
@@ -363,31 +389,13 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
         self._prof_s = 0.0  # profiling time before this frame (s), part of the frame's time on the board
 
     def _obs(self) -> np.ndarray:
-        s = self.setup
-        lv = self.backend.levels
-        im = self._inv_max
-        pend = self._pend
-        el = (self._start + self._run - self._k * s.period_s) / s.deadline_s
-        en = self._f_measured / s.energy_ref_j
-        pw = self._p_power
-        vals = [
-            *self._feat[self._pos],
-            self._p_fchg,
-            self._j * self._inv_blocks,
-            1.0 if pend >= 0 else 0.0,
-            self._conf[self._pos][pend] if pend >= 0 else 0.0,
-            pend * self._inv_exit if pend >= 0 else 0.0,
-            el if el < 10.0 else 10.0,
-            en if en < 10.0 else 10.0,
-            self._remaining[self._j],
-            pw if pw < 10.0 else 10.0,
-            self._temperature_obs(self._p_temp),
-            1.0 if self._p_throttled else 0.0,
-            lv[0] * im[0],
-            lv[1] * im[1],
-        ]
-        if s.control_memory:
-            vals.append(lv[2] * im[2])
-        obs = np.array(vals, dtype=np.float32)
-        # Features and rounding: keep every value inside the Box.
-        return np.clip(obs, self._low, self._high, out=obs)
+        s, o, pend, pos = self.setup, self._o, self._pend, self._pos
+        clock = self._clock
+        o.block = self._j * self._inv_blocks
+        o.at_exit = 1.0 if pend >= 0 else 0.0
+        o.exit_confidence = self._conf[pos][pend] if pend >= 0 else 0.0
+        o.exit_index = pend * self._inv_exit if pend >= 0 else 0.0
+        o.elapsed = (clock.free_s + self._run - clock.arrival_s()) / s.deadline_s
+        o.frame_energy = self._f_measured / s.energy_ref_j
+        o.remaining_work = self._remaining[self._j]
+        return super()._obs()

@@ -1,8 +1,8 @@
-"""What the e4gym environments share: argument resolution, the reward, observation fields and info keys.
+"""Argument resolution of the env core: an :class:`~e4gym.envs.core.EnvConfig` becomes a validated :class:`EnvSetup`.
 
-The frame env (:mod:`e4gym.envs.frame`), its native vector version (:mod:`e4gym.envs.frame_vector`) and the
-block env (:mod:`e4gym.envs.block`) resolve their arguments here once (:func:`resolve_setup`), so they
-validate input the same way and normalise observations and rewards by the same reference figures.
+Every env (:mod:`e4gym.envs.frame`, :mod:`e4gym.envs.frame_vector`, :mod:`e4gym.envs.block`) resolves its
+arguments here once (:func:`resolve_setup`), so they validate input the same way and normalise observations
+and rewards by the same reference figures; :func:`make_backend` builds the backend an env runs on.
 """
 
 from __future__ import annotations
@@ -17,183 +17,20 @@ from typing import Any
 import numpy as np
 
 from e4gym.dnn.profile import ModelProfile, load_model_profile
+from e4gym.envs.core import REWARD_ENERGY_SOURCES, EnvConfig, FrameReward, RewardFn, RewardWeights
 from e4gym.errors import ConfigError, SettingError, UnknownNameError
 from e4gym.hardware.backend import Backend, Cooling
 from e4gym.hardware.emulator import EmulatedBackend
-from e4gym.hardware.model import cost_table, power_table
+from e4gym.hardware.model import cost_table, floor_power_w, power_table
 from e4gym.hardware.spec import DeviceSpec, load_device
-from e4gym.workload.base import COMPLEXITY_FEATURES, FrameSource
+from e4gym.workload.base import FrameSource
 from e4gym.workload.synthetic import SyntheticVideo
 from e4gym.workload.trace import Trace, TraceSource, load_trace
 
 #: Default stream frame rate (frames per second) when the workload does not set one.
 DEFAULT_FPS = 30.0
-#: Default episode length (frames): 1000 frames is 33 s of video at 30 fps.
-DEFAULT_EPISODE_FRAMES = 1000
 #: Frames pulled from the frame source at a time (the stream does not depend on it).
 SOURCE_CHUNK = 256
-#: Smoothing factor of the ``fps`` observation (an exponential moving average over about 5 frames).
-FPS_EMA_ALPHA = 0.2
-
-# ---------------------------------------------------------------------------------------------- info keys
-
-#: ``info`` keys every step of every e4gym env carries (DESIGN.md "The environments"), with their meaning.
-INFO_KEYS: dict[str, str] = {
-    "latency_ms": "frame latency from its arrival to its result, queueing included (ms)",
-    "energy_j": "true board energy charged to the frame: its run plus the idle time until the next arrival (J)",
-    "power_w": "average board power over the frame's time on the board (W)",
-    "temp_c": "board temperature at the end of the frame (°C)",
-    "exit": "exit the frame left at (0-based; -1 when no frame finished)",
-    "correct": "whether that exit's prediction was correct",
-    "confidence": "that exit's confidence (e.g. top softmax), as the running system sees it; 0 when no frame finished",
-    "cpu_hz": "CPU clock the frame ended at (Hz)",
-    "gpu_hz": "GPU clock the frame ended at (Hz)",
-    "emc_hz": "memory (EMC) clock the frame ended at (Hz)",
-    "deadline_missed": "the frame's latency exceeded the deadline",
-    "dvfs_switches": "clock domains whose frequency changed during the frame (0..3)",
-    "measured_energy_j": "energy_j as the board's power monitor reports it (J)",
-    "run_ms": "time the network ran, DVFS stalls included, queueing excluded (ms)",
-    "throttled": "the thermal trip capped the clocks",
-    "frame": "frame number in the episode (0-based)",
-    "reward_energy": "energy term of the reward",
-    "reward_deadline": "deadline term of the reward",
-    "reward_accuracy": "accuracy term of the reward",
-    "profiling_runs": "profiling runs a policy ran on the board before this frame (PolicyContext.profile_run)",
-    "profiling_ms": "board time of those runs (ms); the frame started that much later",
-    "profiling_energy_j": "true energy of those runs (J), included in energy_j",
-}
-
-#: Besides :data:`INFO_KEYS`, every step carries ``power_<rail>_w`` for each rail of the backend's power
-#: monitor (``env.unwrapped.rail_keys``; the emulator's: ``power_cpu_w``, ``power_gpu_w``, ``power_soc_w``):
-#: the rail's average power over the frame's run and idle wait as the monitor reports it (W; in the block env,
-#: over the step's last run or idle segment).
-RAIL_KEY_FORMAT = "power_{}_w"
-
-#: Where the reward's energy term comes from (``reward_energy=``): the true energy (the evaluation metric), or
-#: what the board's power monitor reports (as a controller trained on a board would see it).
-REWARD_ENERGY_SOURCES = ("true", "measured")
-
-#: The reward term keys (also in :data:`INFO_KEYS`).
-REWARD_TERMS = ("reward_energy", "reward_deadline", "reward_accuracy")
-
-
-# ---------------------------------------------------------------------------------------------- reward
-
-
-@dataclass(frozen=True)
-class RewardWeights:
-    """Weights of the reward terms (see :class:`FrameReward`); each must be a finite number >= 0."""
-
-    energy: float = 1.0
-    deadline: float = 1.0
-    accuracy: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("energy", "deadline", "accuracy"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (
-                math.isfinite(v) and v >= 0
-            ):
-                raise ConfigError(f"reward weight '{name}' must be a finite number >= 0, got {v!r}")
-
-
-@dataclass(frozen=True)
-class FrameReward:
-    """The per-frame reward ``r = −w_E·E/E_ref − w_D·missed − w_A·(1 − correct)``.
-
-    - ``E``: the frame's true energy (J), its run plus the idle time until the next frame arrives;
-      ``E_ref``: the energy of a frame that runs the full network at the power mode's top clocks
-      (:attr:`EnvSetup.energy_ref_j`), so the energy term is about −1 per frame at top clocks on any device;
-    - ``missed``: 1 if the frame's latency (queueing included) exceeds the deadline, else 0;
-    - ``correct``: 1 if the exit the frame left at predicted the right class, else 0.
-
-    Works on Python numbers and on NumPy arrays alike. Returns ``(reward, terms)`` with the terms under the
-    keys of :data:`REWARD_TERMS`.
-    """
-
-    weights: RewardWeights
-    energy_ref_j: float
-
-    def __call__(self, energy_j: Any, missed: Any, correct: Any) -> tuple[Any, dict[str, Any]]:
-        """Reward and its terms for a frame (or arrays of frames) with ``energy_j`` (J)."""
-        w = self.weights
-        r_e = -w.energy * energy_j / self.energy_ref_j
-        r_d = -w.deadline * (missed * 1.0)
-        r_a = -w.accuracy * (1.0 - correct * 1.0)
-        return r_e + r_d + r_a, {"reward_energy": r_e, "reward_deadline": r_d, "reward_accuracy": r_a}
-
-
-# ---------------------------------------------------------------------------------------------- observations
-
-
-@dataclass(frozen=True)
-class ObsField:
-    """One named field of an observation vector: its bounds and what it means (with units)."""
-
-    name: str
-    low: float
-    high: float
-    doc: str
-
-
-_FEATURE_DOCS = {
-    "edge_density": "edge density of the frame about to run, from its pixels (see e4gym.workload.COMPLEXITY_FEATURES)",
-    "motion": "motion: mean absolute pixel change of the frame about to run to the previous frame",
-    "contrast": "contrast of the frame about to run: pixel standard deviation, rescaled",
-}
-
-
-def feature_fields() -> list[ObsField]:
-    """The pre-inference features of the frame about to run (from its and the previous frame's pixels), in [0, 1].
-
-    Nothing computed by running the frame's network is among them (DESIGN.md: frame features are causal).
-    """
-    return [ObsField(n, 0.0, 1.0, _FEATURE_DOCS[n]) for n in COMPLEXITY_FEATURES]
-
-
-#: The post-inference figure of the previous frame: how much its features changed at the exit it left at.
-LAST_FEATURE_CHANGE = ObsField(
-    "last_feature_change", 0.0, 1.0,
-    "previous frame: 1 − cosine similarity of its pooled features at the exit it left at with the frame before's "
-    "(high at scene cuts); 0 before the first frame")
-
-
-def level_fields(control_memory: bool) -> list[ObsField]:
-    """Current clock levels, each as ``level / max_level`` of the power mode, in [0, 1]."""
-    doms = ("cpu", "gpu", "emc") if control_memory else ("cpu", "gpu")
-    return [ObsField(f"{d}_level", 0.0, 1.0, f"current {d.upper()} level / highest allowed level") for d in doms]
-
-
-def frame_obs_fields(control_memory: bool) -> list[ObsField]:
-    """Fields of the frame env's observation, in order."""
-    return [
-        *feature_fields(),
-        ObsField("last_exit", 0.0, 1.0, "exit the previous frame left at / (n_exits − 1); 0 before the first frame"),
-        ObsField("last_confidence", 0.0, 1.0, "confidence of that exit's prediction; 0 before the first frame"),
-        LAST_FEATURE_CHANGE,
-        ObsField("latency", 0.0, 10.0, "previous frame's latency / deadline (> 1: missed), clipped to 10"),
-        ObsField("energy", 0.0, 10.0, "previous frame's energy as the power monitor reports it / E_ref "
-                 "(energy of a full frame at top clocks)"),
-        ObsField("power", 0.0, 10.0, "previous frame's average power as the power monitor reports it / P_ref "
-                 "(full network at top clocks)"),
-        ObsField("temperature", -1.0, 2.0, "(T − T_ambient) / (T_trip − T_ambient): 1 at the throttle trip"),
-        ObsField("throttled", 0.0, 1.0, "1 while the thermal trip caps the clocks"),
-        *level_fields(control_memory),
-        ObsField("slack", -10.0, 1.0, "(deadline − queueing delay the next frame already has) / deadline"),
-        ObsField("fps", 0.0, 4.0, "achieved frame rate / stream frame rate (moving average of inter-completion times)"),
-    ]
-
-
-def obs_bounds(fields: list[ObsField]) -> tuple[np.ndarray, np.ndarray]:
-    """``(low, high)`` float32 arrays of the fields."""
-    return (np.array([f.low for f in fields], np.float32), np.array([f.high for f in fields], np.float32))
-
-
-def obs_table(fields: list[ObsField]) -> str:
-    """The fields as a Markdown table (for docstrings and the README)."""
-    rows = ["| index | name | range | meaning |", "|---|---|---|---|"]
-    rows += [f"| {i} | `{f.name}` | [{f.low:g}, {f.high:g}] | {f.doc} |" for i, f in enumerate(fields)]
-    return "\n".join(rows)
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -210,13 +47,15 @@ class EnvSetup:
         control_memory: the action includes the EMC level; otherwise EMC stays at its highest allowed level.
         episode_frames: frames per episode (the episode is truncated after them).
         cooling: fan or passive, ambient temperature. initial_temp_c: board temperature at reset (°C).
-        weights: reward weights. energy_ref_j / power_ref_w / latency_ref_s: a full-network frame at the top
-            levels of the power mode, noise-free at ambient temperature, idle until the next arrival included.
+        weights: the default reward's weights. energy_ref_j / power_ref_w / latency_ref_s: a full-network frame at
+            the top levels of the power mode, noise-free at ambient temperature, idle until the next arrival
+            included.
         workload: ``"synthetic"``, a :class:`Trace`, or a user's :class:`FrameSource`.
         workload_kwargs: keyword arguments of :class:`SyntheticVideo` (besides accuracies and fps).
         governors: kernel governors driving clock domains instead of the action (``None``: all userspace).
-        reward_energy: ``"true"`` (default) or ``"measured"``: the energy the reward's energy term uses (the
-            true energy is always the evaluation metric, ``info["energy_j"]``).
+        reward_energy: ``"true"`` (default) or ``"measured"``: the energy the default reward's energy term uses
+            (the true energy is always the evaluation metric, ``info["energy_j"]``).
+        reward: the reward callable ``(FrameOutcome) -> (reward, terms)``: the user's, or :class:`FrameReward`.
     """
 
     spec: DeviceSpec
@@ -238,11 +77,11 @@ class EnvSetup:
     workload_kwargs: dict[str, Any] = field(default_factory=dict)
     governors: dict[str, str] | str | None = None
     reward_energy: str = "true"
+    reward: RewardFn | None = None
 
-    @property
-    def reward(self) -> FrameReward:
-        """The reward function."""
-        return FrameReward(self.weights, self.energy_ref_j)
+    def __post_init__(self) -> None:
+        if self.reward is None:
+            object.__setattr__(self, "reward", FrameReward(self.weights, self.energy_ref_j, self.reward_energy))
 
     @property
     def trip_c(self) -> float:
@@ -268,23 +107,6 @@ def _number(value: object, name: str, *, positive: bool = True) -> float:
     return x
 
 
-def _weights(reward_weights: object) -> RewardWeights:
-    if reward_weights is None:
-        return RewardWeights()
-    if isinstance(reward_weights, RewardWeights):
-        return reward_weights
-    if isinstance(reward_weights, Mapping):
-        allowed = ("energy", "deadline", "accuracy")
-        unknown = [k for k in reward_weights if k not in allowed]
-        if unknown:
-            raise UnknownNameError(f"unknown reward weight(s) {unknown}; weights: {list(allowed)}")
-        return RewardWeights(**reward_weights)  # type: ignore[arg-type]
-    raise ConfigError(
-        "reward_weights must be a dict like {'energy': 1.0, 'deadline': 1.0, 'accuracy': 1.0}, "
-        f"got {reward_weights!r}"
-    )
-
-
 def _workload(workload: object, profile: ModelProfile) -> tuple[object, float | None]:
     """Resolve the workload argument; returns it and the frame rate it imposes (None for synthetic)."""
     if isinstance(workload, str) and workload == "synthetic":
@@ -305,31 +127,32 @@ def _workload(workload: object, profile: ModelProfile) -> tuple[object, float | 
     )
 
 
-def resolve_setup(
-    *,
-    device: str | DeviceSpec,
-    model: str | ModelProfile,
-    workload: object = "synthetic",
-    workload_kwargs: Mapping[str, Any] | None = None,
-    fps: float | None = None,
-    deadline_ms: float | None = None,
-    reward_weights: object = None,
-    control_memory: bool = False,
-    power_mode: str | None = None,
-    episode_frames: int = DEFAULT_EPISODE_FRAMES,
-    fan: bool | None = None,
-    ambient_c: float | None = None,
-    initial_temp_c: float | None = None,
-    governors: dict[str, str] | str | None = None,
-    reward_energy: str = "true",
-) -> EnvSetup:
-    """Validate the env arguments and compute the reference figures (see the env classes for their meaning).
+def resolve_setup(config: EnvConfig | None = None, /, **kwargs: Any) -> EnvSetup:
+    """Validate an env's arguments and compute the reference figures (the env classes document their meaning).
+
+    Args:
+        config: an :class:`EnvConfig`; or keyword arguments, the fields of :class:`EnvConfig` (defaults for the
+            rest). ``backend``, ``backend_kwargs`` and ``render_mode`` are checked by the env, not here.
 
     Raises:
-        UnknownNameError: unknown device, model, power mode or reward weight (lists the known ones).
+        UnknownNameError: unknown argument, device, model, power mode or reward weight (lists the known ones).
         ConfigError: a number out of range (deadline <= 0, fps <= 0, episode_frames < 1, ...), a workload that
-            is not a trace or does not match the model.
+            is not a trace or does not match the model, a reward that is not callable.
     """
+    if config is None:
+        config = EnvConfig.from_kwargs(kwargs)
+    elif kwargs:
+        raise ConfigError("pass an EnvConfig or keyword arguments to resolve_setup, not both")
+    c = config
+    device, model, workload, workload_kwargs, fps = c.device, c.model, c.workload, c.workload_kwargs, c.fps
+    deadline_ms, control_memory, power_mode = c.deadline_ms, c.control_memory, c.power_mode
+    episode_frames, fan, ambient_c, initial_temp_c = c.episode_frames, c.fan, c.ambient_c, c.initial_temp_c
+    governors, reward_energy = c.governors, c.reward_energy
+    if c.reward is not None:
+        if not callable(c.reward):
+            raise ConfigError(f"reward must be a callable (outcome) -> (reward, terms), got {c.reward!r}")
+        if c.reward_weights is not None:
+            raise ConfigError("reward_weights configure the default reward; drop them when you pass reward=")
     spec = load_device(device)
     profile = model if isinstance(model, ModelProfile) else load_model_profile(model)
     mode = spec.power_mode(power_mode)  # raises UnknownNameError listing the modes
@@ -381,7 +204,7 @@ def resolve_setup(
         episode_frames=int(episode_frames),
         cooling=cooling,
         initial_temp_c=initial_temp_c,
-        weights=_weights(reward_weights),
+        weights=RewardWeights.from_arg(c.reward_weights),
         energy_ref_j=energy,
         power_ref_w=power,
         latency_ref_s=lat,
@@ -389,6 +212,7 @@ def resolve_setup(
         workload_kwargs=wk,
         governors=governors,
         reward_energy=reward_energy,
+        reward=c.reward,
     )
 
 
@@ -403,12 +227,8 @@ def reference_frame(
     mode = spec.power_mode(power_mode)
     pt = power_table(spec, mode.cpu_online)
     table = cost_table(spec, profile.frame_work(), pt, 1)
-    c, g, e = spec.max_levels(power_mode)
-    idx = (c * spec.n_gpu + g) * spec.n_emc + e
-    m = spec.model
-    floor = pt.static_w + pt.idle_dyn_w[idx] + pt.leak_ref_w[idx] * math.exp(
-        m.leak_temp_coeff_per_c * (temp_c - m.temp_ref_c)
-    )
+    idx = spec.flat_index(spec.max_levels(power_mode))
+    floor = floor_power_w(pt, idx, temp_c, spec.model)
     lat = float(table.latency_s[idx])
     run_j = floor * lat + float(table.busy_dyn_j[idx])
     return lat, float(run_j + floor * max(0.0, period_s - lat)), float(run_j / lat)

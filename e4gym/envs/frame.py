@@ -7,8 +7,32 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from e4gym.envs.base import StreamEnv
-from e4gym.envs.common import FPS_EMA_ALPHA, ObsField, frame_obs_fields
+from e4gym.envs.base import F64, I64, NP_BOOL, NP_INT, StreamEnv
+from e4gym.envs.core import (
+    CONFIDENCE,
+    CORRECT,
+    CPU_HZ,
+    DEADLINE_MISSED,
+    DVFS_SWITCHES,
+    EMC_HZ,
+    ENERGY_J,
+    EXIT,
+    FRAME,
+    GPU_HZ,
+    LATENCY_MS,
+    MEASURED_ENERGY_J,
+    POWER_W,
+    PROFILING_ENERGY_J,
+    PROFILING_MS,
+    PROFILING_RUNS,
+    RUN_MS,
+    TEMP_C,
+    THROTTLED,
+    EnvConfig,
+    FrameOutcome,
+    ObsField,
+    frame_obs_fields,
+)
 
 
 class EarlyExitDVFSEnv(StreamEnv):
@@ -62,11 +86,14 @@ class EarlyExitDVFSEnv(StreamEnv):
 
     ## Rewards
 
-    ``r = −w_E·E/E_ref − w_D·missed − w_A·(1 − correct)`` per frame (:class:`~e4gym.envs.common.FrameReward`):
-    ``E`` the frame's true energy (J), run plus idle until the next arrival; ``missed`` 1 when its latency,
-    queueing included, exceeds the deadline; ``correct`` 1 when the chosen exit's prediction is right.
-    Weights ``reward_weights={"energy": w_E, "deadline": w_D, "accuracy": w_A}``, each 1.0 by default. The
-    three terms are in ``info`` (``reward_energy``, ``reward_deadline``, ``reward_accuracy``).
+    A reward is any callable ``(outcome) -> (reward, terms)`` (``reward=``), taking the frame's
+    :class:`~e4gym.envs.core.FrameOutcome` (true and measured energy, missed, correct, latency, exit); its
+    ``terms`` go into ``info``. The default, :class:`~e4gym.envs.core.FrameReward`, is
+    ``r = −w_E·E/E_ref − w_D·missed − w_A·(1 − correct)`` per frame: ``E`` the frame's energy (J), run plus
+    idle until the next arrival (the true energy, or the power monitor's with ``reward_energy="measured"``);
+    ``missed`` 1 when its latency, queueing included, exceeds the deadline; ``correct`` 1 when the chosen exit's
+    prediction is right. Weights ``reward_weights={"energy": w_E, "deadline": w_D, "accuracy": w_A}``, each 1.0
+    by default. Its three terms are in ``info`` (``reward_energy``, ``reward_deadline``, ``reward_accuracy``).
 
     ## Starting State
 
@@ -80,7 +107,8 @@ class EarlyExitDVFSEnv(StreamEnv):
 
     ## Info
 
-    Every step (and reset) carries the keys of :data:`e4gym.envs.common.INFO_KEYS`: ``latency_ms``,
+    Every step (and reset) carries the keys of :data:`e4gym.envs.core.INFO_KEYS` (named constants there), every
+    value a NumPy scalar: ``latency_ms``,
     ``energy_j``, ``power_w``, ``temp_c``, ``exit``, ``correct``, ``cpu_hz``, ``gpu_hz``, ``emc_hz``,
     ``deadline_missed``, ``dvfs_switches`` (DESIGN.md) plus ``measured_energy_j`` (what the power monitor
     reports), ``run_ms``, ``throttled``, ``frame`` and the reward terms. At reset ``exit`` is −1 and the
@@ -90,10 +118,16 @@ class EarlyExitDVFSEnv(StreamEnv):
 
     ```python
     gymnasium.make("e4gym/EarlyExitDVFS-v1", device="xavier-nx", model="efficientnet_b0", backend="emulated",
-                   workload="synthetic", deadline_ms=None, fps=None, reward_weights=None, control_memory=False,
-                   power_mode=None, episode_frames=1000, fan=None, ambient_c=None, initial_temp_c=None,
-                   workload_kwargs=None, governors=None)
+                   workload="synthetic", deadline_ms=None, fps=None, reward_weights=None, reward=None,
+                   reward_energy="true", control_memory=False, power_mode=None, episode_frames=1000, fan=None,
+                   ambient_c=None, initial_temp_c=None, workload_kwargs=None, governors=None, backend_kwargs=None,
+                   render_mode=None)
     ```
+
+    The arguments are the fields of :class:`~e4gym.envs.core.EnvConfig`, shared by every e4gym env; an
+    ``EnvConfig`` may be passed instead (``EarlyExitDVFSEnv(EnvConfig(device="nano"))``). An unknown argument
+    is an error naming the known ones; an unsupported ``render_mode`` warns (as Gymnasium's envs do) and
+    ``render()`` returns None.
 
     - ``device``: a name of ``configs/devices`` (``e4gym devices``), an alias (``nano``, ``tx2``, ``nx``,
       ``xavier``, ``orin``), a YAML path or a :class:`DeviceSpec`.
@@ -117,18 +151,21 @@ class EarlyExitDVFSEnv(StreamEnv):
       the exit it left at; ``energy``/``power`` observations are what the power monitor reports;
       ``reward_energy`` selects the reward's energy source; ``profiling_*`` and ``power_<rail>_w`` info keys;
       ``profiling_run`` and ``cost_model`` (the controller's channels, through ``PolicyContext``); a user's
-      FrameSource is copied per env (``FrameSource.spawn``).
+      FrameSource is copied per env (``FrameSource.spawn``). Env core (issue 13), same id: info values are
+      NumPy scalars; ``reward=`` takes a callable ``(FrameOutcome) -> (reward, terms)``; the observation is
+      clipped into the Box; an unsupported ``render_mode`` warns instead of raising; ``temp_c`` is read at the
+      end of the idle wait in every env.
     """
 
     ACTION_HEAD: ClassVar[tuple[str, int | None]] = ("exit", None)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: EnvConfig | None = None, /, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
         self._works = tuple(self.profile.frame_work(e) for e in range(self.profile.n_exits))
 
     @staticmethod
     def make_obs_fields(control_memory: bool) -> list[ObsField]:
-        """The observation's fields (:func:`~e4gym.envs.common.frame_obs_fields`)."""
+        """The observation's fields (:func:`~e4gym.envs.core.frame_obs_fields`)."""
         return frame_obs_fields(control_memory)
 
     # ------------------------------------------------------------------------------------------ gym API
@@ -136,45 +173,32 @@ class EarlyExitDVFSEnv(StreamEnv):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """Start an episode: reseed the stream and the board from ``np_random`` (seeded by ``seed``)."""
         sensors = self._reseed(seed)
-        self._free = 0.0
-        self._prev_done = 0.0
-        self._fps = 1.0
+        o = self._o
         # Previous-frame figures for the first observation: none yet.
-        self._p_exit = self._p_conf = self._p_fchg = self._p_lat = self._p_energy = 0.0
-        self._p_power = sensors.power_w / self.setup.power_ref_w
-        self._p_temp = sensors.temp_c
-        self._p_throttled = float(sensors.throttled)
-        self._slack = 1.0
-        info = self._blank_info(sensors)
-        return self._obs(), info
+        o.last_exit = o.last_confidence = o.latency = o.energy = 0.0
+        o.slack = o.fps = 1.0
+        return self._obs(), self._blank_info(sensors)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Run the next frame with ``action`` = (exit, cpu_level, gpu_level[, emc_level])."""
         vals = self._parse_action(action)
         k: int = self._k  # type: ignore[assignment]
-        s = self.setup
+        s, clock, o = self.setup, self._clock, self._o
         ex = vals[0]
-        levels = (vals[1], vals[2], vals[3] if s.control_memory else s.max_levels[2])
         b = self.backend
         before = b.levels
-        b.apply(levels)
+        b.apply((vals[1], vals[2], vals[3] if s.control_memory else s.max_levels[2]))
         m = b.run(self._works[ex])
-        period = s.period_s
-        arrival = k * period
-        start = self._free if self._free > arrival else arrival
+        start = clock.free_s
         done = start + m.latency_s
-        latency = done - arrival
         energy, measured, temp = m.energy_j, m.measured_energy_j, m.temp_c
-        nxt = (k + 1) * period
-        idle = None
-        if done < nxt:
-            idle = b.idle(nxt - done)
+        idle_s = clock.idle_s(done)
+        idle = b.idle(idle_s) if idle_s > 0.0 else None
+        if idle is not None:
             energy += idle.energy_j
             measured += idle.measured_energy_j
             temp = idle.temp_c
-            free = nxt
-        else:
-            free = done
+        latency = clock.finish(done)
         after = b.levels
         switches = (before[0] != after[0]) + (before[1] != after[1]) + (before[2] != after[2])
         if self._prof[0]:  # profiling runs before this frame: the board time is in `start`, the energy here
@@ -186,53 +210,49 @@ class EarlyExitDVFSEnv(StreamEnv):
         pos = self._pos
         correct = self._correct[pos][ex]
         missed = latency > s.deadline_s
-        reward, terms = self.reward_fn(measured if self._reward_measured else energy, missed, correct)
-        # Observation bookkeeping.
-        gap = done - self._prev_done if k > 0 else period
-        inst = period / gap if gap > 0 else 4.0
-        self._fps += FPS_EMA_ALPHA * ((inst if inst < 4.0 else 4.0) - self._fps)
-        self._prev_done = done
-        self._free = free
-        self._slack = 1.0 - (free - nxt) / s.deadline_s
-        self._p_exit = ex * self._inv_exit
-        self._p_conf = self._conf[pos][ex]
-        self._p_fchg = self._fchg[pos][ex]
-        self._p_lat = latency / s.deadline_s
-        # What the board's power monitor reported, as a controller reads it (not the true energy).
-        self._p_energy = measured / s.energy_ref_j
-        span = free - start + p_s
+        reward, terms = self.reward_fn(FrameOutcome(energy, measured, missed, correct, latency, ex, True))
+        # The next observation: the previous frame's figures as a controller on the board reads them (the
+        # power monitor's energy and power, not the true ones).
+        span = clock.free_s - start + p_s
         power = energy / span if span > 0 else m.avg_power_w
-        self._p_power = (measured / span if span > 0 else m.avg_power_w) / s.power_ref_w
-        self._p_temp = temp
-        self._p_throttled = 1.0 if m.throttled else 0.0
+        o.last_exit = ex * self._inv_exit
+        o.last_confidence = conf = self._conf[pos][ex]
+        o.last_feature_change = self._fchg[pos][ex]
+        o.latency = latency / s.deadline_s
+        o.energy = measured / s.energy_ref_j
+        o.power = (measured / span if span > 0 else m.avg_power_w) / s.power_ref_w
+        o.temperature = self._temperature(temp)
+        o.throttled = 1.0 if m.throttled else 0.0
+        o.slack = clock.slack
+        o.fps = clock.fps
         self._k = k + 1
         self._pos = pos + 1
         if self._pos == self._n_buf:
             self._fill()
-        truncated = self._k >= s.episode_frames
         f = self._freqs
         info = {
-            "latency_ms": latency * 1e3,
-            "energy_j": energy,
-            "power_w": power,
-            "temp_c": temp,
-            "exit": ex,
-            "correct": correct,
-            "confidence": self._p_conf,
-            "cpu_hz": f[0][after[0]],
-            "gpu_hz": f[1][after[1]],
-            "emc_hz": f[2][after[2]],
-            "deadline_missed": missed,
-            "dvfs_switches": switches,
-            "measured_energy_j": measured,
-            "run_ms": m.latency_s * 1e3,
-            "throttled": m.throttled,
-            "frame": k,
-            **terms,
-            "profiling_runs": p_runs,
-            "profiling_ms": p_s * 1e3,
-            "profiling_energy_j": p_true,
+            LATENCY_MS: F64(latency * 1e3),
+            ENERGY_J: F64(energy),
+            POWER_W: F64(power),
+            TEMP_C: F64(temp),
+            EXIT: NP_INT[ex + 1],
+            CORRECT: NP_BOOL[correct],
+            CONFIDENCE: F64(conf),
+            CPU_HZ: F64(f[0][after[0]]),
+            GPU_HZ: F64(f[1][after[1]]),
+            EMC_HZ: F64(f[2][after[2]]),
+            DEADLINE_MISSED: NP_BOOL[missed],
+            DVFS_SWITCHES: NP_INT[switches + 1],
+            MEASURED_ENERGY_J: F64(measured),
+            RUN_MS: F64(m.latency_s * 1e3),
+            THROTTLED: NP_BOOL[m.throttled],
+            FRAME: NP_INT[k + 1] if k < 4094 else I64(k),
+            PROFILING_RUNS: NP_INT[p_runs + 1] if p_runs < 4094 else I64(p_runs),
+            PROFILING_MS: F64(p_s * 1e3),
+            PROFILING_ENERGY_J: F64(p_true),
         }
+        for key, v in terms.items():
+            info[key] = F64(v)
         rk = self.rail_keys
         if rk:  # the rails the power monitor read over the frame's run and idle wait (W)
             rails = m.rails_w
@@ -242,14 +262,11 @@ class EarlyExitDVFSEnv(StreamEnv):
                 t1, t2, ir = m.latency_s, idle.latency_s, idle.rails_w
                 w = 1.0 / (t1 + t2)
                 for i, key in enumerate(rk):
-                    info[key] = (rails[i] * t1 + ir[i] * t2) * w
+                    info[key] = F64((rails[i] * t1 + ir[i] * t2) * w)
             else:
-                for i, key in enumerate(rk):
-                    info[key] = rails[i]
-        return self._obs(), reward, False, truncated, info
-
-    def _delay_next_frame(self, seconds: float) -> None:
-        self._free += seconds
+                for key, v in zip(rk, rails):
+                    info[key] = F64(v)
+        return self._obs(), reward, False, self._k >= s.episode_frames, info
 
     def render(self) -> str | None:
         """``ansi``: one line describing the last frame."""
@@ -257,33 +274,9 @@ class EarlyExitDVFSEnv(StreamEnv):
             return None
         if self._k is None:
             raise gym.error.ResetNeeded("call reset() before render()")
-        lv = self.backend.levels
+        o = self._o
         return (
-            f"frame {self._k} exit={self._p_exit / self._inv_exit if self._inv_exit else 0:.0f} "
-            f"latency={self._p_lat:.2f}×deadline energy={self._p_energy:.2f}×E_ref T={self._p_temp:.1f}°C "
-            f"levels={lv}"
+            f"frame {self._k} exit={o.last_exit / self._inv_exit if self._inv_exit else 0:.0f} "
+            f"latency={o.latency:.2f}×deadline energy={o.energy:.2f}×E_ref "
+            f"T={o.temperature:.2f}×(trip − ambient) levels={self.backend.levels}"
         )
-
-    # ------------------------------------------------------------------------------------------ helpers
-
-    def _obs(self) -> np.ndarray:
-        lv = self.backend.levels
-        im = self._inv_max
-        vals = [
-            *self._feat[self._pos],
-            self._p_exit,
-            self._p_conf,
-            self._p_fchg,
-            self._p_lat if self._p_lat < 10.0 else 10.0,
-            self._p_energy if self._p_energy < 10.0 else 10.0,
-            self._p_power if self._p_power < 10.0 else 10.0,
-            self._temperature_obs(self._p_temp),
-            self._p_throttled,
-            lv[0] * im[0],
-            lv[1] * im[1],
-        ]
-        if self.setup.control_memory:
-            vals.append(lv[2] * im[2])
-        vals.append(self._slack if self._slack > -10.0 else -10.0)
-        vals.append(self._fps)
-        return np.array(vals, dtype=np.float32)

@@ -4,29 +4,51 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
+from gymnasium import logger, spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from e4gym.dnn.profile import ModelProfile
-from e4gym.envs.common import (
-    DEFAULT_EPISODE_FRAMES,
-    FPS_EMA_ALPHA,
+from e4gym.envs.base import _ObsState, env_config
+from e4gym.envs.common import check_levels_action, resolve_setup
+from e4gym.envs.core import (
+    CONFIDENCE,
+    CORRECT,
+    CPU_HZ,
+    DEADLINE_MISSED,
+    DVFS_SWITCHES,
+    EMC_HZ,
+    ENERGY_J,
+    EXIT,
+    FRAME,
+    GPU_HZ,
     INFO_KEYS,
-    check_levels_action,
+    LATENCY_MS,
+    MEASURED_ENERGY_J,
+    POWER_W,
+    PROFILING_ENERGY_J,
+    PROFILING_MS,
+    PROFILING_RUNS,
+    RUN_MS,
+    TEMP_C,
+    THROTTLED,
+    EnvConfig,
+    FrameOutcome,
+    ObsBuilder,
     frame_obs_fields,
-    obs_bounds,
-    resolve_setup,
+    rail_keys,
 )
 from e4gym.errors import ConfigError, SettingError
 from e4gym.hardware.emulator import BatchedEmulator
-from e4gym.hardware.spec import DeviceSpec
-from e4gym.workload.base import N_FEATURES, FrameSource
+from e4gym.hardware.stream import StreamClock
+from e4gym.workload.base import COMPLEXITY_FEATURES, N_FEATURES, FrameSource
 
 #: Frames buffered per sub-env (the frame stream does not depend on it).
 VECTOR_CHUNK = 512
+#: The autoreset modes the native vector env implements.
+AUTORESET_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
 
 
 class EarlyExitDVFSVectorEnv(VectorEnv):
@@ -41,18 +63,24 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
     always the emulator; for another backend use ``gymnasium.make_vec(..., vectorization_mode="sync")``.
 
     **Autoreset** (``metadata["autoreset_mode"]``): ``AutoresetMode.NEXT_STEP`` by default, as Gymnasium's own
-    vector envs: the step after a sub-env's episode ends resets it, ignores its action and returns its first
-    observation with reward 0. ``autoreset_mode=AutoresetMode.SAME_STEP`` resets in the same step instead and
-    puts the last observation and info in ``info["final_obs"]`` and ``info["final_info"]``.
+    vector envs: the step after a sub-env's episode ends resets it, ignores its action, returns its first
+    observation with reward 0 and its reset info. ``autoreset_mode=AutoresetMode.SAME_STEP`` resets in the same
+    step instead, as ``SyncVectorEnv`` does: the sub-env's observation and top-level info are then its reset
+    observation and reset info, and the finished step's are in ``info["final_obs"]`` (an object array) and
+    ``info["final_info"]`` (a dict of arrays with ``_key`` masks, True for the sub-envs that ended).
+    ``reset(options={"reset_mask": mask})`` resets only the sub-envs where ``mask`` (bool, ``(num_envs,)``)
+    is True; the others keep their state, their observation rows are unchanged and their info masks False.
 
     **Info** is Gymnasium's vector layout: ``info[key]`` an array of shape ``(num_envs,)`` and ``info["_" +
-    key]`` its mask (all True: every key is present for every sub-env), for every key of
-    :data:`~e4gym.envs.common.INFO_KEYS`.
+    key]`` its mask, for every key of :data:`~e4gym.envs.core.INFO_KEYS`, the rail keys and the reward terms.
 
     Args:
         num_envs: number of sub-envs (>= 1).
         autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default) or ``AutoresetMode.SAME_STEP`` (or their values).
-        The others: as :class:`~e4gym.envs.frame.EarlyExitDVFSEnv`; ``workload`` is ``"synthetic"`` or a trace path.
+        config: an :class:`~e4gym.envs.core.EnvConfig`, or its fields as keyword arguments: as
+            :class:`~e4gym.envs.frame.EarlyExitDVFSEnv`; ``backend`` is ``"emulated"`` (without
+            ``backend_kwargs`` or ``governors``: the batched emulator runs userspace clocks), ``workload`` is
+            ``"synthetic"`` or a trace path.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -60,60 +88,38 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
     def __init__(
         self,
         num_envs: int = 1,
-        device: str | DeviceSpec = "xavier-nx",
-        model: str | ModelProfile = "efficientnet_b0",
-        backend: object = "emulated",
-        workload: object = "synthetic",
-        deadline_ms: float | None = None,
-        fps: float | None = None,
-        reward_weights: dict[str, float] | None = None,
-        control_memory: bool = False,
-        power_mode: str | None = None,
-        episode_frames: int = DEFAULT_EPISODE_FRAMES,
-        fan: bool | None = None,
-        ambient_c: float | None = None,
-        initial_temp_c: float | None = None,
-        workload_kwargs: dict[str, Any] | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-        render_mode: str | None = None,
-        backend_kwargs: dict[str, Any] | None = None,
-        reward_energy: str = "true",
+        config: EnvConfig | None = None,
+        **kwargs: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        if backend != "emulated" or backend_kwargs:
-            raise ConfigError(
-                "the native vector env runs on the batched emulator only (backend='emulated', no backend_kwargs); "
-                "for another backend or a measured profile "
-                "use gymnasium.make_vec(..., vectorization_mode='sync')"
-            )
-        if isinstance(workload, FrameSource):
-            raise ConfigError(
-                "the native vector env needs one frame source per sub-env: pass workload='synthetic' or a trace "
-                "path, or use gymnasium.make_vec(..., vectorization_mode='sync') with your FrameSource"
-            )
-        if render_mode is not None:
-            raise ConfigError("the native vector env does not render; use render_mode=None")
+        cfg = env_config(config, kwargs, extra=("num_envs", "autoreset_mode"))
+        sync = "use gymnasium.make_vec(..., vectorization_mode='sync')"
+        if cfg.backend != "emulated" or cfg.backend_kwargs:
+            raise ConfigError("the native vector env runs on the batched emulator only (backend='emulated', no "
+                              f"backend_kwargs); for another backend or a measured profile {sync}")
+        if cfg.governors is not None:
+            raise ConfigError(f"the native vector env runs userspace clocks only; for governors={cfg.governors!r} "
+                              f"{sync}")
+        if isinstance(cfg.workload, FrameSource):
+            raise ConfigError("the native vector env needs one frame source per sub-env: pass workload='synthetic' "
+                              f"or a trace path, or {sync} with your FrameSource")
+        if cfg.render_mode is not None:
+            logger.warn(f"render_mode={cfg.render_mode!r} is not supported by the native vector env; "
+                        "render() returns None")
         try:
             mode = AutoresetMode(autoreset_mode)
         except ValueError:
-            raise ConfigError(
-                f"autoreset_mode must be one of {[m.value for m in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)]}"
-                f", got {autoreset_mode!r}"
-            ) from None
-        if mode == AutoresetMode.DISABLED:
-            raise ConfigError("autoreset_mode DISABLED is not supported; use NEXT_STEP or SAME_STEP")
+            mode = None
+        if mode not in AUTORESET_MODES:
+            raise ConfigError(f"autoreset_mode must be one of {[m.value for m in AUTORESET_MODES]}, "
+                              f"got {autoreset_mode!r}")
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.autoreset_mode = mode
-        self.setup = s = resolve_setup(
-            device=device, model=model, workload=workload, workload_kwargs=workload_kwargs, fps=fps,
-            deadline_ms=deadline_ms, reward_weights=reward_weights, control_memory=control_memory,
-            power_mode=power_mode, episode_frames=episode_frames, fan=fan, ambient_c=ambient_c,
-            initial_temp_c=initial_temp_c, reward_energy=reward_energy,
-        )
-        self._reward_measured = s.reward_energy == "measured"
+        self.config = cfg
+        self.setup = s = resolve_setup(cfg)
         self.num_envs = n = int(num_envs)
-        self._zeros_i, self._zeros_f = np.zeros(n, np.int64), np.zeros(n)  # no profiling runs in the vector env
         self.render_mode = None
         self.device_spec = s.spec
         self.profile = s.profile
@@ -126,19 +132,17 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             ("emc_level",) if s.control_memory else ()
         )
         self.obs_fields = frame_obs_fields(s.control_memory)
-        self.obs_names: tuple[str, ...] = tuple(f.name for f in self.obs_fields)
-        low, high = obs_bounds(self.obs_fields)
-        self._low, self._high = low.astype(np.float64), high.astype(np.float64)
+        self._obs_builder = ObsBuilder(self.obs_fields)
+        self.obs_names: tuple[str, ...] = self._obs_builder.names
         self.single_action_space = spaces.MultiDiscrete(self._nvec)
         self.action_space = batch_space(self.single_action_space, n)
-        self.single_observation_space = spaces.Box(low, high, dtype=np.float32)
+        self.single_observation_space = self._obs_builder.space()
         self.observation_space = batch_space(self.single_observation_space, n)
         self.emulator = BatchedEmulator(
             s.spec, [0] * n, power_mode=s.power_mode, cooling=s.cooling, initial_temp_c=s.initial_temp_c
         )
         #: Info keys of the power monitor's rails, ``power_<rail>_w`` (W), as in the single env.
-        self.rail_keys: tuple[str, ...] = tuple(f"power_{r}_w" for r in self.emulator.rail_names)
-        self._info_keys = (*INFO_KEYS, *self.rail_keys)
+        self.rail_keys: tuple[str, ...] = rail_keys(self.emulator.rail_names)
         self._sources = [s.make_source() for _ in range(n)]
         self._works = tuple(s.profile.frame_work(e) for e in range(s.profile.n_exits))
         self._rngs: list[np.random.Generator | None] = [None] * n
@@ -147,6 +151,9 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         self._temp_span = 1.0 / max(s.trip_c - s.cooling.ambient_c, 1e-9)
         self._rows = np.arange(n)
         self._freq_tables = tuple(np.asarray(s.spec.freqs_hz(d)) for d in ("cpu", "gpu", "emc"))
+        self._zeros_i, self._zeros_f = np.zeros(n, np.int64), np.zeros(n)  # no profiling runs in the vector env
+        for a in (self._zeros_i, self._zeros_f):
+            a.setflags(write=False)
         self._all = np.ones(n, dtype=bool)
         self._all.setflags(write=False)
         e = s.profile.n_exits
@@ -155,13 +162,10 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         self._correct = np.zeros((n, VECTOR_CHUNK, e), bool)
         self._conf = np.zeros((n, VECTOR_CHUNK, e), np.float32)
         self._pos = np.zeros(n, np.int64)
-        self._k = np.zeros(n, np.int64)
-        self._free = np.zeros(n)
-        self._prev_done = np.zeros(n)
-        self._fps = np.ones(n)
-        self._p = {name: np.zeros(n) for name in ("exit", "conf", "fchg", "lat", "energy", "power", "temp",
-                                                  "throttled")}
-        self._slack = np.ones(n)
+        self._clock = StreamClock(s.period_s, s.deadline_s, n)
+        self._o = o = _ObsState()
+        for name in self.obs_names:
+            setattr(o, name, np.zeros(n))
         self._autoreset = np.zeros(n, dtype=bool)
         self._started = False
 
@@ -170,7 +174,11 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset every sub-env; ``seed`` an int (sub-env ``i`` gets ``seed + i``), a list of per-env seeds, or None."""
+        """Reset the sub-envs: all, or those of ``options["reset_mask"]`` (a bool array of shape ``(num_envs,)``).
+
+        ``seed``: an int (sub-env ``i`` gets ``seed + i``), a list of per-env seeds, or None (a sub-env reset
+        for the first time is seeded from the OS; later resets continue its generator), as ``SyncVectorEnv``.
+        """
         n = self.num_envs
         if seed is None:
             seeds: list[int | None] = [None] * n
@@ -180,22 +188,37 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             seeds = list(seed)  # type: ignore[arg-type]
             if len(seeds) != n:
                 raise ConfigError(f"reset(seed=list) needs {n} seeds (one per sub-env), got {len(seeds)}")
-        for i, sd in enumerate(seeds):
-            if sd is not None or self._rngs[i] is None:
-                self._rngs[i], _ = seeding.np_random(sd)
-        self._reset_envs(self._rows)
-        self._autoreset[:] = False
+        mask = (options or {}).get("reset_mask")
+        if mask is None:
+            idx = self._rows
+        else:
+            if not isinstance(mask, np.ndarray) or mask.shape != (n,) or mask.dtype != np.bool_:
+                raise ConfigError(f"options['reset_mask'] must be a bool NumPy array of shape ({n},), got {mask!r}")
+            if not mask.any():
+                raise ConfigError("options['reset_mask'] must have at least one True value")
+            if not self._started and not mask.all():
+                raise gym.error.ResetNeeded("the first reset() resets every sub-env; drop reset_mask")
+            idx = np.flatnonzero(mask)
+        for i in idx:
+            if seeds[i] is not None or self._rngs[i] is None:
+                self._rngs[i], _ = seeding.np_random(seeds[i])
+        self._reset_envs(idx)
+        self._autoreset[idx] = False
         self._started = True
-        return self._obs(), self._blank_info(self._rows)
+        info = self._blank_info()
+        if mask is not None:
+            for key in self._info_keys():
+                info["_" + key] = mask.copy()
+        return self._obs(), info
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every sub-env with ``actions`` (int array ``(num_envs, n_components)``)."""
         if not self._started:
-            raise ConfigError("call reset() before step()")
+            raise gym.error.ResetNeeded("call reset() before step()")
         a = self._check_actions(actions)
-        s, emu, n = self.setup, self.emulator, self.num_envs
+        s, emu, n, clock, o = self.setup, self.emulator, self.num_envs, self._clock, self._o
         ex = a[:, 0]
         levels = np.empty((n, 3), np.int64)
         levels[:, 0] = a[:, 1]
@@ -204,85 +227,71 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         before = emu.levels.copy()
         emu.apply(levels)
         m = emu.run_choice(self._works, ex)
-        period = s.period_s
-        k = self._k
-        arrival = k * period
-        start = np.maximum(self._free, arrival)
+        start = clock.free_s
         done = start + m.latency_s
-        latency = done - arrival
-        nxt = (k + 1) * period
-        need = done < nxt
-        idle = emu.idle(np.where(need, nxt - done, 0.0), active=need)
-        energy = np.where(need, m.energy_j + idle.energy_j, m.energy_j)
-        measured = np.where(need, m.measured_energy_j + idle.measured_energy_j, m.measured_energy_j)
+        idle_s = clock.idle_s(done)
+        need = idle_s > 0.0
+        idle = emu.idle(idle_s, active=need)
+        energy = m.energy_j + idle.energy_j  # the idle figures are 0 where it did not idle
+        measured = m.measured_energy_j + idle.measured_energy_j
         temp = np.where(need, idle.temp_c, m.temp_c)
-        free = np.where(need, nxt, done)
+        k = clock.k
+        latency = clock.finish(done)
         after = emu.levels
-        switches = np.count_nonzero(before != after, axis=1)
         rows, pos = self._rows, self._pos
         correct = self._correct[rows, pos, ex]
-        conf = self._conf[rows, pos, ex]
+        conf = self._conf[rows, pos, ex].astype(np.float64)
         missed = latency > s.deadline_s
-        reward, terms = self.reward_fn(measured if self._reward_measured else energy, missed, correct)
-        gap = np.where(k > 0, done - self._prev_done, period)
-        with np.errstate(divide="ignore"):
-            inst = np.where(gap > 0, period / np.where(gap > 0, gap, 1.0), 4.0)
-        self._fps += FPS_EMA_ALPHA * (np.minimum(inst, 4.0) - self._fps)
-        self._prev_done = done
-        self._free = free
-        self._slack = 1.0 - (free - nxt) / s.deadline_s
-        p = self._p
-        p["exit"] = ex * self._inv_exit
-        p["conf"] = conf.astype(np.float64)
-        p["fchg"] = self._fchg[rows, pos, ex].astype(np.float64)
-        p["lat"] = latency / s.deadline_s
+        reward, terms = self.reward_fn(FrameOutcome(energy, measured, missed, correct, latency, ex, self._all))
         # Observations from what the power monitor reported, as a controller reads it.
-        p["energy"] = measured / s.energy_ref_j
-        span = free - start
-        with np.errstate(divide="ignore", invalid="ignore"):
-            safe = np.where(span > 0, span, 1.0)
-            power = np.where(span > 0, energy / safe, m.avg_power_w)
-            p["power"] = np.where(span > 0, measured / safe, m.avg_power_w) / s.power_ref_w
-        p["temp"] = temp
-        p["throttled"] = m.throttled.astype(np.float64)
-        self._k = k + 1
+        span = clock.free_s - start
+        safe = np.where(span > 0, span, 1.0)
+        power = np.where(span > 0, energy / safe, m.avg_power_w)
+        o.last_exit = ex * self._inv_exit
+        o.last_confidence = conf
+        o.last_feature_change = self._fchg[rows, pos, ex]
+        o.latency = latency / s.deadline_s
+        o.energy = measured / s.energy_ref_j
+        o.power = np.where(span > 0, measured / safe, m.avg_power_w) / s.power_ref_w
+        o.temperature = (temp - s.cooling.ambient_c) * self._temp_span
+        o.throttled = m.throttled
+        o.slack = clock.slack
+        o.fps = clock.fps
         self._pos = pos + 1
         self._refill(np.flatnonzero(self._pos == VECTOR_CHUNK))
-        truncated = self._k >= s.episode_frames
+        truncated = clock.k >= s.episode_frames
         terminated = np.zeros(n, dtype=bool)
+        ft = self._freq_tables
         info = {
-            "latency_ms": latency * 1e3,
-            "energy_j": energy,
-            "power_w": power,
-            "temp_c": temp,
-            "exit": ex.copy(),
-            "correct": correct,
-            "confidence": p["conf"].copy(),
-            "cpu_hz": m.cpu_hz,
-            "gpu_hz": m.gpu_hz,
-            "emc_hz": m.emc_hz,
-            "deadline_missed": missed,
-            "dvfs_switches": switches,
-            "measured_energy_j": measured,
-            "run_ms": m.latency_s * 1e3,
-            "throttled": m.throttled,
-            "frame": k.copy(),
-            **terms,
-            "profiling_runs": self._zeros_i,
-            "profiling_ms": self._zeros_f,
-            "profiling_energy_j": self._zeros_f,
+            LATENCY_MS: latency * 1e3,
+            ENERGY_J: energy,
+            POWER_W: power,
+            TEMP_C: temp,
+            EXIT: ex.copy(),
+            CORRECT: correct,
+            CONFIDENCE: conf,
+            CPU_HZ: ft[0][after[:, 0]],
+            GPU_HZ: ft[1][after[:, 1]],
+            EMC_HZ: ft[2][after[:, 2]],
+            DEADLINE_MISSED: missed,
+            DVFS_SWITCHES: np.count_nonzero(before != after, axis=1),
+            MEASURED_ENERGY_J: measured,
+            RUN_MS: m.latency_s * 1e3,
+            THROTTLED: m.throttled,
+            FRAME: k,
+            PROFILING_RUNS: self._zeros_i,
+            PROFILING_MS: self._zeros_f,
+            PROFILING_ENERGY_J: self._zeros_f,
         }
-        # The power monitor's rails over the run and the idle wait, time-weighted (as the single env reports them).
+        for key, v in terms.items():
+            info[key] = np.asarray(v, dtype=np.float64)
         if self.rail_keys:
-            t1 = m.latency_s[:, None]
-            t2 = np.where(need, idle.latency_s, 0.0)[:, None]
-            idle_rails = np.where(need[:, None], idle.rails_w, 0.0)
-            rails = (np.asarray(m.rails_w) * t1 + idle_rails * t2) / (t1 + t2)
+            # The power monitor's rails over the run and the idle wait, time-weighted (as the single env reports).
+            t1 = m.latency_s
+            t2 = np.where(need, idle.latency_s, 0.0)
+            rails = (np.asarray(m.rails_w).T * t1 + np.asarray(idle.rails_w).T * t2) / (t1 + t2)
             for j, key in enumerate(self.rail_keys):
-                info[key] = rails[:, j]
-        # Clocks after the idle wait (as the single env reports them).
-        for d, key in enumerate(("cpu_hz", "gpu_hz", "emc_hz")):
-            info[key] = self._freq_tables[d][after[:, d]]
+                info[key] = rails[j]
         reward = np.asarray(reward, dtype=np.float64)
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             idx = np.flatnonzero(self._autoreset)
@@ -290,10 +299,11 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
                 self._reset_envs(idx)
                 reward[idx] = 0.0
                 truncated[idx] = False
-                blank = self._blank_info(idx)
-                for key in self._info_keys:
-                    info[key] = np.asarray(info[key]).copy()
-                    info[key][idx] = blank[key][idx]
+                blank = self._blank_info()
+                for key in blank:
+                    if not key.startswith("_"):
+                        info[key] = np.array(info[key])
+                        info[key][idx] = blank[key][idx]
             self._autoreset = terminated | truncated
             obs = self._obs()
         else:
@@ -302,23 +312,32 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             if idx.size:
                 mask = np.zeros(n, dtype=bool)
                 mask[idx] = True
-                final_obs = np.empty(n, dtype=object)
+                final_obs = np.full(n, None, dtype=object)
                 for i in idx:
                     final_obs[i] = obs[i]
-                final_info = {key: np.asarray(info[key]).copy() for key in self._info_keys}
-                final_info.update({"_" + key: mask.copy() for key in self._info_keys})
+                final_info = {key: np.array(v) for key, v in info.items()}
+                final_info.update({"_" + key: mask for key in list(final_info)})
                 self._reset_envs(idx)
                 obs = self._obs()
+                blank = self._blank_info()
+                for key in blank:
+                    if not key.startswith("_"):
+                        info[key] = np.array(info[key])
+                        info[key][idx] = blank[key][idx]
                 info["final_obs"], info["_final_obs"] = final_obs, mask
                 info["final_info"], info["_final_info"] = final_info, mask.copy()
-        for key in self._info_keys:
-            info["_" + key] = self._all
+        for key in list(info):
+            if not key.startswith(("_", "final_")):
+                info["_" + key] = self._all
         return obs, reward, terminated, truncated, info
 
     def close_extras(self, **kwargs: Any) -> None:
         """Nothing to release (the emulator holds no resources)."""
 
     # ------------------------------------------------------------------------------------------ helpers
+
+    def _info_keys(self) -> list[str]:
+        return [*INFO_KEYS, *getattr(self.reward_fn, "terms", ()), *self.rail_keys]
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         a = np.asarray(actions)
@@ -367,67 +386,63 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             hw.append(hw_seed)
         self.emulator.reset(idx, hw)
         self._refill(idx)
-        self._k[idx] = 0
-        self._free[idx] = 0.0
-        self._prev_done[idx] = 0.0
-        self._fps[idx] = 1.0
-        for key, arr in self._p.items():
-            if key not in ("power", "temp"):
-                arr[idx] = 0.0
-        self._p["power"][idx] = self.emulator.sensor_power_w[idx] / self.setup.power_ref_w
-        self._p["temp"][idx] = self.emulator.temp_c[idx]
-        self._slack[idx] = 1.0
+        self._clock.reset(idx)
+        o, emu, s = self._o, self.emulator, self.setup
+        # Fresh arrays: the old ones may be in an info the caller still holds (returned values never change).
+        for name in ("last_exit", "last_confidence", "last_feature_change", "latency", "energy"):
+            a = np.array(getattr(o, name), dtype=np.float64)
+            a[idx] = 0.0
+            setattr(o, name, a)
+        o.power = np.array(o.power, dtype=np.float64)
+        o.power[idx] = emu.sensor_power_w[idx] / s.power_ref_w
+        o.temperature = np.array(o.temperature, dtype=np.float64)
+        o.temperature[idx] = (emu.temp_c[idx] - s.cooling.ambient_c) * self._temp_span
+        o.throttled = np.array(o.throttled, dtype=np.float64)
+        o.throttled[idx] = emu.throttled[idx]
+        o.slack = self._clock.slack
+        o.fps = self._clock.fps
 
     def _obs(self) -> np.ndarray:
-        s, p = self.setup, self._p
-        lv = self.emulator.levels
-        cols = [
-            self._feat[self._rows, self._pos].astype(np.float64),
-            p["exit"][:, None],
-            p["conf"][:, None],
-            p["fchg"][:, None],
-            np.minimum(p["lat"], 10.0)[:, None],
-            np.minimum(p["energy"], 10.0)[:, None],
-            np.minimum(p["power"], 10.0)[:, None],
-            np.clip((p["temp"] - s.cooling.ambient_c) * self._temp_span, -1.0, 2.0)[:, None],
-            p["throttled"][:, None],
-            (lv[:, :3 if s.control_memory else 2] * self._inv_max[: 3 if s.control_memory else 2]),
-            np.maximum(self._slack, -10.0)[:, None],
-            self._fps[:, None],
-        ]
-        return np.concatenate(cols, axis=1).astype(np.float32)
+        o, lv = self._o, self.emulator.levels
+        feat = self._feat[self._rows, self._pos]
+        for j, name in enumerate(COMPLEXITY_FEATURES):
+            setattr(o, name, feat[:, j])
+        o.cpu_level = lv[:, 0] * self._inv_max[0]
+        o.gpu_level = lv[:, 1] * self._inv_max[1]
+        if self.setup.control_memory:
+            o.emc_level = lv[:, 2] * self._inv_max[2]
+        return self._obs_builder(o)
 
-    def _blank_info(self, idx: np.ndarray) -> dict[str, Any]:
-        """The reset info of every sub-env (arrays of shape (num_envs,); rows ``idx`` are the fresh ones)."""
+    def _blank_info(self) -> dict[str, Any]:
+        """Reset-info arrays for every sub-env, shape ``(num_envs,)``: fresh rows read as after a reset."""
         emu, n = self.emulator, self.num_envs
         lv = emu.levels
         info: dict[str, Any] = {
-            "latency_ms": np.zeros(n),
-            "energy_j": np.zeros(n),
-            "power_w": emu.sensor_power_w,
-            "temp_c": emu.temp_c.copy(),
-            "exit": np.full(n, -1, np.int64),
-            "correct": np.zeros(n, bool),
-            "confidence": np.zeros(n),
-            "cpu_hz": self._freq_tables[0][lv[:, 0]],
-            "gpu_hz": self._freq_tables[1][lv[:, 1]],
-            "emc_hz": self._freq_tables[2][lv[:, 2]],
-            "deadline_missed": np.zeros(n, bool),
-            "dvfs_switches": np.zeros(n, np.int64),
-            "measured_energy_j": np.zeros(n),
-            "run_ms": np.zeros(n),
-            "throttled": emu.throttled,
-            "frame": np.full(n, -1, np.int64),
-            "reward_energy": np.zeros(n),
-            "reward_deadline": np.zeros(n),
-            "reward_accuracy": np.zeros(n),
-            "profiling_runs": np.zeros(n, np.int64),
-            "profiling_ms": np.zeros(n),
-            "profiling_energy_j": np.zeros(n),
+            LATENCY_MS: np.zeros(n),
+            ENERGY_J: np.zeros(n),
+            POWER_W: emu.sensor_power_w,
+            TEMP_C: emu.temp_c.copy(),
+            EXIT: np.full(n, -1, np.int64),
+            CORRECT: np.zeros(n, bool),
+            CONFIDENCE: np.zeros(n),
+            CPU_HZ: self._freq_tables[0][lv[:, 0]],
+            GPU_HZ: self._freq_tables[1][lv[:, 1]],
+            EMC_HZ: self._freq_tables[2][lv[:, 2]],
+            DEADLINE_MISSED: np.zeros(n, bool),
+            DVFS_SWITCHES: np.zeros(n, np.int64),
+            MEASURED_ENERGY_J: np.zeros(n),
+            RUN_MS: np.zeros(n),
+            THROTTLED: emu.throttled,
+            FRAME: np.full(n, -1, np.int64),
+            PROFILING_RUNS: np.zeros(n, np.int64),
+            PROFILING_MS: np.zeros(n),
+            PROFILING_ENERGY_J: np.zeros(n),
         }
+        for key in getattr(self.reward_fn, "terms", ()):
+            info[key] = np.zeros(n)
         held = emu.sensor_rails_w
         for j, key in enumerate(self.rail_keys):  # the monitor's held rail readings
             info[key] = held[:, j]
-        for key in self._info_keys:
+        for key in list(info):
             info["_" + key] = self._all
         return info

@@ -1,16 +1,19 @@
 """Hardware: device catalogue, the Backend protocol, the emulator, real boards (Jetson sysfs, NVML GPUs), the
-torch work runner, measured profiles and the measured cost model policies plan on. Importing it does not import
+torch work runner, the power monitor and restore registry real boards share, streaming time, measured profiles
+and the measured cost model policies plan on. Importing it does not import
 torch or jetson-stats."""
 
+from e4gym.dnn.work import Work
 from e4gym.hardware.backend import Backend, Cooling, Measurement, SensorReading, Setting, rail_dict
 from e4gym.hardware.costmodel import CostModelView, MeasuredCostModel, OfflineWork, emulated_cost_model
 from e4gym.hardware.emulator import RAIL_NAMES, BatchedEmulator, EmulatedBackend, MeasurementBatch
 from e4gym.hardware.jetson import JetsonBackend, ThermalLimitError
 from e4gym.hardware.measured import MeasuredProfile, profile_device
+from e4gym.hardware.monitor import PowerMonitor
 from e4gym.hardware.nvml import NvmlBackend
-from e4gym.hardware.runner import TorchRunner
+from e4gym.hardware.runner import TorchRunner, WorkRunner
 from e4gym.hardware.spec import DeviceSpec, PowerMode, available_devices, load_device
-from e4gym.hardware.work import Work
+from e4gym.hardware.stream import StreamClock, stream
 
 __all__ = [
     "RAIL_NAMES",
@@ -28,14 +31,18 @@ __all__ = [
     "NvmlBackend",
     "OfflineWork",
     "PowerMode",
+    "PowerMonitor",
     "SensorReading",
     "Setting",
+    "StreamClock",
     "ThermalLimitError",
     "TorchRunner",
     "Work",
+    "WorkRunner",
     "available_devices",
     "emulated_cost_model",
     "load_device",
     "profile_device",
     "rail_dict",
+    "stream",
 ]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from e4gym.dnn.work import Work
 from e4gym.hardware.spec import DeviceSpec
-from e4gym.hardware.work import Work
 
 
 @dataclass(frozen=True)

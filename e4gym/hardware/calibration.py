@@ -17,7 +17,7 @@ import numpy as np
 from e4gym.dnn.profile import ModelProfile, load_model_profile
 from e4gym.hardware.backend import Cooling
 from e4gym.hardware.emulator import EmulatedBackend
-from e4gym.hardware.model import cost_table, power_table
+from e4gym.hardware.model import cost_table, floor_power_w, power_table
 from e4gym.hardware.spec import DeviceSpec, available_devices, load_device
 
 DUTT_MODELS = ("efficientnet_b0", "mobilenet_v2", "resnet18")
@@ -52,7 +52,7 @@ def _grid(spec: DeviceSpec, profile: ModelProfile, batch: int) -> tuple[np.ndarr
     """Noise-free latency (s) and average power (W) over the level grid at the reference temperature."""
     pt = power_table(spec)
     t = cost_table(spec, profile.frame_work(), pt, batch)
-    floor = pt.static_w + pt.idle_dyn_w + pt.leak_ref_w
+    floor = floor_power_w(pt, slice(None), spec.model.temp_ref_c, spec.model)
     power = floor + t.busy_dyn_j / t.latency_s
     return t.latency_s.reshape(spec.n_levels), power.reshape(spec.n_levels)
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from e4gym.dnn.work import Work
 from e4gym.errors import ConfigError
-from e4gym.hardware.work import Work
 
 #: Measured and discarded runs per (setting, work) of a cost model (count): ASSUMPTION (3 frames average the
 #: emulator's 2 % latency noise to about 1.2 %; one warm-up run absorbs the switch to the setting).

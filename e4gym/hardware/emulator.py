@@ -24,39 +24,45 @@ Both look costs up in the analytic tables of :mod:`e4gym.hardware.model` and add
 * **governors** (scalar backend): domains not in ``userspace`` are driven by the load-driven kernel
   governors of :mod:`e4gym.hardware.governors`.
 
-The state update is :func:`_advance`, written once over an ``ops`` namespace (NumPy for many boards);
-:func:`_advance_scalar` is the same update in plain Python for one board (an env step must stay cheap). A
-test holds the two paths together: N scalar boards equal the batched boards to 1e-9.
+The state update (transitions, a run, an idle period, the monitor and the thermal model) is written once, in
+:class:`_Boards`, over an ``ops`` namespace: :class:`_ScalarOps` (Python floats, so that an env step stays
+cheap) for the one board of :class:`EmulatedBackend`, :class:`_ArrayOps` (NumPy) for the N boards of
+:class:`BatchedEmulator`; its arithmetic is exact for boards outside a mask (``x · old + (1 − x) · new`` with
+``x = 0``, ``t + period · (polls · sampled)``), so the batched boards take a branch when any board needs it.
+What stays apart is what differs in kind: checking requests and capping them (a tuple against an ``(N, 3)``
+array), the caching of cost tables (lists of per-setting tuples against stacked arrays), keeping noise drawn
+ahead (a list for one board; rows for N boards, redrawn for boards that are reset) and the result records
+(:class:`~e4gym.hardware.backend.Measurement` against :class:`MeasurementBatch`). A test holds the two paths
+together: N scalar boards equal the batched boards to 1e-9 (they agree bit for bit on the same calls).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from e4gym.dnn.work import Work
 from e4gym.errors import ConfigError, SettingError, UnknownNameError
 from e4gym.hardware.backend import Cooling, Measurement, SensorReading, Setting
 from e4gym.hardware.governors import GOVERNORS
-from e4gym.hardware.model import (
-    CostTable,
-    PowerTable,
-    cost_table,
-    dynamic_power_per_activity,
-    leakage_power_ref,
-    power_table,
-)
+from e4gym.hardware.model import CostTable, PowerTable, cost_table, floor_power_w, leakage_scale, power_table
 from e4gym.hardware.spec import CPU_GOVERNORS, EMC_GOVERNORS, GPU_GOVERNORS, DeviceSpec, load_device
-from e4gym.hardware.work import Work
 
 _M64 = (1 << 64) - 1
 _TWO_PI = 2.0 * math.pi
 _NOISE_CLIP = 3.0
-_NOISE_BLOCK = 256  # noise draws generated at a time by the scalar backend
+_NOISE_BLOCK = 1024  # noise draws generated at a time by the scalar backend
+_BATCH_NOISE_BLOCK = 32  # runs' worth of noise generated at a time for every board of the batched emulator
 _IDLE_CHUNK_OF_TAU = 0.05  # idle periods longer than this fraction of the thermal time constant are split
+_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (a third of the cost)
+#: Per (work, setting), the cost-table columns a run reads, in this order (one row per lookup).
+_ROW = ("latency_s", "busy_dyn_j", "gpu_busy_s", "cpu_dyn_j", "gpu_dyn_j")
 
 #: The emulated power monitor's rails (``Measurement.rails_w`` order): the CPU domain, the GPU domain, and the
 #: rest of the board (memory / EMC and static power).
@@ -67,22 +73,46 @@ RAIL_NAMES: tuple[str, ...] = ("cpu", "gpu", "soc")
 
 
 class _ScalarOps:
+    """One board: Python scalars (a NumPy call on a scalar costs a microsecond; so does the builtin ``min``)."""
+
     exp = staticmethod(math.exp)
     floor = staticmethod(math.floor)
-    minimum = staticmethod(min)
-    maximum = staticmethod(max)
+    rows = staticmethod(operator.getitem)  # table[i]: a list of per-setting tuples
 
     @staticmethod
-    def where(cond, a, b):
+    def minimum(a: float, b: float) -> float:
+        return b if b < a else a
+
+    @staticmethod
+    def maximum(a: float, b: float) -> float:
+        return b if b > a else a
+
+    any = all = staticmethod(bool)  # (a C call: cheaper than a Python one)
+
+    @staticmethod
+    def where(cond: bool, a: Any, b: Any) -> Any:
         return a if cond else b
 
 
 class _ArrayOps:
+    """N boards: NumPy arrays of shape ``(N,)``."""
+
     exp = staticmethod(np.exp)
     floor = staticmethod(np.floor)
     minimum = staticmethod(np.minimum)
     maximum = staticmethod(np.maximum)
+    any = staticmethod(np.count_nonzero)  # (a count is as good as a bool for ``if``; three times cheaper)
     where = staticmethod(np.where)
+
+    @staticmethod
+    def all(cond: np.ndarray) -> bool:
+        return np.count_nonzero(cond) == cond.shape[0]
+
+    @staticmethod
+    def rows(table: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """Rows ``i`` of a ``(settings, K)`` table as K contiguous arrays of shape ``(N,)`` (one gather: each row
+        is one cache line; faster than K gathers, and than arithmetic on strided columns)."""
+        return table.take(i, axis=0).T.copy()
 
 
 def _splitmix64(x: int) -> int:
@@ -92,25 +122,29 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def _splitmix64_np(x: np.ndarray) -> np.ndarray:
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 def _normals_np(keys: np.ndarray, counters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two clipped standard normals per board from ``(key, counter)`` by Box–Muller (counter-based)."""
-    with np.errstate(over="ignore"):
-        base = keys + np.uint64(2) * counters.astype(np.uint64)
-        u1 = ((_splitmix64_np(base) >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53
-        u2 = (_splitmix64_np(base + np.uint64(1)) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    n = keys.shape[0]
+    x = np.empty(2 * n, dtype=np.uint64)  # splitmix64 of key + 2·counter and of key + 2·counter + 1, at once
+    np.add(keys, np.uint64(2) * counters.astype(np.uint64), out=x[:n])
+    np.add(x[:n], np.uint64(1), out=x[n:])
+    x += np.uint64(0x9E3779B97F4A7C15)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    u = (x >> np.uint64(11)).astype(np.float64)
+    u1 = (u[:n] + 1.0) * 2.0**-53
+    u2 = u[n:] * 2.0**-53
     r = np.sqrt(-2.0 * np.log(u1))
     cos = np.cos(_TWO_PI * u2)
     # sin(2πu) from the cosine: its sign is + for u < 1/2 (cheaper than a second transcendental).
     sin = np.sqrt(np.maximum(0.0, 1.0 - cos * cos))
-    z1, z2 = r * cos, np.where(u2 < 0.5, r * sin, -(r * sin))
-    return np.clip(z1, -_NOISE_CLIP, _NOISE_CLIP), np.clip(z2, -_NOISE_CLIP, _NOISE_CLIP)
+    z1, z2 = r * cos, np.copysign(r * sin, 0.5 - u2)
+    for z in (z1, z2):
+        np.minimum(np.maximum(z, -_NOISE_CLIP, out=z), _NOISE_CLIP, out=z)
+    return z1, z2
 
 
 def seed_to_key(seed: int | None) -> int:
@@ -134,103 +168,250 @@ class _Consts:
     tau_s: float
     trip_c: float
     release_c: float
-    leak_k: float
-    temp_ref_c: float
     sensor_period_s: float
     noise_latency: float
     noise_power: float
+    stall_s: float
+    delays_s: tuple[float, float, float]
 
 
-def _advance(ops, c: _Consts, st, duration_s, power_w):
-    """Advance time, temperature, throttling and the power monitor over one constant-power segment.
+def _consts(spec: DeviceSpec, cooling: Cooling) -> _Consts:
+    m = spec.model
+    return _Consts(
+        ambient_c=cooling.ambient_c,
+        r_th=m.r_th_fan_c_per_w if cooling.fan else m.r_th_passive_c_per_w,
+        tau_s=m.tau_s,
+        trip_c=spec.thermal.throttle_c,
+        release_c=spec.thermal.throttle_c - m.throttle_hysteresis_c,
+        sensor_period_s=m.sensor_period_s,
+        noise_latency=m.noise_latency,
+        noise_power=m.noise_power,
+        stall_s=m.transition_stall_s,
+        delays_s=tuple(m.transition_delay_s),  # type: ignore[arg-type]
+    )
 
-    Returns the energy the power monitor attributes to the segment (J).
+
+def _stall(c: _Consts, cpu: Any, gpu: Any, emc: Any) -> Any:
+    """The stall (s) of switching the domains flagged (bools, or 0/1 float arrays)."""
+    return c.stall_s * (cpu + gpu + emc)
+
+
+def _noise_block(c: _Consts, keys: np.ndarray, counters: np.ndarray, runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """The multiplicative latency and power noise of the next ``runs`` runs of boards with noise ``keys`` whose
+    counters are at ``counters`` (arrays ``(N,)``): two arrays ``(runs, N)``, row ``j`` at counter + j."""
+    at = counters[None, :] + np.arange(runs)[:, None]
+    z_lat, z_pow = _normals_np(np.broadcast_to(keys, at.shape).ravel(), at.ravel())
+    return (1.0 + c.noise_latency * z_lat).reshape(at.shape), (1.0 + c.noise_power * z_pow).reshape(at.shape)
+
+
+class _Boards:
+    """The state update of emulated boards, written once over ``_ops`` (see the module docstring).
+
+    A subclass sets ``_ops``, ``_st`` (the state: scalars, or arrays of shape ``(N,)``, with the same attribute
+    names; ``sensor_rails`` a tuple of the three rails), ``_consts``, ``spec``, ``_model`` (``spec.model``),
+    ``_floor_table`` (what :func:`~e4gym.hardware.model.floor_power_w` reads: the :class:`PowerTable`, or
+    lists of its columns), ``_rail_rows`` (per setting ``(cpu idle, cpu leak at T_ref, gpu idle, gpu leak at
+    T_ref)``, W) and ``_noise()`` (the next latency and power noise factors).
     """
-    t0 = st.time_s
-    t1 = t0 + duration_s
-    # Power monitor: sample-and-hold at fixed polling instants.
-    sampled = st.sensor_next_s <= t1
-    measured = ops.where(
-        sampled,
-        st.sensor_held_w * (st.sensor_next_s - t0) + power_w * (t1 - st.sensor_next_s),
-        st.sensor_held_w * duration_s,
-    )
-    polls = ops.floor((t1 - st.sensor_next_s) / c.sensor_period_s) + 1.0
-    st.sensor_next_s = ops.where(sampled, st.sensor_next_s + c.sensor_period_s * polls, st.sensor_next_s)
-    st.sensor_held_w = ops.where(sampled, power_w, st.sensor_held_w)
-    # First-order thermal model, exact for constant power over the segment.
-    t_ss = c.ambient_c + power_w * c.r_th
-    # (A zero-length segment leaves the temperature bit for bit unchanged.)
-    st.temp_c = ops.where(duration_s > 0, t_ss + (st.temp_c - t_ss) * ops.exp(-duration_s / c.tau_s), st.temp_c)
-    st.throttled = ops.where(
-        st.temp_c >= c.trip_c, True, ops.where(st.temp_c < c.release_c, False, st.throttled)
-    )
-    st.time_s = t1
-    return measured
 
+    _ops: Any
+    _st: Any
+    _consts: _Consts
+    _model: Any
+    _floor_table: Any
+    _rail_rows: Any
+    spec: DeviceSpec
+    measured: Any
+    power: PowerTable
+    _tables: dict
 
-def _advance_scalar(c: _Consts, st, duration_s: float, power_w: float) -> float:
-    """:func:`_advance` for one board, without the ``ops`` indirection (same arithmetic, same order)."""
-    t0 = st.time_s
-    t1 = t0 + duration_s
-    nxt = st.sensor_next_s
-    if nxt <= t1:
-        measured = st.sensor_held_w * (nxt - t0) + power_w * (t1 - nxt)
-        st.sensor_next_s = nxt + c.sensor_period_s * (math.floor((t1 - nxt) / c.sensor_period_s) + 1.0)
-        st.sensor_held_w = power_w
-    else:
-        measured = st.sensor_held_w * duration_s
-    if duration_s > 0:
+    def _noise(self) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def table(self, work: Work, batch: int = 1) -> CostTable:
+        """The :class:`CostTable` of ``work`` at ``batch`` on this board (cached by ``work.key``)."""
+        key = (work.key, batch)
+        hit = self._tables.get(key)
+        if hit is None:
+            if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+                raise ConfigError(f"batch must be an integer >= 1, got {batch!r}")
+            hit = self._tables[key] = self._cost(work, int(batch))
+        return hit
+
+    def _cost(self, work: Work, batch: int) -> CostTable:
+        """The analytic cost table of ``work``, scaled by the measured profile when one covers its model."""
+        t = cost_table(self.spec, work, self.power, batch)
+        if self.measured is None:
+            return t
+        from e4gym.hardware.measured import correction
+
+        ratio = correction(self.spec, self.measured, self.power, work.key)
+        if ratio is None:
+            return t
+        r_lat, r_dyn = ratio
+        return dataclasses.replace(t, latency_s=t.latency_s * r_lat, busy_dyn_j=t.busy_dyn_j * r_dyn,
+                                   gpu_busy_s=np.minimum(t.gpu_busy_s * r_lat, t.latency_s * r_lat),
+                                   cpu_dyn_j=t.cpu_dyn_j * r_dyn, gpu_dyn_j=t.gpu_dyn_j * r_dyn)
+
+    def _rail_floors(self, idx: Any, scale: Any) -> tuple[Any, Any]:
+        """The CPU and GPU rails' share (W) of the idle floor at settings ``idx``, leakage scaled by ``scale``."""
+        cpu_idle, cpu_leak, gpu_idle, gpu_leak = self._ops.rows(self._rail_rows, idx)
+        return cpu_idle + cpu_leak * scale, gpu_idle + gpu_leak * scale
+
+    def _idle_reading(self, idx: Any, temp_c: Any) -> tuple[Any, tuple[Any, Any, Any]]:
+        """The idle floor (W) at settings ``idx`` and temperature ``temp_c``, and its three rails (W)."""
+        scale = leakage_scale(self._model, temp_c)
+        power = floor_power_w(self._floor_table, idx, temp_c, self._model, scale=scale)
+        cpu, gpu = self._rail_floors(idx, scale)
+        return power, (cpu, gpu, power - cpu - gpu)
+
+    def _transition(self, cpu: Any, gpu: Any, emc: Any, eff: Any) -> Any:
+        """Switch to the effective levels ``eff``; ``cpu``, ``gpu``, ``emc`` flag the domains that change.
+
+        Until the slowest changed domain's delay has passed, work runs at the setting held before the first
+        of the pending switches. Returns the stall (s).
+        """
+        ops, st, c = self._ops, self._st, self._consts
+        d_cpu, d_gpu, d_emc = c.delays_s
+        delay = ops.maximum(ops.maximum(cpu * d_cpu, gpu * d_gpu), emc * d_emc)
+        # (Where nothing is pending, the old setting is the current one; where nothing changes, delay is 0.)
+        st.pending_idx = st.pending_idx + (st.pending_s <= 0.0) * (st.idx - st.pending_idx)
+        st.pending_s = ops.maximum(st.pending_s, delay)
+        st.eff = eff
+        st.idx = self.spec.flat_index(eff)
+        return _stall(c, cpu, gpu, emc)
+
+    def _advance(self, duration_s: Any, power_w: Any) -> Any:
+        """Advance time, the power monitor, temperature and throttling over one constant-power segment.
+
+        Returns the energy the power monitor attributes to the segment (J). A zero-length segment leaves the
+        state bit for bit as it was.
+        """
+        ops, st, c = self._ops, self._st, self._consts
+        t0, nxt, held = st.time_s, st.sensor_next_s, st.sensor_held_w
+        t1 = t0 + duration_s
+        # Power monitor: sample-and-hold at fixed polling instants.
+        measured = held * duration_s
+        sampled = nxt <= t1
+        if ops.any(sampled):
+            measured = ops.where(sampled, held * (nxt - t0) + power_w * (t1 - nxt), measured)
+            polls = ops.floor((t1 - nxt) / c.sensor_period_s) + 1.0
+            st.sensor_next_s = nxt + c.sensor_period_s * (polls * sampled)
+            st.sensor_held_w = ops.where(sampled, power_w, held)
+        # First-order thermal model, exact for constant power over the segment; the trip with its hysteresis.
         t_ss = c.ambient_c + power_w * c.r_th
-        temp = st.temp_c = t_ss + (st.temp_c - t_ss) * math.exp(-duration_s / c.tau_s)
-        if temp >= c.trip_c:
-            st.throttled = True
-        elif temp < c.release_c:
-            st.throttled = False
-    st.time_s = t1
-    return measured
+        temp = t_ss + (st.temp_c - t_ss) * ops.exp(-duration_s / c.tau_s)
+        throttled = (temp >= c.trip_c) | (st.throttled & (temp >= c.release_c))
+        moved = duration_s > 0
+        if not ops.all(moved):
+            temp = ops.where(moved, temp, st.temp_c)
+            throttled = ops.where(moved, throttled, st.throttled)
+        st.temp_c, st.throttled, st.time_s = temp, throttled, t1
+        return measured
 
+    def _run_segment(self, table: Any, base: Any, stall: Any) -> tuple:
+        """Run a work after a stall (s) at the current clocks: its costs are ``table``'s rows at ``base + idx``.
 
-def _leak_scale(ops, c: _Consts, temp_c):
-    return ops.exp(c.leak_k * (temp_c - c.temp_ref_c))
+        Returns ``(latency_s, energy_j, measured_energy_j, avg_power_w, transition_s, gpu_busy_s, gpu_util,
+        rails_w)``.
+        """
+        ops, st = self._ops, self._st
+        idx = st.idx
+        lat, dyn, gbusy, cpu_dyn, gpu_dyn = ops.rows(table, base + idx)
+        old = None
+        extra = 0.0
+        if ops.any(st.pending_s > 0.0):
+            # The first pending_s seconds still run at the old setting: blend its row with the new one.
+            old = ops.rows(table, base + st.pending_idx)
+            x = ops.minimum(st.pending_s / old[0], 1.0)
+            y = 1.0 - x
+            blended = x * old[0] + y * lat
+            extra = blended - lat
+            dyn = x * old[1] + y * dyn
+            gbusy = x * old[2] + y * gbusy
+            st.pending_s = ops.maximum(0.0, st.pending_s - blended)
+            lat = blended
+        f_lat, f_pow = self._noise()
+        scale = leakage_scale(self._model, st.temp_c)
+        p_floor = floor_power_w(self._floor_table, idx, st.temp_c, self._model, scale=scale)
+        power = (p_floor + dyn / lat) * f_pow
+        run_lat, lat = lat, lat * f_lat
+        # The stall runs at the idle floor before the work starts.
+        total = lat + stall
+        energy = power * lat + p_floor * stall
+        avg_power = energy / total
+        t0, poll = st.time_s, st.sensor_next_s
+        measured = self._advance(total, avg_power)
+        rails = st.sensor_rails
+        polled = poll <= t0 + total
+        if ops.any(polled):  # the monitor polled during the run: it reads the run's rails from then on
+            if old is not None:
+                cpu_dyn = x * old[3] + y * cpu_dyn
+                gpu_dyn = x * old[4] + y * gpu_dyn
+            cpu_floor, gpu_floor = self._rail_floors(idx, scale)
+            # Each rail as the board power: ((floor + busy / run_lat) * f_pow * lat + floor * stall) / total.
+            k_busy = f_pow * lat / total
+            k_floor = k_busy + stall / total
+            k_busy = k_busy / run_lat
+            cpu_w = cpu_floor * k_floor + cpu_dyn * k_busy
+            gpu_w = gpu_floor * k_floor + gpu_dyn * k_busy
+            fresh = ops.maximum(t0 + total - poll, 0.0) / total  # the share of the run after the poll
+            cpu_m = rails[0] + (cpu_w - rails[0]) * fresh
+            gpu_m = rails[1] + (gpu_w - rails[1]) * fresh
+            where = ops.where
+            st.sensor_rails = (where(polled, cpu_w, rails[0]), where(polled, gpu_w, rails[1]),
+                               where(polled, avg_power - cpu_w - gpu_w, rails[2]))
+            rails = (cpu_m, gpu_m, where(polled, measured / total - cpu_m - gpu_m, rails[2]))
+        busy = gbusy * f_lat
+        return total, energy, measured, avg_power, stall + extra * f_lat, busy, ops.minimum(busy / total, 1.0), rails
 
-
-@dataclass(frozen=True)
-class _RailPower:
-    """The CPU and GPU rails' share of a :class:`PowerTable`, flat over ``(cpu, gpu, emc)`` levels (W).
-
-    ``cpu_idle_w`` / ``gpu_idle_w``: the domains' clocked-but-idle dynamic power; ``cpu_leak_ref_w`` /
-    ``gpu_leak_ref_w``: their leakage at ``temp_ref_c``. The "soc" rail is the rest of the board power.
-    """
-
-    cpu_idle_w: np.ndarray
-    cpu_leak_ref_w: np.ndarray
-    gpu_idle_w: np.ndarray
-    gpu_leak_ref_w: np.ndarray
-
-
-def _rail_power(spec: DeviceSpec, cpu_online: int) -> _RailPower:
-    """The per-domain terms :func:`~e4gym.hardware.model.power_table` sums (same formulas)."""
-    m, shape = spec.model, spec.n_levels
-    online = cpu_online / spec.cpu_cores
-    fc, fg = np.asarray(spec.cpu_freqs_hz, dtype=float), np.asarray(spec.gpu_freqs_hz, dtype=float)
-
-    def flat(a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.broadcast_to(a, shape)).ravel()
-
-    return _RailPower(
-        cpu_idle_w=flat((dynamic_power_per_activity(fc, m.cpu) * m.cpu.idle_activity * online)[:, None, None]),
-        cpu_leak_ref_w=flat((leakage_power_ref(fc, m.cpu) * online)[:, None, None]),
-        gpu_idle_w=flat((dynamic_power_per_activity(fg, m.gpu) * m.gpu.idle_activity)[None, :, None]),
-        gpu_leak_ref_w=flat(leakage_power_ref(fg, m.gpu)[None, :, None]),
-    )
-
-
-def _rail_busy(spec: DeviceSpec, power: PowerTable, table: CostTable) -> tuple[np.ndarray, np.ndarray]:
-    """The CPU and GPU shares of ``table.busy_dyn_j`` (J): the busy host thread, and the GPU's compute."""
-    cpu = power.dyn_active_cpu_w * table.latency_s
-    gpu = power.gpu_dyn_w * (1.0 - spec.model.gpu.idle_activity) * table.t_gpu_s
-    return cpu, gpu
+    def _idle_segment(self, duration_s: Any, chunks: Any, n_chunks: int) -> tuple:
+        """Stay idle for ``duration_s`` (s) at the current clocks, in ``chunks`` equal steps (at most
+        ``n_chunks``) so that leakage follows the temperature. Returns ``(energy_j, measured_energy_j,
+        avg_power_w, rails_w)``."""
+        ops, st, model = self._ops, self._st, self._model
+        where = ops.where
+        st.pending_s = ops.maximum(0.0, st.pending_s - duration_s)
+        idx = st.idx
+        step = duration_s / chunks if n_chunks > 1 else duration_s
+        energy = measured = hold = 0.0
+        # Rail energies (J) the monitor attributes to the period, and the time (s) the current reading is held
+        # for that they do not include yet; without a poll the rails read the held values throughout.
+        e_rails: tuple | None = None
+        polled_any: Any = False
+        for k in range(n_chunks):
+            dt = step * (k < chunks) if n_chunks > 1 else step  # boards with fewer chunks idle 0 s (exact)
+            temp = st.temp_c
+            scale = leakage_scale(model, temp)
+            power = floor_power_w(self._floor_table, idx, temp, model, scale=scale)
+            energy = energy + power * dt
+            t0, poll = st.time_s, st.sensor_next_s
+            measured = measured + self._advance(dt, power)
+            polled = poll <= t0 + dt
+            if not ops.any(polled):
+                hold = hold + dt
+                continue
+            cpu_w, gpu_w = self._rail_floors(idx, scale)
+            new = (cpu_w, gpu_w, power - cpu_w - gpu_w)
+            held = where(polled, hold + (poll - t0), 0.0)
+            fresh = where(polled, t0 + dt - poll, 0.0)
+            h = st.sensor_rails
+            e = e_rails or (0.0, 0.0, 0.0)
+            e_rails = (e[0] + (h[0] * held + new[0] * fresh), e[1] + (h[1] * held + new[1] * fresh),
+                       e[2] + (h[2] * held + new[2] * fresh))
+            st.sensor_rails = (where(polled, new[0], h[0]), where(polled, new[1], h[1]), where(polled, new[2], h[2]))
+            hold = where(polled, 0.0, hold + dt)
+            polled_any = polled_any | polled
+        rails = h = st.sensor_rails
+        if e_rails is not None:
+            safe = where(polled_any, duration_s, 1.0)
+            rails = (where(polled_any, (e_rails[0] + h[0] * hold) / safe, h[0]),
+                     where(polled_any, (e_rails[1] + h[1] * hold) / safe, h[1]),
+                     where(polled_any, (e_rails[2] + h[2] * hold) / safe, h[2]))
+        if n_chunks > 1:  # the mean power (``power`` is the last chunk's, or a zero-length period's)
+            moved = duration_s > 0
+            power = where(moved, energy / where(moved, duration_s, 1.0), power)
+        return energy, measured, power, rails
 
 
 # ------------------------------------------------------------------------------------------ the scalar backend
@@ -242,6 +423,7 @@ class _State:
     __slots__ = (
         "counter",
         "eff",
+        "idx",
         "pending_idx",
         "pending_s",
         "requested",
@@ -271,7 +453,22 @@ def _validate_governors(spec: DeviceSpec, governors: dict[str, str] | None) -> d
     return chosen
 
 
-class EmulatedBackend:
+def _cap(table: tuple[float, ...], frac: float) -> int:
+    limit = frac * table[-1]
+    allowed = [i for i, f in enumerate(table) if f <= limit * (1 + 1e-9)]
+    return allowed[-1] if allowed else 0
+
+
+def _throttle_caps(spec: DeviceSpec, max_levels: tuple[int, int, int]) -> tuple[int, int, int]:
+    frac = spec.model.throttle_frac
+    return (
+        min(max_levels[0], _cap(spec.cpu_freqs_hz, frac)),
+        min(max_levels[1], _cap(spec.gpu_freqs_hz, frac)),
+        max_levels[2],
+    )
+
+
+class EmulatedBackend(_Boards):
     """One emulated Jetson board (the default backend; needs no hardware).
 
     Args:
@@ -292,6 +489,8 @@ class EmulatedBackend:
         >>> with EmulatedBackend("xavier-nx", seed=0) as board:
         ...     m = board.run(load_model_profile("efficientnet_b0").frame_work())
     """
+
+    _ops = _ScalarOps
 
     def __init__(
         self,
@@ -314,23 +513,24 @@ class EmulatedBackend:
         self.cooling = cooling or Cooling(fan=spec.thermal.fan, ambient_c=spec.thermal.ambient_c)
         self.governors = _validate_governors(spec, governors)  # type: ignore[arg-type]
         self._consts = _consts(spec, self.cooling)
+        self._model = spec.model
         self.power: PowerTable = power_table(spec, self.mode.cpu_online)
-        self._leak = self.power.leak_ref_w.tolist()
-        self._idle = self.power.idle_dyn_w.tolist()
-        rails = _rail_power(spec, self.mode.cpu_online)
+        pt = self.power
+        # The per-setting tables as Python lists: a step looks values up without NumPy scalars.
+        self._floor_table = SimpleNamespace(static_w=pt.static_w, idle_dyn_w=pt.idle_dyn_w.tolist(),
+                                            leak_ref_w=pt.leak_ref_w.tolist())
+        self._rail_rows = list(zip(pt.cpu_idle_w.tolist(), pt.cpu_leak_ref_w.tolist(), pt.gpu_idle_w.tolist(),
+                                   pt.gpu_leak_ref_w.tolist(), strict=True))
         #: Rails of the power monitor, in ``Measurement.rails_w`` order.
         self.rail_names: tuple[str, ...] = RAIL_NAMES
-        # Per setting: (cpu idle, cpu leak at T_ref, gpu idle, gpu leak at T_ref) (W), one lookup per step.
-        self._rail_floor = list(zip(rails.cpu_idle_w.tolist(), rails.cpu_leak_ref_w.tolist(),
-                                    rails.gpu_idle_w.tolist(), rails.gpu_leak_ref_w.tolist()))
-        self._tables: dict[tuple[str, int], tuple[CostTable, list, list, list, list, list]] = {}
+        self._tables: dict[tuple[str, int], CostTable] = {}
+        self._rows_by_key: dict[tuple[str, int], list[tuple[float, ...]]] = {}
+        self._last_rows: tuple = (None, None, None)
         self.max_levels = spec.max_levels(power_mode)
         self._throttle_caps = _throttle_caps(spec, self.max_levels)
-        self._ng, self._ne = spec.n_gpu, spec.n_emc
         self._n_levels = spec.n_levels
-        self._static_w = self.power.static_w
         self._freq_tables = (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz)
-        self._last_lists: tuple = (None, None, None)
+        self._idle_chunk_s = self._consts.tau_s * _IDLE_CHUNK_OF_TAU
         self._last_req: tuple[int, int, int] | None = None
         self._last_eff: tuple[int, int, int] = (0, 0, 0)
         self._userspace = all(v == "userspace" for v in self.governors.values())
@@ -347,21 +547,16 @@ class EmulatedBackend:
         st.time_s = 0.0
         st.temp_c = self._initial_temp_c if initial_temp_c is None else float(initial_temp_c)
         st.throttled = False
-        st.requested = self.max_levels
-        st.eff = self.max_levels
+        st.requested = st.eff = self.max_levels
         st.pending_s = 0.0
-        st.pending_idx = self._flat(st.eff)
+        st.idx = st.pending_idx = self.spec.flat_index(st.eff)
         # The monitor's first poll falls at a seeded phase within one period.
-        st.sensor_next_s = ((self._key >> 11) * 2.0**-53) * self.spec.model.sensor_period_s
-        idx = self._flat(st.eff)
-        st.sensor_held_w = self._idle_power(idx, st.temp_c)
-        cpu_w, gpu_w = self._idle_rails(idx, st.temp_c)
-        st.sensor_rails = (cpu_w, gpu_w, st.sensor_held_w - cpu_w - gpu_w)
+        st.sensor_next_s = ((self._key >> 11) * 2.0**-53) * self._consts.sensor_period_s
+        st.sensor_held_w, st.sensor_rails = self._idle_reading(st.idx, st.temp_c)
         st.counter = 0
         st.win_elapsed = st.win_busy_cpu = st.win_busy_gpu = 0.0
         self._st = st
-        self._nz_lat: list[float] = []
-        self._nz_pow: list[float] = []
+        self._nz: list[tuple[float, float]] = []
         self._nz_base = 0
 
     def close(self) -> None:
@@ -376,58 +571,18 @@ class EmulatedBackend:
 
     # -------------------------------------------------------------------------------------- helpers
 
-    def _flat(self, levels: tuple[int, int, int]) -> int:
-        return (levels[0] * self._ng + levels[1]) * self._ne + levels[2]
-
-    def _idle_power(self, idx: int, temp_c: float) -> float:
-        return self.power.static_w + self._idle[idx] + self._leak[idx] * _leak_scale(_ScalarOps, self._consts, temp_c)
-
-    def _idle_rails(self, idx: int, temp_c: float) -> tuple[float, float]:
-        """The CPU and GPU rails' share of :meth:`_idle_power` (W)."""
-        scale = _leak_scale(_ScalarOps, self._consts, temp_c)
-        ci, cl, gi, gl = self._rail_floor[idx]
-        return ci + cl * scale, gi + gl * scale
-
-    def table(self, work: Work, batch: int = 1) -> CostTable:
-        """The :class:`CostTable` of ``work`` at ``batch`` on this board (cached by ``work.key``)."""
-        return self._lists(work, batch)[0]
-
-    def _lists(self, work: Work, batch: int) -> tuple[CostTable, list, list, list, list, list]:
-        last = self._last_lists
+    def _rows(self, work: Work, batch: int) -> list[tuple[float, ...]]:
+        """Per setting, the :data:`_ROW` costs of ``work`` at ``batch`` (cached; the last one by identity)."""
+        last = self._last_rows
         if last[0] is work and last[1] == batch:
             return last[2]
-        hit = self._lists_by_key(work, batch)
-        self._last_lists = (work, batch, hit)
-        return hit
-
-    def _lists_by_key(self, work: Work, batch: int) -> tuple[CostTable, list, list, list, list, list]:
         key = (work.key, batch)
-        hit = self._tables.get(key)
-        if hit is None:
-            if not isinstance(batch, (int, np.integer)) or batch < 1:
-                raise ConfigError(f"batch must be an integer >= 1, got {batch!r}")
-            t, cpu_dyn, gpu_dyn = self._cost(work, int(batch))
-            hit = (t, t.latency_s.tolist(), t.busy_dyn_j.tolist(), t.gpu_busy_s.tolist(), cpu_dyn.tolist(),
-                   gpu_dyn.tolist())
-            self._tables[key] = hit
-        return hit
-
-    def _cost(self, work: Work, batch: int) -> tuple[CostTable, np.ndarray, np.ndarray]:
-        """The analytic cost table of ``work``, scaled by the measured profile when one covers its model, and
-        the CPU and GPU rails' shares of its ``busy_dyn_j`` (J)."""
-        t = cost_table(self.spec, work, self.power, batch)
-        cpu_dyn, gpu_dyn = _rail_busy(self.spec, self.power, t)
-        if self.measured is None:
-            return t, cpu_dyn, gpu_dyn
-        from e4gym.hardware.measured import correction
-
-        ratio = correction(self.spec, self.measured, self.power, work.key)
-        if ratio is None:
-            return t, cpu_dyn, gpu_dyn
-        r_lat, r_dyn = ratio
-        t = dataclasses.replace(t, latency_s=t.latency_s * r_lat, busy_dyn_j=t.busy_dyn_j * r_dyn,
-                                gpu_busy_s=np.minimum(t.gpu_busy_s * r_lat, t.latency_s * r_lat))
-        return t, cpu_dyn * r_dyn, gpu_dyn * r_dyn
+        rows = self._rows_by_key.get(key)
+        if rows is None:
+            t = self.table(work, batch)
+            rows = self._rows_by_key[key] = list(zip(*(getattr(t, f).tolist() for f in _ROW), strict=True))
+        self._last_rows = (work, batch, rows)
+        return rows
 
     def _effective(self) -> tuple[int, int, int]:
         st = self._st
@@ -438,30 +593,34 @@ class EmulatedBackend:
             caps = self.max_levels
         else:
             caps = self._throttle_caps
-        eff = (min(r[0], caps[0]), min(r[1], caps[1]), min(r[2], caps[2]))
+        c, g, e = caps
+        eff = (r[0] if r[0] < c else c, r[1] if r[1] < g else g, r[2] if r[2] < e else e)
         if not st.throttled:
             self._last_req, self._last_eff = r, eff
         return eff
 
     def _settle(self) -> float:
         """Apply pending level changes (requests, throttling); returns the stall time (s)."""
-        st, m = self._st, self.spec.model
-        eff = self._effective()
-        if eff == st.eff:
+        eff, now = self._effective(), self._st.eff
+        if eff == now:
             return 0.0
-        now, d = st.eff, m.transition_delay_s
-        delay, n = 0.0, 0
-        if eff[0] != now[0]:
-            delay, n = d[0], 1
-        if eff[1] != now[1]:
-            delay, n = max(delay, d[1]), n + 1
-        if eff[2] != now[2]:
-            delay, n = max(delay, d[2]), n + 1
-        if st.pending_s <= 0.0:
-            st.pending_idx = self._flat(now)
-        st.pending_s = max(st.pending_s, delay)
-        st.eff = eff
-        return m.transition_stall_s * n
+        return self._transition(eff[0] != now[0], eff[1] != now[1], eff[2] != now[2], eff)
+
+    def _noise(self) -> tuple[float, float]:
+        """The next latency and power noise factors of this board's counter-based stream.
+
+        Drawn in blocks with the batched emulator's vectorised generator, so one board's noise is bit for bit
+        the batched emulator's for the same seed.
+        """
+        st = self._st
+        i = st.counter - self._nz_base
+        if i >= len(self._nz) or i < 0:
+            f_lat, f_pow = _noise_block(self._consts, np.array([self._key], dtype=np.uint64),
+                                        np.array([st.counter]), _NOISE_BLOCK)
+            self._nz = list(zip(f_lat.ravel().tolist(), f_pow.ravel().tolist(), strict=True))
+            self._nz_base, i = st.counter, 0
+        st.counter += 1
+        return self._nz[i]
 
     def _check_open(self) -> None:
         if self._closed:
@@ -511,172 +670,50 @@ class EmulatedBackend:
                 e if gov["emc"] == "userspace" else cur[2],
             )
         eff, now = self._effective(), st.eff
-        return self.spec.model.transition_stall_s * ((eff[0] != now[0]) + (eff[1] != now[1]) + (eff[2] != now[2]))
-
-    def _noise(self) -> tuple[float, float]:
-        """The next pair of standard normals of this board's counter-based stream (latency, power).
-
-        Drawn in blocks with the batched emulator's vectorised generator, so one board's noise is bit for bit
-        the batched emulator's for the same seed.
-        """
-        st = self._st
-        i = st.counter - self._nz_base
-        if i >= len(self._nz_lat) or i < 0:
-            counters = np.arange(st.counter, st.counter + _NOISE_BLOCK, dtype=np.int64)
-            z1, z2 = _normals_np(np.full(_NOISE_BLOCK, self._key, dtype=np.uint64), counters)
-            self._nz_lat, self._nz_pow, self._nz_base = z1.tolist(), z2.tolist(), st.counter
-            i = 0
-        st.counter += 1
-        return self._nz_lat[i], self._nz_pow[i]
+        return _stall(self._consts, eff[0] != now[0], eff[1] != now[1], eff[2] != now[2])
 
     def run(self, work: Work, batch: int = 1) -> Measurement:
         """Run ``work`` (``batch`` inferences back to back in one launch) at the current clocks."""
         if self._closed:
             self._check_open()
-        st, c = self._st, self._consts
-        last = self._last_lists
-        hit = last[2] if last[0] is work and last[1] == batch else self._lists(work, batch)
-        _, lat_t, dyn_t, gbusy_t, cdyn_t, gdyn_t = hit
-        stall = self._settle()
-        eff = st.eff
-        idx = (eff[0] * self._ng + eff[1]) * self._ne + eff[2]
-        lat, dyn, gbusy = lat_t[idx], dyn_t[idx], gbusy_t[idx]
-        extra = x = 0.0
-        old = idx
-        if st.pending_s > 0.0:
-            old = st.pending_idx
-            lat_old = lat_t[old]
-            x = min(st.pending_s / lat_old, 1.0)
-            blended = x * lat_old + (1.0 - x) * lat
-            extra = blended - lat
-            dyn = x * dyn_t[old] + (1.0 - x) * dyn
-            gbusy = x * gbusy_t[old] + (1.0 - x) * gbusy
-            st.pending_s = max(0.0, st.pending_s - blended)
-            lat = blended
-        z_lat, z_pow = self._noise()
-        f_lat = 1.0 + c.noise_latency * z_lat
-        f_pow = 1.0 + c.noise_power * z_pow
-        scale = math.exp(c.leak_k * (st.temp_c - c.temp_ref_c))
-        p_floor = self._static_w + self._idle[idx] + self._leak[idx] * scale
-        power = (p_floor + dyn / lat) * f_pow
-        run_lat, lat = lat, lat * f_lat
-        # The stall runs at the idle floor before the work starts.
-        total = lat + stall
-        energy = power * lat + p_floor * stall
-        avg_power = energy / total
-        # _advance_scalar(c, st, total, avg_power), inlined (this is the hot path), with the rails' monitor.
-        t0 = st.time_s
-        t1 = t0 + total
-        poll = st.sensor_next_s
-        rails = st.sensor_rails
-        if poll <= t1:  # the monitor polled during the run: it reads the run's power and rails from then on
-            measured = st.sensor_held_w * (poll - t0) + avg_power * (t1 - poll)
-            st.sensor_next_s = poll + c.sensor_period_s * (math.floor((t1 - poll) / c.sensor_period_s) + 1.0)
-            st.sensor_held_w = avg_power
-            cdyn, gdyn = cdyn_t[idx], gdyn_t[idx]
-            if x > 0.0:
-                cdyn = x * cdyn_t[old] + (1.0 - x) * cdyn
-                gdyn = x * gdyn_t[old] + (1.0 - x) * gdyn
-            ci, cl, gi, gl = self._rail_floor[idx]
-            # Each rail as the board power: ((floor + busy / run_lat) * f_pow * lat + floor * stall) / total.
-            if stall:
-                k_busy = f_pow * lat / total
-                k_floor = k_busy + stall / total
-                k_busy /= run_lat
-            else:
-                k_floor, k_busy = f_pow, f_pow / run_lat
-            cpu_w = (ci + cl * scale) * k_floor + cdyn * k_busy
-            gpu_w = (gi + gl * scale) * k_floor + gdyn * k_busy
-            st.sensor_rails = (cpu_w, gpu_w, avg_power - cpu_w - gpu_w)
-            fresh = (t1 - poll) / total  # the share of the run after the poll
-            cpu_m = rails[0] + (cpu_w - rails[0]) * fresh
-            gpu_m = rails[1] + (gpu_w - rails[1]) * fresh
-            rails = (cpu_m, gpu_m, measured / total - cpu_m - gpu_m)
-        else:
-            measured = st.sensor_held_w * total
-        if total > 0:
-            t_ss = c.ambient_c + avg_power * c.r_th
-            temp = st.temp_c = t_ss + (st.temp_c - t_ss) * math.exp(-total / c.tau_s)
-            if temp >= c.trip_c:
-                st.throttled = True
-            elif temp < c.release_c:
-                st.throttled = False
-        st.time_s = t1
+        last = self._last_rows
+        rows = last[2] if last[0] is work and last[1] == batch else self._rows(work, batch)
+        total, energy, measured, power, trans, busy, util, rails = self._run_segment(rows, 0, self._settle())
         if not self._userspace:
-            self._govern(total, total, gbusy * f_lat)
-        eff, f = st.eff, self._freq_tables
-        gpu_util = gbusy * f_lat / total
-        return Measurement(
-            total, energy, measured, avg_power, st.temp_c, f[0][eff[0]], f[1][eff[1]], f[2][eff[2]], st.throttled,
-            stall + extra * f_lat, gpu_util if gpu_util < 1.0 else 1.0, st.time_s, rails,
-        )
+            self._govern(total, total, busy)
+        return self._measurement(total, energy, measured, power, trans, util, rails)
 
     def idle(self, duration_s: float) -> Measurement:
         """Stay idle for ``duration_s`` (s) at the current clocks (e.g. waiting for the next frame)."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if not duration_s >= 0.0 or not math.isfinite(duration_s):
             raise SettingError(f"idle duration must be a finite number of seconds >= 0, got {duration_s!r}")
-        st, c = self._st, self._consts
         stall = self._settle()
-        st.pending_s = max(0.0, st.pending_s - duration_s)
-        idx = self._flat(st.eff)
         # Long idle periods are split so that leakage follows the falling temperature.
-        chunks = max(1, math.ceil(duration_s / (c.tau_s * _IDLE_CHUNK_OF_TAU)))
-        step = duration_s / chunks
-        energy = measured = 0.0
-        static, idle_w, leak_w = self._static_w, self._idle[idx], self._leak[idx]
-        # Rail energies (J) the monitor attributes to the idle period, and the time (s) the current reading is
-        # held for that they do not include yet; without a poll the rails read the held values throughout.
-        e_cpu = e_gpu = e_soc = hold_s = 0.0
-        polled = False
-        for _ in range(chunks):
-            scale = math.exp(c.leak_k * (st.temp_c - c.temp_ref_c))
-            power = static + idle_w + leak_w * scale
-            energy += power * step
-            t0, poll = st.time_s, st.sensor_next_s
-            measured += _advance_scalar(c, st, step, power)
-            if poll <= t0 + step:
-                ci, cl, gi, gl = self._rail_floor[idx]
-                cpu_w, gpu_w = ci + cl * scale, gi + gl * scale
-                h, fresh = st.sensor_rails, t0 + step - poll
-                held = hold_s + (poll - t0)
-                e_cpu += h[0] * held + cpu_w * fresh
-                e_gpu += h[1] * held + gpu_w * fresh
-                e_soc += h[2] * held + (power - cpu_w - gpu_w) * fresh
-                st.sensor_rails = (cpu_w, gpu_w, power - cpu_w - gpu_w)
-                hold_s, polled = 0.0, True
-            else:
-                hold_s += step
-        if chunks > 1:
-            power = energy / duration_s
-        elif duration_s <= 0:
-            power = self._idle_power(idx, st.temp_c)
-        rails = st.sensor_rails
-        if polled:
-            e_cpu, e_gpu, e_soc = e_cpu + rails[0] * hold_s, e_gpu + rails[1] * hold_s, e_soc + rails[2] * hold_s
-            rails = (e_cpu / duration_s, e_gpu / duration_s, e_soc / duration_s)
+        chunks = math.ceil(duration_s / self._idle_chunk_s) or 1
+        energy, measured, power, rails = self._idle_segment(duration_s, chunks, chunks)
         if not self._userspace:
             self._govern(duration_s, 0.0, 0.0)
         return self._measurement(duration_s, energy, measured, power, stall, 0.0, rails)
 
     def _measurement(self, latency_s: float, energy_j: float, measured_j: float, power_w: float,
                      transition_s: float, gpu_util: float, rails_w: tuple[float, ...]) -> Measurement:
-        st, spec = self._st, self.spec
-        return Measurement(
-            latency_s, energy_j, measured_j, power_w, st.temp_c, spec.cpu_freqs_hz[st.eff[0]],
-            spec.gpu_freqs_hz[st.eff[1]], spec.emc_freqs_hz[st.eff[2]], st.throttled, transition_s, gpu_util,
-            st.time_s, rails_w,
-        )
+        st, f = self._st, self._freq_tables
+        eff = st.eff
+        return _tuple_new(Measurement, (latency_s, energy_j, measured_j, power_w, st.temp_c, f[0][eff[0]],
+                                        f[1][eff[1]], f[2][eff[2]], st.throttled, transition_s, gpu_util, st.time_s,
+                                        rails_w))
 
     def read_sensors(self) -> SensorReading:
         """The power monitor's latest reading (board and rails), the temperature and the clocks now."""
-        st = self._st
+        st, f = self._st, self._freq_tables
         return SensorReading(
             power_w=st.sensor_held_w,
             temp_c=st.temp_c,
-            cpu_hz=self.spec.cpu_freqs_hz[st.eff[0]],
-            gpu_hz=self.spec.gpu_freqs_hz[st.eff[1]],
-            emc_hz=self.spec.emc_freqs_hz[st.eff[2]],
+            cpu_hz=f[0][st.eff[0]],
+            gpu_hz=f[1][st.eff[1]],
+            emc_hz=f[2][st.eff[2]],
             throttled=st.throttled,
             time_s=st.time_s,
             rails_w=st.sensor_rails,
@@ -695,44 +732,12 @@ class EmulatedBackend:
         if st.win_elapsed < self.spec.model.governor_period_s:
             return
         loads = (st.win_busy_cpu / st.win_elapsed, st.win_busy_gpu / st.win_elapsed, 1.0)
-        tables = (self.spec.cpu_freqs_hz, self.spec.gpu_freqs_hz, self.spec.emc_freqs_hz)
         req = list(st.requested)
         for d, dom in enumerate(("cpu", "gpu", "emc")):
             if gov[dom] != "userspace":
-                req[d] = GOVERNORS[gov[dom]](st.eff[d], min(loads[d], 1.0), tables[d], self.max_levels[d])
+                req[d] = GOVERNORS[gov[dom]](st.eff[d], min(loads[d], 1.0), self._freq_tables[d], self.max_levels[d])
         st.requested = (req[0], req[1], req[2])
         st.win_elapsed = st.win_busy_cpu = st.win_busy_gpu = 0.0
-
-
-def _cap(table: tuple[float, ...], frac: float) -> int:
-    limit = frac * table[-1]
-    allowed = [i for i, f in enumerate(table) if f <= limit * (1 + 1e-9)]
-    return allowed[-1] if allowed else 0
-
-
-def _throttle_caps(spec: DeviceSpec, max_levels: tuple[int, int, int]) -> tuple[int, int, int]:
-    frac = spec.model.throttle_frac
-    return (
-        min(max_levels[0], _cap(spec.cpu_freqs_hz, frac)),
-        min(max_levels[1], _cap(spec.gpu_freqs_hz, frac)),
-        max_levels[2],
-    )
-
-
-def _consts(spec: DeviceSpec, cooling: Cooling) -> _Consts:
-    m = spec.model
-    return _Consts(
-        ambient_c=cooling.ambient_c,
-        r_th=m.r_th_fan_c_per_w if cooling.fan else m.r_th_passive_c_per_w,
-        tau_s=m.tau_s,
-        trip_c=spec.thermal.throttle_c,
-        release_c=spec.thermal.throttle_c - m.throttle_hysteresis_c,
-        leak_k=m.leak_temp_coeff_per_c,
-        temp_ref_c=m.temp_ref_c,
-        sensor_period_s=m.sensor_period_s,
-        noise_latency=m.noise_latency,
-        noise_power=m.noise_power,
-    )
 
 
 # ------------------------------------------------------------------------------------------ the batched emulator
@@ -760,10 +765,11 @@ class MeasurementBatch:
 
 
 class _ArrayState:
-    pass
+    """Mutable state of N emulated boards (attributes are arrays of shape ``(N,)``; ``eff`` and ``requested``
+    ``(N, 3)``; ``sensor_rails`` a tuple of three ``(N,)`` arrays)."""
 
 
-class BatchedEmulator:
+class BatchedEmulator(_Boards):
     """N independent emulated boards of one device, stepped together in NumPy.
 
     Board ``i`` with seed ``s`` produces the same numbers as ``EmulatedBackend(device, seed=s)`` given the
@@ -775,6 +781,9 @@ class BatchedEmulator:
         seeds: one seed per board (its length is N).
         power_mode / cooling / initial_temp_c: as for :class:`EmulatedBackend`.
     """
+
+    _ops = _ArrayOps
+    measured = None
 
     def __init__(
         self,
@@ -793,25 +802,21 @@ class BatchedEmulator:
         self.mode = spec.power_mode(power_mode)
         self.cooling = cooling or Cooling(fan=spec.thermal.fan, ambient_c=spec.thermal.ambient_c)
         self._consts = _consts(spec, self.cooling)
+        self._model = spec.model
         self.power = power_table(spec, self.mode.cpu_online)
-        r = _rail_power(spec, self.mode.cpu_online)
-        pt = self.power
-        # Per setting, the rails' idle floor and their leakage at T_ref (W), rows cpu, gpu, soc (the rest). Rail
-        # arrays are rail-major, (3, ...): NumPy is several times faster on their contiguous rows than on (N, 3).
-        self._rail_idle = np.stack((r.cpu_idle_w, r.gpu_idle_w,
-                                    pt.static_w + pt.idle_dyn_w - r.cpu_idle_w - r.gpu_idle_w))
-        self._rail_leak = np.stack((r.cpu_leak_ref_w, r.gpu_leak_ref_w,
-                                    pt.leak_ref_w - r.cpu_leak_ref_w - r.gpu_leak_ref_w))
+        pt = self._floor_table = self.power
+        self._rail_rows = np.stack((pt.cpu_idle_w, pt.cpu_leak_ref_w, pt.gpu_idle_w, pt.gpu_leak_ref_w), axis=1)
         #: Rails of the power monitor, in ``MeasurementBatch.rails_w`` column order.
         self.rail_names: tuple[str, ...] = RAIL_NAMES
         self.max_levels = spec.max_levels(power_mode)
         self._max = np.asarray(self.max_levels, dtype=np.int64)
+        self._n_levels = np.asarray(spec.n_levels, dtype=np.int64)
         self._thr = np.asarray(_throttle_caps(spec, self.max_levels), dtype=np.int64)
-        self._delays = np.asarray(spec.model.transition_delay_s)
         self._freqs = [np.asarray(t) for t in (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz)]
         self._tables: dict[tuple[str, int], CostTable] = {}
-        self._stacks: dict[tuple[tuple[str, ...], int], tuple] = {}
+        self._stacks: dict[tuple[tuple[str, ...], int], tuple[np.ndarray, int]] = {}
         self._last_stack: tuple | None = None
+        self._last_eff: tuple = (None, None)
         self._initial_temp_c = self.cooling.ambient_c if initial_temp_c is None else float(initial_temp_c)
         self._st = _ArrayState()
         self.reset(np.arange(self.n), seeds)
@@ -825,15 +830,19 @@ class BatchedEmulator:
             st.time_s = np.zeros(n)
             st.temp_c = np.zeros(n)
             st.throttled = np.zeros(n, dtype=bool)
-            st.requested = np.tile(self._max, (n, 1))
-            st.eff = np.tile(self._max, (n, 1))
+            # Levels (N, 3) in Fortran order: each domain's column contiguous (NumPy broadcasts a (3,) row fast).
+            st.requested = np.asfortranarray(np.tile(self._max, (n, 1)))
+            st.eff = np.asfortranarray(np.tile(self._max, (n, 1)))
+            st.idx = np.zeros(n, dtype=np.int64)
             st.pending_s = np.zeros(n)
             st.pending_idx = np.zeros(n, dtype=np.int64)
             st.sensor_next_s = np.zeros(n)
             st.sensor_held_w = np.zeros(n)
-            st.sensor_rails = np.zeros((len(RAIL_NAMES), n))
+            st.sensor_rails = tuple(np.zeros(n) for _ in RAIL_NAMES)
             st.counter = np.zeros(n, dtype=np.int64)
             st.key = np.zeros(n, dtype=np.uint64)
+            self._nz, self._nz_j = (np.empty((0, n)), np.empty((0, n))), 0
+        self._last_eff = (None, None)  # (rows of requested and eff change in place below)
         st.key[index] = keys
         st.time_s[index] = 0.0
         st.temp_c[index] = self._initial_temp_c
@@ -841,25 +850,18 @@ class BatchedEmulator:
         st.requested[index] = self._max
         st.eff[index] = self._max
         st.pending_s[index] = 0.0
-        flat = self._flat(st.eff[index])
-        st.pending_idx[index] = flat
+        flat = self.spec.flat_index(st.eff[index])
+        st.idx[index] = st.pending_idx[index] = flat
         st.sensor_next_s[index] = (keys >> np.uint64(11)).astype(np.float64) * 2.0**-53 * self._consts.sensor_period_s
-        scale = _leak_scale(_ArrayOps, self._consts, st.temp_c[index])
-        pt = self.power
-        st.sensor_held_w[index] = pt.static_w + pt.idle_dyn_w[flat] + pt.leak_ref_w[flat] * scale
-        st.sensor_rails[:, index] = self._rail_idle.take(flat, axis=1) + self._rail_leak.take(flat, axis=1) * scale
+        st.sensor_held_w[index], rails = self._idle_reading(flat, st.temp_c[index])
+        for held, new in zip(st.sensor_rails, rails, strict=True):
+            held[index] = new
         st.counter[index] = 0
-
-    def _flat(self, levels: np.ndarray) -> np.ndarray:
-        ng, ne = self.spec.n_gpu, self.spec.n_emc
-        return (levels[..., 0] * ng + levels[..., 1]) * ne + levels[..., 2]
-
-    def table(self, work: Work, batch: int = 1) -> CostTable:
-        """The cost table of ``work`` (cached)."""
-        key = (work.key, batch)
-        if key not in self._tables:
-            self._tables[key] = cost_table(self.spec, work, self.power, batch)
-        return self._tables[key]
+        j = self._nz_j
+        if j < self._nz[0].shape[0]:
+            for block, new in zip(self._nz, _noise_block(self._consts, keys, st.counter[index], len(self._nz[0]) - j),
+                                  strict=True):
+                block[j:, index] = new
 
     @property
     def levels(self) -> np.ndarray:
@@ -884,7 +886,7 @@ class BatchedEmulator:
     @property
     def sensor_rails_w(self) -> np.ndarray:
         """The power monitors' latest (held) rail readings (W), shape ``(N, len(rail_names))`` (a copy)."""
-        return np.asarray(self._st.sensor_rails, dtype=np.float64).T.copy()
+        return np.array(self._st.sensor_rails).T
 
     def apply(self, levels: np.ndarray) -> np.ndarray:
         """Request levels, an int array of shape ``(N, 3)``; returns each board's stall (s).
@@ -893,48 +895,56 @@ class BatchedEmulator:
             SettingError: a level is outside the device's tables (names the first offending board).
         """
         levels = np.asarray(levels)
-        if levels.shape != (self.n, 3) or not np.issubdtype(levels.dtype, np.integer):
+        if levels.shape != (self.n, 3) or levels.dtype.kind not in "iu":
             raise SettingError(
                 f"levels must be an integer array of shape ({self.n}, 3), got {levels.dtype} {levels.shape}"
             )
-        n_levels = np.asarray(self.spec.n_levels)
-        bad = np.any((levels < 0) | (levels >= n_levels), axis=1)
-        if bad.any():
+        requested = levels.astype(np.int64, order="F")
+        if requested.min() < 0 or np.count_nonzero(requested.max(axis=0) >= self._n_levels):
+            bad = np.any((requested < 0) | (requested >= self._n_levels), axis=1)
             i = int(np.argmax(bad))
-            self.spec.check_levels(*(int(v) for v in levels[i]))
-        self._st.requested = levels.astype(np.int64)
-        eff = self._effective()
-        return self.spec.model.transition_stall_s * np.sum(eff != self._st.eff, axis=1)
+            self.spec.check_levels(*(int(v) for v in requested[i]))
+        self._st.requested = requested
+        changed = (self._effective() != self._st.eff).astype(np.float64)
+        return _stall(self._consts, changed[:, 0], changed[:, 1], changed[:, 2])
 
     def _effective(self) -> np.ndarray:
         st = self._st
-        if not st.throttled.any():
-            return np.minimum(st.requested, self._max)
-        caps = np.where(st.throttled[:, None], self._thr[None, :], self._max[None, :])
-        return np.minimum(st.requested, caps)
+        if np.count_nonzero(st.throttled):
+            caps = np.where(st.throttled[:, None], self._thr[None, :], self._max[None, :])
+            return np.minimum(st.requested, caps, order="F")
+        last = self._last_eff  # the common case: the same request as before, no board throttled
+        if last[0] is not st.requested:
+            self._last_eff = last = (st.requested, np.minimum(st.requested, self._max))
+        return last[1]
 
     def _settle(self, active: np.ndarray | None = None) -> np.ndarray:
-        st, m = self._st, self.spec.model
+        st = self._st
         eff = self._effective()
-        if active is not None:
-            eff = np.where(active[:, None], eff, st.eff)
         changed = eff != st.eff
-        if not changed.any():
+        if active is not None:
+            changed &= active[:, None]
+        if not np.count_nonzero(changed):
             return np.zeros(self.n)
-        # Per-domain columns: reductions over the short trailing axis are slow in NumPy.
-        c0, c1, c2 = changed[:, 0], changed[:, 1], changed[:, 2]
-        d0, d1, d2 = self._delays
-        any_change = c0 | c1 | c2
-        delay = np.maximum(np.maximum(c0 * d0, c1 * d1), c2 * d2)
-        fresh = any_change & (st.pending_s <= 0.0)
-        st.pending_idx = np.where(fresh, self._flat(st.eff), st.pending_idx)
-        st.pending_s = np.where(any_change, np.maximum(st.pending_s, delay), st.pending_s)
-        st.eff = eff
-        return m.transition_stall_s * (c0.astype(np.float64) + c1 + c2)
+        if active is not None:
+            eff = np.asfortranarray(np.where(active[:, None], eff, st.eff))
+        # Per-domain columns (0/1 floats): reductions over the short trailing axis are slow in NumPy.
+        flags = changed.astype(np.float64)
+        return self._transition(flags[:, 0], flags[:, 1], flags[:, 2], eff)
 
-    def _stack(self, works: tuple[Work, ...], batch: int) -> tuple:
-        """Cost tables of ``works`` stacked and flattened (``[w * F + setting]``): latency, busy dynamic energy,
-        GPU busy time, that energy per rail (rows cpu, gpu, soc), and ``F``; cached per tuple of works."""
+    def _noise(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next latency and power noise factors of every board (a block of runs is drawn ahead: every run
+        advances every board's counter by one; :meth:`reset` redraws the rest of the block for its boards)."""
+        st, j = self._st, self._nz_j
+        if j == self._nz[0].shape[0]:
+            self._nz, j = _noise_block(self._consts, st.key, st.counter, _BATCH_NOISE_BLOCK), 0
+        self._nz_j = j + 1
+        st.counter += 1
+        return self._nz[0][j], self._nz[1][j]
+
+    def _stack(self, works: tuple[Work, ...], batch: int) -> tuple[np.ndarray, int]:
+        """The :data:`_ROW` costs of ``works`` stacked, ``[w * F + setting, column]``, and ``F`` (settings);
+        cached per tuple of works."""
         last = self._last_stack
         if last is not None and last[0] is works and last[1] == batch:
             return last[2]
@@ -942,12 +952,8 @@ class BatchedEmulator:
         hit = self._stacks.get(key)
         if hit is None:
             tables = [self.table(w, batch) for w in works]
-            flat = [np.concatenate([getattr(t, f) for t in tables]) for f in ("latency_s", "busy_dyn_j", "gpu_busy_s")]
-            busy = [_rail_busy(self.spec, self.power, t) for t in tables]
-            cpu, gpu = np.concatenate([b[0] for b in busy]), np.concatenate([b[1] for b in busy])
-            hit = (flat[0], flat[1], flat[2], np.stack((cpu, gpu, flat[1] - cpu - gpu)),
-                   int(tables[0].latency_s.shape[0]))
-            self._stacks[key] = hit
+            rows = np.stack([np.concatenate([getattr(t, f) for t in tables]) for f in _ROW], axis=1)
+            hit = self._stacks[key] = (rows, int(tables[0].latency_s.shape[0]))
         self._last_stack = (works, batch, hit)
         return hit
 
@@ -965,61 +971,10 @@ class BatchedEmulator:
             choice: int array ``(N,)`` of indices into ``works``.
             batch: inferences per launch.
         """
-        st, c = self._st, self._consts
-        lat_t, dyn_t, gbusy_t, rdyn_t, n_set = self._stack(
-            works if isinstance(works, tuple) else tuple(works), batch)
+        rows, n_set = self._stack(works if isinstance(works, tuple) else tuple(works), batch)
         base = np.asarray(choice, dtype=np.int64) * n_set
-        stall = self._settle()
-        idx = self._flat(st.eff)
-        cur = base + idx
-        lat, dyn, gbusy = lat_t.take(cur), dyn_t.take(cur), gbusy_t.take(cur)
-        pend = st.pending_s > 0.0
-        x = old = None
-        if pend.any():
-            old = base + st.pending_idx
-            lat_old = lat_t.take(old)
-            x = np.where(pend, np.minimum(st.pending_s / lat_old, 1.0), 0.0)
-            blended = x * lat_old + (1.0 - x) * lat
-            extra = blended - lat
-            dyn = x * dyn_t.take(old) + (1.0 - x) * dyn
-            gbusy = x * gbusy_t.take(old) + (1.0 - x) * gbusy
-        else:
-            blended, extra = lat, np.zeros(self.n)
-        st.pending_s = np.where(pend, np.maximum(0.0, st.pending_s - blended), st.pending_s)
-        lat = blended
-        z_lat, z_pow = _normals_np(st.key, st.counter)
-        st.counter = st.counter + 1
-        f_lat = 1.0 + c.noise_latency * z_lat
-        f_pow = 1.0 + c.noise_power * z_pow
-        scale = _leak_scale(_ArrayOps, c, st.temp_c)
-        leak = self.power.leak_ref_w[idx] * scale
-        p_floor = self.power.static_w + self.power.idle_dyn_w[idx] + leak
-        power = (p_floor + dyn / lat) * f_pow
-        run_lat, lat = lat, lat * f_lat
-        total = lat + stall
-        energy = power * lat + p_floor * stall
-        avg_power = energy / total
-        t0, poll = st.time_s, st.sensor_next_s
-        measured = _advance(_ArrayOps, c, st, total, avg_power)
-        polled = poll <= t0 + total
-        rails = st.sensor_rails
-        if polled.any():  # boards whose monitor polled during the run: their rails now read the run's
-            rdyn = rdyn_t.take(cur, axis=1)
-            if x is not None:
-                rdyn = x * rdyn_t.take(old, axis=1) + (1.0 - x) * rdyn
-            floor = self._rail_idle.take(idx, axis=1) + self._rail_leak.take(idx, axis=1) * scale
-            # Each rail: ((floor + busy / run_lat) * f_pow * lat + floor * stall) / total, as the board power.
-            busy_w = f_pow * lat / total
-            floor_w = busy_w + stall / total
-            busy_w = busy_w / run_lat
-            new = floor * floor_w + rdyn * busy_w
-            fresh = np.maximum(t0 + total - poll, 0.0) / total  # share of the run after the poll; 0 without
-            rails = rails + (new - rails) * fresh
-            st.sensor_rails = np.where(polled, new, rails)
-        else:
-            rails = rails.copy()
-        return self._measurement(total, energy, measured, avg_power, stall + extra * f_lat,
-                                 np.minimum(1.0, gbusy * f_lat / total), rails)
+        total, energy, measured, power, trans, _, util, rails = self._run_segment(rows, base, self._settle())
+        return self._measurement(total, energy, measured, power, trans, util, rails)
 
     def idle(self, duration_s: np.ndarray, active: np.ndarray | None = None) -> MeasurementBatch:
         """Keep boards idle for ``duration_s`` (s, shape ``(N,)``, >= 0).
@@ -1029,83 +984,39 @@ class BatchedEmulator:
             active: optional bool mask ``(N,)``: boards where it is False are left exactly as they are
                 (as if :meth:`EmulatedBackend.idle` were not called for them); their figures are zero.
         """
-        st, c = self._st, self._consts
         duration_s = np.asarray(duration_s, dtype=float)
         if duration_s.shape != (self.n,):
             duration_s = np.broadcast_to(duration_s, (self.n,))
-        if not (duration_s >= 0.0).all() or not duration_s.max() < np.inf:  # NaN fails the first test
+        longest = duration_s.max()
+        if not (duration_s.min() >= 0.0 and longest < np.inf):  # NaN fails both
             raise SettingError("idle durations must be finite numbers of seconds >= 0")
         if active is not None:
             active = np.asarray(active, dtype=bool)
             duration_s = np.where(active, duration_s, 0.0)
         stall = self._settle(active)
-        st.pending_s = np.maximum(0.0, st.pending_s - duration_s)
-        idx = self._flat(st.eff)
-        chunks = np.maximum(1, np.ceil(duration_s / (c.tau_s * _IDLE_CHUNK_OF_TAU)))
-        n_chunks = int(chunks.max())
-        step = duration_s / chunks if n_chunks > 1 else duration_s
-        energy = np.zeros(self.n)
-        measured = np.zeros(self.n)
-        idle_w, leak_w = self._rail_idle.take(idx, axis=1), self._rail_leak.take(idx, axis=1)
-        # Rail energies (J) the monitor attributes to the period, and the time each board's current reading is
-        # held for that they do not include yet (as EmulatedBackend.idle); without a poll the rails read the
-        # held values throughout.
-        e_rails = hold_s = polled_any = None
-        rails = st.sensor_rails
-        # A board idling for 0 s (or not active) goes through _advance unchanged (zero-length segments are exact).
-        for k in range(n_chunks):
-            scale = _leak_scale(_ArrayOps, c, st.temp_c)
-            power = self.power.static_w + self.power.idle_dyn_w[idx] + self.power.leak_ref_w[idx] * scale
-            dt = np.where(k < chunks, step, 0.0) if n_chunks > 1 else step
-            energy += power * dt
-            t0, poll = st.time_s, st.sensor_next_s
-            measured += _advance(_ArrayOps, c, st, dt, power)
-            polled = poll <= t0 + dt
-            if n_chunks == 1:  # one segment: the rails' mean is the held and the new reading, time-weighted
-                if polled.any():
-                    new = idle_w + leak_w * scale
-                    fresh = np.maximum(t0 + dt - poll, 0.0) / np.where(polled, dt, 1.0)
-                    rails = rails + (new - rails) * fresh
-                    st.sensor_rails = np.where(polled, new, st.sensor_rails)
-                continue
-            if e_rails is None:
-                e_rails, hold_s, polled_any = np.zeros((len(RAIL_NAMES), self.n)), np.zeros(self.n), polled & False
-            if polled.any():
-                new = idle_w + leak_w * scale
-                held = np.where(polled, hold_s + (poll - t0), 0.0)
-                fresh = np.where(polled, t0 + dt - poll, 0.0)
-                e_rails += st.sensor_rails * held + new * fresh
-                st.sensor_rails = np.where(polled, new, st.sensor_rails)
-                hold_s = np.where(polled, 0.0, hold_s + dt)
-                polled_any |= polled
-            else:
-                hold_s = hold_s + dt
-        if e_rails is not None:
-            rails = st.sensor_rails
-            if polled_any.any():
-                safe = np.where(polled_any, duration_s, 1.0)
-                rails = np.where(polled_any, (e_rails + rails * hold_s) / safe, rails)
-        if rails is st.sensor_rails:
-            rails = rails.copy()
-        if n_chunks > 1:
-            safe = np.where(duration_s > 0, duration_s, 1.0)
-            power = np.where(duration_s > 0, energy / safe, power)
+        chunk_s = self._consts.tau_s * _IDLE_CHUNK_OF_TAU
+        if longest <= chunk_s:
+            chunks, n_chunks = 1, 1
+        else:
+            chunks = np.maximum(1.0, np.ceil(duration_s / chunk_s))
+            n_chunks = int(chunks.max())
+        energy, measured, power, rails = self._idle_segment(duration_s, chunks, n_chunks)
         return self._measurement(duration_s.copy(), energy, measured, power, stall, np.zeros(self.n), rails)
 
     def _measurement(self, lat, energy, measured, power, trans, gutil, rails) -> MeasurementBatch:
-        st = self._st
+        st, eff = self._st, self._st.eff
         return MeasurementBatch(
             latency_s=lat,
             energy_j=energy,
             measured_energy_j=measured,
             avg_power_w=power,
             temp_c=st.temp_c.copy(),
-            cpu_hz=self._freqs[0][st.eff[:, 0]],
-            gpu_hz=self._freqs[1][st.eff[:, 1]],
-            emc_hz=self._freqs[2][st.eff[:, 2]],
+            cpu_hz=self._freqs[0][eff[:, 0]],
+            gpu_hz=self._freqs[1][eff[:, 1]],
+            emc_hz=self._freqs[2][eff[:, 2]],
             throttled=st.throttled.copy(),
             transition_s=trans,
             gpu_util=gutil,
             time_s=st.time_s.copy(),
-            rails_w=rails.T,
+            rails_w=np.array(rails).T,
         )

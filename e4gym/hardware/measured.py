@@ -18,7 +18,6 @@ governors) is kept. Pairs that were not measured take the ratio of the nearest m
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +70,7 @@ class MeasuredProfile:
 
     def save(self, path: str | Path) -> Path:
         """Write the profile as JSON (atomically); returns the path."""
-        from e4gym.bench._io import write_json
+        from e4gym.io import write_json
 
         path = Path(path)
         write_json(path, self.to_dict())
@@ -182,17 +181,15 @@ def analytic(spec: Any, model: str, profile: MeasuredProfile, temp_c: float | No
     """The analytic model's ``(latency_s, run energy_j, idle power_w, floor power_w)`` at the profile's points
     (noise-free, at ``temp_c``, default the profile's starting temperature)."""
     from e4gym.dnn.profile import load_model_profile
-    from e4gym.hardware.model import cost_table, power_table
+    from e4gym.hardware.model import cost_table, floor_power_w, power_table
 
     prof = load_model_profile(model)
     mode = spec.power_mode(profile.power_mode)
     pt = power_table(spec, mode.cpu_online)
     shape = spec.n_levels
     t = profile.ambient_c if temp_c is None else temp_c
-    leak = math.exp(spec.model.leak_temp_coeff_per_c * (t - spec.model.temp_ref_c))
     ix = np.ix_(list(profile.cpu_levels), list(profile.gpu_levels))
-    floor = (pt.static_w + pt.idle_dyn_w.reshape(shape)[..., profile.emc_level]
-             + pt.leak_ref_w.reshape(shape)[..., profile.emc_level] * leak)[ix]
+    floor = floor_power_w(pt, slice(None), t, spec.model).reshape(shape)[..., profile.emc_level][ix]
     lat, energy = [], []
     for e in profile.exits:
         tab = cost_table(spec, prof.frame_work(e), pt, 1)

@@ -1,6 +1,6 @@
 """The emulator's analytic model of a Jetson board, vectorised over every clock setting at once.
 
-Given a :class:`~e4gym.hardware.work.Work` and a :class:`~e4gym.hardware.spec.DeviceSpec`, this module
+Given a :class:`~e4gym.dnn.work.Work` and a :class:`~e4gym.hardware.spec.DeviceSpec`, this module
 computes, for **every** (CPU, GPU, EMC) level triple, the work's latency, dynamic energy and GPU busy time
 (:class:`CostTable`), and per triple the leakage and idle power (:class:`PowerTable`). The emulator then
 only looks values up and adds the state-dependent parts (temperature, throttling, transitions, noise).
@@ -21,19 +21,26 @@ Power per domain ``d`` (CPU, GPU, EMC):
 synchronisation), ``u_gpu = t_gpu / L_b``, ``u_emc = t_mem / L_b``. ``V(f)`` is flat at ``v_min`` up to
 ``knee_frac`` of the range, then linear to ``v_max`` (assumption: Jetson V/f tables are not public). The
 board adds ``static_w``. All of it is NumPy; nothing here loops in Python over settings.
+
+The board's power at a setting with no work, at temperature ``T``, is :func:`floor_power_w`:
+``static_w + idle_dyn + leak_ref · exp(k · (T − T_ref))`` (:func:`leakage_scale` is the exponential). Every
+user of the model (the emulator, the grid, the measured profiles, the envs' reference frame) calls these two.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
+from e4gym.dnn.work import Work
 from e4gym.errors import ConfigError
-from e4gym.hardware.costmodel import best_pair  # noqa: F401  (re-exported: the grid's choice lives there)
-from e4gym.hardware.spec import DeviceSpec, DomainModel
-from e4gym.hardware.work import Work
+from e4gym.hardware.spec import DeviceSpec, DomainModel, EmulatorModel
+
+#: A Python float or a NumPy array of floats: the functions typed with it work on either, elementwise.
+FloatOrArray = TypeVar("FloatOrArray", float, np.ndarray)
 
 
 def voltage(freqs_hz: np.ndarray, dom: DomainModel) -> np.ndarray:
@@ -67,6 +74,8 @@ class PowerTable:
         dyn_active_cpu_w: CPU dynamic power while the host thread is busy (W).
         gpu_dyn_w / emc_dyn_w: GPU and EMC dynamic power at activity 1 (W), for the cost tables.
         static_w: board static power (W).
+        cpu_idle_w / gpu_idle_w: the CPU's and the GPU's share of ``idle_dyn_w`` (W);
+        cpu_leak_ref_w / gpu_leak_ref_w: their share of ``leak_ref_w`` (W): the emulator's power-monitor rails.
     """
 
     shape: tuple[int, int, int]
@@ -76,6 +85,10 @@ class PowerTable:
     gpu_dyn_w: np.ndarray
     emc_dyn_w: np.ndarray
     static_w: float
+    cpu_idle_w: np.ndarray
+    cpu_leak_ref_w: np.ndarray
+    gpu_idle_w: np.ndarray
+    gpu_leak_ref_w: np.ndarray
 
 
 def power_table(spec: DeviceSpec, cpu_online: int | None = None) -> PowerTable:
@@ -91,21 +104,57 @@ def power_table(spec: DeviceSpec, cpu_online: int | None = None) -> PowerTable:
     g_leak = leakage_power_ref(fg, m.gpu)[None, :, None]
     e_leak = leakage_power_ref(fe, m.emc)[None, None, :]
     shape = spec.n_levels
-    leak = np.broadcast_to(c_leak + g_leak + e_leak, shape)
     # Idle: every online core clocked but idle; one core's worth of activity is the busy host thread.
-    idle = c_dyn * m.cpu.idle_activity * online / spec.cpu_cores + g_dyn * m.gpu.idle_activity
-    idle = np.broadcast_to(idle + e_dyn * m.emc.idle_activity, shape)
+    c_idle = c_dyn * m.cpu.idle_activity * online / spec.cpu_cores
+    g_idle = g_dyn * m.gpu.idle_activity
     # Inferring: the host thread's core is fully active on top of the idle floor.
-    active_cpu = np.broadcast_to(c_dyn * (1.0 - m.cpu.idle_activity), shape)
+    active_cpu = c_dyn * (1.0 - m.cpu.idle_activity)
+
+    def flat(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.broadcast_to(a, shape)).ravel()
+
     return PowerTable(
         shape=shape,
-        leak_ref_w=np.ascontiguousarray(leak).ravel(),
-        idle_dyn_w=np.ascontiguousarray(idle).ravel(),
-        dyn_active_cpu_w=np.ascontiguousarray(active_cpu).ravel(),
-        gpu_dyn_w=np.ascontiguousarray(np.broadcast_to(g_dyn, shape)).ravel(),
-        emc_dyn_w=np.ascontiguousarray(np.broadcast_to(e_dyn, shape)).ravel(),
+        leak_ref_w=flat(c_leak + g_leak + e_leak),
+        idle_dyn_w=flat(c_idle + g_idle + e_dyn * m.emc.idle_activity),
+        dyn_active_cpu_w=flat(active_cpu),
+        gpu_dyn_w=flat(g_dyn),
+        emc_dyn_w=flat(e_dyn),
         static_w=m.static_w,
+        cpu_idle_w=flat(c_idle),
+        cpu_leak_ref_w=flat(c_leak),
+        gpu_idle_w=flat(g_idle),
+        gpu_leak_ref_w=flat(g_leak),
     )
+
+
+def leakage_scale(model: EmulatorModel, temp_c: FloatOrArray) -> FloatOrArray:
+    """Leakage at ``temp_c`` (°C) relative to ``model.temp_ref_c``: ``exp(k · (T − T_ref))``.
+
+    A float (``math.exp``, cheap) for a float, an array (``np.exp``) for an array of temperatures.
+    """
+    x = model.leak_temp_coeff_per_c * (temp_c - model.temp_ref_c)
+    return math.exp(x) if isinstance(x, float) else np.exp(x)
+
+
+def floor_power_w(power: PowerTable | Any, idx: Any, temp_c: FloatOrArray, model: EmulatorModel, *,
+                  scale: FloatOrArray | None = None) -> FloatOrArray:
+    """Board power (W) at setting(s) ``idx`` with no work, at ``temp_c`` (°C): the idle floor.
+
+    ``static_w + idle_dyn_w[idx] + leak_ref_w[idx] · leakage_scale(model, temp_c)``.
+
+    Args:
+        power: the :class:`PowerTable` (or anything with its ``static_w``, ``idle_dyn_w`` and ``leak_ref_w``,
+            e.g. lists of them for a scalar hot path).
+        idx: flat setting index (:meth:`~e4gym.hardware.spec.DeviceSpec.flat_index`): an int, an int array
+            (one per board, with ``temp_c`` an array of the same shape) or ``slice(None)`` for every setting.
+        temp_c: temperature (°C), a float or an array broadcasting against ``idx``.
+        model: the device's emulator coefficients (``spec.model``).
+        scale: ``leakage_scale(model, temp_c)`` when the caller has it already (saves the exponential).
+    """
+    if scale is None:
+        scale = leakage_scale(model, temp_c)
+    return power.static_w + power.idle_dyn_w[idx] + power.leak_ref_w[idx] * scale
 
 
 @dataclass(frozen=True)
@@ -119,6 +168,8 @@ class CostTable:
             the temperature at run time.
         gpu_busy_s: time the GPU (compute or memory) is busy (s); the load a GPU governor sees.
         t_cpu_s / t_gpu_s / t_mem_s: the three components summed over blocks (s), for reports.
+        cpu_dyn_j / gpu_dyn_j: the CPU's (busy host thread) and the GPU's (compute) share of ``busy_dyn_j``
+            (J): the emulator's power-monitor rails.
     """
 
     latency_s: np.ndarray
@@ -127,6 +178,8 @@ class CostTable:
     t_cpu_s: np.ndarray
     t_gpu_s: np.ndarray
     t_mem_s: np.ndarray
+    cpu_dyn_j: np.ndarray
+    gpu_dyn_j: np.ndarray
 
 
 def cost_table(spec: DeviceSpec, work: Work, power: PowerTable, batch: int = 1) -> CostTable:
@@ -162,13 +215,16 @@ def cost_table(spec: DeviceSpec, work: Work, power: PowerTable, batch: int = 1) 
     def flat(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.broadcast_to(a.sum(axis=-1), shape)).ravel()
 
+    latency_s, t_gpu_s = flat(lat_b), flat(np.broadcast_to(t_gpu, lat_b.shape))
     return CostTable(
-        latency_s=flat(lat_b),
+        latency_s=latency_s,
         busy_dyn_j=flat(busy_dyn),
         gpu_busy_s=flat(gpu_busy_b),
         t_cpu_s=flat(np.broadcast_to(t_cpu, lat_b.shape)),
-        t_gpu_s=flat(np.broadcast_to(t_gpu, lat_b.shape)),
+        t_gpu_s=t_gpu_s,
         t_mem_s=flat(np.broadcast_to(t_mem, lat_b.shape)),
+        cpu_dyn_j=power.dyn_active_cpu_w * latency_s,
+        gpu_dyn_j=power.gpu_dyn_w * (1.0 - m.gpu.idle_activity) * t_gpu_s,
     )
 
 
@@ -249,10 +305,8 @@ def grid_cost(
     sel = (slice(0, mc + 1), slice(0, mg + 1), me)
     lat = table.latency_s.reshape(shape)[sel]
     dyn = table.busy_dyn_j.reshape(shape)[sel]
-    m = spec.model
     temp = spec.thermal.ambient_c if ambient_c is None else float(ambient_c)
-    leak_scale = math.exp(m.leak_temp_coeff_per_c * (temp - m.temp_ref_c))
-    floor = pt.static_w + pt.idle_dyn_w.reshape(shape)[sel] + pt.leak_ref_w.reshape(shape)[sel] * leak_scale
+    floor = floor_power_w(pt, slice(None), temp, spec.model).reshape(shape)[sel]
     run = floor * lat + dyn
     if period_s is None:
         energy, time = run / batch, lat

@@ -4,10 +4,11 @@
 :class:`~e4gym.hardware.runner.TorchRunner`) and measures it with NVML (``nvidia-ml-py``, ``import pynvml``):
 
 * **energy**: the difference of ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since the driver loaded; Volta and
-  newer) around a run; where the counter is not supported, power samples (``nvmlDeviceGetPowerUsage``, mW)
-  integrated with the trapezoid rule over the run's wall time. NVML's energy and power cover the GPU board only
-  (not the host CPU or DRAM). The counter is updated by the driver every few tens of ms, so the energy of one
-  short run is coarse; sums over many runs are exact (the differences telescope);
+  newer) around a run; where the counter is not supported, power (``nvmlDeviceGetPowerUsage``, mW) polled every
+  ``poll_s`` over the run by the shared :class:`~e4gym.hardware.monitor.PowerMonitor` and integrated with the
+  trapezoid rule. NVML's energy and power cover the GPU board only (not the host CPU or DRAM). The counter is
+  updated by the driver every few tens of ms, so the energy of one short run is coarse; sums over many runs are
+  exact (the differences telescope);
 * **latency**: what the runner returns (CUDA events), plus the stall of a clock change charged to the next run;
 * **clocks, temperature, throttling**: ``nvmlDeviceGetClockInfo``, ``nvmlDeviceGetTemperature`` and the clock
   event reasons (thermal slowdowns count as throttling).
@@ -16,9 +17,11 @@ Safety: the backend **never changes anything** on the GPU unless it is built wit
 it (the default, ``read_only``) only NVML queries are issued, and :meth:`NvmlBackend.apply` records the request
 without applying it. With ``lock_clocks=True``, :meth:`~NvmlBackend.apply` locks the graphics clock
 (``nvmlDeviceSetGpuLockedClocks(f, f)``) and, where the GPU has several memory clocks, the memory clock
-(``nvmlDeviceSetMemoryLockedClocks``); :meth:`~NvmlBackend.close` (also on ``__exit__``, garbage collection and
-interpreter exit) resets exactly what was locked. NVML keeps locked clocks after the process ends, hence the
-finaliser; by hand: ``sudo nvidia-smi -rgc`` and ``sudo nvidia-smi -rmc``.
+(``nvmlDeviceSetMemoryLockedClocks``); :meth:`~NvmlBackend.close` (also on ``__exit__`` and garbage collection,
+and, once a clock is locked, through the restore registry :mod:`e4gym.hardware.restore` at interpreter exit and
+on SIGINT / SIGTERM) resets exactly what was locked. NVML keeps locked clocks after the process ends, hence the
+finaliser and the registry; by hand: ``sudo nvidia-smi -rgc`` and ``sudo nvidia-smi -rmc``. A read-only backend
+changes nothing, so it has nothing to register.
 
 Level tables (see :func:`build_gpu_spec`): a desktop GPU has no CPU DVFS here, so the CPU domain has one level
 (the host's clock); the GPU levels are the graphics clocks NVML lists as supported (the union over memory
@@ -34,32 +37,29 @@ import re
 import time
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
+from e4gym.dnn.work import Work
 from e4gym.errors import ConfigError, HardwareError, SettingError
+from e4gym.hardware import restore
 from e4gym.hardware.backend import Measurement, SensorReading, Setting
+from e4gym.hardware.monitor import PowerMonitor
+from e4gym.hardware.runner import WorkRunner
 from e4gym.hardware.spec import DeviceSpec, parse_device
-from e4gym.hardware.work import Work
 
 __all__ = ["NvmlBackend", "WorkRunner", "build_gpu_spec"]
 
 #: Clock event reasons counted as throttling: software and hardware thermal slowdown, hardware slowdown.
 _THERMAL_REASONS = 0x20 | 0x40 | 0x08
 _MIN_POLL_S = 1e-3
+_T = TypeVar("_T")
 
 
 class _NotSupportedError(HardwareError):
     """NVML says the GPU does not support the operation."""
-
-
-class WorkRunner(Protocol):
-    """What the backend needs to execute Work: ``run(work, batch)`` returning the latency (s)."""
-
-    def run(self, work: Work, batch: int = 1) -> float:
-        """Run ``work`` on ``batch`` inferences; return its latency (s)."""
-        ...
 
 
 # ----------------------------------------------------------------------------------------------- the spec
@@ -224,31 +224,49 @@ def build_gpu_spec(
 # ----------------------------------------------------------------------------------------------- restoring
 
 
-def _restore(nvml: Any, handle: Any, state: dict[str, bool]) -> list[str]:
-    """Reset the clocks the backend locked, then shut NVML down; returns what could not be reset.
+class _Undo:
+    """What an :class:`NvmlBackend` changed (the clocks it locked, the NVML session it opened) and how to undo it.
 
-    Runs once, from :meth:`NvmlBackend.close` or as a finaliser (garbage collection, interpreter exit).
+    It holds no reference to the backend, so that it can run as the backend's finaliser (garbage collection,
+    interpreter exit); :meth:`NvmlBackend.close` runs it, and so does the restore registry (interpreter exit,
+    SIGINT / SIGTERM) from the first lock on. Calling it resets the locked clocks, shuts NVML down and returns what
+    could not be reset; a second call finds nothing left to undo.
     """
-    errors = []
-    if state.get("gpu"):
-        try:
-            nvml.nvmlDeviceResetGpuLockedClocks(handle)
-            state["gpu"] = False
-        except Exception as exc:
-            errors.append(f"nvmlDeviceResetGpuLockedClocks failed ({exc}); run `sudo nvidia-smi -rgc`")
-    if state.get("mem"):
-        try:
-            nvml.nvmlDeviceResetMemoryLockedClocks(handle)
-            state["mem"] = False
-        except Exception as exc:
-            errors.append(f"nvmlDeviceResetMemoryLockedClocks failed ({exc}); run `sudo nvidia-smi -rmc`")
-    if state.get("init"):
-        state["init"] = False
-        try:
-            nvml.nvmlShutdown()
-        except Exception:  # nothing was changed by init: a failed shutdown leaves nothing to restore
-            pass
-    return errors
+
+    def __init__(self, nvml: Any, index: int) -> None:
+        self.nvml, self.index = nvml, index
+        self.handle: Any = None
+        #: What is still to undo: NVML initialised, graphics clock locked, memory clock locked.
+        self.init, self.gpu, self.mem = True, False, False
+        self._entry: restore.Restorer | None = None
+
+    def locked(self, domain: str) -> None:
+        """Record that ``domain`` (``"gpu"``: graphics, ``"mem"``: memory) is locked; the first lock registers this
+        undo with the restore registry."""
+        setattr(self, domain, True)
+        if self._entry is None:
+            self._entry = restore.register(self, f"the clocks NvmlBackend locked on NVML GPU {self.index}")
+
+    def __call__(self) -> list[str]:
+        """Undo what is left to undo; returns what could not be reset (with the command that resets it by hand)."""
+        errors = []
+        for domain, reset, by_hand in (("gpu", "nvmlDeviceResetGpuLockedClocks", "-rgc"),
+                                       ("mem", "nvmlDeviceResetMemoryLockedClocks", "-rmc")):
+            if getattr(self, domain):
+                try:
+                    getattr(self.nvml, reset)(self.handle)
+                    setattr(self, domain, False)
+                except Exception as exc:
+                    errors.append(f"{reset} failed ({exc}); run `sudo nvidia-smi {by_hand}`")
+        if self.init:
+            self.init = False
+            try:
+                self.nvml.nvmlShutdown()
+            except Exception:  # nothing was changed by init: a failed shutdown leaves nothing to restore
+                pass
+        restore.unregister(self._entry)
+        self._entry = None
+        return errors
 
 
 # ----------------------------------------------------------------------------------------------- the backend
@@ -347,7 +365,7 @@ class NvmlBackend:
                 f"cannot initialise NVML ({exc}): is an NVIDIA GPU present and its driver loaded (nvidia-smi)?"
             ) from exc
         # What close() must undo; shared with the finaliser, which must not hold a reference to self.
-        self._state = {"init": True, "gpu": False, "mem": False}
+        self._undo = _Undo(nvml, index)
         self._closed = False
         try:
             try:
@@ -357,7 +375,8 @@ class NvmlBackend:
                 raise HardwareError(
                     f"no NVIDIA GPU at NVML index {index} ({exc}); this machine has {count} (see nvidia-smi -L)"
                 ) from exc
-            self._finalizer = weakref.finalize(self, _restore, nvml, self._handle, self._state)
+            self._undo.handle = self._handle
+            self._finalizer = weakref.finalize(self, self._undo)
             self.name: str = self._str(nvml.nvmlDeviceGetName(self._handle))
             self.clock_table: dict[int, tuple[int, ...]] = self._read_clocks()
             if spec is None:
@@ -456,6 +475,11 @@ class NvmlBackend:
         mw = self._try(self._nvml.nvmlDeviceGetPowerUsage, self._handle)
         return math.nan if mw is None else float(mw) / 1e3
 
+    def _read_power(self) -> tuple[float, tuple[float, ...]]:
+        """``(board power, rails)`` (W) for the power monitor: the one rail is the board power."""
+        p = self._power_w()
+        return p, (p,)
+
     def _clocks_mhz(self) -> tuple[float, float]:
         nvml, h = self._nvml, self._handle
         g = self._try(nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_GRAPHICS)
@@ -479,7 +503,7 @@ class NvmlBackend:
         return 0.0 if u is None else min(1.0, max(0.0, float(u.gpu) / 100.0))
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or not self._undo.init:  # closed, or restored by the registry (a signal)
             raise HardwareError("this NvmlBackend is closed; create a new one")
 
     # ------------------------------------------------------------------------------------------ runner
@@ -575,12 +599,12 @@ class NvmlBackend:
         t0 = time.perf_counter()
         if g != self._locked[0]:
             self._set(nvml.nvmlDeviceSetGpuLockedClocks, g_mhz, "lock the graphics clock")
-            self._state["gpu"] = True
+            self._undo.locked("gpu")
             self._locked[0] = g
         if spec.n_emc > 1 and e != self._locked[1]:
             try:
                 self._set(nvml.nvmlDeviceSetMemoryLockedClocks, m_mhz, "lock the memory clock")
-                self._state["mem"] = True
+                self._undo.locked("mem")
             except _NotSupportedError as exc:
                 if e != spec.n_emc - 1:
                     raise
@@ -638,26 +662,16 @@ class NvmlBackend:
 
         ``latency_s`` is the runner's latency (CUDA events for a CUDA ``TorchRunner``) plus the pending clock
         change stall; ``energy_j`` (= ``measured_energy_j``) is the energy counter's difference over the run's
-        wall time (J), or power integrated over it; ``avg_power_w`` is that energy over the wall time (W);
+        wall time (J), or power polled every ``poll_s`` during it and integrated over the polled window;
+        ``avg_power_w`` is that energy over the wall time, or over the polled window (W);
         ``gpu_util`` is NVML's utilisation over the driver's last sample period (not this run alone). The energy
         of a clock change's stall (spent in :meth:`apply`, before the run) is not included.
         """
         self._check_open()
         runner = self._get_runner(work)
         stall = self._take_stall()
-        p0 = math.nan if self._counter else self._power_w()
-        e0 = self.energy_mj()
-        t0 = time.perf_counter()
-        latency = float(runner.run(work, batch))
-        t1 = time.perf_counter()
-        e1 = self.energy_mj()
-        wall = t1 - t0
-        if e0 is not None and e1 is not None and e1 >= e0:
-            energy = (e1 - e0) / 1e3
-        else:
-            p1 = self._power_w()
-            energy = 0.5 * (p0 + p1) * wall if math.isfinite(p0) else p1 * wall
-        return self._measurement(latency + stall, energy, wall, stall, self._util())
+        latency, energy, seconds = self._measure(lambda: float(runner.run(work, batch)))
+        return self._measurement(latency + stall, energy, seconds, stall, self._util())
 
     def idle(self, duration_s: float) -> Measurement:
         """Sleep ``duration_s`` (s) and measure it (``latency_s``: the wall time actually slept).
@@ -668,25 +682,33 @@ class NvmlBackend:
         if not (isinstance(duration_s, (int, float)) and math.isfinite(duration_s) and duration_s >= 0):
             raise SettingError(f"idle duration must be a finite number of seconds >= 0, got {duration_s!r}")
         stall = self._take_stall()
+        _, energy, seconds = self._measure(lambda: time.sleep(duration_s))
+        return self._measurement(seconds, energy, seconds, stall, 0.0)
+
+    def _measure(self, body: Callable[[], _T]) -> tuple[_T, float, float]:
+        """Run ``body`` and measure its energy: ``(its result, energy (J), seconds)``.
+
+        Energy is the energy counter's difference over the wall time (the seconds returned); without the counter,
+        power polled every ``poll_s`` by a :class:`~e4gym.hardware.monitor.PowerMonitor`, integrated over the
+        monitor's window (the seconds returned: first sample to last); where the counter stops working during
+        ``body``, the power at the end times the wall time.
+
+        Raises:
+            HardwareError: the power monitor failed.
+        """
         e0 = self.energy_mj()
-        counter = e0 is not None
+        monitor = None if e0 is not None else PowerMonitor(self._read_power, self.poll_s, name="e4gym-nvml-power")
         t0 = time.perf_counter()
-        end = t0 + duration_s
-        p_prev, t_prev = (math.nan, t0) if counter else (self._power_w(), t0)
-        energy_pw = 0.0
-        while (now := time.perf_counter()) < end:
-            time.sleep(min(self.poll_s, end - now))
-            if not counter:
-                t, p = time.perf_counter(), self._power_w()
-                energy_pw += 0.5 * (p_prev + p) * (t - t_prev)
-                p_prev, t_prev = p, t
+        with monitor if monitor is not None else nullcontext():
+            result = body()
         wall = time.perf_counter() - t0
+        if monitor is not None:
+            monitor.check()
+            return result, monitor.energy_j(), monitor.window_s
         e1 = self.energy_mj()
-        if counter and e1 is not None and e1 >= e0:
-            energy = (e1 - e0) / 1e3
-        else:
-            energy = energy_pw if not counter else self._power_w() * wall
-        return self._measurement(wall, energy, wall, stall, 0.0)
+        if e1 is not None and e1 >= e0:
+            return result, (e1 - e0) / 1e3, wall
+        return result, self._power_w() * wall, wall
 
     def read_sensors(self) -> SensorReading:
         """Board power (W), GPU temperature (°C), clocks (Hz) and thermal throttling now."""
@@ -714,7 +736,7 @@ class NvmlBackend:
             return
         self._closed = True
         finalizer = getattr(self, "_finalizer", None)
-        errors = finalizer() if finalizer is not None else _restore(self._nvml, None, self._state)
+        errors = finalizer() if finalizer is not None else self._undo()
         if errors:
             raise HardwareError(f"NvmlBackend could not restore GPU {self.index}: " + "; ".join(errors))
 

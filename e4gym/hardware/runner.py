@@ -1,4 +1,8 @@
-"""Run e4gym :class:`~e4gym.hardware.work.Work` for real with PyTorch, on the CPU or a CUDA GPU, and time it.
+"""Run e4gym :class:`~e4gym.dnn.work.Work` for real with PyTorch, on the CPU or a CUDA GPU, and time it.
+
+:class:`WorkRunner` is what a real backend (:class:`~e4gym.hardware.jetson.JetsonBackend`,
+:class:`~e4gym.hardware.nvml.NvmlBackend`) needs to execute Work: ``run(work, batch)`` returning the latency (s).
+:class:`TorchRunner` is the runner e4gym ships.
 
 :class:`TorchRunner` holds a :class:`~e4gym.dnn.multiexit.MultiExitNet` and maps every Work key of
 :class:`~e4gym.dnn.profile.ModelProfile` onto its modules:
@@ -28,22 +32,32 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from e4gym.dnn.work import Work
 from e4gym.errors import ConfigError, HardwareError
-from e4gym.hardware.work import Work
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from e4gym.dnn.multiexit import MultiExitNet
 
-__all__ = ["DTYPES", "TorchRunner"]
+__all__ = ["DTYPES", "TorchRunner", "WorkRunner"]
 
 #: dtype names :class:`TorchRunner` accepts (or pass a ``torch.dtype``).
 DTYPES = ("float32", "float16", "bfloat16")
 
 _PART = re.compile(r"^(?P<model>[^/+]+)/(?:frame/exit(?P<frame>\d+)|block(?P<block>\d+)|head(?P<head>\d+))$")
+
+
+@runtime_checkable
+class WorkRunner(Protocol):
+    """Executes :class:`~e4gym.dnn.work.Work` for real (e.g. :class:`TorchRunner`): what a real backend's
+    ``run()`` calls."""
+
+    def run(self, work: Work, batch: int = 1) -> float:
+        """Run ``work`` on ``batch`` inferences at once; returns its latency (s)."""
+        ...
 
 
 class TorchRunner:

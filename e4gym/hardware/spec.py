@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -164,6 +165,20 @@ class DeviceSpec:
     def n_levels(self) -> tuple[int, int, int]:
         """``(n_cpu, n_gpu, n_emc)``."""
         return (self.n_cpu, self.n_gpu, self.n_emc)
+
+    def flat_index(self, levels: Any) -> Any:
+        """Index of level triples in the flat (C-order) per-setting tables of :mod:`e4gym.hardware.model`:
+        ``(cpu · n_gpu + gpu) · n_emc + emc``.
+
+        Args:
+            levels: one ``(cpu, gpu, emc)`` tuple or list (gives an int), or an integer array whose last axis
+                holds the three levels, e.g. shape ``(N, 3)`` (gives an int array of shape ``(N,)``).
+        """
+        if isinstance(levels, (tuple, list)):
+            cpu, gpu, emc = levels
+        else:
+            cpu, gpu, emc = levels[..., 0], levels[..., 1], levels[..., 2]
+        return (cpu * len(self.gpu_freqs_hz) + gpu) * len(self.emc_freqs_hz) + emc
 
     def power_mode(self, name: str | None = None) -> PowerMode:
         """The named power mode (default: the device's default mode).

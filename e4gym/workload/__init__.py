@@ -4,6 +4,8 @@
   :class:`FrameRecord`, :class:`FrameBatch` and the :class:`FrameSource` interface (``spawn``, ``stream_key``).
 - :mod:`e4gym.workload.synthetic`: :class:`SyntheticVideo`, a generated stream consistent with exit accuracies.
 - :mod:`e4gym.workload.trace`: recorded traces (:func:`save_trace`, :func:`load_trace`) and :class:`TraceSource`.
+- :mod:`e4gym.workload.record`: ``e4gym record``, a trace from a video through a multi-exit network (imports
+  torch and PyAV; not imported here).
 """
 
 from e4gym.workload.base import (

@@ -25,7 +25,6 @@ from baselines.ztt import (
     ZTTDQN,
     ZTTCore,
     ZTTEnv,
-    ZTTExploration,
     ZTTPolicy,
     make_ztt_model,
     ztt_grid,
@@ -311,13 +310,21 @@ def test_episode_is_replayable() -> None:
 
 def test_dqn_kwargs_are_ztts() -> None:
     kw = ZTT_DQN_KWARGS
-    assert kw["policy_kwargs"]["net_arch"] == [6, 6] and kw["policy_kwargs"]["activation_fn"] is th.nn.ReLU
+    assert kw["net_arch"] == [6, 6]
     assert (kw["learning_rate"], kw["buffer_size"], kw["batch_size"], kw["learning_starts"]) == (0.05, 500, 64, 200)
-    assert kw["gamma"] == 0.0 and kw["target_update_interval"] == 1 and kw["train_freq"] == 1
+    assert (kw["eps_decay"], kw["eps_min"], kw["highlight_copies"]) == (0.95, 0.0, 2)
     model = make_ztt_model(_ztt_env(episode_frames=50), seed=0)
-    q = model.q_net.q_net
+    q = model.q_net
     assert [mod.out_features for mod in q if isinstance(mod, th.nn.Linear)] == [6, 6, 9]
-    assert isinstance(model.policy.optimizer, th.optim.Adam)
+    assert sum(isinstance(mod, th.nn.ReLU) for mod in q) == 2
+    assert isinstance(model.optimizer, th.optim.Adam) and model.optimizer.defaults["lr"] == 0.05
+    assert model.exploration_rate == 1.0 and len(model.replay_buffer.actions) == 500
+    with pytest.raises(ConfigError, match="takes no argument"):
+        make_ztt_model(_ztt_env(episode_frames=5), gamma=0.9)
+    with pytest.raises(ConfigError, match="eps_decay"):
+        make_ztt_model(_ztt_env(episode_frames=5), eps_decay=1.5)
+    with pytest.raises(ConfigError, match="highlight_copies"):
+        make_ztt_model(_ztt_env(episode_frames=5), highlight_copies=-1)
 
 
 def test_ztt_dqn_stores_executed_actions_and_follows_epsilon() -> None:
@@ -335,9 +342,10 @@ def test_ztt_dqn_stores_executed_actions_and_follows_epsilon() -> None:
     model = make_ztt_model(env, seed=1, highlight_copies=0, learning_starts=50)
     model.learn(120, callback=Record())
     buf = model.replay_buffer
-    assert buf.actions[:120, 0, 0].astype(int).tolist() == [a for a, _ in seen]
-    assert model._n_updates == 120 - 50  # one training call per step once num_timesteps > learning_starts
-    assert model.exploration_rate == pytest.approx(0.95 ** model._n_updates)
+    assert buf.actions[:120].tolist() == [a for a, _ in seen]
+    assert buf.rewards[:120].tolist() == pytest.approx([r for _, r in seen])
+    assert model.n_updates == 120 - 50  # one training call per step once num_timesteps > learning_starts
+    assert model.exploration_rate == pytest.approx(0.95 ** model.n_updates)
     # Highlighted transitions (r < 0 or r > 1) are stored three times.
     model = make_ztt_model(_ztt_env(episode_frames=100, initial_temp_c=44.0), seed=1, learning_starts=50)
     seen.clear()
@@ -346,15 +354,70 @@ def test_ztt_dqn_stores_executed_actions_and_follows_epsilon() -> None:
     assert n_hot > 0 and model.replay_buffer.pos == 100 + 2 * n_hot
 
 
-def test_exploration_callback_drives_a_plain_dqn() -> None:
-    model = DQN("MlpPolicy", _ztt_env(episode_frames=100), seed=0, device="cpu", **{**ZTT_DQN_KWARGS,
-                                                                                     "learning_starts": 20})
-    with pytest.warns(RuntimeWarning, match="ZTTDQN"):
-        model.learn(60, callback=ZTTExploration())
-    assert model._n_updates > 0
-    assert model.exploration_rate == pytest.approx(0.95 ** model._n_updates)
-    with pytest.raises(ConfigError, match="decay"):
-        ZTTExploration(decay=1.5)
+def test_ztt_dqn_drives_sb3_callbacks_and_logs() -> None:
+    """zTT's learner calls SB3 callbacks through their public hooks (one rollout per step, as SB3's DQN with
+    train_freq=1), stops when one returns False, and writes SB3's logger keys."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
+
+    calls: dict[str, int] = {"start": 0, "rollout": 0, "step": 0, "end": 0}
+
+    class Count(BaseCallback):
+        def _on_training_start(self) -> None:
+            calls["start"] += 1
+
+        def _on_rollout_start(self) -> None:
+            calls["rollout"] += 1
+
+        def _on_step(self) -> bool:
+            calls["step"] += 1
+            assert self.training_env is self.model.get_env() and len(self.locals["infos"]) == 1
+            return self.num_timesteps < 40
+
+        def _on_training_end(self) -> None:
+            calls["end"] += 1
+
+    model = make_ztt_model(_ztt_env(episode_frames=10), seed=0, learning_starts=20)
+    logged: list[dict] = []
+
+    class Capture(Logger):
+        def dump(self, step: int = 0) -> None:
+            logged.append({**self.name_to_value, "step": step})
+            super().dump(step)
+
+    model.set_logger(Capture(folder=None, output_formats=[]))
+    model.learn(100, callback=[Count()])
+    assert calls == {"start": 1, "rollout": 40, "step": 40, "end": 1} and model.num_timesteps == 40
+    assert model.n_updates == 40 - 20 - 1  # the 40th step's callback stopped training before its update
+    assert [d["step"] for d in logged] == [10, 20, 30]  # a dump per finished episode
+    assert {"rollout/ep_rew_mean", "train/loss", "rollout/exploration_rate", "time/fps"} <= set(logged[-1])
+
+
+def test_ztt_dqn_saves_loads_and_resumes(tmp_path) -> None:
+    """A saved model holds the network, the optimiser, the counters and the exploration generator; with its replay
+    memory it continues training where it stopped."""
+    kw = {"episode_frames": 30, "initial_temp_c": 44.0}
+    first = make_ztt_model(_ztt_env(**kw), seed=3, learning_starts=20)
+    first.learn(45)
+    first.save(tmp_path / "ztt")  # ".zip" added, as SB3 does
+    first.save_replay_buffer(tmp_path / "buffer.pkl")
+    with pytest.raises(ConfigError, match="trained on states"):
+        ZTTDQN.load(tmp_path / "ztt.zip", env=gym.make("CartPole-v1"))
+    with pytest.raises(ConfigError, match="not a readable zTT model"):
+        ZTTDQN.load(tmp_path / "buffer.pkl")
+    loaded = ZTTDQN.load(tmp_path / "ztt.zip", env=_ztt_env(**kw))
+    assert (loaded.num_timesteps, loaded.n_updates, loaded.exploration_rate) == (45, 25, first.exploration_rate)
+    for a, b in zip(loaded.q_net.parameters(), first.q_net.parameters()):
+        assert th.equal(a, b)
+    opt_a, opt_b = loaded.optimizer.state_dict()["state"], first.optimizer.state_dict()["state"]
+    assert opt_a and all(th.equal(opt_a[k]["exp_avg"], opt_b[k]["exp_avg"]) for k in opt_a)
+    obs = np.stack([loaded.observation_space.sample() for _ in range(50)])
+    assert np.array_equal(loaded.predict(obs)[0], first.predict(obs)[0])  # same ε-greedy draws
+    loaded.load_replay_buffer(tmp_path / "buffer.pkl")
+    assert loaded.replay_buffer.pos == first.replay_buffer.pos
+    assert np.array_equal(loaded.replay_buffer.actions, first.replay_buffer.actions)
+    loaded.learn(15, reset_num_timesteps=False)
+    assert (loaded.num_timesteps, loaded.n_updates) == (60, 40)
 
 
 def _mean_reward(env: ZTTEnv, act, seed: int = 123, frames: int = 500) -> float:
@@ -408,6 +471,11 @@ def test_policy_protocol_and_errors(tmp_path) -> None:
     other = DQN("MlpPolicy", gym.make("CartPole-v1"), device="cpu")
     with pytest.raises(ConfigError, match="shape"):
         bind_policy(ZTTPolicy(model=other), gym.make(ENV_ID, episode_frames=5))
+    # A stable-baselines3 DQN trained on ZTTEnv (as zTT's agent was before it had its own learner) still serves.
+    sb3 = DQN("MlpPolicy", _ztt_env(episode_frames=5), device="cpu", learning_starts=0)
+    sb3.save(tmp_path / "sb3.zip")
+    infos = run_episode(ZTTPolicy(path=tmp_path / "sb3.zip"), gym.make(ENV_ID, episode_frames=5), seed=0)
+    assert len(infos) == 5
 
 
 @pytest.mark.parametrize("kw", [HOT_KW, {**TRAIN_KW, "fps": 30.0, "episode_frames": 300}], ids=["hot", "warm"])

@@ -15,7 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import e4gym  # noqa: F401  (registers the envs)
 from e4gym.envs.block import EarlyExitDVFSBlockEnv
-from e4gym.envs.common import INFO_KEYS
+from e4gym.envs.core import INFO_KEYS
 from e4gym.envs.frame import EarlyExitDVFSEnv
 from e4gym.errors import ConfigError, SettingError, UnknownNameError
 from e4gym.hardware import available_devices
@@ -113,7 +113,7 @@ def test_info_keys_on_reset_and_every_step_and_obs_in_space() -> None:
     env = _make(control_memory=True, episode_frames=4)
     obs, info = env.reset(seed=5)
     assert set(info) == ALL_INFO_KEYS
-    assert info["frame_done"] is False and info["block"] == -1 and info["exit"] == -1 and info["frame"] == -1
+    assert not info["frame_done"] and info["block"] == -1 and info["exit"] == -1 and info["frame"] == -1
     env.action_space.seed(5)
     for _ in range(40):
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
@@ -217,7 +217,7 @@ def test_never_exit_ends_at_the_last_exit_after_every_block() -> None:
         assert len(steps) == n
         assert [s[3]["block"] for s in steps] == list(range(n))
         assert steps[-1][3]["exit"] == env.profile.n_exits - 1
-        assert all(s[3]["exit"] == -1 and s[3]["correct"] is False for s in steps[:-1])
+        assert all(s[3]["exit"] == -1 and not s[3]["correct"] for s in steps[:-1])
 
 
 def test_exit_now_is_ignored_where_no_head_ran() -> None:
@@ -256,7 +256,7 @@ def test_exit_confidence_and_correctness_come_from_the_frame() -> None:
         else:
             assert obs[names.index("at_exit")] == obs[names.index("exit_confidence")] == 0.0
     obs, _, _, _, info = env.step(np.array([1, c, g]))
-    assert info["frame_done"] and info["exit"] == target and info["correct"] is correct[target]
+    assert info["frame_done"] and info["exit"] == target and bool(info["correct"]) is correct[target]
     assert info["block"] == -1 and info["reward_accuracy"] == -1.0
     # The new frame starts clean.
     assert obs[names.index("at_exit")] == 0.0 and obs[names.index("block")] == 0.0
@@ -394,7 +394,7 @@ def test_agrees_with_the_frame_env_at_fixed_levels(exit_index: int) -> None:
     b_infos = [steps[-1][3] for steps in frames]
     assert all(i["exit"] == exit_index for i in b_infos)
     spec, mx = be.device_spec, be.setup.max_levels
-    idx = (mx[0] * spec.n_gpu + mx[1]) * spec.n_emc + mx[2]
+    idx = spec.flat_index(mx)
     heads = [be.backend.table(be.profile.head_work(e)) for e in range(exit_index)]
     extra_s = sum(float(t.latency_s[idx]) for t in heads)
     extra_j = sum(float(t.busy_dyn_j[idx]) for t in heads)  # the idle floor it displaces is the same power
@@ -457,8 +457,16 @@ def test_bad_arguments_raise() -> None:
     for bad in (0, -5.0):
         with pytest.raises(ConfigError, match="deadline_ms"):
             gym.make(ENV_ID, deadline_ms=bad)
-    with pytest.raises(ConfigError, match="render_mode"):
-        EarlyExitDVFSBlockEnv(render_mode="human")
+
+
+
+def test_unsupported_render_mode_warns_and_renders_nothing() -> None:
+    # As Gymnasium's envs: an unknown render_mode warns and the env goes on (SB3's make_vec_env passes one).
+    with pytest.warns(UserWarning, match="render_mode='rgb_array' is not supported"):
+        env = EarlyExitDVFSBlockEnv(render_mode="rgb_array", episode_frames=2)
+    env.reset(seed=0)
+    env.step(np.array([0, 0, 0]))
+    assert env.render() is None
 
 
 def test_step_before_reset_raises() -> None:

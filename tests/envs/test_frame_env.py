@@ -239,7 +239,9 @@ def test_step_before_reset_is_refused() -> None:
         ({"workload": 3}, ConfigError, "'synthetic', a path to a trace"),
         ({"workload_kwargs": {"speed": 1}}, UnknownNameError, "mean_scene_s"),
         ({"workload_kwargs": {"drift": 5.0}}, ConfigError, "drift"),
-        ({"render_mode": "human"}, ConfigError, "ansi"),
+        ({"episode_frmaes": 10}, UnknownNameError, "episode_frames"),
+        ({"reward": 3}, ConfigError, "callable"),
+        ({"reward": lambda o: (0.0, {}), "reward_weights": {"energy": 2.0}}, ConfigError, "drop them"),
     ],
 )
 def test_bad_arguments_say_what_is_allowed(kwargs: dict, error: type, match: str) -> None:

@@ -271,7 +271,7 @@ def test_rails_follow_the_domains_of_the_power_model() -> None:
     b.run(WORK)
     b.idle(0.1)  # settled: no stall, no pending transition
     t = b.table(WORK)
-    idx = (c * spec.n_gpu + g) * spec.n_emc + e
+    idx = spec.flat_index((c, g, e))
     lat = float(t.latency_s[idx])
     fc, fg, fe = (np.asarray(x) for x in (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz))
     online = spec.power_mode().cpu_online / spec.cpu_cores
@@ -330,3 +330,49 @@ def test_batched_rails_match_scalar_boards() -> None:
             idle = b.idle(float(idles[t, i]))
             assert mb.rails_w[i] == pytest.approx(m.rails_w, rel=1e-9)
             assert ib.rails_w[i] == pytest.approx(idle.rails_w, rel=1e-9)
+
+
+def test_batched_equals_scalar_boards_through_resets_masks_and_throttling() -> None:
+    """The state update is one code path: a batched board and a scalar board agree bit for bit, through level
+    switches, exits, masked idling, long (chunked) idle periods, throttling and resets of some boards."""
+    spec = load_device("xavier-nx")
+    cooling = Cooling(fan=False, ambient_c=45.0)
+    hot = spec.thermal.throttle_c - 0.5
+    works = tuple(PROFILE.frame_work(e) for e in range(PROFILE.n_exits))
+    seeds = [31, 32, 33, 34]
+    rng = np.random.default_rng(2)
+    batched = BatchedEmulator(spec, seeds, cooling=cooling, initial_temp_c=hot)
+    scalars = [EmulatedBackend(spec, seed=s, cooling=cooling, initial_temp_c=hot) for s in seeds]
+    fields = ("latency_s", "energy_j", "measured_energy_j", "avg_power_w", "temp_c", "transition_s", "gpu_util",
+              "time_s", "cpu_hz", "gpu_hz", "emc_hz", "throttled")
+    throttled = 0
+    for t in range(60):
+        if t in (20, 41):  # some boards start a new episode (their drawn-ahead noise is redrawn)
+            index = np.array([1, 3]) if t == 20 else np.array([0])
+            new = [100 + t + int(i) for i in index]
+            batched.reset(index, new)
+            for i, s in zip(index, new, strict=True):
+                scalars[i] = EmulatedBackend(spec, seed=s, cooling=cooling, initial_temp_c=hot)
+        levels = rng.integers(0, spec.n_levels, size=(len(seeds), 3))
+        exits = rng.integers(0, len(works), size=len(seeds))
+        active = rng.random(len(seeds)) < 0.7
+        idle_s = rng.choice([0.0, 0.004, 0.3, 7.0], size=len(seeds))
+        stalls = batched.apply(levels)
+        mb = batched.run_choice(works, exits)
+        ib = batched.idle(idle_s, active=active)
+        throttled += int(mb.throttled.sum())
+        for i, b in enumerate(scalars):
+            assert b.apply(tuple(int(v) for v in levels[i])) == stalls[i]
+            m = b.run(works[exits[i]])
+            for field in fields:
+                assert getattr(mb, field)[i] == getattr(m, field), field
+            assert tuple(mb.rails_w[i]) == m.rails_w
+            if active[i]:
+                idle = b.idle(float(idle_s[i]))
+                for field in fields:
+                    assert getattr(ib, field)[i] == pytest.approx(getattr(idle, field), rel=1e-15, abs=0), field
+                assert ib.rails_w[i] == pytest.approx(idle.rails_w, rel=1e-15)
+            else:
+                assert ib.energy_j[i] == 0.0 and ib.time_s[i] == m.time_s and ib.temp_c[i] == m.temp_c
+            assert batched.sensor_power_w[i] == b.read_sensors().power_w
+    assert throttled > 0

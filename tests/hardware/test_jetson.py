@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from fake_jetson import BUILDERS, FakeBoard, FakeJtop, build_agx_orin, build_nano, build_xavier_nx
 
+from e4gym.dnn.work import Work
 from e4gym.errors import ConfigError, HardwareError, SettingError
-from e4gym.hardware import jetson, sysfs
+from e4gym.hardware import jetson, restore, sysfs
 from e4gym.hardware.backend import Backend, Setting
 from e4gym.hardware.jetson import JetsonBackend, SysfsPermissionError, ThermalLimitError, detect_board
 from e4gym.hardware.spec import load_device
 from e4gym.hardware.sysfs import Sysfs
-from e4gym.hardware.work import Work
 
 WORK = Work(key="fake/frame", names=("b0",), flops=(1.0,), param_bytes=(0.0,), activation_bytes=(0.0,),
             kernels=(1.0,))
@@ -680,7 +680,7 @@ def test_an_ignored_signal_stays_ignored(tmp_path: Path) -> None:
     try:
         with open_backend(build_nano(tmp_path)):
             assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-            assert signal.getsignal(signal.SIGTERM) is jetson._on_signal
+            assert signal.getsignal(signal.SIGTERM) is restore._on_signal
     finally:
         signal.signal(signal.SIGINT, old)
 

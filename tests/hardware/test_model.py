@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from e4gym.dnn.work import Work
 from e4gym.hardware.model import cost_table, power_table, voltage
 from e4gym.hardware.spec import DomainModel, parse_device
-from e4gym.hardware.work import Work
 
 TINY = {
     "name": "tiny",
@@ -66,3 +66,36 @@ def test_offline_cores_do_not_leak() -> None:
     full, one = power_table(spec, 2), power_table(spec, 1)
     assert one.leak_ref_w[-1] == pytest.approx(full.leak_ref_w[-1] - 0.1)
     assert spec.max_levels("LOW") == (1, 0, 1)
+
+
+def test_floor_power_is_one_formula_on_floats_and_arrays() -> None:
+    from e4gym.hardware.model import floor_power_w, leakage_scale
+    from e4gym.hardware.spec import load_device
+
+    spec = load_device("xavier-nx")
+    m, pt = spec.model, power_table(spec)
+    idx = np.array([0, 17, 500, pt.idle_dyn_w.shape[0] - 1])
+    temps = np.array([25.0, 48.5, 71.0, 90.0])
+    many = floor_power_w(pt, idx, temps, m)
+    one = [floor_power_w(pt, int(i), float(t), m) for i, t in zip(idx, temps, strict=True)]
+    assert many.tolist() == pytest.approx(one, rel=1e-15)
+    for i, t, w in zip(idx, temps, one, strict=True):  # by hand: static + idle + leak · exp(k (T − T_ref))
+        leak = pt.leak_ref_w[i] * math.exp(m.leak_temp_coeff_per_c * (t - m.temp_ref_c))
+        assert w == pytest.approx(pt.static_w + pt.idle_dyn_w[i] + leak, rel=1e-15)
+    assert leakage_scale(m, m.temp_ref_c) == 1.0 and isinstance(leakage_scale(m, 60.0), float)
+    assert leakage_scale(m, temps).tolist() == pytest.approx([leakage_scale(m, float(t)) for t in temps], rel=1e-15)
+    # every setting at once, and a precomputed scale, give the same numbers
+    full = floor_power_w(pt, slice(None), 60.0, m)
+    assert full[idx].tolist() == pytest.approx(floor_power_w(pt, idx, 60.0, m, scale=leakage_scale(m, 60.0)).tolist())
+
+
+def test_power_table_rails_split_the_domains() -> None:
+    spec = parse_device(TINY)
+    pt = power_table(spec, 1)
+    assert np.all(pt.cpu_idle_w + pt.gpu_idle_w <= pt.idle_dyn_w + 1e-12)
+    assert np.all(pt.cpu_leak_ref_w + pt.gpu_leak_ref_w <= pt.leak_ref_w + 1e-12)
+    assert pt.cpu_leak_ref_w[-1] == pytest.approx(0.2 / 2) and pt.gpu_leak_ref_w[-1] == pytest.approx(0.4)
+    work = Work("w", ("b",), flops=(4e7,), param_bytes=(1e6,), activation_bytes=(1.5e6,), kernels=(10.0,))
+    t = cost_table(spec, work, pt)
+    assert np.all(t.cpu_dyn_j + t.gpu_dyn_j <= t.busy_dyn_j * (1 + 1e-12))
+    assert t.cpu_dyn_j[-1] == pytest.approx(pt.dyn_active_cpu_w[-1] * t.latency_s[-1])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import signal
+import threading
 import time
 import warnings
 from types import SimpleNamespace
@@ -14,7 +16,7 @@ import pytest
 
 from e4gym.dnn import load_model_profile
 from e4gym.errors import ConfigError, HardwareError, SettingError
-from e4gym.hardware import Backend, Setting
+from e4gym.hardware import Backend, Setting, restore
 from e4gym.hardware.nvml import NvmlBackend, build_gpu_spec
 
 MEM = {5001: [1500, 1000, 500], 810: [500, 300]}  # memory MHz -> graphics MHz, as NVML lists them (unsorted)
@@ -146,13 +148,48 @@ def test_energy_from_counter_difference(frame):
 def test_energy_falls_back_to_power_integration(frame):
     m = make_nvml(power_mw=[30_000, 40_000, 60_000, 45_000])
     m.nvmlDeviceGetTotalEnergyConsumption.side_effect = pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
-    with NvmlBackend(0, runner=FakeRunner(sleep_s=0.005), nvml=m) as b:
+    with NvmlBackend(0, runner=FakeRunner(sleep_s=0.005), nvml=m, poll_s=60.0) as b:
         assert b.energy_source == "power"
         r = b.run(frame)
-        # trapezoid between the samples before (40 W) and after (60 W) over the wall time
+        # no poll within the run: trapezoid between the samples before (40 W) and after (60 W) over the window
         assert r.avg_power_w == pytest.approx(50.0)
         assert r.energy_j == pytest.approx(50.0 * r.energy_j / r.avg_power_w)
         assert r.energy_j >= 50.0 * 0.005 * 0.99
+
+
+class SwitchingRunner:
+    """Sleeps ``seconds`` with the fake GPU's power at ``high_w`` during the middle half, ``low_w`` otherwise."""
+
+    def __init__(self, power: list[float], seconds: float, low_w: float, high_w: float) -> None:
+        self.power, self.seconds, self.low_w, self.high_w = power, seconds, low_w, high_w
+
+    def run(self, work, batch=1):
+        time.sleep(self.seconds / 4)
+        self.power[0] = self.high_w
+        time.sleep(self.seconds / 2)
+        self.power[0] = self.low_w
+        time.sleep(self.seconds / 4)
+        return self.seconds
+
+
+def test_power_is_polled_during_a_run_and_an_idle(frame):
+    """Without the energy counter the shared power monitor polls every poll_s: a peak inside the run counts."""
+    power = [40.0]  # W, what the fake GPU draws now
+    m = make_nvml(power_mw=lambda h: power[0] * 1e3)
+    m.nvmlDeviceGetTotalEnergyConsumption.side_effect = pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+    with NvmlBackend(0, runner=SwitchingRunner(power, 0.2, 40.0, 80.0), nvml=m, poll_s=0.005) as b:
+        calls = m.nvmlDeviceGetPowerUsage.call_count
+        r = b.run(frame)
+        assert m.nvmlDeviceGetPowerUsage.call_count - calls >= 10  # polled, not only before and after
+        assert 50.0 < r.avg_power_w < 70.0  # about 60 W; the samples before and after alone say 40 W
+        assert r.energy_j == pytest.approx(r.avg_power_w * r.energy_j / r.avg_power_w)
+        assert r.rails_w == (r.avg_power_w,)
+        calls = m.nvmlDeviceGetPowerUsage.call_count
+        idle = b.idle(0.05)
+        assert m.nvmlDeviceGetPowerUsage.call_count - calls >= 3
+        assert idle.latency_s >= 0.05 and idle.avg_power_w == pytest.approx(40.0)
+        assert idle.energy_j == pytest.approx(40.0 * idle.latency_s)
+    assert changes(m) == []
 
 
 def test_idle_measures_counter_and_sleeps():
@@ -259,6 +296,30 @@ def test_memory_lock_not_supported():
     m.nvmlDeviceResetGpuLockedClocks.assert_called_once_with(HANDLE)
 
 
+def test_locked_clocks_are_restored_by_the_registry_on_a_signal():
+    """Once a clock is locked the backend is in the restore registry (SIGINT / SIGTERM, exit); read-only is not."""
+    with NvmlBackend(0, runner=FakeRunner(), nvml=make_nvml()) as ro:
+        ro.read_sensors()
+        assert not any("NvmlBackend" in e.what for e in restore._OPEN)
+    m = make_nvml()
+    b = NvmlBackend(0, runner=FakeRunner(), lock_clocks=True, nvml=m)
+    assert not any("NvmlBackend" in e.what for e in restore._OPEN)  # nothing locked yet
+    b.apply((0, 1, 0))
+    assert any("NVML GPU 0" in e.what for e in restore._OPEN)
+    if threading.current_thread() is threading.main_thread():
+        assert signal.getsignal(signal.SIGTERM) is restore._on_signal
+    restore._restore_all("a test")  # what SIGTERM does before the previous handler
+    m.nvmlDeviceResetGpuLockedClocks.assert_called_once_with(HANDLE)
+    m.nvmlDeviceResetMemoryLockedClocks.assert_called_once_with(HANDLE)
+    m.nvmlShutdown.assert_called_once_with()
+    assert not any("NVML GPU 0" in e.what for e in restore._OPEN)
+    with pytest.raises(HardwareError, match="closed"):
+        b.read_sensors()
+    b.close()  # nothing left to undo
+    m.nvmlDeviceResetGpuLockedClocks.assert_called_once_with(HANDLE)
+    m.nvmlShutdown.assert_called_once_with()
+
+
 def test_finaliser_resets_when_not_closed():
     m = make_nvml()
     b = NvmlBackend(0, runner=FakeRunner(), lock_clocks=True, nvml=m)
@@ -267,6 +328,7 @@ def test_finaliser_resets_when_not_closed():
     gc.collect()
     m.nvmlDeviceResetGpuLockedClocks.assert_called_once_with(HANDLE)
     m.nvmlShutdown.assert_called_once_with()
+    assert not any("NVML GPU 0" in e.what for e in restore._OPEN)  # the finaliser left the registry too
 
 
 def test_flags_and_init_errors():

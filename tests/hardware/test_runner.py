@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from e4gym.dnn import load_model_profile
+from e4gym.dnn.work import Work
 from e4gym.errors import ConfigError, HardwareError
 from e4gym.hardware.runner import TorchRunner
-from e4gym.hardware.work import Work
 
 SIZE = 32  # small images keep the CPU runs fast; every block and head accepts them (adaptive pooling)
 

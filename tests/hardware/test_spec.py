@@ -100,3 +100,16 @@ def test_scientific_notation_reads_as_number(device_data, write_yaml) -> None:
     text = path.read_text().replace("static_w: 3.6", "static_w: 3.6e0")
     path.write_text(text)
     assert load_device(path).model.static_w == pytest.approx(3.6)
+
+
+def test_flat_index_of_a_tuple_and_of_arrays() -> None:
+    spec = load_device("xavier-nx")
+    assert spec.flat_index((0, 0, 0)) == 0
+    last = spec.flat_index((spec.n_cpu - 1, spec.n_gpu - 1, spec.n_emc - 1))
+    assert last == spec.n_cpu * spec.n_gpu * spec.n_emc - 1 and isinstance(last, int)
+    levels = np.random.default_rng(0).integers(0, spec.n_levels, size=(50, 3))
+    expected = np.ravel_multi_index(tuple(levels.T), spec.n_levels)
+    assert np.array_equal(spec.flat_index(levels), expected)
+    assert np.array_equal(spec.flat_index(np.asfortranarray(levels)), expected)
+    assert [spec.flat_index(tuple(int(v) for v in row)) for row in levels] == expected.tolist()
+    assert spec.flat_index(levels[0]) == expected[0]  # one (3,) array

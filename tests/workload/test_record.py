@@ -10,16 +10,16 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from e4gym.dnn import record as rec  # noqa: E402
-from e4gym.dnn.record import (  # noqa: E402
+from e4gym.errors import ConfigError  # noqa: E402
+from e4gym.workload import record as rec  # noqa: E402
+from e4gym.workload.base import COMPLEXITY_FEATURES  # noqa: E402
+from e4gym.workload.record import (  # noqa: E402
     add_record_parser,
     complexity_features,
     parse_labels,
     pooled_change,
     record_trace,
 )
-from e4gym.errors import ConfigError  # noqa: E402
-from e4gym.workload.base import COMPLEXITY_FEATURES  # noqa: E402
 from e4gym.workload.trace import TRACE_FORMAT, load_trace  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:no exits checkpoint:UserWarning")

@@ -1,0 +1,351 @@
+"""The registry of training algorithms ``e4gym train`` knows (``--algo``), and what a training run gives them.
+
+An algorithm is one :class:`AlgoSpec`: how it BUILDS a model from an env and hyper-parameters, how it TRAINS
+(the loop, with its callbacks, checkpoints, evaluation and TensorBoard), how it SAVES and LOADS a model (file
+name and format), which wrapper its env needs and which policy serves a trained model to the benchmark
+harness. :func:`agents.train.train` looks the name up and calls these; it never branches on the name.
+
+Adding an algorithm is one :func:`register_algo` call in its own module under ``agents/`` whose name starts with
+``algos_`` (found and imported on the first lookup)::
+
+    # agents/algos_mine.py
+    from agents.algos import AlgoSpec, register_algo
+    from agents.algos_sb3 import learn_with_callbacks
+
+    register_algo(AlgoSpec(
+        name="mine",
+        build=lambda env, hp, seed: MyModel(env, seed=seed, **hp),   # SB3's learn/predict/save/load surface
+        load=lambda path, env: MyModel.load(path, env=env),
+        train=learn_with_callbacks,                                  # or a loop of its own: (TrainRun) -> model
+        policy=lambda path, name, meta: MyPolicy(path, name=name),   # the harness's policy of a trained model
+    ))
+
+A module anywhere else (a test, a user's package) may register too, once it is imported. The hyper-parameters
+come from ``configs/agents/<name>.yaml`` (:func:`agents.train.load_agent_config`). Built in: the SB3 algorithms
+(:mod:`agents.algos_sb3`), zTT (:mod:`agents.algos_ztt`) and Ring-DVFS (:mod:`agents.algos_ring_dvfs`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from e4gym.errors import ConfigError, UnknownNameError
+from e4gym.io import atomic_write
+
+__all__ = [
+    "EVAL_SEED_OFFSET",
+    "PROVIDER_PREFIX",
+    "RUN_KEYS",
+    "STREAMS_FILE",
+    "TRAIN_SEED_OFFSET",
+    "AlgoSpec",
+    "StreamLog",
+    "TrainRun",
+    "algo_names",
+    "checkpoints",
+    "get_algo",
+    "make_env",
+    "register_algo",
+    "save_model",
+    "unregister_algo",
+    "wrap_env",
+]
+
+#: Keys of an agent config section that configure the run, not the algorithm (the rest go to ``build``).
+RUN_KEYS = ("n_timesteps", "env_kwargs", "wrapper", "eval_freq", "eval_episodes", "checkpoint_freq")
+#: Offset of the evaluation env's seed from the training seed (so the two never share a stream).
+EVAL_SEED_OFFSET = 10_000
+#: Offset of the training env's seed from the training seed: episodes seeded 0, 1, 2, ... (a benchmark's seeds)
+#: never start a training stream. Every stream an agent trains or is selected on is logged (:class:`StreamLog`).
+TRAIN_SEED_OFFSET = 1_000_000
+#: The run folder's log of the frame streams the agent trained and was evaluated on (one JSON key per line).
+STREAMS_FILE = "streams.jsonl"
+#: Prefix of the modules of this package that register algorithms (imported on the first lookup).
+PROVIDER_PREFIX = "algos_"
+
+
+# ---------------------------------------------------------------------------------------------- envs
+
+
+class StreamLog(gym.Wrapper):
+    """Offsets the seeds of ``reset`` by ``offset`` and appends every episode's stream key
+    (``env.unwrapped.stream_key()``) to ``path`` (JSON lines): the streams an agent trained on, which
+    :meth:`agents.train.TrainedPolicy.training_streams` gives the harness so it never scores the agent on one."""
+
+    def __init__(self, env: gym.Env, path: Path | None, offset: int = 0) -> None:
+        super().__init__(env)
+        self._path, self._offset = path, int(offset)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        """Reset with ``seed + offset`` and log the stream key."""
+        out = self.env.reset(seed=None if seed is None else seed + self._offset, options=options)
+        if self._path is not None:
+            key = getattr(self.env.unwrapped, "stream_key", None)
+            if callable(key):
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self._path, "a") as f:
+                    f.write(json.dumps(list(key())) + "\n")
+        return out
+
+
+def _level_grid(env: gym.Env, levels: int) -> dict[str, list[int]]:
+    """``levels`` evenly spaced values of each clock-level component (all values of the exit component)."""
+    base = env.unwrapped
+    nvec = env.action_space.nvec
+    return {name: sorted({round(float(v)) for v in np.linspace(0, int(n) - 1, levels)})
+            for name, n in zip(base.action_names, nvec) if name.endswith("_level")}
+
+
+def wrap_env(env: gym.Env, wrapper: Any) -> gym.Env:
+    """Apply the config's action ``wrapper`` (None, ``discrete``, ``{discrete: {levels: K}}``, ``continuous``).
+
+    Raises:
+        ConfigError: an unknown wrapper.
+    """
+    from e4gym.envs.wrappers import ContinuousActions, DiscreteActions
+
+    if wrapper is None:
+        return env
+    name, kw = (wrapper, {}) if isinstance(wrapper, str) else next(iter(dict(wrapper).items()), (None, {}))
+    if name == "discrete":
+        return DiscreteActions(env, _level_grid(env, int((kw or {}).get("levels", 3))))
+    if name == "continuous":
+        return ContinuousActions(env)
+    raise ConfigError(f"unknown wrapper {wrapper!r}; use discrete (optionally {{discrete: {{levels: K}}}}) or "
+                      "continuous")
+
+
+def make_env(algo: str | AlgoSpec, env_id: str, env_kwargs: Mapping[str, Any], wrapper: Any = None,
+             monitor: bool = True, streams: Path | None = None, seed_offset: int = 0) -> gym.Env:
+    """The env an agent trains on: the e4gym env, the algorithm's wrapper (:attr:`AlgoSpec.wrap_env`: the
+    config's action ``wrapper`` by default, zTT's state and reward for ``ztt``), :class:`EpisodeStats` and SB3's
+    ``Monitor`` (with the episode figures as info keywords). ``streams`` / ``seed_offset``: a
+    :class:`StreamLog` under everything (log file, seed offset). ``algo``: a registered name or a spec.
+
+    Raises:
+        UnknownNameError: ``algo`` is not registered.
+    """
+    from stable_baselines3.common.monitor import Monitor
+
+    from e4gym.envs.wrappers import EPISODE_STAT_KEYS, EpisodeStats
+
+    spec = algo if isinstance(algo, AlgoSpec) else get_algo(algo)
+    env = gym.make(env_id, **dict(env_kwargs))
+    if streams is not None or seed_offset:
+        env = StreamLog(env, streams, seed_offset)
+    env = EpisodeStats(spec.wrap_env(env, wrapper))
+    return Monitor(env, info_keywords=EPISODE_STAT_KEYS) if monitor else env
+
+
+# ---------------------------------------------------------------------------------------------- the spec
+
+
+def save_model(model: Any, path: Path) -> None:
+    """Write ``model`` to ``path`` atomically with its ``save(file)`` (SB3 models and SB3-like learners)."""
+    atomic_write(Path(path), lambda f: model.save(f))
+
+
+@dataclass(frozen=True)
+class AlgoSpec:
+    """What ``e4gym train`` needs to know of one training algorithm.
+
+    Attributes:
+        name: the ``--algo`` name (and of ``configs/agents/<name>.yaml``).
+        build: ``build(env, hyperparameters, seed) -> model``: a new model on the training env (from
+            :meth:`TrainRun.env`); ``hyperparameters`` are the config section's keys outside :data:`RUN_KEYS`
+            (``policy`` included, when the section has one).
+        load: ``load(path, env) -> model``: a model :attr:`save` wrote; ``env`` is the env to continue training
+            on (resume), ``None`` to serve it.
+        train: ``train(run) -> model``: the training loop of a :class:`TrainRun` (build or resume, learn with
+            callbacks, checkpoints, evaluation, TensorBoard); returns the trained model, which
+            :func:`agents.train.train` saves as :attr:`model_file`.
+        policy: ``policy(path, name, meta) -> Policy``: the benchmark harness's policy serving a model file,
+            with ``meta`` the run's ``train.json`` (env id, config wrapper, ...).
+        save: ``save(model, path)``: write a model (default :func:`save_model`: ``model.save`` into an atomic
+            write).
+        wrap_env: ``wrap_env(env, wrapper) -> env``: the wrapper the algorithm's model acts through, given the
+            config's ``wrapper`` entry (default :func:`wrap_env`, the config's action wrapper).
+        model_file: the final model's file name in the run folder; checkpoints share its suffix
+            (``checkpoints/ckpt_<steps>_steps<suffix>``).
+        summary: one line for listings.
+    """
+
+    name: str
+    build: Callable[[gym.Env, dict[str, Any], int], Any]
+    load: Callable[[Path, gym.Env | None], Any]
+    train: Callable[[TrainRun], Any]
+    policy: Callable[[Path, str, Mapping[str, Any]], Any]
+    save: Callable[[Any, Path], None] = save_model
+    wrap_env: Callable[[gym.Env, Any], gym.Env] = wrap_env
+    model_file: str = "model.zip"
+    summary: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", self.name):
+            raise ConfigError(f"an algorithm name is lower-case letters, digits, '-', '_' or '.', got {self.name!r}")
+        if not Path(self.model_file).suffix or Path(self.model_file).name != self.model_file:
+            raise ConfigError(f"{self.name}: model_file must be a file name with a suffix, got {self.model_file!r}")
+
+
+_REGISTRY: dict[str, AlgoSpec] = {}
+_providers_loaded = False
+
+
+def register_algo(spec: AlgoSpec, *, replace: bool = False) -> AlgoSpec:
+    """Make ``spec`` known to ``e4gym train`` under ``spec.name``; returns ``spec``.
+
+    Raises:
+        ConfigError: ``spec`` is not an :class:`AlgoSpec`, or the name is taken (and ``replace`` is false).
+    """
+    if not isinstance(spec, AlgoSpec):
+        raise ConfigError(f"register_algo takes an AlgoSpec, got {spec!r}")
+    old = _REGISTRY.get(spec.name)
+    if old is not None and old is not spec and not replace:
+        raise ConfigError(f"training algorithm {spec.name!r} is already registered; pick another name or pass "
+                          "replace=True")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister_algo(name: str) -> None:
+    """Forget the algorithm ``name`` (nothing happens when it is not registered)."""
+    _REGISTRY.pop(name, None)
+
+
+def _load_providers() -> None:
+    """Import this package's ``algos_*`` modules once (each registers its algorithms)."""
+    global _providers_loaded
+    if _providers_loaded:
+        return
+    _providers_loaded = True
+    package = importlib.import_module(__package__ or "agents")
+    for mod in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if mod.name.startswith(PROVIDER_PREFIX):
+            importlib.import_module(f"{package.__name__}.{mod.name}")
+
+
+def algo_names() -> tuple[str, ...]:
+    """The registered algorithm names, sorted."""
+    _load_providers()
+    return tuple(sorted(_REGISTRY))
+
+
+def get_algo(name: str) -> AlgoSpec:
+    """The :class:`AlgoSpec` registered as ``name``.
+
+    Raises:
+        UnknownNameError: no such algorithm (the message lists the registered ones).
+    """
+    _load_providers()
+    spec = _REGISTRY.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise UnknownNameError(f"unknown algorithm {name!r}; --algo takes {list(algo_names())}")
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------- a run
+
+
+_CKPT_RE = re.compile(r"^ckpt_(\d+)_steps(\.\w+)$")
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """One ``e4gym train`` run, as :attr:`AlgoSpec.train` gets it: what to train, where, and the run's helpers.
+
+    Attributes:
+        spec: the algorithm. out: the run folder. env_id / env_kwargs: the env (config's kwargs with the
+            command line's over them). section: the agent config section. total_steps: env steps in total.
+        seed: training seed. eval_freq / eval_episodes / checkpoint_freq: steps between evaluations, episodes
+            per evaluation, steps between checkpoints. progress: show a progress bar.
+        resume_from: the checkpoint to continue from (``None``: a new model).
+    """
+
+    spec: AlgoSpec
+    out: Path
+    env_id: str
+    env_kwargs: dict[str, Any]
+    section: dict[str, Any]
+    total_steps: int
+    seed: int
+    eval_freq: int
+    eval_episodes: int
+    checkpoint_freq: int
+    progress: bool = False
+    resume_from: Path | None = None
+
+    @property
+    def streams(self) -> Path:
+        """The run's :data:`STREAMS_FILE`."""
+        return self.out / STREAMS_FILE
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        """The config section's keys outside :data:`RUN_KEYS`: what :attr:`AlgoSpec.build` gets."""
+        return {k: v for k, v in self.section.items() if k not in RUN_KEYS}
+
+    def hparams(self) -> dict[str, Any]:
+        """The scalar hyper-parameters, the step count and the seed, for TensorBoard's HPARAMS tab."""
+        flat = {k: v for k, v in self.section.items() if isinstance(v, (int, float, str, bool)) and k != "env_kwargs"}
+        return {**flat, "n_timesteps": self.total_steps, "seed": self.seed}
+
+    def env(self, *, train: bool, wrapped: bool = True) -> gym.Env:
+        """A training env (``train``: seeds offset by :data:`TRAIN_SEED_OFFSET`) or an evaluation env, both
+        logging their streams. ``wrapped``: :func:`make_env`'s stack (the algorithm's wrapper, EpisodeStats,
+        Monitor); else the bare env under its :class:`StreamLog`."""
+        offset = TRAIN_SEED_OFFSET if train else 0
+        if not wrapped:
+            return StreamLog(gym.make(self.env_id, **self.env_kwargs), self.streams, offset)
+        return make_env(self.spec, self.env_id, self.env_kwargs, self.section.get("wrapper"),
+                        streams=self.streams, seed_offset=offset)
+
+    def checkpoint_path(self, steps: int) -> Path:
+        """``checkpoints/ckpt_<steps>_steps<suffix of the model file>``."""
+        return self.out / "checkpoints" / f"ckpt_{int(steps)}_steps{Path(self.spec.model_file).suffix}"
+
+    def save_checkpoint(self, model: Any, steps: int) -> Path:
+        """Write ``model`` as the checkpoint of ``steps`` (with :attr:`AlgoSpec.save`); returns its path."""
+        path = self.checkpoint_path(steps)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.spec.save(model, path)
+        return path
+
+    def load_checkpoint(self, env: gym.Env | None) -> Any:
+        """The model of :attr:`resume_from` (with :attr:`AlgoSpec.load`) on ``env``.
+
+        Raises:
+            ConfigError: no checkpoint to resume from, or one that cannot be read (names the file).
+        """
+        path = self.resume_from
+        if path is None:
+            raise ConfigError(f"{self.out}: nothing to resume from")
+        try:
+            return self.spec.load(path, env)
+        except Exception as exc:  # zip, pickle, torch and the loaders' own errors: not a usable checkpoint
+            raise ConfigError(f"checkpoint {path} is corrupt or not a {self.spec.name} model ({type(exc).__name__}: "
+                              f"{exc}); delete it to resume from an earlier one, or train again without --resume") \
+                from None
+
+    def logger(self) -> Any:
+        """An SB3 logger writing TensorBoard and CSV into ``out/tb``."""
+        from stable_baselines3.common.logger import configure
+
+        return configure(str(self.out / "tb"), ["tensorboard", "csv"])
+
+
+def checkpoints(out: Path, spec: AlgoSpec) -> list[tuple[int, Path]]:
+    """The checkpoints of ``spec``'s models in ``out/checkpoints``, ``(steps, path)`` by steps."""
+    suffix = Path(spec.model_file).suffix
+    found = [(int(m.group(1)), p) for p in (Path(out) / "checkpoints").glob("ckpt_*")
+             if (m := _CKPT_RE.match(p.name)) and m.group(2) == suffix]
+    return sorted(found)
