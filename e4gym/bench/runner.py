@@ -329,7 +329,8 @@ def run_benchmark(
 
     Args:
         config: a config path, a name under ``configs/experiments/``, a mapping, or a loaded :class:`Experiment`.
-        out: output folder (created). jobs: worker processes (default ``min(os.cpu_count(), tasks to run)``;
+        out: output folder (created). jobs: worker processes (default ``min(os.cpu_count(), tasks to run)``; 1
+            whenever a scenario runs on a real board: one owner per board;
             1 runs in this process). force: re-run tasks that already have a result.
         frames: override ``episode_frames`` (frames per episode) of every scenario.
         backend: ``{"backend": NAME, "backend_kwargs": {...}}`` for every scenario (real boards).
@@ -358,6 +359,12 @@ def run_benchmark(
     tasks = build_tasks(exp)
     pending = tasks if force else [t for t in tasks if _read_result(out, t) is None]
     n_jobs = min(jobs or os.cpu_count() or 1, len(pending))
+    if n_jobs > 1 and any(t.scenario.env_kwargs.get("backend", "emulated") != "emulated" for t in pending):
+        # One owner per board: real-board tasks take turns (two at once would clobber each other's settings).
+        if not quiet:
+            print(f"e4gym bench: real-board tasks run one at a time (--jobs {jobs or n_jobs} ignored)",
+                  file=sys.stderr)
+        n_jobs = 1
     out.mkdir(parents=True, exist_ok=True)
     failures = _run_pending(pending, out, n_jobs, quiet, exp.name) if pending else []
 

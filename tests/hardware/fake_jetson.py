@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from e4gym.hardware.lock import LOCK_FILE
 from e4gym.hardware.spec import load_device
 
 GOVERNORS_CPU = "interactive conservative ondemand userspace powersave performance schedutil"
@@ -143,14 +144,15 @@ class FakeBoard:
     def snapshot(self) -> dict[str, bytes]:
         """Every regular file of the tree (relative path → content) as a reader sees it; symlinks not followed.
 
-        Attributes the kernel computes when read are brought up to date first (:meth:`kernel_reads`).
+        Attributes the kernel computes when read are brought up to date first (:meth:`kernel_reads`). The board
+        lock (``run/e4gym-board.lock``, on a board in the ``/run`` tmpfs) is not board state and is left out.
         """
         self.kernel_reads()
         out: dict[str, bytes] = {}
         for folder, _dirs, files in os.walk(self.root):
             for name in files:
                 p = Path(folder) / name
-                if not p.is_symlink():
+                if not p.is_symlink() and p.relative_to(self.root) != LOCK_FILE:
                     out[str(p.relative_to(self.root))] = p.read_bytes()
         return out
 

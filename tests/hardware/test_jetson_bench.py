@@ -66,3 +66,29 @@ def test_a_missing_sysfs_root_fails_before_any_work(tmp_path, capsys) -> None:
     assert main(["bench", "--config", "quickstart", "--out", str(out), "--backend", "jetson", "--sysfs-root",
                  str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err and not out.exists()
+
+
+def test_bench_runs_real_board_tasks_one_at_a_time_and_restores_the_board(tmp_path, capsys) -> None:
+    # Finding 1 of the fault audit: with --jobs 2 two workers drove one board; the second recorded the first's
+    # settings as the originals and the run left 9 files changed. Now the tasks take turns on the board.
+    tree = tmp_path / "tree"
+    board = build_xavier_nx(tree)
+    before = board.snapshot()
+    config = tmp_path / "board.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "board", "env": {"episode_frames": 3},
+        "matrix": {"device": ["xavier-nx"], "model": ["efficientnet_b0"], "fps": [10]},
+        "seeds": [0, 1],
+        "policies": [{"name": "static", "label": "low", "args": {"cpu_level": 2, "gpu_level": 1, "exit": 0}}],
+    }))
+    with board.kernel():
+        rc = main(["bench", "--config", str(config), "--out", str(tmp_path / "out"), "--jobs", "2",
+                   "--backend", "jetson", "--sysfs-root", str(tree), "--runner-device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "real-board tasks run one at a time" in captured.err
+    assert len(json.loads((tmp_path / "out" / "results.json").read_text())["rows"]) == 2
+    after = board.snapshot()
+    changed = {k for k in before if before[k] != after.get(k) and "cur_freq" not in k and "in1_input" not in k
+               and "curr1_input" not in k}
+    assert not changed, sorted(changed)

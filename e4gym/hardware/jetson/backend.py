@@ -36,6 +36,7 @@ from e4gym.hardware.jetson.detect import detect_board
 from e4gym.hardware.jetson.layout import CpuPolicy, find_cpu_policies, find_readers, parse_ints
 from e4gym.hardware.jetson.paths import COMPATIBLE_FILES, CPU_DIR, MODEL_FILES
 from e4gym.hardware.jetson.power import SHARED_RAILS, canonical_rail_names, open_power
+from e4gym.hardware.lock import BoardLock
 from e4gym.hardware.monitor import PowerMonitor
 from e4gym.hardware.restore import register, unregister
 from e4gym.hardware.runner import WorkRunner
@@ -145,25 +146,31 @@ class JetsonBackend:
         self.thermal_limit_c = None if thermal_limit_c is None else float(thermal_limit_c)
         self.sample_period_s = float(sample_period_s)
         self.io = Sysfs(self.sysfs_root, read_only=self.read_only, dry_run=self.dry_run)
-        self._journal = Journal(self.io)
-        self._lock = self._journal.lock
-        self._closed = False
-        self._tripped: str | None = None
-        self._trip_event = threading.Event()
-        self._pending_stall = 0.0
-        self._warned_emc = False
+        # One owner per board (a backend that only reads, or only prints its writes, takes no lock).
+        self._board_lock = None if (self.read_only or self.dry_run) else BoardLock(self.sysfs_root)
+        try:
+            self._journal = Journal(self.io)
+            self._lock = self._journal.lock
+            self._closed = False
+            self._tripped: str | None = None
+            self._trip_event = threading.Event()
+            self._pending_stall = 0.0
+            self._warned_emc = False
 
-        self.board = detect_board(self.sysfs_root)
-        self.spec = self._resolve_spec(spec)
-        self.layout = find_readers(self.io, self.spec)
-        self._power = open_power(self.io, self.layout.rails, power_source, jtop_client, self.layout.notes)
-        self._jtop = jtop_client if jtop_client is not None else getattr(self._power, "client", None)
-        #: The board's labels of the rails every Measurement and SensorReading carries (``rails_w`` order).
-        self.rail_labels: tuple[str, ...] = tuple(self._power.labels)
-        #: The rails' names: canonical (``cpu``, ``gpu``, ``soc``) where a rail feeds one domain alone, the board's
-        #: label otherwise (:func:`canonical_rail_names`).
-        self.rail_names: tuple[str, ...] = canonical_rail_names(self.rail_labels)
-        self._t0 = time.monotonic()
+            self.board = detect_board(self.sysfs_root)
+            self.spec = self._resolve_spec(spec)
+            self.layout = find_readers(self.io, self.spec)
+            self._power = open_power(self.io, self.layout.rails, power_source, jtop_client, self.layout.notes)
+            self._jtop = jtop_client if jtop_client is not None else getattr(self._power, "client", None)
+            #: The board's labels of the rails every Measurement and SensorReading carries (``rails_w`` order).
+            self.rail_labels: tuple[str, ...] = tuple(self._power.labels)
+            #: The rails' names: canonical (``cpu``, ``gpu``, ``soc``) where a rail feeds one domain alone, the board's
+            #: label otherwise (:func:`canonical_rail_names`).
+            self.rail_names: tuple[str, ...] = canonical_rail_names(self.rail_labels)
+            self._t0 = time.monotonic()
+        except BaseException:
+            self._release_board()
+            raise
         self._restorer = register(self._shutdown, f"the Jetson board's clocks and governors ({self.sysfs_root})")
         try:
             #: Who sets each domain's clock: ``"userspace"`` (:meth:`apply`), or the governor running it.
@@ -676,10 +683,16 @@ class JetsonBackend:
             failures = self._journal.restore()
             self.io.sealed = True
         unregister(self._restorer)
+        self._release_board()
         power = getattr(self, "_power", None)
         if power is not None:
             power.close()
         return failures
+
+    def _release_board(self) -> None:
+        lock = getattr(self, "_board_lock", None)
+        if lock is not None:
+            lock.release()
 
     def close(self) -> None:
         """Restore every governor, clock range, setspeed, EMC override and online state it changed (idempotent).

@@ -1,0 +1,63 @@
+"""One owner per board: an exclusive lock a real backend holds on its board for its whole life.
+
+Two controllers on one board clobber each other: the second records the first one's settings as the board's
+originals (and restores those), and every measurement of both is wrong. A backend that writes to a board takes
+:class:`BoardLock` first: ``flock`` on ``<root>/run/e4gym-board.lock`` (``/run/e4gym-board.lock`` on a board;
+inside the tree for a fake one), with the owner's pid written in it for the error message. The kernel drops
+the lock when the owner's file descriptor closes, so a crashed or SIGKILLed owner never leaves the board
+locked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from e4gym.errors import HardwareError
+
+#: Where the lock file lives, relative to the board's root.
+LOCK_FILE = Path("run") / "e4gym-board.lock"
+
+
+class BoardLock:
+    """An exclusive, non-blocking lock on the board at ``root`` (its ``/``), held until :meth:`release`.
+
+    Raises:
+        HardwareError: another process (or another backend of this process) holds it: names the owner's pid;
+            or the lock file cannot be created (names the path and the fix).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.path = Path(root) / LOCK_FILE
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise HardwareError(f"cannot create the board lock {self.path} ({exc.strerror}); run as root, or open "
+                                "the backend with read_only=True to only read the board") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            self._fd = None
+            raise HardwareError(
+                f"the board at {Path(root)} is in use by process {owner} (lock {self.path}); one controller per "
+                "board: wait for that process to end or stop it (two would clobber each other's settings)"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    @property
+    def held(self) -> bool:
+        """Whether this object still holds the lock."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Give the board up (idempotent)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
