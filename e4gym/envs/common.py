@@ -115,6 +115,14 @@ def _workload(workload: object, profile: ModelProfile) -> tuple[object, float | 
         trace = load_trace(workload)
         workload = trace
     if isinstance(workload, (Trace, FrameSource)):
+        # A trace names the model it was recorded with: its exits' correctness and confidences are that
+        # network's, whatever the exit count says.
+        trace = workload if isinstance(workload, Trace) else getattr(workload, "trace", None)
+        if isinstance(trace, Trace) and trace.model != profile.name:
+            raise ConfigError(
+                f"the trace was recorded with model '{trace.model}' but the env runs '{profile.name}'; pass "
+                f"model='{trace.model}', or record a trace with e4gym record --model {profile.name}"
+            )
         n = workload.n_exits
         if n != profile.n_exits:
             raise ConfigError(

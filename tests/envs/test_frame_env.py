@@ -16,7 +16,7 @@ import e4gym
 from e4gym.envs import INFO_KEYS, EarlyExitDVFSEnv
 from e4gym.errors import ConfigError, SettingError, UnknownNameError
 from e4gym.hardware import available_devices
-from e4gym.workload.trace import save_trace
+from e4gym.workload.trace import TraceSource, save_trace
 
 ENV_ID = "e4gym/EarlyExitDVFS-v1"
 
@@ -199,8 +199,12 @@ def test_trace_workload(tmp_path) -> None:
     start = env.source.first_row
     infos = [env.step(np.array([2, 10, 10]))[4] for _ in range(t)]
     assert [i["correct"] for i in infos] == [bool(correct[(start + k) % t, 2]) for k in range(t)]
-    with pytest.raises(ConfigError, match="exits but model 'resnet18' has 4"):
-        EarlyExitDVFSEnv(workload=str(path), model="resnet18")
+    # Finding 6 of the fault audit: a trace of another model with as many exits was accepted. It names its model.
+    for other in ("mobilenet_v2", "resnet18"):
+        with pytest.raises(ConfigError, match=f"recorded with model 'efficientnet_b0' but the env runs '{other}'"):
+            EarlyExitDVFSEnv(workload=str(path), model=other)
+        with pytest.raises(ConfigError, match="recorded with model 'efficientnet_b0'"):
+            EarlyExitDVFSEnv(workload=TraceSource(str(path)), model=other)
     with pytest.raises(ConfigError, match="contradicts the workload's frame rate"):
         EarlyExitDVFSEnv(workload=str(path), fps=30)
 
