@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -204,7 +205,7 @@ def _noise_block(c: _Consts, keys: np.ndarray, counters: np.ndarray, runs: int) 
     return (1.0 + c.noise_latency * z_lat).reshape(at.shape), (1.0 + c.noise_power * z_pow).reshape(at.shape)
 
 
-class _Boards:
+class _Boards(ABC):
     """The state update of emulated boards, written once over ``_ops`` (see the module docstring).
 
     A subclass sets ``_ops``, ``_st`` (the state: scalars, or arrays of shape ``(N,)``, with the same attribute
@@ -225,8 +226,10 @@ class _Boards:
     power: PowerTable
     _tables: dict
 
+    @abstractmethod
     def _noise(self) -> tuple[Any, Any]:
-        raise NotImplementedError
+        """The next run's latency and power noise factors: each board class draws them its own way (the scalar
+        board from its block of the counter-based stream, the batched one for every board at once)."""
 
     def table(self, work: Work, batch: int = 1) -> CostTable:
         """The :class:`CostTable` of ``work`` at ``batch`` on this board (cached by ``work.key``)."""
