@@ -40,21 +40,28 @@ import gymnasium as gym
 import numpy as np
 
 from e4gym.errors import ConfigError, UnknownNameError
-from e4gym.io import atomic_write
+from e4gym.io import atomic_write, write_json
 
 __all__ = [
     "EVAL_SEED_OFFSET",
     "PROVIDER_PREFIX",
+    "RECORD_SUFFIX",
     "RUN_KEYS",
     "STREAMS_FILE",
     "TRAIN_SEED_OFFSET",
     "AlgoSpec",
+    "CheckpointMismatchError",
+    "HyperparameterError",
     "StreamLog",
     "TrainRun",
     "algo_names",
+    "check_spaces",
+    "checkpoint_record",
     "checkpoints",
     "get_algo",
+    "hyperparameter_changes",
     "make_env",
+    "record_path",
     "register_algo",
     "save_model",
     "unregister_algo",
@@ -72,6 +79,39 @@ TRAIN_SEED_OFFSET = 1_000_000
 STREAMS_FILE = "streams.jsonl"
 #: Prefix of the modules of this package that register algorithms (imported on the first lookup).
 PROVIDER_PREFIX = "algos_"
+#: Suffix of a checkpoint's record (``ckpt_<steps>_steps.meta.json``: env, hyper-parameters, overrides).
+RECORD_SUFFIX = ".meta.json"
+
+
+class CheckpointMismatchError(ConfigError):
+    """A readable checkpoint (or replay buffer) made for another env than the run's: its observation or action
+    space is not the env's (e.g. after ``device`` changed in the env kwargs). Raised by :attr:`AlgoSpec.load`;
+    :meth:`TrainRun.load_checkpoint` passes it on rather than calling the checkpoint corrupt."""
+
+
+class HyperparameterError(ConfigError):
+    """Hyper-parameters an algorithm cannot apply to a checkpoint (``--override-hyperparams`` of a key that
+    shapes its networks or tables, or an unknown key). Raised by :attr:`AlgoSpec.load_override`."""
+
+
+def check_spaces(path: Path, observation_space: gym.Space, action_space: gym.Space, env: Any,
+                 what: str = "checkpoint") -> None:
+    """Check that ``env`` (an env, or a model, with ``observation_space`` and ``action_space``; ``None``: nothing
+    to check) has the spaces the saved ``what`` at ``path`` was made for.
+
+    Raises:
+        CheckpointMismatchError: another observation or action space (one line naming the file and both spaces).
+    """
+    if env is None:
+        return
+    diffs = [" ".join(f"its {name} space is {saved} but this run's env has {have}".split())  # one line
+             for name, saved, have in (("action", action_space, env.action_space),
+                                       ("observation", observation_space, env.observation_space))
+             if saved != have]
+    if diffs:
+        raise CheckpointMismatchError(
+            f"{what} {path} was made for another env: {'; '.join(diffs)} (env kwargs such as device change the "
+            "spaces); resume with the env kwargs it was trained with, or train anew into another --out")
 
 
 # ---------------------------------------------------------------------------------------------- envs
@@ -165,7 +205,8 @@ class AlgoSpec:
             :meth:`TrainRun.env`); ``hyperparameters`` are the config section's keys outside :data:`RUN_KEYS`
             (``policy`` included, when the section has one).
         load: ``load(path, env) -> model``: a model :attr:`save` wrote; ``env`` is the env to continue training
-            on (resume), ``None`` to serve it.
+            on (resume), ``None`` to serve it. Raises :class:`CheckpointMismatchError` (:func:`check_spaces`)
+            for a model made for other spaces than ``env``'s; any other exception means an unreadable file.
         train: ``train(run) -> model``: the training loop of a :class:`TrainRun` (build or resume, learn with
             callbacks, checkpoints, evaluation, TensorBoard); returns the trained model, which
             :func:`agents.train.train` saves as :attr:`model_file`.
@@ -175,6 +216,11 @@ class AlgoSpec:
             write).
         wrap_env: ``wrap_env(env, wrapper) -> env``: the wrapper the algorithm's model acts through, given the
             config's ``wrapper`` entry (default :func:`wrap_env`, the config's action wrapper).
+        load_override: ``load_override(path, env, hyperparameters, changed) -> model``: load a checkpoint as
+            :attr:`load` does and apply new ``hyperparameters`` (all of the config's, as :attr:`build` gets
+            them) to it, of which the keys ``changed`` differ from the checkpoint's (``--override-hyperparams``;
+            a key no longer in ``hyperparameters`` goes back to its default). Raises :class:`HyperparameterError`
+            for one it cannot change (e.g. a network's shape). ``None``: the algorithm cannot change them on resume.
         model_file: the final model's file name in the run folder; checkpoints share its suffix
             (``checkpoints/ckpt_<steps>_steps<suffix>``).
         summary: one line for listings.
@@ -187,6 +233,7 @@ class AlgoSpec:
     policy: Callable[[Path, str, Mapping[str, Any]], Any]
     save: Callable[[Any, Path], None] = save_model
     wrap_env: Callable[[gym.Env, Any], gym.Env] = wrap_env
+    load_override: Callable[[Path, gym.Env | None, dict[str, Any], frozenset[str]], Any] | None = None
     model_file: str = "model.zip"
     summary: str = field(default="", compare=False)
 
@@ -269,6 +316,11 @@ class TrainRun:
         seed: training seed. eval_freq / eval_episodes / checkpoint_freq: steps between evaluations, episodes
             per evaluation, steps between checkpoints. progress: show a progress bar.
         resume_from: the checkpoint to continue from (``None``: a new model).
+        override: the hyper-parameters (keys of :attr:`hyperparameters`, or keys dropped from them) that differ
+            from the checkpoint's and are applied to the resumed model (``--override-hyperparams``, through
+            :attr:`AlgoSpec.load_override`); empty: the checkpoint's are kept.
+        overrides: the run's history of such changes, ``{"steps", "changed": {key: [old, new]}}`` each, the
+            resume's own included; written into every checkpoint's record and ``train.json``.
     """
 
     spec: AlgoSpec
@@ -283,6 +335,8 @@ class TrainRun:
     checkpoint_freq: int
     progress: bool = False
     resume_from: Path | None = None
+    override: frozenset[str] = frozenset()
+    overrides: tuple[dict[str, Any], ...] = ()
 
     @property
     def streams(self) -> Path:
@@ -313,34 +367,154 @@ class TrainRun:
         """``checkpoints/ckpt_<steps>_steps<suffix of the model file>``."""
         return self.out / "checkpoints" / f"ckpt_{int(steps)}_steps{Path(self.spec.model_file).suffix}"
 
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint of this run was made with: algorithm, env, wrapper, hyper-parameters in effect, the
+        history of their overrides and the episodes per evaluation (the checkpoint's record,
+        :func:`checkpoint_record`)."""
+        return {"algo": self.spec.name, "env_id": self.env_id, "env_kwargs": _jsonable(self.env_kwargs),
+                "wrapper": _jsonable(self.section.get("wrapper")), "hyperparameters": _jsonable(self.hyperparameters),
+                "overrides": list(self.overrides), "eval_episodes": self.eval_episodes}
+
     def save_checkpoint(self, model: Any, steps: int) -> Path:
-        """Write ``model`` as the checkpoint of ``steps`` (with :attr:`AlgoSpec.save`); returns its path."""
+        """Write ``model`` as the checkpoint of ``steps`` (with :attr:`AlgoSpec.save`, atomic) after its record
+        (``ckpt_<steps>_steps.meta.json``, atomic); returns the model's path. Files an algorithm keeps beside a
+        checkpoint (a replay buffer) are written before this, so a checkpoint is listed only once complete."""
         path = self.checkpoint_path(steps)
         path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(record_path(path), {"steps": int(steps), **self.record()})
         self.spec.save(model, path)
         return path
 
     def load_checkpoint(self, env: gym.Env | None) -> Any:
-        """The model of :attr:`resume_from` (with :attr:`AlgoSpec.load`) on ``env``.
+        """The model of :attr:`resume_from` on ``env``: with :attr:`AlgoSpec.load`, or with
+        :attr:`AlgoSpec.load_override` when :attr:`override` names hyper-parameters to change.
 
         Raises:
-            ConfigError: no checkpoint to resume from, or one that cannot be read (names the file).
+            CheckpointMismatchError: a checkpoint made for another env (its observation or action space).
+            ConfigError: no checkpoint to resume from, one that cannot be read (corrupt or truncated; names the
+                file, the cause and the fix), or hyper-parameters the algorithm cannot change.
         """
         path = self.resume_from
         if path is None:
             raise ConfigError(f"{self.out}: nothing to resume from")
+        if self.override and self.spec.load_override is None:
+            raise HyperparameterError(f"--override-hyperparams: {self.spec.name} cannot change the hyper-parameters "
+                                      f"of a checkpoint ({sorted(self.override)}); resume with the checkpoint's "
+                                      "config, or train anew into another --out")
         try:
+            if self.override and self.spec.load_override is not None:
+                return self.spec.load_override(path, env, self.hyperparameters, self.override)
             return self.spec.load(path, env)
+        except CheckpointMismatchError as exc:
+            raise CheckpointMismatchError(f"{exc}{_kwargs_note(path, self.env_kwargs)}") from None
+        except HyperparameterError:
+            raise
         except Exception as exc:  # zip, pickle, torch and the loaders' own errors: not a usable checkpoint
-            raise ConfigError(f"checkpoint {path} is corrupt or not a {self.spec.name} model ({type(exc).__name__}: "
-                              f"{exc}); delete it to resume from an earlier one, or train again without --resume") \
-                from None
+            raise _corrupt(path, self.spec.name, exc) from None
 
     def logger(self) -> Any:
-        """An SB3 logger writing TensorBoard and CSV into ``out/tb``."""
-        from stable_baselines3.common.logger import configure
+        """An SB3 logger writing TensorBoard and CSV into ``out/tb``. A resumed run appends to ``progress.csv``
+        (and adds TensorBoard event files); a new run starts both afresh."""
+        from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
 
-        return configure(str(self.out / "tb"), ["tensorboard", "csv"])
+        folder = self.out / "tb"
+        folder.mkdir(parents=True, exist_ok=True)
+        csv_file = folder / "progress.csv"
+        csv_out = _AppendingCSV(csv_file) if self.resume_from is not None else CSVOutputFormat(str(csv_file))
+        return Logger(str(folder), [TensorBoardOutputFormat(str(folder)), csv_out])
+
+
+def _corrupt(path: Path, algo: str, exc: BaseException) -> ConfigError:
+    """The one-line error of a checkpoint that cannot be read."""
+    cause = " ".join(str(exc).split())
+    return ConfigError(f"checkpoint {path} is corrupt or not a {algo} model (unreadable or truncated: "
+                       f"{type(exc).__name__}: {cause}); delete it to resume from an older checkpoint, or train anew "
+                       "without --resume")
+
+
+def _kwargs_note(path: Path, env_kwargs: Mapping[str, Any]) -> str:
+    """`` (it was trained with device='xavier-nx'; this run has device='orin-nano')`` when the checkpoint's
+    record shows other env kwargs than the run's; empty otherwise."""
+    try:
+        record = checkpoint_record(path)
+    except ConfigError:
+        return ""
+    if not record:
+        return ""
+    saved, have = dict(record.get("env_kwargs") or {}), _jsonable(dict(env_kwargs))
+    keys = sorted(k for k in set(saved) | set(have) if saved.get(k) != have.get(k))
+    if not keys:
+        return ""
+    return (f" (it was trained with {', '.join(f'{k}={saved.get(k)!r}' for k in keys)}; this run has "
+            f"{', '.join(f'{k}={have.get(k)!r}' for k in keys)})")
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples become lists, unknown objects their ``str``), for comparisons."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def record_path(checkpoint: Path) -> Path:
+    """``ckpt_<steps>_steps.meta.json`` beside the checkpoint ``ckpt_<steps>_steps<suffix>``."""
+    return checkpoint.with_name(checkpoint.stem + RECORD_SUFFIX)
+
+
+def checkpoint_record(checkpoint: Path) -> dict[str, Any] | None:
+    """The record :meth:`TrainRun.save_checkpoint` wrote beside ``checkpoint`` (its env, hyper-parameters and
+    overrides); ``None`` for a checkpoint without one (written before e4gym kept them).
+
+    Raises:
+        ConfigError: a record that is not readable JSON (names the file; corrupt or truncated).
+    """
+    path = record_path(Path(checkpoint))
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"checkpoint record {path} is corrupt or truncated ({type(exc).__name__}: {exc}); delete "
+                          f"it with its checkpoint {Path(checkpoint).name} to resume from an older one, or train "
+                          "anew without --resume") from None
+    return data
+
+
+def hyperparameter_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The hyper-parameters that differ between a checkpoint's record (``saved``) and the config (``new``):
+    ``{key: [saved value, new value]}`` (``None`` for a key one side lacks), keys sorted."""
+    a, b = _jsonable(dict(saved)), _jsonable(dict(new))
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k, _MISSING) != b.get(k, _MISSING)}
+
+
+_MISSING = object()
+
+
+def _AppendingCSV(path: Path) -> Any:
+    """SB3's CSV writer continuing an existing ``progress.csv`` (its columns, then new rows after its last);
+    SB3's own starts the file afresh. A file without a header is started afresh."""
+    import csv
+
+    from stable_baselines3.common.logger import CSVOutputFormat
+
+    class AppendingCSV(CSVOutputFormat):
+        def __init__(self, filename: str) -> None:
+            file = Path(filename)
+            header = ""
+            if file.is_file():
+                with open(file) as f:
+                    header = f.readline()
+            if not header.strip():
+                super().__init__(filename)
+                return
+            self.file = open(file, "r+")  # SB3's writer keeps it open and closes it
+            self.keys = next(csv.reader([header]))
+            self.separator, self.quotechar = ",", '"'
+            self.file.seek(0, 2)
+            if self.file.tell() and not file.read_bytes().endswith(b"\n"):
+                self.file.write("\n")  # a row cut short by an interruption stays one row
+
+    return AppendingCSV(str(path))
 
 
 def checkpoints(out: Path, spec: AlgoSpec) -> list[tuple[int, Path]]:

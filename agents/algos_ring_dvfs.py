@@ -3,7 +3,9 @@ frame env, with its own loop (:func:`train_ring_dvfs`), saved as ``model.npz``, 
 :class:`~baselines.ring_dvfs.RingDVFSPolicy`.
 
 The config's keys outside the run's (``configs/agents/ring-dvfs.yaml``) are fields of
-:class:`~baselines.ring_dvfs.RingDVFSConfig`, which they override.
+:class:`~baselines.ring_dvfs.RingDVFSConfig`, which they override. A resumed agent takes new ones
+(``--override-hyperparams``) except those that shape its Q-table (``n_levels`` and the bin edges), and refuses an
+env of another device (:class:`~agents.algos.CheckpointMismatchError`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.algos import EVAL_SEED_OFFSET, AlgoSpec, TrainRun, register_algo
+from agents.algos import (
+    EVAL_SEED_OFFSET,
+    AlgoSpec,
+    CheckpointMismatchError,
+    HyperparameterError,
+    TrainRun,
+    register_algo,
+)
+from e4gym.errors import ConfigError
 
 #: Ring-DVFS callback figures of the last frame alone (not logged: the episode figures are).
 _RING_FRAME_KEYS = ("reward", "level", "energy_j", "missed", "reliability")
@@ -29,10 +39,46 @@ def _build(env: gym.Env, hyperparameters: dict[str, Any], seed: int) -> Any:
     return RingDVFSAgent(RingDVFSConfig(**hyperparameters), seed=seed)
 
 
+#: RingDVFSConfig fields that shape the Q-table (states × levels): a checkpoint keeps them.
+_RING_FIXED = ("n_levels", "load_edges", "slack_edges", "temp_edges")
+
+
+def _bound(agent: Any, path: Path, env: gym.Env | None) -> Any:
+    """``agent`` (read from ``path``) checked against ``env``: the device, level ranges and exits it was trained
+    for (:meth:`~baselines.ring_dvfs.RingDVFSAgent.bind`)."""
+    if env is not None:
+        base = env.unwrapped
+        try:
+            agent.bind(base.setup, tuple(base.obs_names))
+        except ConfigError as exc:
+            raise CheckpointMismatchError(f"checkpoint {path} was made for another env: {exc}") from None
+    return agent
+
+
 def _load(path: Path, env: gym.Env | None) -> Any:
     from baselines.ring_dvfs import RingDVFSAgent
 
-    return RingDVFSAgent.load(path)
+    return _bound(RingDVFSAgent.load(path), path, env)
+
+
+def _load_override(path: Path, env: gym.Env | None, hyperparameters: dict[str, Any],
+                   changed: frozenset[str]) -> Any:
+    """A checkpoint with a new :class:`~baselines.ring_dvfs.RingDVFSConfig` (defaults with the config's over
+    them): learning rate, discount, ε schedule, reward weights, fault model."""
+    from baselines.ring_dvfs import RingDVFSAgent, RingDVFSConfig
+
+    agent = RingDVFSAgent.load(path)
+    try:
+        new = RingDVFSConfig(**hyperparameters)
+    except (ConfigError, TypeError) as exc:
+        raise HyperparameterError(f"--override-hyperparams: {exc}") from None
+    fixed = sorted(k for k in _RING_FIXED if getattr(new, k) != getattr(agent.config, k))
+    if fixed:
+        raise HyperparameterError(f"--override-hyperparams cannot change {fixed} of checkpoint {path}: they shape "
+                                  "the Q-table; resume with the checkpoint's values, or train anew into another "
+                                  "--out")
+    agent.config = new  # before the first bind, which builds the agent's tables from it
+    return _bound(agent, path, env)
 
 
 def _save(agent: Any, path: Path) -> None:
@@ -91,5 +137,5 @@ def train_ring_dvfs(run: TrainRun) -> Any:
 
 
 register_algo(AlgoSpec(name="ring-dvfs", build=_build, load=_load, train=train_ring_dvfs, policy=_policy,
-                       save=_save, model_file="model.npz",
+                       save=_save, load_override=_load_override, model_file="model.npz",
                        summary="Ring-DVFS tabular Q-learning (Yeganeh-Khaksar et al., 2020)"))

@@ -4,11 +4,20 @@ model with SB3's surface (:func:`learn_with_callbacks`, which zTT's learner uses
 A run of :func:`learn_with_callbacks` writes into the run folder: ``tb/`` (SB3's own scalars, the episode figures
 of :class:`~e4gym.envs.wrappers.EpisodeStats` under ``e4gym/...``, evaluation under ``eval/...`` and the
 hyper-parameters), ``checkpoints/`` (every ``checkpoint_freq`` steps, with the replay buffer of off-policy
-algorithms) and ``eval/`` (evaluation episodes on a separately seeded env; ``best_model.zip``).
+algorithms) and ``eval/`` (evaluation episodes on a separately seeded env: ``evaluations.npz`` and the best model
+so far, ``best_model.zip``). Every file is written atomically (temporary file, then ``os.replace``).
+
+Resuming (:attr:`TrainRun.resume_from`) restores the model, its replay buffer and the evaluation history:
+``eval/evaluations.npz`` keeps its earlier evaluations and gets the new ones appended, and ``best_model.zip`` is
+replaced only by a model that scores better than the best evaluation so far. A checkpoint or replay buffer made
+for another env (another observation or action space) raises :class:`~agents.algos.CheckpointMismatchError`,
+one that cannot be read a ConfigError naming the file.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,16 +26,38 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.algos import EVAL_SEED_OFFSET, AlgoSpec, TrainRun, get_algo, register_algo
+from agents.algos import (
+    EVAL_SEED_OFFSET,
+    AlgoSpec,
+    HyperparameterError,
+    TrainRun,
+    check_spaces,
+    get_algo,
+    register_algo,
+    save_model,
+)
 from e4gym.errors import ConfigError
+from e4gym.io import atomic_path
 
-__all__ = ["SB3_ALGOS", "SB3ModelPolicy", "learn_with_callbacks", "sb3_algo"]
+__all__ = ["BEST_MODEL_FILE", "EVALUATIONS_FILE", "SB3_ALGOS", "SB3ModelPolicy", "learn_with_callbacks",
+           "replay_buffer_path", "sb3_algo"]
 
 #: ``--algo`` name -> stable-baselines3 class name of the SB3 algorithms registered here.
 SB3_ALGOS: dict[str, str] = {"ppo": "PPO", "a2c": "A2C", "dqn": "DQN", "sac": "SAC", "td3": "TD3"}
+#: The evaluation history in ``out/eval`` (SB3's EvalCallback's format: ``timesteps``, ``results``,
+#: ``ep_lengths``, optionally ``successes``).
+EVALUATIONS_FILE = "evaluations.npz"
+#: The best model of the evaluations so far, in ``out/eval``.
+BEST_MODEL_FILE = "best_model.zip"
+#: Folder in ``out/eval`` where SB3 writes the evaluation history before it is moved into place.
+_STAGING = ".staging"
+#: Constructor arguments of an SB3 algorithm that are not hyper-parameters of the config.
+_NOT_HYPERPARAMETERS = ("self", "env", "seed", "device", "verbose", "tensorboard_log", "_init_setup_model")
+#: SB3 hyper-parameters that shape the networks: a checkpoint keeps them.
+_SB3_FIXED = ("policy", "policy_kwargs")
 
 
-def _replay_buffer_path(checkpoint: Path) -> Path:
+def replay_buffer_path(checkpoint: Path) -> Path:
     """``ckpt_replay_buffer_<steps>_steps.pkl`` beside ``ckpt_<steps>_steps.zip``."""
     return checkpoint.with_name(checkpoint.stem.replace("ckpt_", "ckpt_replay_buffer_") + ".pkl")
 
@@ -35,33 +66,42 @@ def learn_with_callbacks(run: TrainRun) -> Any:
     """Train a model with SB3's surface (``learn(n, callback=...)``, ``set_logger``, ``save``) for ``run``.
 
     Builds the model on :meth:`TrainRun.env` (or loads :attr:`TrainRun.resume_from`, with the replay buffer
-    saved beside it), logs to ``out/tb`` and learns up to ``run.total_steps`` env steps with the callbacks:
-    the EpisodeStats figures, ``e4gym/episode_reward``, the hyper-parameters, SB3's ``EvalCallback`` on an
-    env seeded ``seed + EVAL_SEED_OFFSET`` (``eval/``), checkpoints, and a progress bar. Returns the model.
+    saved beside it and the evaluation history of ``out/eval``), logs to ``out/tb`` and learns up to
+    ``run.total_steps`` env steps with the callbacks: the EpisodeStats figures, ``e4gym/episode_reward``, the
+    hyper-parameters, SB3's ``EvalCallback`` on an env seeded ``seed + EVAL_SEED_OFFSET`` (``eval/``),
+    checkpoints, and a progress bar. Returns the model.
+
+    Raises:
+        ConfigError: a checkpoint, replay buffer or evaluation history that cannot be read (names the file), or
+            a history of evaluations over another number of episodes than ``run.eval_episodes``.
+        CheckpointMismatchError: a checkpoint or replay buffer made for another env.
     """
-    from stable_baselines3.common.callbacks import CallbackList, EvalCallback
+    from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.logger import HParam
 
     from e4gym.envs.callbacks import EpisodeStatsCallback
 
+    eval_dir = run.out / "eval"
+    history = _read_evaluations(eval_dir / EVALUATIONS_FILE, run.eval_episodes) \
+        if run.resume_from is not None else None
     env = run.env(train=True)
+    try:
+        if run.resume_from is not None:
+            model = run.load_checkpoint(env)
+            _load_replay_buffer(model, run.resume_from)
+        else:
+            model = run.spec.build(env, run.hyperparameters, run.seed)
+    except BaseException:
+        env.close()
+        raise
     eval_env = run.env(train=False)
     eval_env.reset(seed=run.seed + EVAL_SEED_OFFSET)
-    if run.resume_from is not None:
-        model = run.load_checkpoint(env)
-        buffer = _replay_buffer_path(run.resume_from)
-        if hasattr(model, "replay_buffer") and buffer.exists():
-            model.load_replay_buffer(buffer)
-    else:
-        model = run.spec.build(env, run.hyperparameters, run.seed)
     model.set_logger(run.logger())
     callbacks: list[Any] = [
         EpisodeStatsCallback(),
         _EpisodeReward(),
         _HParamCallback(HParam, run.hparams()),
-        EvalCallback(eval_env, n_eval_episodes=run.eval_episodes, eval_freq=run.eval_freq,
-                     best_model_save_path=str(run.out / "eval"), log_path=str(run.out / "eval"), deterministic=True,
-                     verbose=0),
+        _evaluation(run, eval_env, history),
         _Checkpoint(run),
     ]
     if run.progress:
@@ -71,7 +111,102 @@ def learn_with_callbacks(run: TrainRun) -> Any:
         model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=False, log_interval=1)
     env.close()
     eval_env.close()
+    staging = eval_dir / _STAGING
+    if staging.is_dir() and not any(staging.iterdir()):
+        staging.rmdir()
     return model
+
+
+def _load_replay_buffer(model: Any, checkpoint: Path) -> None:
+    """Restore the replay buffer saved beside ``checkpoint`` into ``model`` (nothing for a model without one, or
+    when no buffer was saved).
+
+    Raises:
+        ConfigError: the buffer cannot be read (corrupt or truncated; names the file and the fix).
+        CheckpointMismatchError: a buffer of another observation or action space than the model's.
+    """
+    buffer = replay_buffer_path(checkpoint)
+    if getattr(model, "replay_buffer", None) is None or not buffer.exists():
+        return
+    try:
+        model.load_replay_buffer(buffer)
+    except Exception as exc:  # pickle, EOF, assertion and the learners' own errors: not a usable buffer
+        cause = " ".join(str(exc).split())
+        raise ConfigError(f"replay buffer {buffer} is corrupt or truncated ({type(exc).__name__}: {cause}); delete "
+                          f"it to resume {checkpoint.name} with an empty buffer, delete both to resume from an "
+                          "older checkpoint, or train anew without --resume") from None
+    rb = model.replay_buffer
+    if getattr(rb, "observation_space", None) is not None and getattr(rb, "action_space", None) is not None:
+        check_spaces(buffer, rb.observation_space, rb.action_space, model, what="replay buffer")
+
+
+def _read_evaluations(path: Path, episodes: int) -> dict[str, list] | None:
+    """The evaluation history a resumed run continues (``None`` when there is none).
+
+    Raises:
+        ConfigError: an unreadable file (names it; corrupt or truncated), or evaluations over another number of
+            episodes than ``episodes`` (names both).
+    """
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            history = {k: np.asarray(data[k]).tolist() for k in data.files}
+        n = len(history["timesteps"])
+        if len(history["results"]) != n or len(history["ep_lengths"]) != n:
+            raise ValueError(f"{n} timesteps but {len(history['results'])} results")
+    except Exception as exc:  # zip, npy and key errors
+        cause = " ".join(str(exc).split())
+        raise ConfigError(f"evaluation history {path} is corrupt or truncated ({type(exc).__name__}: {cause}); "
+                          "delete it to restart the history (and the best model's score), or train anew without "
+                          "--resume") from None
+    widths = sorted({len(r) for r in history["results"]})
+    if widths and widths != [episodes]:
+        raise ConfigError(f"evaluation history {path} holds evaluations of {widths[0]} episodes, this run evaluates "
+                          f"{episodes}: resume with --eval-episodes {widths[0]}, or move the file away to start a "
+                          "new history")
+    return history
+
+
+def _evaluation(run: TrainRun, eval_env: gym.Env, history: dict[str, list] | None) -> Any:
+    """SB3's ``EvalCallback`` for ``run``: evaluations appended to ``history`` (a resumed run's) and written to
+    ``eval/evaluations.npz``, the model saved as ``eval/best_model.zip`` when it beats the best mean reward so
+    far (of ``history`` too, when its best model is there), both atomically."""
+    from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+
+    eval_dir = run.out / "eval"
+    staged, published = eval_dir / _STAGING / EVALUATIONS_FILE, eval_dir / EVALUATIONS_FILE
+    best = eval_dir / BEST_MODEL_FILE
+
+    class SaveBest(BaseCallback):
+        """Write the new best model (EvalCallback's own save is not atomic)."""
+
+        def _on_step(self) -> bool:
+            save_model(self.model, best)
+            return True
+
+    class Publish(BaseCallback):
+        """Move the history EvalCallback wrote into place (EvalCallback's own ``np.savez`` is not atomic)."""
+
+        def _on_step(self) -> bool:
+            if staged.is_file():
+                with open(staged, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(staged, published)
+            return True
+
+    callback = EvalCallback(eval_env, n_eval_episodes=run.eval_episodes, eval_freq=run.eval_freq,
+                            best_model_save_path=None, log_path=str(staged.parent), deterministic=True, verbose=0,
+                            callback_on_new_best=SaveBest(), callback_after_eval=Publish())
+    if history:
+        callback.evaluations_timesteps = [int(t) for t in history["timesteps"]]
+        callback.evaluations_results = [list(r) for r in history["results"]]
+        callback.evaluations_length = [list(n) for n in history["ep_lengths"]]
+        if "successes" in history:
+            callback.evaluations_successes = [list(x) for x in history["successes"]]
+        if best.is_file() and callback.evaluations_results:
+            callback.best_mean_reward = float(max(np.mean(r) for r in callback.evaluations_results))
+    return callback
 
 
 def _HParamCallback(hparam_cls: Any, hparams: dict[str, Any]) -> Any:
@@ -113,7 +248,7 @@ def _Checkpoint(run: TrainRun) -> Any:
     freq = run.checkpoint_freq
 
     class Checkpoint(BaseCallback):
-        """Save ``checkpoints/ckpt_<steps>_steps.zip`` (and the replay buffer) every ``freq`` steps.
+        """Save ``checkpoints/ckpt_<steps>_steps.zip`` (after the replay buffer, both atomic) every ``freq`` steps.
 
         Saved when a rollout starts, i.e. after the update of the previous one, so a checkpoint holds the
         networks and optimiser exactly as training continues from them (SB3's CheckpointCallback saves
@@ -124,9 +259,11 @@ def _Checkpoint(run: TrainRun) -> Any:
             self.last = self.model.num_timesteps // freq
 
         def _save(self) -> None:
-            path = run.save_checkpoint(self.model, self.model.num_timesteps)
-            if getattr(self.model, "replay_buffer", None) is not None:
-                self.model.save_replay_buffer(_replay_buffer_path(path))
+            steps = self.model.num_timesteps
+            if getattr(self.model, "replay_buffer", None) is not None:  # first: the model's file completes it
+                with atomic_path(replay_buffer_path(run.checkpoint_path(steps))) as tmp:
+                    self.model.save_replay_buffer(tmp)
+            run.save_checkpoint(self.model, steps)
 
         def _on_rollout_start(self) -> None:
             if self.model.num_timesteps // freq > self.last:
@@ -224,10 +361,20 @@ class SB3ModelPolicy:
 # ---------------------------------------------------------------------------------------------- registration
 
 
+def _attach(model: Any, path: Path, env: gym.Env | None) -> Any:
+    """``model`` (loaded from ``path`` without an env) set to continue on ``env``, after checking its spaces."""
+    if env is not None:
+        check_spaces(path, model.observation_space, model.action_space, env)
+        model.set_env(env)
+    return model
+
+
 def sb3_algo(name: str, cls_name: str) -> AlgoSpec:
     """The :class:`AlgoSpec` of the stable-baselines3 class ``cls_name`` (``"PPO"``, ...) under ``name``: built
     with the config's ``policy`` (default ``MlpPolicy``) and hyper-parameters on the CPU, trained by
-    :func:`learn_with_callbacks`, saved as SB3's ``.zip``, served by :class:`SB3ModelPolicy`."""
+    :func:`learn_with_callbacks`, saved as SB3's ``.zip``, served by :class:`SB3ModelPolicy`. A resumed model
+    takes new hyper-parameters (``--override-hyperparams``) as SB3's ``load(..., **kwargs)`` does (the learning
+    rate, the rollout and batch sizes, ...), except ``policy`` and ``policy_kwargs``, which shape its networks."""
 
     def cls() -> Any:
         import stable_baselines3
@@ -240,10 +387,24 @@ def sb3_algo(name: str, cls_name: str) -> AlgoSpec:
         return cls()(policy, env, seed=seed, device="cpu", verbose=0, tensorboard_log=None, **hp)
 
     def load(path: Path, env: gym.Env | None) -> Any:
-        return cls().load(path, env=env, device="cpu")
+        return _attach(cls().load(path, env=None, device="cpu"), path, env)
+
+    def load_override(path: Path, env: gym.Env | None, hyperparameters: dict[str, Any],
+                      changed: frozenset[str]) -> Any:
+        fixed = sorted(set(changed) & set(_SB3_FIXED))
+        if fixed:
+            raise HyperparameterError(f"--override-hyperparams cannot change {fixed} of checkpoint {path}: they "
+                                      "shape its networks; resume with the checkpoint's values, or train anew into "
+                                      "another --out")
+        params = inspect.signature(cls().__init__).parameters
+        unknown = sorted(k for k in changed if k not in params or k in _NOT_HYPERPARAMETERS)
+        if unknown:
+            raise HyperparameterError(f"--override-hyperparams: {cls_name} takes no hyper-parameter {unknown}")
+        kw = {k: hyperparameters[k] if k in hyperparameters else params[k].default for k in sorted(changed)}
+        return _attach(cls().load(path, env=None, device="cpu", **kw), path, env)
 
     return AlgoSpec(name=name, build=build, load=load, train=learn_with_callbacks, policy=SB3ModelPolicy,
-                    summary=f"stable-baselines3 {cls_name}")
+                    load_override=load_override, summary=f"stable-baselines3 {cls_name}")
 
 
 for _name, _cls_name in SB3_ALGOS.items():

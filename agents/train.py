@@ -19,9 +19,31 @@ A run writes into ``--out DIR``: ``tb/`` (TensorBoard: the algorithm's own scala
 hyper-parameters), ``checkpoints/`` (every ``--checkpoint-freq`` steps, with the replay buffer of off-policy
 algorithms), ``eval/`` (evaluation episodes on a separately seeded env; ``best_model.zip``), and at the end
 the model (the algorithm's ``model_file``: ``model.zip``, ``model.npz`` for Ring-DVFS) and ``train.json`` (what
-was trained, on which env, with which wrapper), which :class:`TrainedPolicy` and ``e4gym bench`` load.
+was trained, on which env, with which wrapper and hyper-parameters, for how many steps), which
+:class:`TrainedPolicy` and ``e4gym bench`` load. Every checkpoint file (the model, the replay buffer ``.pkl``,
+the record ``ckpt_<steps>_steps.meta.json`` of its env and hyper-parameters) is written atomically (a temporary
+file, then ``os.replace``), the model last, so a listed checkpoint is complete.
+
+The env kwargs are checked (the env is built once) before anything is written: a bad argument is one line
+naming it, and no ``--out`` folder is left behind.
+
 ``--resume`` continues from the newest checkpoint: the step counter, the network and optimiser state and the
-replay buffer are restored.
+replay buffer are restored, and the history continues: rows are appended to ``tb/progress.csv`` and
+``eval/evaluations.npz``, and ``eval/best_model.zip`` is replaced only by a model that evaluates better than the
+best evaluation so far. A resume is refused (one line, before training) when
+
+- ``--steps`` is below the steps the checkpoint has done (both named);
+- the config's hyper-parameters differ from the ones the checkpoint was trained with (its record): the keys are
+  named; ``--override-hyperparams`` applies the config's to the resumed model (through the algorithm's
+  :attr:`~agents.algos.AlgoSpec.load_override`, e.g. a new learning rate), and ``train.json`` records them and
+  when they changed (``hyperparameter_overrides``). Without the flag the checkpoint's are kept, so what
+  ``train.json`` records is what trained the model;
+- the checkpoint (or its replay buffer, or the evaluation history) cannot be read: corrupt or truncated, named
+  with the fix (delete it to resume from an older checkpoint, or train anew);
+- the checkpoint was made for another env, e.g. after ``device`` changed in the env kwargs, which changes the
+  action space (:class:`~agents.algos.CheckpointMismatchError`).
+
+A checkpoint written before e4gym kept records is resumed with the config's hyper-parameters taken as its own.
 """
 
 from __future__ import annotations
@@ -32,23 +54,28 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 import e4gym  # noqa: F401  (registers the envs)
 from agents.algos import (
     EVAL_SEED_OFFSET,
+    RUN_KEYS,
     STREAMS_FILE,
     TRAIN_SEED_OFFSET,
+    AlgoSpec,
     StreamLog,
     TrainRun,
     algo_names,
+    checkpoint_record,
     checkpoints,
     get_algo,
+    hyperparameter_changes,
     make_env,
     wrap_env,
 )
 from e4gym._yaml import load_yaml
-from e4gym.errors import ConfigError, UnknownNameError
+from e4gym.errors import ConfigError, E4gymError, HardwareError, UnknownNameError
 from e4gym.io import write_json
 from e4gym.paths import config_dir
 
@@ -94,6 +121,62 @@ def parse_env_kwargs(items: Sequence[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- training
 
 
+def check_env(spec: AlgoSpec, env_id: str, env_kwargs: Mapping[str, Any], wrapper: Any = None) -> None:
+    """Build the run's env once, with the algorithm's wrapper, and close it: a bad env argument or wrapper fails
+    here, before anything is written.
+
+    Raises:
+        ConfigError: the env cannot be built with ``env_kwargs`` (one line naming the bad argument or value), or
+            an unknown wrapper.
+    """
+    try:
+        env = gym.make(env_id, **dict(env_kwargs))
+    except HardwareError:
+        raise  # a board that cannot be driven: its own message says what to do
+    except (E4gymError, TypeError, ValueError, gym.error.Error) as exc:
+        # gymnasium re-raises a constructor's TypeError with its kwargs appended; the env's own error is clearer
+        cause = exc.__context__ if isinstance(exc.__context__, E4gymError) else exc
+        msg = " ".join(str(cause).split())
+        raise ConfigError(f"bad env kwargs for {env_id}: {msg}; fix --env-kwargs (or the config's env_kwargs)") \
+            from None
+    try:
+        spec.wrap_env(env, wrapper)
+    finally:
+        env.close()
+
+
+def _resume_point(spec: AlgoSpec, out: Path, total: int, hyperparameters: Mapping[str, Any],
+                  override_hyperparams: bool) -> tuple[Path, frozenset[str], tuple[dict[str, Any], ...], dict]:
+    """Where ``--resume`` continues: the newest checkpoint, the hyper-parameters to change on it (keys), the
+    run's history of such changes (this one's appended) and the checkpoint's record (empty without one).
+
+    Raises:
+        ConfigError: no checkpoint; ``total`` below its steps; or the config's ``hyperparameters`` differ from
+            its record without ``override_hyperparams``; an unreadable record.
+    """
+    found = checkpoints(out, spec)
+    if not found:
+        raise ConfigError(f"--resume: no checkpoint in {out / 'checkpoints'} "
+                          f"(ckpt_<steps>_steps{Path(spec.model_file).suffix})")
+    done, path = found[-1]
+    if total < done:
+        raise ConfigError(f"--resume: --steps {total} is below the {done} steps {path.name} has done; give --steps "
+                          f"{done} or more")
+    record = checkpoint_record(path)
+    if record is None:  # written before checkpoints had records: the config's are taken as the checkpoint's
+        return path, frozenset(), (), {}
+    history = tuple(record.get("overrides") or ())
+    changes = hyperparameter_changes(record.get("hyperparameters") or {}, hyperparameters)
+    if not changes:
+        return path, frozenset(), history, record
+    if not override_hyperparams:
+        listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+        raise ConfigError(f"--resume: the config's hyper-parameters differ from those {path.name} was trained with "
+                          f"({listed}); resume with the checkpoint's values, or pass --override-hyperparams to "
+                          "apply the config's to the resumed model")
+    return path, frozenset(changes), (*history, {"steps": done, "changed": changes}), record
+
+
 def train(
     algo: str,
     env_id: str = "e4gym/EarlyExitDVFS-v1",
@@ -107,6 +190,7 @@ def train(
     eval_episodes: int | None = None,
     checkpoint_freq: int | None = None,
     progress: bool = True,
+    override_hyperparams: bool = False,
 ) -> Path:
     """Train ``algo`` on ``env_id`` and write the run into ``out`` (see the module docstring).
 
@@ -115,17 +199,23 @@ def train(
             arguments (over the config's). config: agent config file (default ``configs/agents/<algo>.yaml``).
             steps: environment steps in total (default the config's ``n_timesteps``). seed: training seed (the
             evaluation env uses ``seed + EVAL_SEED_OFFSET``). resume: continue from the newest checkpoint in
-            ``out``.
+            ``out`` (see the module docstring).
         eval_freq / eval_episodes / checkpoint_freq: steps between evaluations, episodes per evaluation,
-            steps between checkpoints (defaults from the config, else ``steps // 5``, 2 and ``steps // 4``).
+            steps between checkpoints (defaults from the config, else ``steps // 5``, 2 (a resumed run: its
+            checkpoint's) and ``steps // 4``).
         progress: show a progress bar (stderr).
+        override_hyperparams: with ``resume``, apply the config's hyper-parameters to the resumed model where
+            they differ from the checkpoint's (without it such a difference is refused).
 
     Returns:
         The path of the final model (``out/`` and the algorithm's ``model_file``).
 
     Raises:
-        UnknownNameError / ConfigError: a bad algorithm, env id, config or argument; ``out`` already holds a
-            finished run (without ``resume``); ``--resume`` without a checkpoint, or a corrupt one.
+        UnknownNameError / ConfigError: a bad algorithm, env id, env argument (before ``out`` is created), config
+            or argument; ``out`` already holds a finished run (without ``resume``); ``--resume`` without a
+            checkpoint, to fewer steps than it has done, with other hyper-parameters (without
+            ``override_hyperparams``), or from a corrupt checkpoint or replay buffer.
+        CheckpointMismatchError: (a ConfigError) ``--resume`` from a checkpoint made for another env.
     """
     section = load_agent_config(algo, env_id, config)
     spec = get_algo(algo)
@@ -133,27 +223,32 @@ def train(
     total = int(steps if steps is not None else section.get("n_timesteps", 20_000))
     if total < 1:
         raise ConfigError(f"steps must be >= 1, got {total}")
+    if override_hyperparams and not resume:
+        raise ConfigError("--override-hyperparams changes the hyper-parameters of a resumed run: use it with --resume")
+    check_env(spec, env_id, kw, section.get("wrapper"))
     out = Path(out)
     final = out / spec.model_file
     if final.exists() and not resume:
         raise ConfigError(f"{out} already holds a trained model ({final.name}); use another --out, or --resume")
-    resume_from = None
+    hyperparameters = {k: v for k, v in section.items() if k not in RUN_KEYS}
+    resume_from, override, overrides, record = None, frozenset[str](), (), {}
     if resume:
-        found = checkpoints(out, spec)
-        if not found:
-            raise ConfigError(f"--resume: no checkpoint in {out / 'checkpoints'} "
-                              f"(ckpt_<steps>_steps{Path(spec.model_file).suffix})")
-        resume_from = found[-1][1]
+        resume_from, override, overrides, record = _resume_point(spec, out, total, hyperparameters,
+                                                                 override_hyperparams)
     out.mkdir(parents=True, exist_ok=True)
     run = TrainRun(spec=spec, out=out, env_id=env_id, env_kwargs=kw, section=section, total_steps=total, seed=seed,
                    eval_freq=int(eval_freq or section.get("eval_freq") or max(total // 5, 1)),
-                   eval_episodes=int(eval_episodes or section.get("eval_episodes") or 2),
+                   eval_episodes=int(eval_episodes or section.get("eval_episodes") or record.get("eval_episodes")
+                                     or 2),
                    checkpoint_freq=int(checkpoint_freq or section.get("checkpoint_freq") or max(total // 4, 1)),
-                   progress=progress, resume_from=resume_from)
+                   progress=progress, resume_from=resume_from, override=override, overrides=overrides)
     model = spec.train(run)
     spec.save(model, final)
+    done = getattr(model, "num_timesteps", None)
     meta = {"algo": algo, "env_id": env_id, "env_kwargs": kw, "wrapper": section.get("wrapper"), "seed": seed,
-            "steps": total, "hyperparameters": {k: v for k, v in section.items() if k not in ("env_kwargs",)}}
+            "steps": int(done) if isinstance(done, (int, np.integer)) else total,
+            "hyperparameters": {k: v for k, v in section.items() if k not in ("env_kwargs",)},
+            "hyperparameter_overrides": list(overrides)}
     write_json(out / "train.json", meta)
     return final
 
@@ -294,7 +389,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """The ``train`` verb."""
     path = train(args.algo, args.env, args.out, parse_env_kwargs(args.env_kwargs or []), args.config, args.steps,
                  args.seed, args.resume, args.eval_freq, args.eval_episodes, args.checkpoint_freq,
-                 progress=not args.quiet)
+                 progress=not args.quiet, override_hyperparams=args.override_hyperparams)
     print(f"trained {args.algo} on {args.env}: {path} (TensorBoard: tensorboard --logdir {Path(args.out) / 'tb'})")
     return 0
 
@@ -311,7 +406,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder (TensorBoard, checkpoints, model)")
     p.add_argument("--steps", type=int, default=None, help="environment steps (default: the config's n_timesteps)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out (its "
+                   "hyper-parameters are kept; a config that differs is refused)")
+    p.add_argument("--override-hyperparams", action="store_true", help="with --resume: apply the config's "
+                   "hyper-parameters (e.g. learning_rate) to the resumed model and record them in train.json")
     p.add_argument("--eval-freq", type=int, default=None, help="steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=None)
     p.add_argument("--checkpoint-freq", type=int, default=None, help="steps between checkpoints")
@@ -320,4 +418,4 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 __all__ = ["EVAL_SEED_OFFSET", "STREAMS_FILE", "TRAIN_SEED_OFFSET", "StreamLog", "TrainedPolicy", "add_train_parser",
-           "load_agent_config", "make_env", "parse_env_kwargs", "train", "wrap_env"]
+           "check_env", "load_agent_config", "make_env", "parse_env_kwargs", "train", "wrap_env"]

@@ -143,6 +143,28 @@ def test_a_registered_toy_algorithm_trains_resumes_and_serves_through_train_py(t
     assert len(infos) == 10 and {i["cpu_hz"] for i in infos} == {env.unwrapped.device_spec.cpu_freqs_hz[2]}
 
 
+def test_a_resume_keeps_the_checkpoints_hyperparameters_of_an_algorithm_that_cannot_change_them(toy, tmp_path) \
+        -> None:
+    """The toy algorithm has no ``load_override``: a config with another ``level`` is refused on resume, with and
+    without ``--override-hyperparams``, and nothing records the level it did not train with (issue 14, 4)."""
+    out = tmp_path / "run"
+    train("toy", config=toy, out=out, steps=40, checkpoint_freq=20, progress=False)
+    record = json.loads((out / "checkpoints" / "ckpt_40_steps.meta.json").read_text())
+    assert record["hyperparameters"] == {"level": 2} and record["env_kwargs"]["episode_frames"] == 20
+    assert [s for s, _ in checkpoints(out, TOY)] == [20, 40]  # the records are not checkpoints
+    other = tmp_path / "toy3.yaml"
+    other.write_text(toy.read_text().replace("level: 2", "level: 3"))
+    with pytest.raises(ConfigError, match=r"level 2 -> 3.*--override-hyperparams"):
+        train("toy", config=other, out=out, steps=60, checkpoint_freq=20, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="toy cannot change the hyper-parameters"):
+        train("toy", config=other, out=out, steps=60, checkpoint_freq=20, resume=True, override_hyperparams=True,
+              progress=False)
+    with pytest.raises(ConfigError, match="with --resume"):
+        train("toy", config=other, out=tmp_path / "new", steps=60, override_hyperparams=True, progress=False)
+    assert json.loads((out / "train.json").read_text())["hyperparameters"]["level"] == 2
+    assert ToyModel.load(out / "model.json").num_timesteps == 40
+
+
 def test_an_sb3_algorithm_registered_under_a_new_name_trains_through_train_py(tmp_path) -> None:
     spec = register_algo(sb3_algo("ppo-tiny", "PPO"))
     try:

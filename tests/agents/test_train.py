@@ -24,6 +24,7 @@ def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in ea.Scalars(tag)]
 
 
+@pytest.mark.slow
 def test_ppo_learning_curve_rises_in_tensorboard(tmp_path) -> None:
     out = tmp_path / "ppo"
     assert main(["train", "--algo", "ppo", "--out", str(out), "--steps", "12288", "--env-kwargs",
@@ -46,6 +47,7 @@ def test_ppo_learning_curve_rises_in_tensorboard(tmp_path) -> None:
     assert len(infos) == 100 and np.mean([i["energy_j"] for i in infos]) < 0.27
 
 
+@pytest.mark.slow
 def test_resume_continues_the_step_count_and_optimiser_state(tmp_path) -> None:
     out = tmp_path / "run"
     train("ppo", out=out, steps=2048, checkpoint_freq=1024, env_kwargs={"episode_frames": 128}, progress=False)
