@@ -12,6 +12,7 @@ Verbs (``e4gym VERB --help`` for each):
 * ``record``: run a multi-exit network over a video file and save a replayable trace (``.npz``);
 * ``bench``: run a matrix of scenarios × policies × seeds; tables, plots and TensorBoard runs;
 * ``sweep``: the CPU × GPU frequency sweep of one device and model, as heatmaps;
+* ``restore``: put a board back from the restore journal a killed run left (SIGKILL, OOM kill);
 * ``train``: train a stable-baselines3 agent, zTT or Ring-DVFS (from ``agents``, through the ``e4gym.cli``
   entry-point group).
 """
@@ -209,7 +210,39 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-_LIGHT_VERBS = ("devices", "calibrate", "demo", "bench", "sweep", "profile-device")
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Put a board back from the restore journal a killed run left; exit status 1 if a file could not be
+    restored."""
+    import time
+    from pathlib import Path
+
+    from e4gym.hardware.lock import JOURNAL_FILE
+    from e4gym.hardware.restore import restore_board
+
+    root = Path(args.sysfs_root)
+    if not root.is_dir():
+        raise E4gymError(f"--sysfs-root {root}: no such folder (give the board's / or a copy of its tree)")
+    done = restore_board(root)
+    if done is None:
+        print(f"nothing to restore: no restore journal at {root / JOURNAL_FILE} (no run left the board changed)")
+        return 0
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(done.started))
+    print(f"restore journal {done.journal}: left by process {done.owner} (run started {when}), "
+          f"{done.checked} file(s) recorded")
+    for path, old, new in done.written:
+        print(f"  restored {path}: {old if old is not None else '?'} -> {new}")
+    if done.failures:
+        print(f"e4gym restore: {len(done.failures)} file(s) could not be restored; set them by hand (the journal "
+              f"{done.journal} is kept):", file=sys.stderr)
+        for f in done.failures:
+            print(f"  {f}", file=sys.stderr)
+        return 1
+    already = "" if done.written else " (every file already held its original value)"
+    print(f"restored the board at {root}: {len(done.written)} file(s) written{already}; removed {done.journal}")
+    return 0
+
+
+_LIGHT_VERBS = ("devices", "calibrate", "demo", "bench", "sweep", "profile-device", "restore")
 
 
 def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
@@ -258,6 +291,14 @@ def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
                    help="top, min, default or CPU_MHZ,GPU_MHZ[,EMC_MHZ], optionally @EXIT (repeatable; "
                         "default: top, 1190,803@2 and default)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("restore", help="put a board back from the restore journal a killed run left",
+                       description="Put a Jetson board's clocks, governors and online cores back from the restore "
+                                   "journal (<root>/run/e4gym-restore.json) that a run killed without time to "
+                                   "restore them left (SIGKILL, OOM kill). Refused while a live process owns the "
+                                   "board (it restores the board itself when it ends).")
+    p.add_argument("--sysfs-root", default="/", help="root of the board's file tree (default /)")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("profile", help="regenerate configs/models/MODEL.yaml from the PyTorch network")
     p.add_argument("--model", required=True)

@@ -6,6 +6,10 @@ originals (and restores those), and every measurement of both is wrong. A backen
 inside the tree for a fake one), with the owner's pid written in it for the error message. The kernel drops
 the lock when the owner's file descriptor closes, so a crashed or SIGKILLed owner never leaves the board
 locked.
+
+Beside the lock lies the owner's restore journal (:data:`JOURNAL_FILE`, ``<root>/run/e4gym-restore.json``: the
+original value of every file the owner may change, see :class:`e4gym.hardware.sysfs.Journal`), from which
+``e4gym restore`` puts the board back after a crash that left no time to restore it (SIGKILL, an OOM kill).
 """
 
 from __future__ import annotations
@@ -18,14 +22,30 @@ from e4gym.errors import HardwareError
 
 #: Where the lock file lives, relative to the board's root.
 LOCK_FILE = Path("run") / "e4gym-board.lock"
+#: Where the lock's owner keeps its restore journal, relative to the board's root.
+JOURNAL_FILE = Path("run") / "e4gym-restore.json"
+
+
+class BoardInUseError(HardwareError):
+    """Another process (or another backend of this process) holds the board's lock.
+
+    Attributes:
+        owner: the owner's pid as its lock file says (``"unknown"`` when it wrote none).
+        path: the lock file.
+    """
+
+    def __init__(self, message: str, owner: str, path: Path) -> None:
+        super().__init__(message)
+        self.owner = owner
+        self.path = path
 
 
 class BoardLock:
     """An exclusive, non-blocking lock on the board at ``root`` (its ``/``), held until :meth:`release`.
 
     Raises:
-        HardwareError: another process (or another backend of this process) holds it: names the owner's pid;
-            or the lock file cannot be created (names the path and the fix).
+        BoardInUseError: another process (or another backend of this process) holds it: names the owner's pid.
+        HardwareError: the lock file cannot be created (names the path and the fix).
     """
 
     def __init__(self, root: str | Path) -> None:
@@ -42,9 +62,10 @@ class BoardLock:
             owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(self._fd)
             self._fd = None
-            raise HardwareError(
+            raise BoardInUseError(
                 f"the board at {Path(root)} is in use by process {owner} (lock {self.path}); one controller per "
-                "board: wait for that process to end or stop it (two would clobber each other's settings)"
+                "board: wait for that process to end or stop it (two would clobber each other's settings)",
+                owner, self.path,
             ) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)

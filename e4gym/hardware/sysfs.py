@@ -12,14 +12,21 @@ Everything a real backend changes goes through :class:`Sysfs` (one object per bo
 * :meth:`Journal.transaction` undoes, in reverse order, the writes of a block that raised, so a failed
   ``apply()`` leaves the tree as it was; :meth:`Journal.restore` puts back every value the backend changed,
   in reverse order of recording, writing ``[min, max]`` pairs in the order that keeps ``min <= max`` at every
-  step (cpufreq and devfreq reject, or silently clamp, an inverted range).
+  step (cpufreq and devfreq reject, or silently clamp, an inverted range);
+* a journal given a ``file`` (the backend's, beside the board lock: ``<root>/run/e4gym-restore.json``) writes it
+  atomically each time it records a file (pid, time, and every original value, read before the first write of
+  the run and never rewritten), and deletes it after a clean :meth:`Journal.restore`, so ``e4gym restore`` can
+  put the board back after a crash that left no time to restore it (SIGKILL, an OOM kill). A journal whose file
+  a dead owner left adopts its entries: their values stay the originals and are restored with its own.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,8 +34,13 @@ from pathlib import Path
 from typing import TextIO
 
 from e4gym.errors import HardwareError, SettingError
+from e4gym.io import TMP_MARK, write_json
 
-__all__ = ["ROOT_HINT", "Journal", "Sysfs", "SysfsPermissionError", "UndoFailedError", "write_range"]
+__all__ = ["ROOT_HINT", "Journal", "JournalFile", "Sysfs", "SysfsPermissionError", "UndoFailedError", "read_journal",
+           "write_range"]
+
+#: Version of the journal file's format.
+JOURNAL_VERSION = 1
 
 #: ``os.open`` as this module calls it for writes. Tests replace it to make one path refuse writes when they
 #: run as root (root ignores ``chmod 0o444``).
@@ -230,6 +242,68 @@ class _Saved:
     touched: bool = False
 
 
+@dataclass(frozen=True)
+class JournalFile:
+    """What a journal file holds (:func:`read_journal`).
+
+    Attributes:
+        path: the file. pid: the process that wrote it last. time: when the run that recorded its first entry
+            opened the board (Unix s).
+        entries: ``(board paths, original values, unit)`` per record, in recording order.
+    """
+
+    path: Path
+    pid: int
+    time: float
+    entries: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...]
+
+
+def _corrupt(path: Path, why: str) -> HardwareError:
+    return HardwareError(
+        f"the board's restore journal {path} is corrupt ({why}); it cannot put the board back: set the clocks and "
+        f"governors by hand (or reboot the board), then delete {path}"
+    )
+
+
+def read_journal(path: Path) -> JournalFile | None:
+    """The journal file at ``path``, or ``None`` when there is none.
+
+    Raises:
+        HardwareError: the file cannot be read or is not a journal (one line naming the file and the fix).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _corrupt(path, f"unreadable: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise _corrupt(path, f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("version") != JOURNAL_VERSION or not isinstance(data.get("entries"),
+                                                                                               list):
+        raise _corrupt(path, f"not an e4gym journal of version {JOURNAL_VERSION}")
+    entries = []
+    for i, e in enumerate(data["entries"]):
+        paths = e.get("paths") if isinstance(e, dict) else None
+        values = e.get("values") if isinstance(e, dict) else None
+        unit = e.get("unit", "") if isinstance(e, dict) else None
+        if (not isinstance(paths, list) or not isinstance(values, list) or len(paths) != len(values)
+                or len(paths) not in (1, 2) or not all(isinstance(x, str) and x.startswith("/") for x in paths)
+                or not all(isinstance(x, str) for x in values) or not isinstance(unit, str)):
+            raise _corrupt(path, f"entry {i} is not a list of board paths with their values")
+        if len(paths) == 2 and not all(v.lstrip("-").isdigit() for v in values):
+            raise _corrupt(path, f"entry {i}: a (min, max) pair of non-integers {values}")
+        entries.append((tuple(paths), tuple(values), unit))
+    pid, when = data.get("pid"), data.get("time")
+    if isinstance(pid, bool) or not isinstance(pid, int) or isinstance(when, bool) or not isinstance(when,
+                                                                                                     (int, float)):
+        raise _corrupt(path, "no owner pid or time")
+    return JournalFile(path, pid, float(when), tuple(entries))
+
+
 class Journal:
     """The original value of every file a backend may change, and the means to put them back.
 
@@ -239,14 +313,34 @@ class Journal:
 
     Args:
         io: the board's :class:`Sysfs`; the journal installs itself as its ``on_write`` hook.
+        file: where to keep the journal on disk (only for the holder of the board's lock): written atomically
+            after each record, deleted after a clean :meth:`restore`. A file already there (left by an owner that
+            died before restoring the board) is adopted: its values are the originals (a later record of one of
+            its files keeps them) and all of them are restored by :meth:`restore`.
+
+    Attributes:
+        adopted: the journal file adopted at creation (``None`` when there was none).
+
+    Raises:
+        HardwareError: ``file`` exists but is corrupt (names it and the fix).
     """
 
-    def __init__(self, io: Sysfs) -> None:
+    def __init__(self, io: Sysfs, file: str | Path | None = None) -> None:
         self.io = io
         self._entries: list[_Saved] = []
         self._by_path: dict[Path, _Saved] = {}
         self._undo: list[tuple[Path, str]] | None = None
         self.lock = threading.RLock()
+        self.file = None if file is None else Path(file)
+        self._started = time.time()
+        self._removed = False
+        self.adopted: JournalFile | None = None
+        if self.file is not None:
+            self.adopted = read_journal(self.file)
+            if self.adopted is not None:
+                self._started = self.adopted.time
+                for paths, values, unit in self.adopted.entries:  # restored whatever this run writes
+                    self._add(_Saved(tuple(io.path(p) for p in paths), values, unit, touched=True), persist=False)
         io.on_write = self._on_write
 
     def __len__(self) -> int:
@@ -292,10 +386,45 @@ class Journal:
         entry = self._by_path.get(path)
         return None if entry is None else entry.values[entry.paths.index(path)]
 
-    def _add(self, entry: _Saved) -> None:
+    def _add(self, entry: _Saved, *, persist: bool = True) -> None:
         self._entries.append(entry)
         for p in entry.paths:
             self._by_path[p] = entry
+        if persist:
+            self._persist()
+
+    def _board_path(self, path: Path) -> str:
+        """``path`` as a board path (``/sys/...``), relative to the io's root."""
+        try:
+            return "/" + str(path.relative_to(self.io.root))
+        except ValueError:
+            return str(path)
+
+    def _persist(self) -> None:
+        """Write the journal file (atomically; every original value as first recorded)."""
+        if self.file is None:
+            return
+        with self.lock:
+            entries = [{"paths": [self._board_path(p) for p in e.paths], "values": list(e.values), "unit": e.unit}
+                       for e in self._entries]
+            data = {"version": JOURNAL_VERSION, "pid": os.getpid(), "time": self._started,
+                    "root": str(self.io.root), "entries": entries}
+            try:
+                write_json(self.file, data)
+            except OSError as exc:
+                raise HardwareError(f"cannot write the board's restore journal {self.file} "
+                                    f"({exc.strerror or exc}); {ROOT_HINT}") from None
+            if self._removed:  # restored meanwhile (a signal handler ran during the write): nothing to keep
+                self._remove_file()
+
+    def _remove_file(self) -> None:
+        """Delete the journal file, and what a write of it killed midway left (``<name>.tmp-*``)."""
+        if self.file is None:
+            return
+        self._removed = True
+        self.file.unlink(missing_ok=True)
+        for stale in self.file.parent.glob(self.file.name + TMP_MARK + "*"):
+            stale.unlink(missing_ok=True)
 
     def _on_write(self, path: Path, old: str | None, new: str) -> None:
         entry = self._by_path.get(path)
@@ -339,7 +468,8 @@ class Journal:
         """Write back every changed file, newest recording first; returns one message per file that failed.
 
         Files never written are left alone (so a read-only or dry-run backend restores nothing). Each failure
-        names the file and the value it should hold, so it can be fixed by hand.
+        names the file and the value it should hold, so it can be fixed by hand. With no failure the journal file
+        (if any) is deleted; otherwise it stays, for ``e4gym restore``.
         """
         failures: list[str] = []
         with self.lock:
@@ -356,4 +486,6 @@ class Journal:
                 except (HardwareError, SettingError, OSError, ValueError) as exc:
                     want = ", ".join(f"{p} = {v}" for p, v in zip(entry.paths, entry.values))
                     failures.append(f"{want} ({exc})")
+            if not failures:
+                self._remove_file()
         return failures

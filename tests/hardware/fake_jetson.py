@@ -31,14 +31,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e4gym.hardware.lock import LOCK_FILE
+from e4gym.hardware.lock import JOURNAL_FILE, LOCK_FILE
 from e4gym.hardware.spec import load_device
+from e4gym.io import TMP_MARK
 
 GOVERNORS_CPU = "interactive conservative ondemand userspace powersave performance schedutil"
 GOVERNORS_GPU = "wmark_active wmark_simple nvhost_podgov userspace performance simple_ondemand"
 
 
 # ---------------------------------------------------------------------------------------------- file helpers
+
+
+def is_run_file(rel: Path) -> bool:
+    """Whether ``rel`` (relative to a tree's root) is the board lock, the restore journal or a journal write's
+    leftover: e4gym's own files in ``/run``, not board state."""
+    return rel in (LOCK_FILE, JOURNAL_FILE) or (rel.parent == JOURNAL_FILE.parent
+                                                 and rel.name.startswith(JOURNAL_FILE.name + TMP_MARK))
 
 
 def _put(root: Path, board_path: str, text: str | bytes) -> Path:
@@ -145,14 +153,16 @@ class FakeBoard:
         """Every regular file of the tree (relative path → content) as a reader sees it; symlinks not followed.
 
         Attributes the kernel computes when read are brought up to date first (:meth:`kernel_reads`). The board
-        lock (``run/e4gym-board.lock``, on a board in the ``/run`` tmpfs) is not board state and is left out.
+        lock (``run/e4gym-board.lock``) and the owner's restore journal (``run/e4gym-restore.json``, with what a
+        write of it killed midway leaves: ``.tmp-*``), on a board in the ``/run`` tmpfs, are not board state and
+        are left out.
         """
         self.kernel_reads()
         out: dict[str, bytes] = {}
         for folder, _dirs, files in os.walk(self.root):
             for name in files:
                 p = Path(folder) / name
-                if not p.is_symlink() and p.relative_to(self.root) != LOCK_FILE:
+                if not p.is_symlink() and not is_run_file(p.relative_to(self.root)):
                     out[str(p.relative_to(self.root))] = p.read_bytes()
         return out
 

@@ -38,6 +38,7 @@ def test_a_second_backend_on_one_board_is_refused_naming_the_owner(tmp_path: Pat
 
 def test_the_lock_dies_with_its_owner_even_on_sigkill(tmp_path: Path) -> None:
     board = build_xavier_nx(tmp_path / "tree")
+    before = board.snapshot()
     code = textwrap.dedent(f"""
         import sys, time
         from e4gym.hardware.jetson import JetsonBackend
@@ -53,7 +54,11 @@ def test_the_lock_dies_with_its_owner_even_on_sigkill(tmp_path: Path) -> None:
     finally:
         owner.send_signal(signal.SIGKILL)
         owner.wait(timeout=30)
-    _open(board.root).close()  # the kernel dropped the dead owner's lock
+    # The kernel dropped the dead owner's lock; the next owner finds its restore journal and restores from it.
+    with pytest.warns(UserWarning, match=rf"process {owner.pid} ended without restoring the board"):
+        second = _open(board.root)
+    second.close()
+    assert board.snapshot() == before
 
 
 def test_an_unwritable_lock_place_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

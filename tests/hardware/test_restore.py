@@ -1,9 +1,13 @@
-"""The restore registry shared by the real backends: order, failures, forks, signal handlers."""
+"""The restore registry shared by the real backends: order, failures, forks, signal handlers, and workers that
+end (restoring what they hold) when their parent dies."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -80,3 +84,63 @@ def test_a_signal_restores_then_calls_the_previous_handler(registry) -> None:
         assert signal.getsignal(signal.SIGTERM) is mine  # the restorer unregistered: nothing left
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+# ---------------------------------------------------------------------------------------------- die_with_parent
+
+_CHILD = """
+import os, pathlib, sys, time
+from e4gym.hardware import restore
+marker, mode, parent = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+if mode == "poll":  # as where prctl is missing: the watch thread alone
+    restore._set_pdeathsig = lambda sig: False
+restore.register(lambda: marker.write_text(f"restored by {os.getpid()}") and [], "a test board")
+armed = restore.die_with_parent(parent, poll_s=0.1)
+print(os.getpid(), armed, flush=True)
+time.sleep(60)
+"""
+_MIDDLE = """
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3], str(os.getpid())])
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("mode", ["prctl", "poll"])
+def test_a_worker_restores_and_ends_when_its_parent_is_sigkilled(tmp_path, mode) -> None:
+    marker = tmp_path / "marker"
+    middle = subprocess.Popen([sys.executable, "-c", _MIDDLE, _CHILD, str(marker), mode], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        pid, armed = middle.stdout.readline().split()
+        assert armed == ("True" if mode == "prctl" else "False")
+        os.kill(middle.pid, signal.SIGKILL)  # the parent alone, as an OOM killer would
+        middle.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _alive(int(pid)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(int(pid)), "the worker outlived its parent"
+        assert marker.read_text() == f"restored by {pid}"
+    finally:
+        try:
+            os.killpg(middle.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        middle.wait(timeout=30)
+        middle.stdout.close()
+
+
+def test_a_worker_whose_parent_is_already_gone_ends_at_once() -> None:
+    code = "from e4gym.hardware import restore; restore.die_with_parent(-1); import time; time.sleep(60)"
+    proc = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert proc.returncode == -signal.SIGTERM

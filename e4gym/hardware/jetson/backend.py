@@ -11,7 +11,8 @@ leaves all three to the kernel (schedutil, nvhost_podgov, the EMC's own scaling)
 only validates; a dict names the domains run by a governor (``{"cpu": "ondemand"}``), set through sysfs at open
 and restored at close; the other domains stay driven by ``apply()``.
 
-Safety: on open the backend records every file it may change (:class:`~e4gym.hardware.sysfs.Journal`);
+Safety: on open the backend takes the board's lock (:mod:`e4gym.hardware.lock`) and records every file it may
+change (:class:`~e4gym.hardware.sysfs.Journal`, kept on disk beside the lock for ``e4gym restore``);
 :meth:`JetsonBackend.close` (also on ``with`` exit, and through :mod:`e4gym.hardware.restore` at interpreter
 exit and on SIGINT / SIGTERM before the previous handler runs) writes them back in reverse order. A failed
 ``apply()`` undoes its own writes. The thermal guard restores the board and raises :class:`ThermalLimitError`.
@@ -36,7 +37,7 @@ from e4gym.hardware.jetson.detect import detect_board
 from e4gym.hardware.jetson.layout import CpuPolicy, find_cpu_policies, find_readers, parse_ints
 from e4gym.hardware.jetson.paths import COMPATIBLE_FILES, CPU_DIR, MODEL_FILES
 from e4gym.hardware.jetson.power import SHARED_RAILS, canonical_rail_names, open_power
-from e4gym.hardware.lock import BoardLock
+from e4gym.hardware.lock import JOURNAL_FILE, BoardLock
 from e4gym.hardware.monitor import PowerMonitor
 from e4gym.hardware.restore import register, unregister
 from e4gym.hardware.runner import WorkRunner
@@ -149,7 +150,15 @@ class JetsonBackend:
         # One owner per board (a backend that only reads, or only prints its writes, takes no lock).
         self._board_lock = None if (self.read_only or self.dry_run) else BoardLock(self.sysfs_root)
         try:
-            self._journal = Journal(self.io)
+            # The journal's file (beside the lock, for `e4gym restore` after a SIGKILL) only for the lock's holder.
+            journal_file = None if self._board_lock is None else self.sysfs_root / JOURNAL_FILE
+            self._journal = Journal(self.io, journal_file)
+            if self._journal.adopted is not None:
+                warnings.warn(
+                    f"process {self._journal.adopted.pid} ended without restoring the board (it left the restore "
+                    f"journal {journal_file}, {len(self._journal.adopted.entries)} entries): the original values it "
+                    "recorded are kept and restored when this backend closes", stacklevel=2,
+                )
             self._lock = self._journal.lock
             self._closed = False
             self._tripped: str | None = None
