@@ -8,8 +8,10 @@ Usage::
 Outputs under ``--out`` (see :mod:`e4gym.bench.runner`): ``runs/`` (per-task results and traces),
 ``results.csv``, ``results.json``, ``report.md`` (also printed), ``tb/`` (``tensorboard --logdir OUT/tb``) and
 ``plots/``. Finished tasks are reused on the next invocation unless their definition changed or ``--force``
-is given. Exit status: 0 when every task has a result, 1 when a task failed (the others still ran), 2 for a
-bad config (nothing runs).
+is given; a stored result whose files are damaged is moved to ``quarantine/`` and its task runs again (one
+line on stderr). Exit status: 0 when every task has a result, 1 when a task failed (the others still ran), 2 for
+a bad config or an ``--out`` that cannot take the outputs (one line, before any task runs), 130 on Ctrl-C (one
+line with the command that resumes: finished tasks are kept and not run again).
 
 This module imports nothing heavy at import time (the ``e4gym`` command builds every verb's parser).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 
@@ -31,8 +34,47 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: ``(option, attribute)`` of every ``bench`` option but ``--force``, in the order of the resume command.
+_RESUME_OPTIONS = (("--config", "config"), ("--out", "out"), ("--jobs", "jobs"), ("--quiet", "quiet"),
+                   ("--frames", "frames"), ("--seeds", "seeds"), ("--backend", "backend"),
+                   ("--sysfs-root", "sysfs_root"), ("--dry-run", "dry_run"), ("--read-only", "read_only"),
+                   ("--thermal-limit-c", "thermal_limit_c"), ("--runner-device", "runner_device"),
+                   ("--measured-profile", "measured_profile"))
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The shell command that resumes the run of ``args``: the same options without ``--force`` (which would
+    run the finished tasks again)."""
+    argv = ["e4gym", "bench"]
+    for option, attr in _RESUME_OPTIONS:
+        value = getattr(args, attr, None)
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(option)
+        elif isinstance(value, (list, tuple)):
+            argv += [option, *map(str, value)]
+        else:
+            argv += [option, str(value)]
+    return shlex.join(argv)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run the benchmark; print the report (stdout) and any failures (stderr). Returns the exit status."""
+    """Run the benchmark; print the report (stdout) and any failures (stderr). Returns the exit status.
+
+    Ctrl-C (KeyboardInterrupt) prints one line on stderr (what is kept and the command that resumes) and returns
+    130; the tasks that finished are on disk (written atomically) and the resumed run reuses them.
+    """
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"e4gym bench: interrupted; finished tasks are kept under {os.path.join(args.out, 'runs')}, "
+              f"resume with: {resume_command(args)}", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    """:func:`cmd_bench` without the Ctrl-C handling."""
     from e4gym.bench.runner import run_benchmark
     from e4gym.errors import ConfigError
 

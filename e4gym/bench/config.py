@@ -27,9 +27,12 @@ arguments of the policy's factory). See :mod:`e4gym.bench.policies` for the name
 
 :func:`load_experiment` checks everything before any episode runs: unknown fields (named, with the allowed
 ones), unknown devices, models, power modes or governors (the loaders' messages list the known names),
-unknown policies (the registered names are listed), policy arguments (each policy is built once), duplicate
-labels or seeds, and empty ``matrix``, ``seeds`` or ``policies``. Every error is a :class:`ConfigError` (or
-:class:`UnknownNameError`) that names the file.
+unknown policies (the registered names are listed), policy arguments (each policy is built once, and a
+policy with a ``check_setup(setup)`` method checks its settings against every scenario's resolved setup: a
+static policy's level indices against the device's level tables), duplicate labels or seeds, and empty
+``matrix``, ``seeds`` or ``policies``. Env arguments are checked by
+:func:`~e4gym.envs.common.resolve_setup` (types, ranges); the YAML loader refuses duplicate keys. Every
+error is a :class:`ConfigError` (or :class:`UnknownNameError`) that names the file.
 """
 
 from __future__ import annotations
@@ -243,8 +246,9 @@ def _parse_policy(item: Any, i: int, src: str) -> tuple[str, str, dict[str, Any]
     return name, label, args
 
 
-def _build_policy_entry(name: str, label: str, args: dict[str, Any], src: str) -> PolicyEntry:
-    """Build the policy once to check its arguments and read what it needs from the env."""
+def _build_policy_entry(name: str, label: str, args: dict[str, Any], src: str) -> tuple[PolicyEntry, Any]:
+    """Build the policy once to check its arguments and read what it needs from the env; returns the entry and
+    the built policy (for :func:`_check_policy_setup`)."""
     from e4gym.bench.policies import SB3, make_policy, policy_env_id, policy_env_kwargs
 
     try:
@@ -260,10 +264,27 @@ def _build_policy_entry(name: str, label: str, args: dict[str, Any], src: str) -
     model_path = args.get("path") if name == SB3 else name if name.endswith(".zip") else None
     if model_path is not None:
         fingerprint = _sha256_file(Path(str(model_path)))
-    return PolicyEntry(
+    entry = PolicyEntry(
         name=name, label=label, args=args, display=str(getattr(policy, "name", label)), env_id=env_id,
         env_kwargs=env_kwargs, clairvoyant=bool(getattr(policy, "clairvoyant", False)), fingerprint=fingerprint,
     )
+    return entry, policy
+
+
+def _check_policy_setup(policy: Any, setup: Any, src: str, label: str, scenario: str) -> None:
+    """Let a policy check its settings against a scenario's resolved setup before any task runs.
+
+    A policy with a ``check_setup(setup)`` method (e.g. a static policy's level indices against the device's
+    level tables and power mode) is called with each scenario's :class:`~e4gym.envs.common.EnvSetup`; an
+    e4gym error it raises becomes a ConfigError naming the file, the policy and the scenario.
+    """
+    check = getattr(policy, "check_setup", None)
+    if not callable(check):
+        return
+    try:
+        check(setup)
+    except E4gymError as exc:
+        raise _rewrap(exc, f"{src}: policy '{label}' on scenario {scenario}") from exc
 
 
 def _check_backend(kwargs: Mapping[str, Any]) -> None:
@@ -384,14 +405,15 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
     if dup:
         raise _fail(src, f"the matrix gives several scenarios the same name {dup}; remove repeated values")
 
-    policies = tuple(_build_policy_entry(n, lab, a, src) for n, lab, a in parsed)
-    for p in policies:
+    built = [_build_policy_entry(n, lab, a, src) for n, lab, a in parsed]
+    policies = tuple(entry for entry, _ in built)
+    for p, policy in built:
         if p.env_id not in gym.registry:
             raise UnknownNameError(f"{src}: policy '{p.label}' runs on env '{p.env_id}', which is not registered; "
                                    f"e4gym envs: {list(e4gym.ENV_IDS)}")
         for sc in scenarios:
-            if p.env_kwargs:
-                setup_of({**sc.env_kwargs, **p.env_kwargs}, f"scenario {sc.name} with policy '{p.label}'")
+            setup = setup_of({**sc.env_kwargs, **p.env_kwargs}, f"scenario {sc.name} with policy '{p.label}'")
+            _check_policy_setup(policy, setup, src, p.label, sc.name)
     return Experiment(
         name=name, description=description, source=src, matrix_keys=keys, seeds=tuple(seeds),
         scenarios=tuple(scenarios), policies=policies, episode_frames=frames,

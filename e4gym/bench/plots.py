@@ -6,6 +6,10 @@
   in every plot of the experiment), error bars over seeds, the deadline as a dashed line;
 * ``traces.png``: the first seed's per-frame CPU clock (MHz), GPU clock (MHz), exit and board temperature
   (°C), stacked on one frame axis, one colour per policy.
+
+A scenario's plots are drawn in a temporary folder beside ``plots/<scenario>`` and swapped in whole when all three
+are done (:func:`e4gym.io.staged_dir`): a failure or Ctrl-C while plotting leaves the previous plots as they were.
+A scenario without results gets an empty folder.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from e4gym.bench.config import Experiment
-from e4gym.io import atomic_write
+from e4gym.io import atomic_write, staged_dir
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "d")
 _LINESTYLES = ("-", "--", "-.", ":")
@@ -48,7 +52,10 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def write_plots(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]) -> list[Path]:
-    """Write the three plots of every scenario with results under ``out/plots``; returns the files."""
+    """Write the three plots of every scenario with results under ``out/plots``; returns the files.
+
+    Each scenario's folder is replaced whole, once its plots are drawn (see the module docstring).
+    """
     from e4gym.bench.report import aggregate
 
     agg = aggregate(exp, rows)
@@ -56,17 +63,21 @@ def write_plots(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]) -> l
     files: list[Path] = []
     for sc in exp.scenarios:
         items = agg.get(sc.name, [])
-        if not items:
-            continue
-        d = Path(out) / "plots" / sc.name
-        files += [_bars(d / "bars.png", sc, items, styles), _scatter(d / "scatter.png", sc, items, styles)]
-        first = {}
-        for s in items:
-            seed = next(x for x in exp.seeds if x in s.seeds)
-            row = next(r for r in rows if r["scenario"] == sc.name and r["label"] == s.label and r["seed"] == seed)
-            with np.load(Path(out) / row["trace"]) as z:
-                first[s.label] = {k: z[k] for k in ("cpu_hz", "gpu_hz", "exit", "temp_c")}, seed
-        files.append(_traces(d / "traces.png", sc, first, styles))
+        final = Path(out) / "plots" / sc.name
+        with staged_dir(final) as d:
+            written: list[Path] = []
+            if not items:
+                continue  # an empty folder swapped in: no stale plots of an earlier run
+            written += [_bars(d / "bars.png", sc, items, styles), _scatter(d / "scatter.png", sc, items, styles)]
+            first = {}
+            for s in items:
+                seed = next(x for x in exp.seeds if x in s.seeds)
+                row = next(r for r in rows
+                           if r["scenario"] == sc.name and r["label"] == s.label and r["seed"] == seed)
+                with np.load(Path(out) / row["trace"]) as z:
+                    first[s.label] = {k: z[k] for k in ("cpu_hz", "gpu_hz", "exit", "temp_c")}, seed
+            written.append(_traces(d / "traces.png", sc, first, styles))
+        files += [final / f.name for f in written]
     return files
 
 

@@ -48,6 +48,8 @@ from e4gym.bench.metrics import ID_COLUMNS, METRICS, TAIL_COLUMNS
 from e4gym.io import write_json, write_text
 from e4gym.markdown import markdown_table
 
+#: The files :func:`write_tables` writes under the output folder.
+OUTPUT_FILES = ("results.csv", "results.json", "report.md")
 #: Policy names the relative columns compare against.
 REFERENCES = {"default": "default", "oracle": "oracle", "performance": "performance"}
 #: Policy ``stats()`` keys the report shows (as columns, when a scenario has them).
@@ -226,8 +228,11 @@ def scenario_table(items: Sequence[PolicySummary]) -> str:
 
 
 def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Sequence[Any], ran: int,
-                  reused: int) -> str:
-    """The Markdown report: a header, one table per scenario, the failures, the column legend."""
+                  reused: int, quarantined: int = 0) -> str:
+    """The Markdown report: a header, one table per scenario, the failures, the column legend.
+
+    ``quarantined``: stored results found damaged and moved to ``quarantine/`` (their tasks ran again).
+    """
     frames = sorted({int(r["frames"]) for r in rows})
     parts = [f"# Benchmark: {exp.name}", ""]
     if exp.description:
@@ -239,6 +244,8 @@ def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Seq
         f"Config: `{exp.source}`.",
         "",
     ]
+    if quarantined:
+        parts += [f"{quarantined} stored result(s) were damaged: moved to `quarantine/` and run again.", ""]
     agg = aggregate(exp, rows)
     any_bound = False
     for sc in exp.scenarios:
@@ -275,12 +282,13 @@ def write_tables(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]], fai
                  report: str) -> None:
     """Write ``results.csv``, ``results.json`` and ``report.md`` under ``out`` (atomically)."""
     cols = result_columns(exp, rows)
-    write_text(out / "results.csv", to_csv(cols, rows))
-    write_json(out / "results.json", {
+    csv_name, json_name, report_name = OUTPUT_FILES
+    write_text(out / csv_name, to_csv(cols, rows))
+    write_json(out / json_name, {
         "experiment": exp.name,
         "config": exp.source,
         "columns": cols,
         "rows": list(rows),
         "failures": [{"scenario": f.scenario, "label": f.label, "seed": f.seed, "error": f.error} for f in failures],
     })
-    write_text(out / "report.md", report)
+    write_text(out / report_name, report)

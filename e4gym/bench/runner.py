@@ -17,11 +17,21 @@ The harness never imports torch itself. The decision-time columns (``decision_*_
 A policy that trained on the episode's frame stream is refused (:func:`e4gym.policy.check_training_streams`):
 the task fails with a :class:`~e4gym.errors.ConfigError` that names the policy, the stream and the fix.
 
-A task whose JSON exists with the same definition hash (and its trace) is not run again; a changed config
-changes the hash of the tasks it touches, which then run again. ``force=True`` runs everything. A failing task
-does not stop the others; :class:`Results` lists the failures. After the tasks, the parent process writes
-``results.csv``, ``results.json`` and ``report.md`` (:mod:`e4gym.bench.report`), the TensorBoard runs
-(:mod:`e4gym.bench.tb`) and the plots (:mod:`e4gym.bench.plots`).
+Before any task runs, the output folder is checked (:func:`check_out`): ``out`` a file or not writable, an
+output file that is a folder, or an output folder that is a file is a :class:`~e4gym.errors.ConfigError` then,
+not a crash after the tasks ran.
+
+A task whose JSON exists with the same definition hash is not run again when its files check out
+(:func:`check_result`): the JSON reads, holds the task's own definition and a complete row, and the trace reads
+(every zip member's CRC) and has every :data:`~e4gym.bench.metrics.TRACE_DOCS` array, one entry per frame of the
+row. Damaged files are moved to ``out/quarantine/<time>-<pid>/runs/...`` with a one-line message on stderr and
+the task runs again (one damaged file would otherwise break every later run). A changed config changes the hash
+of the tasks it touches, which then run again (their old files are replaced, not quarantined). ``force=True`` runs
+everything. A failing task does not stop the others; :class:`Results` lists the failures. After the tasks, the
+parent process writes ``results.csv``, ``results.json`` and ``report.md`` (:mod:`e4gym.bench.report`), the
+TensorBoard runs (:mod:`e4gym.bench.tb`) and the plots (:mod:`e4gym.bench.plots`); those two build each
+scenario's folder beside it and swap it in whole (:func:`e4gym.io.staged_dir`), so a failure or Ctrl-C while
+writing them leaves the previous ones in place.
 """
 
 from __future__ import annotations
@@ -32,15 +42,18 @@ import os
 import sys
 import time
 import traceback
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from e4gym.bench.config import Experiment, PolicyEntry, Scenario, canonical_json, load_experiment
-from e4gym.bench.metrics import TAIL_COLUMNS, episode_metrics, frame_trace
-from e4gym.io import write_json, write_npz
+from e4gym.bench.metrics import ID_COLUMNS, METRICS, TAIL_COLUMNS, TRACE_DOCS, episode_metrics, frame_trace
+from e4gym.io import output_dir_problem, write_json, write_npz
 
 #: Bumped when what a task computes changes, so results of an older harness are not reused.
 HARNESS_VERSION = 2
@@ -113,6 +126,8 @@ class Results:
         failures: the tasks that raised in this invocation.
         ran / reused: tasks run in this invocation / results reused from an earlier one.
         report: the Markdown report (also in ``out/report.md``). wall_s: duration of the invocation (s).
+        quarantined: where the damaged stored results found by this invocation were moved (one folder per task;
+            those tasks ran again).
     """
 
     experiment: Experiment
@@ -123,6 +138,7 @@ class Results:
     reused: int
     report: str
     wall_s: float
+    quarantined: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -138,18 +154,123 @@ def build_tasks(exp: Experiment) -> list[Task]:
     ]
 
 
-def _read_result(out: Path, task: Task) -> dict[str, Any] | None:
-    """The stored result of ``task`` if it is complete and its hash matches, else ``None``."""
-    path = out / f"{task.relpath}.json"
+#: Folders of a benchmark's outputs under ``out`` (each must be a writable folder where it exists).
+OUTPUT_DIRS = ("runs", "quarantine", "tb", "plots")
+
+
+def check_out(out: Path, tensorboard: bool = True, plots: bool = True) -> None:
+    """Refuse an output folder the benchmark could not write into, before any task runs; creates nothing.
+
+    Args:
+        out: the output folder. tensorboard / plots: whether ``tb/`` / ``plots/`` will be written.
+
+    Raises:
+        ConfigError: ``out`` is a file, is not writable or cannot be created; an output file
+            (:data:`e4gym.bench.report.OUTPUT_FILES`) is a folder; an output folder (:data:`OUTPUT_DIRS`) is a file
+            or is not writable. The message names the path and the fix.
+    """
+    from e4gym.bench.report import OUTPUT_FILES
+    from e4gym.errors import ConfigError
+
+    out = Path(out)
+    problem = output_dir_problem(out)
+    if problem:
+        raise ConfigError(f"output folder {problem}; pass a writable folder as --out (a new one, or the output of "
+                          "an earlier run to resume it)")
+    for name in OUTPUT_FILES:
+        path = out / name
+        if os.path.lexists(path) and not path.is_file():
+            what = "a folder" if path.is_dir() else "not a regular file"
+            raise ConfigError(f"{path} is {what}, not a file: the benchmark writes its {name} there; move or delete "
+                              "it, or pass another --out")
+    for name in OUTPUT_DIRS:
+        if (name == "tb" and not tensorboard) or (name == "plots" and not plots):
+            continue
+        path = out / name
+        problem = output_dir_problem(path) if os.path.lexists(path) else None
+        if problem:
+            raise ConfigError(f"{problem}: the benchmark writes its {name}/ there; move or delete it, or pass "
+                              "another --out")
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` are equal once written as JSON and read back (tuples as lists, NaN equal to NaN)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("hash") != task.hash or not isinstance(data.get("row"), dict):
-        return None
-    if not (out / f"{task.relpath}.npz").is_file():
-        return None
-    return data
+        return canonical_json(json.loads(json.dumps(a))) == canonical_json(json.loads(json.dumps(b)))
+    except (TypeError, ValueError):
+        return False
+
+
+def check_result(out: Path, task: Task) -> tuple[dict[str, Any] | None, str | None]:
+    """Whether the stored result of ``task`` can be reused.
+
+    Returns:
+        ``(data, None)``: the JSON's content, complete and the task's own (reuse it).
+        ``(None, None)``: nothing to reuse and nothing damaged: no JSON (never run, or killed before the JSON
+        was written), or the result of another definition (a changed config; the run replaces it).
+        ``(None, why)``: the files are damaged (``why``, one line): the JSON does not read, lacks its hash, row
+        or row columns, or holds another definition than the task's under the task's hash; the trace is
+        missing, does not read (truncated, a member's CRC wrong), lacks a :data:`TRACE_DOCS` array, or has
+        arrays whose length is not the row's ``frames``.
+    """
+    path = out / f"{task.relpath}.json"
+    if not os.path.lexists(path):
+        return None, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} does not read ({type(exc).__name__}: {exc})"
+    if not isinstance(data, dict) or not isinstance(data.get("hash"), str):
+        return None, f"{path.name} has no definition hash"
+    if data["hash"] != task.hash:
+        return None, None
+    if not _same_json(data.get("definition"), task.definition):
+        return None, f"{path.name} holds another definition than the task's under the task's hash"
+    row = data.get("row")
+    if not isinstance(row, dict):
+        return None, f"{path.name} has no result row"
+    missing = [c for c in (*ID_COLUMNS, *METRICS, *TAIL_COLUMNS) if c not in row]
+    if missing:
+        return None, f"{path.name}'s row lacks the column(s) {missing}"
+    expected = {"scenario": task.scenario.name, "label": task.policy.label, "seed": task.seed, "hash": task.hash,
+                "trace": f"{task.relpath}.npz"}
+    wrong = sorted(k for k, v in expected.items() if row[k] != v)
+    frames = row["frames"]
+    if wrong or isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
+        return None, f"{path.name}'s row has wrong {', '.join(wrong) or 'frames'} for this task"
+    trace = out / f"{task.relpath}.npz"
+    if not trace.is_file():
+        return None, f"its trace {trace.name} is missing"
+    try:
+        with zipfile.ZipFile(trace) as zf:
+            bad = zf.testzip()  # reads every member: truncation and bit rot show here
+        if bad is not None:
+            raise ValueError(f"member {bad} fails its CRC check")
+        with np.load(trace, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # BadZipFile, EOFError, zlib.error, ValueError, OSError: any unreadable trace
+        return None, f"{trace.name} does not read ({type(exc).__name__}: {exc})"
+    absent = [k for k in TRACE_DOCS if k not in arrays]
+    if absent:
+        return None, f"{trace.name} lacks the array(s) {absent}"
+    shapes = {k: arrays[k].shape for k in TRACE_DOCS if arrays[k].shape != (frames,)}
+    if shapes:
+        return None, f"{trace.name}'s arrays do not have the row's {frames} frames: {shapes}"
+    return data, None
+
+
+def quarantine(out: Path, task: Task, stamp: str) -> Path:
+    """Move ``task``'s result files (JSON and trace, those that exist) to ``out/quarantine/<stamp>/<relpath>``.
+
+    Returns the folder they were moved to. ``stamp`` names this invocation (local time and pid).
+    """
+    dest = out / "quarantine" / stamp / Path(task.relpath).parent
+    dest.mkdir(parents=True, exist_ok=True)
+    for suffix in (".json", ".npz"):
+        src = out / f"{task.relpath}{suffix}"
+        if os.path.lexists(src):
+            os.replace(src, dest / src.name)
+    return dest
 
 
 def run_task(task: Task, out: str | Path) -> dict[str, Any]:
@@ -259,12 +380,21 @@ def one_torch_thread() -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def _worker_init() -> None:
-    """Worker process setup: one math thread per process (the processes already use the cores).
+def _worker_init(parent_pid: int | None = None) -> None:
+    """Worker process setup: the worker dies with its parent, and runs one math thread (the processes already use
+    the cores).
+
+    With ``parent_pid`` (the pool's process) the worker ends when that process dies, however it died (SIGKILL
+    and OOM kills included), restoring any board it drives first (:func:`e4gym.hardware.restore.die_with_parent`):
+    an orphan never keeps driving a board or waits forever for tasks.
 
     The environment variables take effect when torch (or numpy's BLAS) is first imported; a torch already
     imported gets ``torch.set_num_threads(1)``.
     """
+    if parent_pid is not None:
+        from e4gym.hardware.restore import die_with_parent
+
+        die_with_parent(parent_pid)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     torch = sys.modules.get("torch")
@@ -294,7 +424,8 @@ def _run_pending(pending: list[Task], out: Path, jobs: int, quiet: bool, name: s
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                     initargs=(os.getpid(),)) as pool:  # workers die with this process
                 futures = {pool.submit(run_task, t, str(out)): t for t in pending}
                 try:
                     for fut in as_completed(futures):
@@ -340,8 +471,12 @@ def run_benchmark(
     Returns:
         The :class:`Results`; check ``results.ok`` (failed tasks do not raise).
 
+    Stored results whose files are damaged are moved to ``out/quarantine/`` (one line on stderr each, listed in
+    ``Results.quarantined``) and their tasks run again (:func:`check_result`).
+
     Raises:
         ConfigError / UnknownNameError: the config is invalid; nothing is run and ``out`` is not touched.
+        ConfigError: ``out`` cannot take the outputs (:func:`check_out`); nothing is run.
     """
     from e4gym.errors import ConfigError
 
@@ -356,8 +491,22 @@ def run_benchmark(
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
     out = Path(out)
+    check_out(out, tensorboard=tensorboard, plots=plots)
     tasks = build_tasks(exp)
-    pending = tasks if force else [t for t in tasks if _read_result(out, t) is None]
+    stored: dict[int, dict[str, Any]] = {}  # task index -> reusable result
+    quarantined: list[Path] = []
+    if not force:
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        for i, t in enumerate(tasks):
+            data, why = check_result(out, t)
+            if data is not None:
+                stored[i] = data
+            elif why is not None:
+                dest = quarantine(out, t, stamp)
+                quarantined.append(dest)
+                print(f"e4gym bench: {t.describe()}: stored result damaged ({why}); moved to {dest}{os.sep}, "
+                      "running it again", file=sys.stderr)
+    pending = [t for i, t in enumerate(tasks) if i not in stored]
     n_jobs = min(jobs or os.cpu_count() or 1, len(pending))
     if n_jobs > 1 and any(t.scenario.env_kwargs.get("backend", "emulated") != "emulated" for t in pending):
         # One owner per board: real-board tasks take turns (two at once would clobber each other's settings).
@@ -371,15 +520,16 @@ def run_benchmark(
     # A task that failed now is reported as failed, not by an older result it may have left (--force).
     failed = {(f.scenario, f.label, f.seed) for f in failures}
     rows = []
-    for t in tasks:
+    for i, t in enumerate(tasks):
         if (t.scenario.name, t.policy.label, t.seed) in failed:
             continue
-        data = _read_result(out, t)
+        data = stored[i] if i in stored else check_result(out, t)[0]
         if data is not None:
             rows.append(data["row"])
     from e4gym.bench.report import render_report, write_tables
 
-    report = render_report(exp, rows, failures, ran=len(pending), reused=len(tasks) - len(pending))
+    report = render_report(exp, rows, failures, ran=len(pending), reused=len(tasks) - len(pending),
+                           quarantined=len(quarantined))
     write_tables(out, exp, rows, failures, report)
     if tensorboard:
         from e4gym.bench.tb import write_tensorboard
@@ -390,5 +540,5 @@ def run_benchmark(
 
         write_plots(out, exp, rows)
     return Results(exp, out, rows, failures, ran=len(pending), reused=len(tasks) - len(pending), report=report,
-                   wall_s=time.perf_counter() - t0)
+                   wall_s=time.perf_counter() - t0, quarantined=quarantined)
 

@@ -36,7 +36,7 @@ import numpy as np
 from e4gym.errors import ConfigError
 from e4gym.hardware.costmodel import best_pair
 from e4gym.hardware.model import GridCost, grid_cost
-from e4gym.io import atomic_write
+from e4gym.io import atomic_write, output_dir_problem
 from e4gym.markdown import markdown_table
 
 if TYPE_CHECKING:
@@ -688,11 +688,19 @@ def check_outputs(out_dir: str | os.PathLike[str], force: bool = False, create: 
     ``create``).
 
     Raises:
-        ConfigError: ``out_dir`` is a file, or one of :data:`OUTPUT_FILES` exists there and ``force`` is off.
+        ConfigError: ``out_dir`` is a file, is not writable or cannot be created; one of :data:`OUTPUT_FILES` is
+            a folder there (even with ``force``); or one of them exists there and ``force`` is off.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder; pick a folder for the sweep's outputs")
+    problem = output_dir_problem(out)
+    if problem:
+        raise ConfigError(f"--out {problem}; pick a writable folder for the sweep's outputs")
+    folders = [str(out / n) for n in OUTPUT_FILES if (out / n).is_dir()]
+    if folders:
+        raise ConfigError(f"{', '.join(folders)} {'is a folder' if len(folders) == 1 else 'are folders'}, not "
+                          "files: the sweep writes its outputs there; move or delete them, or pick another --out")
     existing = [str(out / n) for n in OUTPUT_FILES if (out / n).exists()]
     if existing and not force:
         raise ConfigError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "

@@ -5,15 +5,16 @@
 * per-episode summaries, step = seed: :data:`SUMMARY_TAGS` (plus ``policy/<key>`` for a policy's ``stats()``);
 * the per-frame trace of the first seed with a result, step = frame: :data:`TRACE_TAGS`.
 
-The runs are written by the parent process after all tasks, in TensorBoard's record format (no torch);
-a scenario's folder is deleted first, so a re-run rewrites it cleanly.
+The runs are written by the parent process after all tasks, in TensorBoard's record format (no torch).
+A scenario's runs are built in a temporary folder beside ``tb/<scenario>`` and swapped in whole when complete
+(:func:`e4gym.io.staged_dir`): a re-run rewrites them cleanly, and a failure or Ctrl-C while writing leaves the
+previous runs as they were. A scenario without results gets an empty folder.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
 import socket
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ import numpy as np
 
 from e4gym.bench.config import Experiment
 from e4gym.bench.metrics import ID_COLUMNS, METRICS, TAIL_COLUMNS
-from e4gym.io import atomic_write
+from e4gym.io import atomic_write, staged_dir
 
 #: Summary tag -> result column (step = seed).
 SUMMARY_TAGS: dict[str, str] = {
@@ -89,31 +90,41 @@ class _Writer:
 
 
 def write_tensorboard(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]) -> list[Path]:
-    """Write the runs of every (scenario, policy) with results under ``out/tb``; returns the run folders."""
+    """Write the runs of every (scenario, policy) with results under ``out/tb``; returns the run folders.
+
+    Each scenario's folder is replaced whole, only once all its runs are written (see the module docstring).
+    """
     root = Path(out) / "tb"
     runs: list[Path] = []
     seed_order = {s: i for i, s in enumerate(exp.seeds)}
+    fixed = {*ID_COLUMNS, *exp.matrix_keys, *METRICS, *TAIL_COLUMNS}
     for sc in exp.scenarios:
-        shutil.rmtree(root / sc.name, ignore_errors=True)
+        groups = []
         for p in exp.policies:
             rs = sorted((r for r in rows if r["scenario"] == sc.name and r["label"] == p.label),
                         key=lambda r: seed_order.get(r["seed"], len(seed_order)))
-            if not rs:
-                continue
-            logdir = root / sc.name / p.label
-            logdir.mkdir(parents=True, exist_ok=True)
-            w = _Writer(logdir)
-            now = time.time()
-            fixed = {*ID_COLUMNS, *exp.matrix_keys, *METRICS, *TAIL_COLUMNS}
-            for r in rs:
-                values = {tag: r[col] for tag, col in SUMMARY_TAGS.items() if col in r}
-                values.update({f"policy/{k}": v for k, v in r.items() if k not in fixed})  # the policy's stats()
-                w.scalars(values, r["seed"], now)
-            with np.load(Path(out) / rs[0]["trace"]) as z:
-                series = {tag: np.asarray(z[key], dtype=np.float64) * scale
-                          for tag, (key, scale) in TRACE_TAGS.items() if key in z.files}
-            for i in range(len(series["trace/exit"])):
-                w.scalars({tag: v[i] for tag, v in series.items()}, i, now)
-            w.close()
-            runs.append(logdir)
+            if rs:
+                groups.append((p.label, rs))
+        with staged_dir(root / sc.name) as staging:
+            for label, rs in groups:
+                _write_run(staging / label, Path(out), rs, fixed)
+        runs += [root / sc.name / label for label, _ in groups]
     return runs
+
+
+def _write_run(logdir: Path, out: Path, rs: Sequence[dict[str, Any]], fixed: set[str]) -> None:
+    """One (scenario, policy) run into ``logdir``: the per-seed summaries of ``rs`` (step = seed) and the
+    first row's per-frame trace (step = frame). ``fixed``: the result columns that are not the policy's stats."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    w = _Writer(logdir)
+    now = time.time()
+    for r in rs:
+        values = {tag: r[col] for tag, col in SUMMARY_TAGS.items() if col in r}
+        values.update({f"policy/{k}": v for k, v in r.items() if k not in fixed})  # the policy's stats()
+        w.scalars(values, r["seed"], now)
+    with np.load(out / rs[0]["trace"]) as z:
+        series = {tag: np.asarray(z[key], dtype=np.float64) * scale
+                  for tag, (key, scale) in TRACE_TAGS.items() if key in z.files}
+    for i in range(len(series["trace/exit"])):
+        w.scalars({tag: v[i] for tag, v in series.items()}, i, now)
+    w.close()
