@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from e4gym.envs.common import EnvSetup
 from e4gym.errors import ConfigError, UnknownNameError
 from e4gym.hardware.spec import CPU_GOVERNORS, GPU_GOVERNORS
 from e4gym.policy import FixedActionPolicy, PolicyContext
@@ -81,13 +82,16 @@ class LinuxGovernor(FixedActionPolicy):
         self.env_kwargs: dict[str, Any] = {"governors": {"cpu": cpu, "gpu": gpu}}
         self._action: np.ndarray | None = None
 
-    def bind(self, context: PolicyContext) -> None:
-        """Resolve the exit and the (ignored) level components; check the env runs the governors.
+    def check_setup(self, setup: EnvSetup) -> None:
+        """Check an env's resolved setup runs this policy's governors and the model has its exit.
+
+        The benchmark harness calls it for every scenario when it validates a config, before any task runs;
+        :meth:`bind` calls it too.
 
         Raises:
             ConfigError: the env was not built with this policy's ``env_kwargs``, or the exit is out of range.
         """
-        s = context.setup
+        s = setup
         govs = s.governors
         if govs == "default":
             govs = dict(s.spec.governors)
@@ -98,7 +102,19 @@ class LinuxGovernor(FixedActionPolicy):
             )
         n = s.profile.n_exits
         if not -n <= self.exit < n:
-            raise ConfigError(f"{self.name}: exit={self.exit} is outside 0..{n - 1} (or -1) of {s.profile.name}")
+            raise ConfigError(f"{self.name}: exit={self.exit} is outside 0..{n - 1} (or -1) of {s.profile.name}; "
+                              "pass an exit in that range")
+
+    def bind(self, context: PolicyContext) -> None:
+        """Resolve the exit and the (ignored) level components; check the env runs the governors
+        (:meth:`check_setup`).
+
+        Raises:
+            ConfigError: see :meth:`check_setup`.
+        """
+        s = context.setup
+        self.check_setup(s)
+        n = s.profile.n_exits
         # The governed domains ignore the levels; the highest allowed ones are always valid.
         vals = [self.exit % n, *s.max_levels[:2]] + ([s.max_levels[2]] if s.control_memory else [])
         self._action = np.array(vals, dtype=np.int64)

@@ -147,7 +147,8 @@ class StaticPolicy(FixedActionPolicy):
             policy ask for an env with ``control_memory=True`` (``env_kwargs``).
         name: display name.
 
-    The levels are checked against the env's power mode at :meth:`bind` (:class:`SettingError` naming the
+    The levels are checked against the env's device and power mode by :meth:`check_setup`: when the benchmark
+    harness validates a config (before any task runs) and at :meth:`bind` (:class:`SettingError` naming the
     allowed range).
     """
 
@@ -172,33 +173,50 @@ class StaticPolicy(FixedActionPolicy):
         self.meets_deadline: bool | None = None
         self._action: np.ndarray | None = None
 
-    def bind(self, context: PolicyContext) -> None:
-        """Check the setting against the env's device and power mode and build the action.
+    def check_setup(self, setup: EnvSetup) -> None:
+        """Check the setting against an env's resolved setup (device level tables, power mode, model's exits).
+
+        The benchmark harness calls it for every scenario when it validates a config, before any task runs;
+        :meth:`bind` calls it too.
 
         Raises:
-            SettingError: a level above the power mode's highest allowed level (or negative), or an exit the
-                model does not have.
+            SettingError: a level outside ``0..highest allowed level`` of the power mode (the message names the
+                level, the allowed range and the device's level count), or an exit the model does not have.
             ConfigError: an EMC level on an env without ``control_memory``, or a :func:`best_static` policy
                 bound to a different device.
         """
-        s = context.setup
+        s = setup
         if self.device_name is not None and s.spec.name != self.device_name:
             raise ConfigError(f"{self.name} was chosen for '{self.device_name}' but the env runs '{s.spec.name}'")
         mx = s.max_levels
-        checks = [("cpu_level", self.cpu_level, mx[0]), ("gpu_level", self.gpu_level, mx[1])]
+        n_levels = s.spec.n_levels
+        checks = [("cpu_level", self.cpu_level, mx[0], n_levels[0]), ("gpu_level", self.gpu_level, mx[1], n_levels[1])]
         if self.emc_level is not None:
             if not s.control_memory:
                 raise ConfigError(f"{self.name} sets the EMC level: build the env with control_memory=True")
-            checks.append(("emc_level", self.emc_level, mx[2]))
-        for label, v, hi in checks:
+            checks.append(("emc_level", self.emc_level, mx[2], n_levels[2]))
+        for label, v, hi, n in checks:
             if not 0 <= v <= hi:
+                capped = "" if hi == n - 1 else f" (the device has {n} levels; the power mode caps them)"
                 raise SettingError(
                     f"{self.name}: {label}={v} is outside the allowed levels 0..{hi} of {s.spec.name} "
-                    f"in power mode {s.power_mode}"
+                    f"in power mode {s.power_mode}{capped}; pass a {label} in 0..{hi}"
                 )
         n = s.profile.n_exits
         if not -n <= self.exit < n:
-            raise SettingError(f"{self.name}: exit={self.exit} is outside 0..{n - 1} (or -1) of {s.profile.name}")
+            raise SettingError(f"{self.name}: exit={self.exit} is outside 0..{n - 1} (or -1) of {s.profile.name}; "
+                               f"pass an exit in that range")
+
+    def bind(self, context: PolicyContext) -> None:
+        """Check the setting against the env's device and power mode (:meth:`check_setup`) and build the action.
+
+        Raises:
+            SettingError / ConfigError: see :meth:`check_setup`.
+        """
+        s = context.setup
+        self.check_setup(s)
+        mx = s.max_levels
+        n = s.profile.n_exits
         vals = [self.exit % n, self.cpu_level, self.gpu_level]
         if s.control_memory:
             vals.append(mx[2] if self.emc_level is None else self.emc_level)
@@ -257,6 +275,7 @@ class BestStaticPolicy(StaticPolicy):
 
     def __init__(self, exit: int = -1, margin: float = DEFAULT_MARGIN, name: str = "best_static") -> None:
         super().__init__(0, 0, exit=exit, name=name)
+        check_margin(margin)
         self.margin = margin
 
     def bind(self, context: PolicyContext) -> None:

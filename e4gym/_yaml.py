@@ -19,8 +19,39 @@ from e4gym.errors import ConfigError
 _MISSING = object()
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping repeats a key (raised while loading; :func:`load_yaml` turns it into a ConfigError)."""
+
+    def __init__(self, key: object, line: int, first_line: int) -> None:
+        super().__init__(key, line, first_line)
+        self.key, self.line, self.first_line = key, line, first_line
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e5`` / ``2.5e-9`` as floats (YAML 1.2), not as strings."""
+    """SafeLoader that also reads ``1e5`` / ``2.5e-9`` as floats (YAML 1.2), not as strings, and refuses a
+    mapping that repeats a key (plain PyYAML silently keeps the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """The mapping of ``node``; raises :class:`_DuplicateKey` on the second occurrence of a key.
+
+        Keys brought in by a merge (``<<: *anchor``) may be overridden, as YAML specifies; only keys written
+        twice in the same mapping are refused.
+        """
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise _DuplicateKey(key, line, seen[key])
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -41,7 +72,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
     """Read ``path`` as a YAML mapping.
 
     Raises:
-        ConfigError: the file is missing, is not valid YAML, or is not a mapping at the top level.
+        ConfigError: the file is missing, is not valid YAML, repeats a key in a mapping (the message names the
+            key, the file and the line), or is not a mapping at the top level.
     """
     try:
         text = Path(path).read_text()
@@ -49,8 +81,19 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from exc
     try:
         data = yaml.load(text, Loader=_Loader)
+    except _DuplicateKey as exc:
+        raise ConfigError(
+            f"{path}:{exc.line}: duplicate key {exc.key!r} (first on line {exc.first_line}); a key may appear once "
+            "in a mapping: delete one of them"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        # PyYAML words its errors over several lines (with a source excerpt); one line names the problem and where.
+        mark = getattr(exc, "problem_mark", None)
+        if isinstance(exc, yaml.MarkedYAMLError) and mark is not None and exc.problem:
+            context = f" ({exc.context})" if exc.context else ""
+            raise ConfigError(f"{path}:{mark.line + 1}: not valid YAML: {exc.problem} at line {mark.line + 1}, "
+                              f"column {mark.column + 1}{context}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
     return data

@@ -34,3 +34,9 @@ class UnknownArgumentError(UnknownNameError, TypeError):
     """An env constructor got a keyword argument it does not take. A ``TypeError`` worded as Python words it
     (``unexpected keyword argument 'x'``), as clients that probe optional arguments (TorchRL's ``frameskip``,
     SB3's ``render_mode``) expect, and an :class:`UnknownNameError` listing the arguments there are."""
+
+
+class OverheatError(HardwareError):
+    """The (emulated) board's temperature ran away: its cooling cannot hold it at this ambient temperature and
+    these clocks (a real board would have shut down at its critical trip). The message names the temperature
+    and the fix (lower ``ambient_c``, ``fan=True`` or lower clocks)."""

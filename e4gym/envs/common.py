@@ -22,7 +22,7 @@ from e4gym.errors import ConfigError, SettingError, UnknownNameError
 from e4gym.hardware.backend import Backend, Cooling
 from e4gym.hardware.emulator import EmulatedBackend
 from e4gym.hardware.model import cost_table, floor_power_w, power_table
-from e4gym.hardware.spec import DeviceSpec, load_device
+from e4gym.hardware.spec import AMBIENT_RANGE_C, CPU_GOVERNORS, GPU_GOVERNORS, DeviceSpec, load_device
 from e4gym.workload.base import FrameSource
 from e4gym.workload.synthetic import SyntheticVideo
 from e4gym.workload.trace import Trace, TraceSource, load_trace
@@ -31,6 +31,13 @@ from e4gym.workload.trace import Trace, TraceSource, load_trace
 DEFAULT_FPS = 30.0
 #: Frames pulled from the frame source at a time (the stream does not depend on it).
 SOURCE_CHUNK = 256
+#: Stream frame rates an env accepts (frames/s, inclusive): a frame every 100 s up to a 1000 fps high-speed
+#: camera. Outside it the streaming clock's figures stop meaning anything (and overflow float32 observations).
+FPS_RANGE: tuple[float, float] = (0.01, 1000.0)
+#: Per-frame deadlines an env accepts (ms, inclusive): 1 µs to one hour.
+DEADLINE_MS_RANGE: tuple[float, float] = (1e-3, 3.6e6)
+#: Longest episode an env accepts (frames): 10^9 frames is a year of video at 30 fps.
+MAX_EPISODE_FRAMES = 10**9
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -99,12 +106,70 @@ class EnvSetup:
         return SyntheticVideo.from_profile(self.profile, fps=self.fps, **self.workload_kwargs)
 
 
-def _number(value: object, name: str, *, positive: bool = True) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+def _show(value: object, limit: int = 200) -> str:
+    """``repr(value)`` on one line (NumPy wraps long arrays over several), cut to ``limit`` characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _in_range(value: object, name: str, lo: float, hi: float, unit: str, fix: str) -> float:
+    """``value`` as a float when it is a real number in ``lo..hi`` (inclusive); else a one-line ConfigError
+    naming the value, the range (in ``unit``) and ``fix``."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
     x = float(value) if ok else math.nan  # type: ignore[arg-type]
-    if not (math.isfinite(x) and (x > 0 if positive else True)):
-        raise ConfigError(f"{name} must be a finite number{' > 0' if positive else ''}, got {value!r}")
+    if not (math.isfinite(x) and lo <= x <= hi):
+        raise ConfigError(f"{name} must be a finite number{' > 0' if lo > 0 else ''} in {lo:g}..{hi:g} {unit}, "
+                          f"got {_show(value)}; {fix}")
     return x
+
+
+def _flag(value: object, name: str, fix: str) -> bool:
+    """``value`` as a bool when it is ``True``/``False`` (Python or NumPy); strings such as ``"no"`` are
+    refused, not read by their truthiness."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be True or False, got {_show(value)} ({type(value).__name__}); {fix}")
+    return bool(value)
+
+
+def _check_name(value: object, name: str) -> None:
+    """Refuse a name or path with a NUL character (no file or registered name has one) before a loader sees it."""
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if (isinstance(text, str) and "\x00" in text) or (isinstance(text, bytes) and b"\x00" in text):
+            raise ConfigError(f"{name}={_show(value)} contains a NUL character, which no {name} name or file path has; "
+                              f"pass a known {name} name or the path of its file")
+
+
+def _governors(spec: DeviceSpec, governors: object) -> dict[str, str] | str | None:
+    """The ``governors`` argument, checked: ``None`` (userspace: the action sets every clock), ``"default"``
+    (the device's shipped governors) or a mapping of clock domains to governor names."""
+    if governors is None:
+        return None
+    example = "{'cpu': 'schedutil', 'gpu': 'nvhost_podgov'}"
+    if isinstance(governors, str):
+        if governors != "default":
+            doms = [d for d, allowed in (("cpu", CPU_GOVERNORS), ("gpu", GPU_GOVERNORS)) if governors in allowed]
+            if doms:
+                example = "{" + ", ".join(f"'{d}': '{governors}'" for d in doms) + "}"
+            raise ConfigError(
+                f"governors={_show(governors)} is not accepted: pass a dict of clock domain to governor like "
+                f"{example}, 'default' (the device's shipped governors) or None (the action sets every clock)"
+            )
+    elif isinstance(governors, Mapping):
+        for dom, gov in governors.items():
+            if not isinstance(dom, str) or not isinstance(gov, str):
+                raise ConfigError(f"governors must map clock domain names to governor names (strings), like "
+                                  f"{example}; got {_show(dom)}: {_show(gov)}")
+        governors = dict(governors)
+    else:
+        raise ConfigError(
+            f"governors must be a dict of clock domain to governor like {example}, 'default' or None, "
+            f"got {_show(governors)} ({type(governors).__name__})"
+        )
+    from e4gym.hardware.emulator import _validate_governors
+
+    _validate_governors(spec, governors)  # type: ignore[arg-type]  # UnknownNameError naming the allowed governors
+    return governors
 
 
 def _workload(workload: object, profile: ModelProfile) -> tuple[object, float | None]:
@@ -131,7 +196,8 @@ def _workload(workload: object, profile: ModelProfile) -> tuple[object, float | 
             )
         return workload, float(workload.fps)
     raise ConfigError(
-        f"workload must be 'synthetic', a path to a trace (.npz from `e4gym record`) or a FrameSource, got {workload!r}"
+        "workload must be 'synthetic', a path to a trace (.npz from `e4gym record`) or a FrameSource, "
+        f"got {_show(workload)}"
     )
 
 
@@ -143,9 +209,14 @@ def resolve_setup(config: EnvConfig | None = None, /, **kwargs: Any) -> EnvSetup
             rest). ``backend``, ``backend_kwargs`` and ``render_mode`` are checked by the env, not here.
 
     Raises:
-        UnknownNameError: unknown argument, device, model, power mode or reward weight (lists the known ones).
-        ConfigError: a number out of range (deadline <= 0, fps <= 0, episode_frames < 1, ...), a workload that
-            is not a trace or does not match the model, a reward that is not callable.
+        UnknownNameError: unknown argument, device, model, power mode, governor or reward weight (lists the known
+            ones).
+        ConfigError: a number that is not finite or out of its range (:data:`FPS_RANGE`, :data:`DEADLINE_MS_RANGE`,
+            ``episode_frames`` in 1..:data:`MAX_EPISODE_FRAMES`, ``ambient_c`` in
+            :data:`~e4gym.hardware.spec.AMBIENT_RANGE_C`, ``initial_temp_c`` up to the critical trip), a flag
+            (``fan``, ``control_memory``) that is not a bool, ``governors`` that is not None, ``"default"`` or a
+            dict, a workload that is not a trace or does not match the model, a reward that is not callable.
+            Every message is one line naming the value, what is allowed and the fix.
     """
     if config is None:
         config = EnvConfig.from_kwargs(kwargs)
@@ -158,25 +229,50 @@ def resolve_setup(config: EnvConfig | None = None, /, **kwargs: Any) -> EnvSetup
     governors, reward_energy = c.governors, c.reward_energy
     if c.reward is not None:
         if not callable(c.reward):
-            raise ConfigError(f"reward must be a callable (outcome) -> (reward, terms), got {c.reward!r}")
+            raise ConfigError(f"reward must be a callable (outcome) -> (reward, terms), got {_show(c.reward)}")
         if c.reward_weights is not None:
             raise ConfigError("reward_weights configure the default reward; drop them when you pass reward=")
+    for arg, value in (("device", device), ("model", model), ("workload", workload), ("power_mode", power_mode)):
+        _check_name(value, arg)
+    if not isinstance(device, (str, os.PathLike, DeviceSpec)):
+        raise ConfigError(f"device must be a device name like 'xavier-nx', the path of a device YAML or a DeviceSpec, "
+                          f"got {_show(device)} ({type(device).__name__})")
+    if not isinstance(model, (str, os.PathLike, ModelProfile)):
+        raise ConfigError(f"model must be a model name like 'efficientnet_b0', the path of a profile YAML or a "
+                          f"ModelProfile, got {_show(model)} ({type(model).__name__})")
+    if power_mode is not None and not isinstance(power_mode, str):
+        raise ConfigError(f"power_mode must be a power mode name (a string; None for the device's default), "
+                          f"got {_show(power_mode)} ({type(power_mode).__name__})")
     spec = load_device(device)
     profile = model if isinstance(model, ModelProfile) else load_model_profile(model)
     mode = spec.power_mode(power_mode)  # raises UnknownNameError listing the modes
     max_levels = spec.max_levels(mode.name)
     wl, wl_fps = _workload(workload, profile)
+    fix = "pass the stream's frame rate in that range (default 30; a trace sets its own)"
     if fps is None:
         fps = wl_fps if wl_fps is not None else DEFAULT_FPS
-    fps = _number(fps, "fps (frames per second)")
+        if wl_fps is not None:
+            fix = "the workload's trace sets it: record or resample the trace at a frame rate in that range"
+    fps = _in_range(fps, "fps", *FPS_RANGE, "frames/s", fix)
     if wl_fps is not None and abs(fps - wl_fps) > 1e-9:
         raise ConfigError(f"fps={fps:g} contradicts the workload's frame rate {wl_fps:g}; leave fps unset")
     period = 1.0 / fps
-    deadline_s = period if deadline_ms is None else _number(deadline_ms, "deadline_ms (milliseconds)") / 1e3
-    if isinstance(episode_frames, bool) or not isinstance(episode_frames, (int, np.integer)) or episode_frames < 1:
-        raise ConfigError(f"episode_frames must be an integer >= 1, got {episode_frames!r}")
-    if not isinstance(control_memory, (bool, np.bool_)):
-        raise ConfigError(f"control_memory must be True or False, got {control_memory!r}")
+    if deadline_ms is None:
+        deadline_s = period
+    else:
+        deadline_s = _in_range(deadline_ms, "deadline_ms", *DEADLINE_MS_RANGE, "ms",
+                               "pass the per-frame deadline in milliseconds, or None for the frame period") / 1e3
+    if (isinstance(episode_frames, (bool, np.bool_)) or not isinstance(episode_frames, (int, np.integer))
+            or not 1 <= episode_frames <= MAX_EPISODE_FRAMES):
+        raise ConfigError(f"episode_frames must be an integer >= 1 and <= {MAX_EPISODE_FRAMES} (frames per "
+                          f"episode), got {_show(episode_frames)}; pass e.g. episode_frames=1000")
+    control_memory = _flag(control_memory, "control_memory",
+                           "pass True for an action with the EMC level, False to hold EMC at its top level")
+    if workload_kwargs is not None and (
+        not isinstance(workload_kwargs, Mapping) or not all(isinstance(k, str) for k in workload_kwargs)
+    ):
+        raise ConfigError(f"workload_kwargs must be a dict of synthetic video arguments like {{'drift': 0.02}}, "
+                          f"got {_show(workload_kwargs)}")
     wk = dict(workload_kwargs or {})
     if wk and wl != "synthetic":
         raise ConfigError("workload_kwargs only apply to the synthetic workload; drop them for a trace")
@@ -187,18 +283,25 @@ def resolve_setup(config: EnvConfig | None = None, /, **kwargs: Any) -> EnvSetup
         )
     if wl == "synthetic":
         SyntheticVideo.from_profile(profile, fps=fps, **wk)  # validates the kwargs now, not at the first reset
+    if fan is not None:
+        fan = _flag(fan, "fan", f"pass fan=False for the passive heat sink, True for the fan, or None for "
+                                f"{spec.name}'s default ({spec.thermal.fan})")
+    # The ambient range is an assumption (AMBIENT_RANGE_C, docs/assumptions.md): the industrial grade.
     cooling = Cooling(
-        fan=spec.thermal.fan if fan is None else bool(fan),
-        ambient_c=spec.thermal.ambient_c if ambient_c is None else _number(ambient_c, "ambient_c", positive=False),
+        fan=spec.thermal.fan if fan is None else fan,
+        ambient_c=spec.thermal.ambient_c if ambient_c is None else _in_range(
+            ambient_c, "ambient_c", *AMBIENT_RANGE_C, "°C (industrial temperature grade)",
+            f"pass the ambient temperature in °C, or None for {spec.name}'s default {spec.thermal.ambient_c:g} °C"),
     )
     if initial_temp_c is not None:
-        initial_temp_c = _number(initial_temp_c, "initial_temp_c", positive=False)
-    if governors is not None:
-        from e4gym.hardware.emulator import _validate_governors
-
-        _validate_governors(spec, governors)  # raises UnknownNameError naming the allowed governors
+        # A board cannot start hotter than its critical trip (it shuts down there), nor colder than any ambient.
+        initial_temp_c = _in_range(
+            initial_temp_c, "initial_temp_c", AMBIENT_RANGE_C[0], spec.thermal.critical_c,
+            f"°C (coldest ambient to {spec.name}'s critical trip)",
+            "pass the board temperature at reset in °C, or None to start at the ambient temperature")
+    governors = _governors(spec, governors)
     if reward_energy not in REWARD_ENERGY_SOURCES:
-        raise ConfigError(f"reward_energy must be one of {list(REWARD_ENERGY_SOURCES)}, got {reward_energy!r}")
+        raise ConfigError(f"reward_energy must be one of {list(REWARD_ENERGY_SOURCES)}, got {_show(reward_energy)}")
     lat, energy, power = reference_frame(spec, profile, power_mode, period, cooling.ambient_c)
     return EnvSetup(
         spec=spec,
@@ -242,19 +345,31 @@ def reference_frame(
     return lat, float(run_j + floor * max(0.0, period_s - lat)), float(run_j / lat)
 
 
+def flat_action(action: object, nvec: tuple[int, ...], names: tuple[str, ...]) -> list:
+    """``action``'s components as a flat list (``np.ravel``); :class:`SettingError` naming the action space when
+    it is not array-like (a ragged nested list, ...), instead of NumPy's ``ValueError``."""
+    try:
+        return np.ravel(action).tolist()  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        raise SettingError(
+            f"action {_show(action)} is not an array of {len(nvec)} integers: the action space "
+            f"MultiDiscrete({list(nvec)}) takes {list(names)}"
+        ) from None
+
+
 def check_levels_action(values: list, nvec: tuple[int, ...], names: tuple[str, ...], action: object) -> None:
     """Raise :class:`SettingError` naming the first component of ``values`` outside ``0..nvec-1``."""
     if len(values) != len(nvec):
         raise SettingError(
-            f"action {action!r} has {len(values)} components; the action space MultiDiscrete({list(nvec)}) "
+            f"action {_show(action)} has {len(values)} components; the action space MultiDiscrete({list(nvec)}) "
             f"takes {len(nvec)}: {list(names)}"
         )
     for v, n, name in zip(values, nvec, names):
         integral = isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and float(v).is_integer())
         if isinstance(v, bool) or not integral or not 0 <= v < n:
             raise SettingError(
-                f"action {action!r} is outside the action space MultiDiscrete({list(nvec)}): component "
-                f"'{name}' must be an integer in 0..{n - 1}, got {v!r}"
+                f"action {_show(action)} is outside the action space MultiDiscrete({list(nvec)}): component "
+                f"'{name}' must be an integer in 0..{n - 1}, got {_show(v)}"
             )
 
 
@@ -273,6 +388,9 @@ def make_backend(backend: object, setup: EnvSetup, backend_kwargs: Mapping[str, 
     no clock; a dict: those governors are set through sysfs and restored at close); a backend object (e.g. an
     :class:`~e4gym.hardware.nvml.NvmlBackend`, with ``device=backend.spec``) is used as it is.
     """
+    if backend_kwargs is not None and not isinstance(backend_kwargs, Mapping):
+        raise ConfigError(f"backend_kwargs must be a dict of the backend's keyword arguments (e.g. "
+                          f"{{'sysfs_root': '/'}} for jetson), got {_show(backend_kwargs)}")
     kw = dict(backend_kwargs or {})
     if isinstance(backend, str):
         if backend == "nvml":
@@ -310,7 +428,7 @@ def make_backend(backend: object, setup: EnvSetup, backend_kwargs: Mapping[str, 
     if backend_kwargs:
         raise ConfigError("backend_kwargs apply to a backend given by name, not to a backend object")
     if not isinstance(backend, Backend):
-        raise ConfigError(f"backend must be 'emulated' or an object with the Backend protocol, got {backend!r}")
+        raise ConfigError(f"backend must be 'emulated' or an object with the Backend protocol, got {_show(backend)}")
     if setup.governors is not None:
         raise ConfigError("governors= configures the emulated backend; set the governors on your backend object")
     if backend.spec.name != setup.spec.name:

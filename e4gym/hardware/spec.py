@@ -29,6 +29,11 @@ CPU_GOVERNORS = ("userspace", "performance", "powersave", "ondemand", "schedutil
 GPU_GOVERNORS = ("userspace", "performance", "powersave", "nvhost_podgov", "simple_ondemand")
 EMC_GOVERNORS = ("userspace", "performance", "powersave")
 
+#: Ambient temperatures a device YAML or an env accepts (°C, inclusive): the industrial temperature grade
+#: (-40..85 °C). ASSUMPTION (docs/assumptions.md): no Jetson datasheet gives an ambient range for the module on
+#: its heat sink; outside it the emulator's exponential leakage model leaves any calibrated regime.
+AMBIENT_RANGE_C: tuple[float, float] = (-40.0, 85.0)
+
 
 @dataclass(frozen=True)
 class PowerMode:
@@ -360,7 +365,7 @@ def parse_device(data: dict, file: Path | str = "<dict>") -> DeviceSpec:
     thermal = ThermalSpec(
         throttle_c=throttle_c,
         critical_c=th.number("critical_c", min=throttle_c),
-        ambient_c=th.number("ambient_c", 25.0, min=-40.0, max=80.0),
+        ambient_c=th.number("ambient_c", 25.0, min=AMBIENT_RANGE_C[0], max=AMBIENT_RANGE_C[1]),
         fan=th.bool("fan", True),
         source=str(th.raw("source", "")),
     )
@@ -421,6 +426,9 @@ def load_device(name_or_path: str | Path) -> DeviceSpec:
         mtime = path.stat().st_mtime
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from exc
+    except ValueError as exc:  # e.g. an embedded NUL character: no file can have that name
+        raise ConfigError(f"device {str(name_or_path)!r} is not a usable path ({exc}); pass a device name "
+                          f"({available_devices()}) or the path of a device YAML") from exc
     cached = _CACHE.get(path)
     if cached and cached[0] == mtime:
         return cached[1]
