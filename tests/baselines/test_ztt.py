@@ -6,9 +6,11 @@ the power monitor's rails (``Measurement.rails_w``).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import warnings
+from collections.abc import Iterator
 
 import gymnasium as gym
 import numpy as np
@@ -45,17 +47,29 @@ TRAIN_KW = {"device": "xavier-nx", "fps": 20.0, "initial_temp_c": 40.0, "episode
 HOT_KW = {"device": "xavier-nx", "fps": 20.0, "initial_temp_c": 50.0, "episode_frames": 1000}
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch runs ``n`` math threads inside the block; the caller's count is restored after it."""
+    before = th.get_num_threads()
+    th.set_num_threads(n)
+    try:
+        yield
+    finally:
+        th.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    th.set_num_threads(1)
+def _one_thread() -> Iterator[None]:
+    with _torch_threads(1):  # tiny networks: threads only add overhead
+        yield
 
 
 @pytest.fixture(scope="module")
 def trained() -> ZTTDQN:
     """zTT's agent trained for 1500 steps (about 2 s) in the training scenario."""
-    th.set_num_threads(1)
     model = make_ztt_model(_ztt_env(**TRAIN_KW), seed=0)
-    model.learn(1500)
+    with _torch_threads(1):
+        model.learn(1500)
     return model
 
 
@@ -431,6 +445,7 @@ def _mean_reward(env: ZTTEnv, act, seed: int = 123, frames: int = 500) -> float:
     return total / frames
 
 
+@pytest.mark.slow  # trains zTT for 1500 steps: about 6 s on 2 shared cores
 def test_training_improves_the_ztt_reward() -> None:
     """1500 steps on the default 30 fps stream (500-frame episodes) lift the greedy agent's mean zTT reward
     well above its untrained self and random clocks. Seed 4's untrained net prefers a poor action (worse than
@@ -478,6 +493,7 @@ def test_policy_protocol_and_errors(tmp_path) -> None:
     assert len(infos) == 5
 
 
+@pytest.mark.slow  # needs `trained`: about 3 s of zTT training, shared by the tests that use it
 @pytest.mark.parametrize("kw", [HOT_KW, {**TRAIN_KW, "fps": 30.0, "episode_frames": 300}], ids=["hot", "warm"])
 def test_policy_reproduces_the_env(trained: ZTTDQN, kw: dict, tmp_path) -> None:
     env = _ztt_env(**kw)
@@ -496,6 +512,7 @@ def test_policy_reproduces_the_env(trained: ZTTDQN, kw: dict, tmp_path) -> None:
         assert [(i["cpu_hz"], i["gpu_hz"], i["exit"], i["energy_j"]) for i in infos] == want
 
 
+@pytest.mark.slow  # needs `trained`: about 3 s of zTT training, shared by the tests that use it
 def test_trained_ztt_keeps_the_board_below_its_target(trained: ZTTDQN) -> None:
     """Under thermal pressure (board at 50 °C; the top clocks heat it to ~53 °C) zTT holds the board at its
     target, under it most of the time, while meeting its 20 fps target most of the time; the performance

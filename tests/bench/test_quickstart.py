@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from e4gym.cli import main
 
 
+@pytest.mark.slow
 def test_quickstart_runs_end_to_end_short(tmp_path, capsys) -> None:
     out = tmp_path / "quick"
     assert main(["bench", "--config", "quickstart", "--out", str(out), "--frames", "120", "--jobs", "1",

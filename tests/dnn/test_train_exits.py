@@ -66,6 +66,7 @@ def test_early_heads_learn_above_chance(trained):
     assert early_after.mean() > early_before.mean() + 0.2
 
 
+@pytest.mark.slow  # about 10 s on 2 shared cores
 def test_checkpoint_loads_weights_only_and_reproduces_predictions(trained, dataset):
     res, out = trained
     ck = torch.load(out, map_location="cpu", weights_only=True)
@@ -105,6 +106,7 @@ def test_final_classifier_trained_without_weights(trained):
     torch.testing.assert_close(ck["backbone_state"]["features.0.0.weight"], fresh.state_dict()["features.0.0.weight"])
 
 
+@pytest.mark.slow  # about 6 s on 2 shared cores
 def test_with_weights_final_classifier_stays_frozen(tmp_path):
     data = make_dataset(tmp_path / "small", per_class=4, colours=COLOURS[:2])
     torch.manual_seed(7)
@@ -165,6 +167,7 @@ def test_load_image_normalises(tmp_path):
     assert x.abs().max() < 0.02
 
 
+@pytest.mark.slow  # about 8 s on 2 shared cores
 def test_bad_checkpoints(trained, tmp_path):
     _, out = trained
     bad = tmp_path / "bad.pt"

@@ -39,6 +39,18 @@ def make(frames: int = 20, **kw: Any) -> gym.Env:
     return gym.make(ENV_ID, episode_frames=frames, **kw)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch runs one math thread in the test (tiny networks: more threads only contend for 2 shared cores); the
+    count before it is restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------------------------------- import
 
 
@@ -105,7 +117,7 @@ def test_discrete_errors() -> None:
 
 
 @_wrapped_ok
-def test_discrete_check_env_and_dqn() -> None:
+def test_discrete_check_env_and_dqn(one_torch_thread) -> None:
     from stable_baselines3 import DQN
 
     env = DiscreteActions(make(50), {"cpu_level": CPU, "gpu_level": GPU})
@@ -149,7 +161,7 @@ def test_continuous_mapping() -> None:
 
 
 @_wrapped_ok
-def test_continuous_check_env_and_sac() -> None:
+def test_continuous_check_env_and_sac(one_torch_thread) -> None:
     from stable_baselines3 import SAC
 
     env = ContinuousActions(make(50))
@@ -158,7 +170,19 @@ def test_continuous_check_env_and_sac() -> None:
         "MlpPolicy", env, learning_starts=50, buffer_size=500, batch_size=32,
         policy_kwargs={"net_arch": [16]}, device="cpu", seed=0,
     )
+    actor = [p.detach().clone() for p in model.actor.parameters()]
     model.learn(200)
+    assert model.num_timesteps == 200
+    assert any(not np.array_equal(a.numpy(), b.detach().numpy()) for a, b in zip(actor, model.actor.parameters()))
+    # SAC acted in the wrapper's box; each action was mapped to levels the frame env took.
+    stored = model.replay_buffer.actions[:200, 0]
+    assert stored.shape == (200, 3) and np.all(np.abs(stored) <= 1.0) and np.ptp(stored, axis=0).min() > 0.5
+    obs, _ = env.reset(seed=1)
+    action, _ = model.predict(obs, deterministic=True)
+    assert env.action_space.contains(action)
+    levels = env.action(action)
+    assert env.env.action_space.contains(levels)
+    assert env.step(action)[4]["exit"] == levels[0]
 
 
 # ---------------------------------------------------------------------------------------------- SelectObservation
@@ -308,7 +332,7 @@ def test_episode_stats_monitor_csv(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- callbacks
 
 
-def test_callback_tensorboard(tmp_path: Path) -> None:
+def test_callback_tensorboard(tmp_path: Path, one_torch_thread) -> None:
     from stable_baselines3 import PPO
     from stable_baselines3.common.monitor import Monitor
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -340,7 +364,7 @@ def test_callback_tensorboard(tmp_path: Path) -> None:
     assert all(0.0 <= v <= 1.0 for v in acc_vals)
 
 
-def test_callback_without_monitor_and_nan() -> None:
+def test_callback_without_monitor_and_nan(one_torch_thread) -> None:
     from stable_baselines3 import A2C
 
     from e4gym.envs.callbacks import EpisodeStatsCallback

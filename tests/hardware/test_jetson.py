@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -66,6 +67,7 @@ class SleepRunner:
     def __init__(self, seconds: float, halfway=None, start=None) -> None:
         self.seconds, self.halfway, self.start = seconds, halfway, start
         self.parts: list[float] = []
+        self.returned: list[float] = []  # what each run() returned
 
     def run(self, work: Work, batch: int = 1) -> float:
         t0 = time.perf_counter()
@@ -79,7 +81,8 @@ class SleepRunner:
             self.halfway()
             time.sleep(self.seconds / 2)
             self.parts = [t1 - t0, time.perf_counter() - t1]
-        return time.perf_counter() - t0
+        self.returned.append(time.perf_counter() - t0)
+        return self.returned[-1]
 
 
 # ============================================================================================== detection
@@ -377,12 +380,13 @@ def test_fake_jtop_matches_jetson_stats(board: FakeBoard) -> None:
 def test_run_integrates_rail_power(tmp_path: Path) -> None:
     board = build_xavier_nx(tmp_path)
     board.set_rail("VDD_IN", 6.0)
-    with open_backend(board, runner=SleepRunner(0.2), sample_period_s=0.005) as be:
+    sleeper = SleepRunner(0.2)
+    with open_backend(board, runner=sleeper, sample_period_s=0.005) as be:
         be.apply(Setting(3, 4, 5))
         m = be.run(WORK)
         assert m.avg_power_w == pytest.approx(6.0)
         assert m.energy_j == m.measured_energy_j == pytest.approx(6.0 * m.latency_s, rel=0.1)
-        assert m.latency_s == pytest.approx(0.2, rel=0.5)
+        assert m.latency_s == sleeper.returned[-1] >= 0.2  # the runner's own latency (a busy machine lengthens it)
         assert m.gpu_util == pytest.approx(0.25)  # load 250 (tenths of a percent)
         assert m.transition_s == pytest.approx(3 * be.spec.model.transition_stall_s)
         assert m.temp_c == pytest.approx(44.5) and m.time_s > 0
@@ -400,7 +404,7 @@ def test_idle_integrates_power(tmp_path: Path) -> None:
     board.set_rail("POM_5V_IN", 3.0)
     with open_backend(board) as be:
         m = be.idle(0.1)
-        assert m.latency_s == pytest.approx(0.1, rel=0.5)
+        assert m.latency_s >= 0.099  # the polled window spans the wait (a busy machine lengthens it)
         assert m.energy_j == pytest.approx(3.0 * m.latency_s)
         with pytest.raises(SettingError):
             be.idle(-1.0)
@@ -623,7 +627,7 @@ def test_thermal_guard_fires_during_a_run(tmp_path: Path) -> None:
 
     def heat_and_wait() -> None:
         board.set_temp("GPU-therm", 90.0)
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 60.0  # a hang guard only: the guard polls every 0.1 s
         while time.monotonic() < deadline and board.policy(0, "scaling_governor") != "schedutil":
             time.sleep(0.01)
         seen["restored"] = board.policy(0, "scaling_governor") == "schedutil"
@@ -636,14 +640,26 @@ def test_thermal_guard_fires_during_a_run(tmp_path: Path) -> None:
 
 
 def test_thermal_guard_ends_an_idle_wait(tmp_path: Path) -> None:
+    """An hour's idle wait ends when the guard trips (it polls every 0.1 s); only the guard can end it."""
     board = build_agx_orin(tmp_path)
+    raised: list[BaseException] = []
+
+    def idle_an_hour(be: JetsonBackend) -> None:
+        try:
+            be.idle(3600.0)
+        except BaseException as exc:  # checked below, in the test's thread
+            raised.append(exc)
+
     with open_backend(board, thermal_limit_c=70.0) as be:
         be.apply(Setting(0, 0, 0))
         board.set_temp("tj-thermal", 72.0)
-        t0 = time.monotonic()
-        with pytest.raises(ThermalLimitError, match="tj-thermal"):
-            be.idle(10.0)
-        assert time.monotonic() - t0 < 5.0
+        waiter = threading.Thread(target=idle_an_hour, args=(be,), daemon=True)
+        waiter.start()
+        waiter.join(60.0)  # a hang guard, not a time bound: the guard ends the wait at its next poll
+        assert not waiter.is_alive(), "idle(3600) hung: the thermal guard did not end the wait"
+        assert be.closed  # the guard closed (and restored) the backend before the with block did
+    (exc,) = raised
+    assert isinstance(exc, ThermalLimitError) and "tj-thermal" in str(exc)
 
 
 def test_no_rails_is_a_clear_error(tmp_path: Path) -> None:
@@ -866,6 +882,7 @@ QUICKSTART_ON_BOARD = ("performance", "powersave", "ondemand", "schedutil", "nvh
                        "oracle-strict", "best_static")
 
 
+@pytest.mark.slow  # the quickstart benchmark on a fake board: about 27 s on 2 shared cores
 def test_quickstart_runs_on_a_fake_board(tmp_path: Path) -> None:
     """``e4gym bench --config quickstart --backend jetson``: the governor baselines run on the board's governors."""
 

@@ -403,6 +403,7 @@ def test_block_env_runs_a_real_torch_runner_block_by_block():
         assert frames == 3
 
 
+@pytest.mark.slow  # a subprocess that imports torch: about 5 s on 2 shared cores
 def test_gpu_check_script_runs_read_only(monkeypatch, tmp_path, capsys):
     """benchmarks/gpu_check.py end to end on the mocked GPU, frames on the CPU (plumbing only)."""
     import importlib.util

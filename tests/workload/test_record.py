@@ -147,6 +147,7 @@ def test_parse_labels_errors(tmp_path):
     assert parse_labels(4) == [4]
 
 
+@pytest.mark.slow  # about 4 s on 2 shared cores
 def test_with_exits_checkpoint(video, trace, tmp_path):
     from PIL import Image
 
