@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import logger, spaces
 
-from e4gym.envs.common import SOURCE_CHUNK, check_levels_action, make_backend, resolve_setup
+from e4gym.envs.common import SOURCE_CHUNK, check_levels_action, flat_action, make_backend, resolve_setup
 from e4gym.envs.core import (
     CONFIDENCE,
     CORRECT,
@@ -47,6 +47,12 @@ from e4gym.hardware.stream import StreamClock
 from e4gym.workload.base import COMPLEXITY_FEATURES, FrameRecord
 
 F64, I64, B = np.float64, np.int64, np.bool_
+#: ``np.float64(0.0)``, made once (NumPy scalars are immutable: one object serves every info).
+F64_ZERO = F64(0.0)
+_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+# ``_obs`` unpacks a frame's features into these three names (faster than a loop over the names).
+if COMPLEXITY_FEATURES != ("edge_density", "motion", "contrast"):  # pragma: no cover - a guard for editors
+    raise ImportError("StreamEnv._obs unpacks COMPLEXITY_FEATURES by name: update it with the feature list")
 #: NumPy scalars made once: ``NP_INT[i + 1]`` is ``np.int64(i)`` for -1 <= i < 4095 (exits, frames, counts), and
 #: ``NP_BOOL[flag]`` is ``np.bool_(flag)`` (making a NumPy scalar costs as much as a dozen float operations).
 NP_INT = tuple(np.int64(i) for i in range(-1, 4095))
@@ -127,11 +133,19 @@ class StreamEnv(gym.Env):
         self.obs_names: tuple[str, ...] = self._obs_builder.names
         self.observation_space = self._obs_builder.space()
         self._o = _ObsState()
-        self._freqs = (s.spec.cpu_freqs_hz, s.spec.gpu_freqs_hz, s.spec.emc_freqs_hz)
+        # The level tables as NumPy scalars made once (the info's clocks are looked up, not converted).
+        self._freqs = tuple(tuple(F64(f) for f in t) for t in (s.spec.cpu_freqs_hz, s.spec.gpu_freqs_hz,
+                                                              s.spec.emc_freqs_hz))
         self._inv_max = tuple(1.0 / m if m > 0 else 0.0 for m in mx)
         n_exits = s.profile.n_exits
         self._inv_exit = 1.0 / (n_exits - 1) if n_exits > 1 else 0.0
         self._temp_span = 1.0 / max(s.trip_c - s.cooling.ambient_c, 1e-9)
+        self._ambient_c = s.cooling.ambient_c
+        # Reciprocals of the observation's scales (a step multiplies; the numbers are the same to a rounding).
+        self._inv_deadline, self._inv_energy_ref, self._inv_power_ref = (
+            1.0 / s.deadline_s, 1.0 / s.energy_ref_j, 1.0 / s.power_ref_w)
+        #: The info's profiling figures of a frame with no profiling run before it (runs, ms, J).
+        self._no_profiling = (NP_INT[1], F64_ZERO, F64_ZERO)
         self._clock = StreamClock(s.period_s, s.deadline_s)
         self._k: int | None = None
         #: Info keys of the power monitor's rails, ``power_<rail>_w`` (W), one per backend rail.
@@ -156,7 +170,7 @@ class StreamEnv(gym.Env):
             raise gym.error.ResetNeeded("call reset() before upcoming_frame()")
         i = self._pos
         return FrameRecord(
-            index=self._k, scene=-1, features=np.asarray([self._feat[i][n] for n in COMPLEXITY_FEATURES], np.float32),
+            index=self._k, scene=-1, features=np.asarray(self._feat[i], np.float32),
             feature_change=np.asarray(self._fchg[i], np.float32),
             correct=np.asarray(self._correct[i], bool), confidence=np.asarray(self._conf[i], np.float32),
             difficulty=float(self._difficulty[i]),
@@ -312,14 +326,15 @@ class StreamEnv(gym.Env):
                     ok = False
                     break
         if not ok:
-            check_levels_action(np.ravel(action).tolist(), nvec, self.action_names, action)  # raises with details
-            vals = [int(v) for v in np.ravel(action)]
+            flat = flat_action(action, nvec, self.action_names)
+            check_levels_action(flat, nvec, self.action_names, action)  # raises with details
+            vals = [int(v) for v in flat]
         return vals
 
     def _fill(self) -> None:
         """Pull the next chunk of frames from the source into Python lists (fast per-step access)."""
         b = self.source.batch(SOURCE_CHUNK)
-        self._feat = [dict(zip(COMPLEXITY_FEATURES, row)) for row in b.features.tolist()]
+        self._feat = b.features.tolist()  # per frame, the COMPLEXITY_FEATURES in order
         self._fchg = b.feature_change.tolist()
         self._correct = b.correct.tolist()
         self._conf = b.confidence.tolist()
@@ -367,7 +382,7 @@ class StreamEnv(gym.Env):
     def _obs(self) -> np.ndarray:
         """The observation from the current field values (:class:`ObsBuilder`: field order, clipped into the Box)."""
         o, lv, im = self._o, self.backend.levels, self._inv_max
-        o.__dict__.update(self._feat[self._pos])
+        o.edge_density, o.motion, o.contrast = self._feat[self._pos]
         o.cpu_level = lv[0] * im[0]
         o.gpu_level = lv[1] * im[1]
         if self.setup.control_memory:

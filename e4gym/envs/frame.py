@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from e4gym.envs.base import F64, I64, NP_BOOL, NP_INT, StreamEnv
+from e4gym.envs.base import F64, I64, NP_BOOL, NP_INT, StreamEnv, _tuple_new
 from e4gym.envs.core import (
     CONFIDENCE,
     CORRECT,
@@ -183,9 +183,8 @@ class EarlyExitDVFSEnv(StreamEnv):
         """Run the next frame with ``action`` = (exit, cpu_level, gpu_level[, emc_level])."""
         vals = self._parse_action(action)
         k: int = self._k  # type: ignore[assignment]
-        s, clock, o = self.setup, self._clock, self._o
+        s, clock, o, b = self.setup, self._clock, self._o, self.backend
         ex = vals[0]
-        b = self.backend
         before = b.levels
         b.apply((vals[1], vals[2], vals[3] if s.control_memory else s.max_levels[2]))
         m = b.run(self._works[ex])
@@ -200,34 +199,37 @@ class EarlyExitDVFSEnv(StreamEnv):
             temp = idle.temp_c
         latency = clock.finish(done)
         after = b.levels
-        switches = (before[0] != after[0]) + (before[1] != after[1]) + (before[2] != after[2])
         if self._prof[0]:  # profiling runs before this frame: the board time is in `start`, the energy here
             p_runs, p_s, p_true, p_meas = self._take_profiling()
             energy += p_true
             measured += p_meas
+            prof = (I64(p_runs), F64(p_s * 1e3), F64(p_true))
         else:
-            p_runs, p_s, p_true = 0, 0.0, 0.0
+            p_s, prof = 0.0, self._no_profiling
         pos = self._pos
         correct = self._correct[pos][ex]
         missed = latency > s.deadline_s
-        reward, terms = self.reward_fn(FrameOutcome(energy, measured, missed, correct, latency, ex, True))
+        reward, terms = self.reward_fn(_tuple_new(FrameOutcome, (energy, measured, missed, correct, latency, ex, True)))
         # The next observation: the previous frame's figures as a controller on the board reads them (the
         # power monitor's energy and power, not the true ones).
         span = clock.free_s - start + p_s
-        power = energy / span if span > 0 else m.avg_power_w
+        if span > 0.0:
+            power, o.power = energy / span, measured / span * self._inv_power_ref
+        else:
+            power = m.avg_power_w
+            o.power = power * self._inv_power_ref
         o.last_exit = ex * self._inv_exit
         o.last_confidence = conf = self._conf[pos][ex]
         o.last_feature_change = self._fchg[pos][ex]
-        o.latency = latency / s.deadline_s
-        o.energy = measured / s.energy_ref_j
-        o.power = (measured / span if span > 0 else m.avg_power_w) / s.power_ref_w
-        o.temperature = self._temperature(temp)
+        o.latency = latency * self._inv_deadline
+        o.energy = measured * self._inv_energy_ref
+        o.temperature = (temp - self._ambient_c) * self._temp_span
         o.throttled = 1.0 if m.throttled else 0.0
         o.slack = clock.slack
         o.fps = clock.fps
         self._k = k + 1
-        self._pos = pos + 1
-        if self._pos == self._n_buf:
+        self._pos = pos = pos + 1
+        if pos == self._n_buf:
             self._fill()
         f = self._freqs
         info = {
@@ -238,18 +240,18 @@ class EarlyExitDVFSEnv(StreamEnv):
             EXIT: NP_INT[ex + 1],
             CORRECT: NP_BOOL[correct],
             CONFIDENCE: F64(conf),
-            CPU_HZ: F64(f[0][after[0]]),
-            GPU_HZ: F64(f[1][after[1]]),
-            EMC_HZ: F64(f[2][after[2]]),
+            CPU_HZ: f[0][after[0]],
+            GPU_HZ: f[1][after[1]],
+            EMC_HZ: f[2][after[2]],
             DEADLINE_MISSED: NP_BOOL[missed],
-            DVFS_SWITCHES: NP_INT[switches + 1],
+            DVFS_SWITCHES: NP_INT[(before[0] != after[0]) + (before[1] != after[1]) + (before[2] != after[2]) + 1],
             MEASURED_ENERGY_J: F64(measured),
             RUN_MS: F64(m.latency_s * 1e3),
             THROTTLED: NP_BOOL[m.throttled],
             FRAME: NP_INT[k + 1] if k < 4094 else I64(k),
-            PROFILING_RUNS: NP_INT[p_runs + 1] if p_runs < 4094 else I64(p_runs),
-            PROFILING_MS: F64(p_s * 1e3),
-            PROFILING_ENERGY_J: F64(p_true),
+            PROFILING_RUNS: prof[0],
+            PROFILING_MS: prof[1],
+            PROFILING_ENERGY_J: prof[2],
         }
         for key, v in terms.items():
             info[key] = F64(v)
@@ -258,7 +260,7 @@ class EarlyExitDVFSEnv(StreamEnv):
             rails = m.rails_w
             if len(rails) != len(rk):
                 info.update(self._rails(rails))
-            elif idle is not None and idle.latency_s > 0:
+            elif idle is not None and idle.latency_s > 0.0:
                 t1, t2, ir = m.latency_s, idle.latency_s, idle.rails_w
                 w = 1.0 / (t1 + t2)
                 for i, key in enumerate(rk):
@@ -266,7 +268,7 @@ class EarlyExitDVFSEnv(StreamEnv):
             else:
                 for key, v in zip(rk, rails):
                     info[key] = F64(v)
-        return self._obs(), reward, False, self._k >= s.episode_frames, info
+        return self._obs(), reward, False, k + 1 >= s.episode_frames, info
 
     def render(self) -> str | None:
         """``ansi``: one line describing the last frame."""

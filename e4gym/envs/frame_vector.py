@@ -43,7 +43,8 @@ from e4gym.envs.core import (
 from e4gym.errors import ConfigError, SettingError
 from e4gym.hardware.emulator import BatchedEmulator
 from e4gym.hardware.stream import StreamClock
-from e4gym.workload.base import COMPLEXITY_FEATURES, N_FEATURES, FrameSource
+from e4gym.workload.base import COMPLEXITY_FEATURES, N_FEATURES, FrameSource, StackedFrames
+from e4gym.workload.synthetic import SyntheticVideo
 
 #: Frames buffered per sub-env (the frame stream does not depend on it).
 VECTOR_CHUNK = 512
@@ -165,6 +166,11 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         self._fchg_flat, self._correct_flat, self._conf_flat = (a.reshape(-1) for a in (self._fchg, self._correct,
                                                                                     self._conf))
         self._feat_rows = self._feat.reshape(n * VECTOR_CHUNK, N_FEATURES)
+        # The frame buffers as the ``out`` of a refill of every sub-env (index, scene, difficulty: scratch).
+        self._stacked = StackedFrames(
+            index=np.empty((n, VECTOR_CHUNK), np.int64), scene=np.empty((n, VECTOR_CHUNK), np.int64),
+            features=self._feat, correct=self._correct, confidence=self._conf, feature_change=self._fchg,
+            difficulty=np.empty((n, VECTOR_CHUNK)))
         self._row_base = np.arange(n) * VECTOR_CHUNK
         self._pos = np.zeros(n, np.int64)
         self._clock = StreamClock(s.period_s, s.deadline_s, n)
@@ -346,8 +352,12 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         return [*INFO_KEYS, *getattr(self.reward_fn, "terms", ()), *self.rail_keys]
 
     def _check_actions(self, actions: Any) -> np.ndarray:
-        a = np.asarray(actions)
         k = len(self._nvec)
+        try:
+            a = np.asarray(actions)
+        except (ValueError, TypeError):  # a ragged nested sequence
+            raise SettingError(f"actions must have shape ({self.num_envs}, {k}) (num_envs × "
+                               f"{list(self.action_names)}), got a ragged sequence") from None
         if a.shape != (self.num_envs, k):
             raise SettingError(
                 f"actions must have shape ({self.num_envs}, {k}) (num_envs × {list(self.action_names)}), "
@@ -371,13 +381,22 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         return a.astype(np.int64, copy=False)
 
     def _refill(self, idx: np.ndarray) -> None:
-        for i in idx:
-            b = self._sources[i].batch(VECTOR_CHUNK)
-            self._feat[i] = b.features
-            self._fchg[i] = b.feature_change
-            self._correct[i] = b.correct
-            self._conf[i] = b.confidence
-            self._pos[i] = 0
+        """The next :data:`VECTOR_CHUNK` frames of sub-envs ``idx`` into the frame buffers (one
+        :meth:`SyntheticVideo.batch_many` call: the sub-envs' streams are generated together, each from its own
+        generator, bit for bit as its own ``batch``)."""
+        k = len(idx)
+        if not k:
+            return
+        streams = [self._sources[i] for i in idx]
+        if k == self.num_envs:  # every sub-env at once (they run in lockstep): straight into the buffers
+            SyntheticVideo.batch_many(streams, VECTOR_CHUNK, out=self._stacked)
+        else:
+            b = SyntheticVideo.batch_many(streams, VECTOR_CHUNK)
+            self._feat[idx] = b.features
+            self._fchg[idx] = b.feature_change
+            self._correct[idx] = b.correct
+            self._conf[idx] = b.confidence
+        self._pos[idx] = 0
 
     def _reset_envs(self, idx: np.ndarray) -> None:
         """Reset sub-envs ``idx`` exactly as ``EarlyExitDVFSEnv.reset`` does (seeds drawn from their np_random)."""

@@ -10,8 +10,8 @@ Both look costs up in the analytic tables of :mod:`e4gym.hardware.model` and add
   only after the domain's delay (1 ms CPU, 5 ms GPU, 8 ms EMC, measured on Orin Nano; CALIBRATION.md §2):
   the first ``delay`` seconds of work still run at the old setting;
 * **noise**: multiplicative, ``σ = noise_latency`` on latency and ``noise_power`` on power, drawn from a
-  counter-based generator (splitmix64 of the board's key and a counter), so one board's numbers do not
-  depend on how many boards are simulated beside it — the scalar and batched paths agree;
+  counter-based generator (splitmix64 of the board's key and a counter, one Box–Muller pair per run), so one
+  board's numbers do not depend on how many boards are simulated beside it;
 * **power monitor**: power polled every ``sensor_period_s`` and held between polls (INA3221 as read by a
   polling thread; Dutt et al. poll every 100 ms), so the measured energy differs from the true energy as on
   a board;
@@ -24,42 +24,69 @@ Both look costs up in the analytic tables of :mod:`e4gym.hardware.model` and add
 * **governors** (scalar backend): domains not in ``userspace`` are driven by the load-driven kernel
   governors of :mod:`e4gym.hardware.governors`.
 
-The state update (transitions, a run, an idle period, the monitor and the thermal model) is written once, in
-:class:`_Boards`, over an ``ops`` namespace: :class:`_ScalarOps` (Python floats, so that an env step stays
-cheap) for the one board of :class:`EmulatedBackend`, :class:`_ArrayOps` (NumPy) for the N boards of
-:class:`BatchedEmulator`; its arithmetic is exact for boards outside a mask (``x · old + (1 − x) · new`` with
-``x = 0``, ``t + period · (polls · sampled)``), so the batched boards take a branch when any board needs it.
-What stays apart is what differs in kind: checking requests and capping them (a tuple against an ``(N, 3)``
-array), the caching of cost tables (lists of per-setting tuples against stacked arrays), keeping noise drawn
-ahead (a list for one board; rows for N boards, redrawn for boards that are reset) and the result records
-(:class:`~e4gym.hardware.backend.Measurement` against :class:`MeasurementBatch`). A test holds the two paths
-together: N scalar boards equal the batched boards to 1e-9 (they agree bit for bit on the same calls).
+**The state update is written once, over N boards**: numba kernels, each a loop over boards, compiled on first
+use (``njit(cache=True)``: the compiled code is cached in ``__pycache__``; a read-only install compiles in each
+process): :func:`_k_reset`, :func:`_k_request` (the batched ``apply``), :func:`_k_run` and :func:`_k_idle`. The
+scalar :class:`EmulatedBackend` is N = 1 and the :class:`BatchedEmulator` N, so one seed gives the same numbers,
+bit for bit, on either. A kernel takes a few arrays (numba's dispatch costs about 0.1 µs an array): the boards'
+state, a ``float64`` array ``(N, _KF)`` and an ``int64`` array ``(N, _KI)`` with one row per board (columns
+``_TIME``, ``_TEMP``, ... and ``_REQ``, ``_EFF``, ...), updated in place; the device array
+(:func:`_device_array`: the coefficients, read once per call into :class:`_Consts`, then per setting the
+idle-floor and rail powers, then the clock tables); the stacked cost rows of the works
+(``[work · settings + setting, column]``, columns :data:`_ROW`); the inputs (each board's work, its idle
+duration and mask); and a ``float64`` output ``(_KO, >= N)`` whose rows are the fields of a
+:class:`~e4gym.hardware.backend.Measurement` (:data:`_OUT`; a fresh one per call of the batched emulator, whose
+:class:`MeasurementBatch` fields are views of it). :func:`_k_run` and :func:`_k_idle` also return board 0's
+record as a tuple: numba boxes it into the Python floats, bool and rails tuple of the scalar backend's
+``Measurement``.
+
+A board's segment settles its levels first (:func:`_settle`: the request capped by the power mode or the
+throttle; the stall; the pending delay), then either runs a work (its cost row at the new setting, blended with
+the old setting's while a switch is pending; the noise pair of :func:`_normals`; the idle floor by
+:func:`~e4gym.hardware.model.floor_power` at the leakage :func:`~e4gym.hardware.model.leak_scale` of the
+temperature, the power model's own scalar cores, registered with ``register_jitable``) or idles (in chunks of
+``0.05 · tau_s`` so that leakage follows the temperature); both advance the power monitor and the thermal model
+with :func:`_advance` (exact over a constant-power segment). What stays in Python is what differs in kind:
+checking requests (a tuple against an ``(N, 3)`` array), the cost tables with the measured profile's correction,
+the kernel governors (run after the kernel, on its outputs) and the result records. A board whose temperature is
+at or past its critical trip (``thermal.critical_c``, where a real Jetson shuts down; checked at the start of each
+run and idle chunk) makes a kernel return an error code, and Python raises the
+:class:`~e4gym.errors.OverheatError` (the same for a leakage exponential that overflows). numba's cache follows
+this file only: a kernel loaded from a cache older than an edit of the model's jitable cores is caught by
+:meth:`_Boards._verify_kernels` and recompiled.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-import operator
-from abc import ABC, abstractmethod
+import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
 from e4gym.dnn.work import Work
-from e4gym.errors import ConfigError, SettingError, UnknownNameError
+from e4gym.errors import ConfigError, OverheatError, SettingError, UnknownNameError
 from e4gym.hardware.backend import Cooling, Measurement, SensorReading, Setting
 from e4gym.hardware.governors import GOVERNORS
-from e4gym.hardware.model import CostTable, PowerTable, cost_table, floor_power_w, leakage_scale, power_table
+from e4gym.hardware.model import (
+    JITABLE,
+    CostTable,
+    PowerTable,
+    cost_table,
+    floor_power,
+    leak_scale,
+    leakage_scale,
+    power_table,
+)
 from e4gym.hardware.spec import CPU_GOVERNORS, EMC_GOVERNORS, GPU_GOVERNORS, DeviceSpec, load_device
 
 _M64 = (1 << 64) - 1
 _TWO_PI = 2.0 * math.pi
 _NOISE_CLIP = 3.0
-_NOISE_BLOCK = 1024  # noise draws generated at a time by the scalar backend
-_BATCH_NOISE_BLOCK = 32  # runs' worth of noise generated at a time for every board of the batched emulator
 _IDLE_CHUNK_OF_TAU = 0.05  # idle periods longer than this fraction of the thermal time constant are split
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (a third of the cost)
 #: Per (work, setting), the cost-table columns a run reads, in this order (one row per lookup).
@@ -69,83 +96,465 @@ _ROW = ("latency_s", "busy_dyn_j", "gpu_busy_s", "cpu_dyn_j", "gpu_dyn_j")
 #: rest of the board (memory / EMC and static power).
 RAIL_NAMES: tuple[str, ...] = ("cpu", "gpu", "soc")
 
+# ------------------------------------------------------------------------------------------ kernel layouts
+# (Module-level ints: numba compiles them in as constants.)
 
-# ------------------------------------------------------------------------------------------ generic ops
+# The boards' float state, a float64 array (N, _KF), one row per board, columns: simulated time (s), temperature
+# (°C), time left before a pending switch takes effect (s), the monitor's next poll (s), its held board reading (W)
+# and rail readings (W, _RAIL .. _RAIL + 2).
+_TIME, _TEMP, _PEND_S, _NEXT, _HELD, _RAIL = 0, 1, 2, 3, 4, 5
+_KF = 8
+# The boards' int state, an int64 array (N, _KI), columns: requested levels (_REQ .. _REQ + 2), effective levels
+# (_EFF .. _EFF + 2), their flat setting index, the setting held before the pending switch, the throttle flag, the
+# noise counter and the noise key (the uint64's bits).
+_REQ, _EFF, _IDX, _PEND_IDX, _THR, _COUNT, _KEY = 0, 3, 6, 7, 8, 9, 10
+_KI = 11
+#: The output rows of _k_run and _k_idle: the Measurement's fields in order (``rails_w`` three rows), then the
+#: GPU busy time (s) the governors read.
+_OUT = ("latency_s", "energy_j", "measured_energy_j", "avg_power_w", "temp_c", "cpu_hz", "gpu_hz", "emc_hz",
+        "throttled", "transition_s", "gpu_util", "time_s", "rail_cpu_w", "rail_gpu_w", "rail_soc_w", "gpu_busy_s")
+_O_LAT, _O_ENERGY, _O_MEAS, _O_POWER, _O_TEMP, _O_HZ, _O_THR, _O_TRANS, _O_UTIL, _O_TIME, _O_RAIL, _O_BUSY = (
+    0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 15)
+_KO = 16
+# The device array (float64): coefficients, then _P_COLS columns per flat setting (idle dynamic power, leakage at
+# T_ref, the CPU's idle and leakage share, the GPU's, W), then the CPU, GPU and EMC clock tables (Hz). Level
+# counts and caps are stored as floats (exact).
+(_C_AMB, _C_RTH, _C_TAU, _C_TRIP, _C_RELEASE, _C_PERIOD, _C_NZ_LAT, _C_NZ_POW, _C_STALL, _C_DELAY, _C_STATIC,
+ _C_LEAK_K, _C_T_REF, _C_CHUNK, _C_MAX, _C_CAP, _C_N, _C_CRIT) = (
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 19, 22, 25)
+_C_HEAD = 26
+_P_COLS = 6
+
+_BOARD_0 = np.zeros(1, dtype=np.int64)  # the scalar backend's board index (reset) and work choice (run)
+_ACTIVE_1 = np.ones(1, dtype=bool)  # the scalar backend's idle mask
 
 
-class _ScalarOps:
-    """One board: Python scalars (a NumPy call on a scalar costs a microsecond; so does the builtin ``min``)."""
-
-    exp = staticmethod(math.exp)
-    floor = staticmethod(math.floor)
-    rows = staticmethod(operator.getitem)  # table[i]: a list of per-setting tuples
-
-    @staticmethod
-    def minimum(a: float, b: float) -> float:
-        return b if b < a else a
-
-    @staticmethod
-    def maximum(a: float, b: float) -> float:
-        return b if b > a else a
-
-    any = all = staticmethod(bool)  # (a C call: cheaper than a Python one)
-
-    @staticmethod
-    def where(cond: bool, a: Any, b: Any) -> Any:
-        return a if cond else b
+def _out_array(n: int) -> np.ndarray:
+    """A fresh kernel output for ``n`` boards, ``(_KO, m)`` with ``m >= n`` (the kernels write columns ``0 .. n-1``):
+    rows padded to an odd number of cache lines, since rows a power of two of 4 KiB apart would all fall into one
+    cache set (and a board writes one value per row). C-contiguous: numba dispatches other layouts slower."""
+    lines = -(-n // 8)
+    return np.empty((_KO, 8 * (lines + 1 - lines % 2)))
 
 
-class _ArrayOps:
-    """N boards: NumPy arrays of shape ``(N,)``."""
+def _kernel_arg(a: Any, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` as a writable C-contiguous array of ``dtype`` and ``shape`` (broadcast), the one array type a kernel
+    is compiled for (numba compiles read-only or strided arrays anew). Raises ``ValueError`` or ``TypeError``."""
+    a = np.asarray(a, dtype=dtype)
+    if a.shape != shape:
+        a = np.broadcast_to(a, shape)
+    if not (a.flags.c_contiguous and a.flags.writeable):
+        a = np.array(a, dtype=dtype, order="C")
+    return a
 
-    exp = staticmethod(np.exp)
-    floor = staticmethod(np.floor)
-    minimum = staticmethod(np.minimum)
-    maximum = staticmethod(np.maximum)
-    any = staticmethod(np.count_nonzero)  # (a count is as good as a bool for ``if``; three times cheaper)
-    where = staticmethod(np.where)
 
-    @staticmethod
-    def all(cond: np.ndarray) -> bool:
-        return np.count_nonzero(cond) == cond.shape[0]
+def _device_array(spec: DeviceSpec, cooling: Cooling, max_levels: tuple[int, int, int],
+                  power: PowerTable) -> np.ndarray:
+    """The kernels' per-device constants (layout above), for ``spec`` under ``cooling`` at the power mode whose
+    top levels are ``max_levels`` and whose power table is ``power``."""
+    m = spec.model
+    head = np.zeros(_C_HEAD)
+    head[_C_AMB] = cooling.ambient_c
+    head[_C_RTH] = m.r_th_fan_c_per_w if cooling.fan else m.r_th_passive_c_per_w
+    head[_C_TAU] = m.tau_s
+    head[_C_TRIP] = spec.thermal.throttle_c
+    head[_C_CRIT] = spec.thermal.critical_c
+    head[_C_RELEASE] = spec.thermal.throttle_c - m.throttle_hysteresis_c
+    head[_C_PERIOD] = m.sensor_period_s
+    head[_C_NZ_LAT] = m.noise_latency
+    head[_C_NZ_POW] = m.noise_power
+    head[_C_STALL] = m.transition_stall_s
+    head[_C_DELAY:_C_DELAY + 3] = m.transition_delay_s
+    head[_C_STATIC] = power.static_w
+    head[_C_LEAK_K] = m.leak_temp_coeff_per_c
+    head[_C_T_REF] = m.temp_ref_c
+    head[_C_CHUNK] = m.tau_s * _IDLE_CHUNK_OF_TAU
+    head[_C_MAX:_C_MAX + 3] = max_levels
+    head[_C_CAP:_C_CAP + 3] = _throttle_caps(spec, max_levels)
+    head[_C_N:_C_N + 3] = spec.n_levels
+    rows = np.stack((power.idle_dyn_w, power.leak_ref_w, power.cpu_idle_w, power.cpu_leak_ref_w, power.gpu_idle_w,
+                     power.gpu_leak_ref_w), axis=1)
+    return np.concatenate((head, rows.ravel(), spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz))
 
-    @staticmethod
-    def rows(table: np.ndarray, i: np.ndarray) -> np.ndarray:
-        """Rows ``i`` of a ``(settings, K)`` table as K contiguous arrays of shape ``(N,)`` (one gather: each row
-        is one cache line; faster than K gathers, and than arithmetic on strided columns)."""
-        return table.take(i, axis=0).T.copy()
+
+# ------------------------------------------------------------------------------------------ compiled helpers
+# Plain Python functions; _kernels() registers them with numba's register_jitable, so the kernels call them.
+
+
+class _Consts(NamedTuple):
+    """The device constants the kernels read, unpacked from the device array once per kernel call (a tuple stays
+    in registers; an array would be read again after every store to the state, which the compiler cannot tell
+    apart from it)."""
+
+    period_s: float  # the power monitor's polling period (s)
+    ambient_c: float  # ambient temperature (°C)
+    r_th: float  # thermal resistance (°C/W)
+    tau_s: float  # thermal time constant (s)
+    trip_c: float  # throttle trip (°C)
+    release_c: float  # throttle release (°C)
+    noise_latency: float  # σ of the latency noise
+    noise_power: float  # σ of the power noise
+    stall_s: float  # stall per switched domain (s)
+    delays_s: tuple[float, float, float]  # CPU, GPU, EMC switch delays (s)
+    static_w: float  # board static power (W)
+    leak_k: float  # leakage temperature coefficient (1/°C)
+    t_ref_c: float  # leakage reference temperature (°C)
+    chunk_s: float  # longest idle chunk (s)
+    max_levels: tuple[int, int, int]  # the power mode's top levels
+    throttle_caps: tuple[int, int, int]  # the levels a throttled board is capped at
+    n_gpu: int  # GPU levels
+    n_emc: int  # EMC levels
+    freq_at: tuple[int, int, int]  # where the CPU, GPU and EMC clock tables start in the device array
+    critical_c: float  # critical trip (°C): a board at or above it shuts down (the kernels return -2 - i)
+
+
+def _consts(dev: np.ndarray) -> _Consts:
+    """The :class:`_Consts` of a device array (:func:`_device_array`)."""
+    n_cpu, n_gpu, n_emc = int(dev[_C_N]), int(dev[_C_N + 1]), int(dev[_C_N + 2])
+    f_cpu = _C_HEAD + _P_COLS * n_cpu * n_gpu * n_emc
+    return _Consts(dev[_C_PERIOD], dev[_C_AMB], dev[_C_RTH], dev[_C_TAU], dev[_C_TRIP], dev[_C_RELEASE],
+                   dev[_C_NZ_LAT], dev[_C_NZ_POW], dev[_C_STALL], (dev[_C_DELAY], dev[_C_DELAY + 1], dev[_C_DELAY + 2]),
+                   dev[_C_STATIC], dev[_C_LEAK_K], dev[_C_T_REF], dev[_C_CHUNK],
+                   (int(dev[_C_MAX]), int(dev[_C_MAX + 1]), int(dev[_C_MAX + 2])),
+                   (int(dev[_C_CAP]), int(dev[_C_CAP + 1]), int(dev[_C_CAP + 2])), n_gpu, n_emc,
+                   (f_cpu, f_cpu + n_cpu, f_cpu + n_cpu + n_gpu), dev[_C_CRIT])
 
 
 def _splitmix64(x: int) -> int:
+    """splitmix64's output function of a 64-bit state ``x`` (a Python int, or a uint64 in compiled code)."""
     x = (x + 0x9E3779B97F4A7C15) & _M64
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
     return x ^ (x >> 31)
 
 
-def _normals_np(keys: np.ndarray, counters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two clipped standard normals per board from ``(key, counter)`` by Box–Muller (counter-based)."""
-    n = keys.shape[0]
-    x = np.empty(2 * n, dtype=np.uint64)  # splitmix64 of key + 2·counter and of key + 2·counter + 1, at once
-    np.add(keys, np.uint64(2) * counters.astype(np.uint64), out=x[:n])
-    np.add(x[:n], np.uint64(1), out=x[n:])
-    x += np.uint64(0x9E3779B97F4A7C15)
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    u = (x >> np.uint64(11)).astype(np.float64)
-    u1 = (u[:n] + 1.0) * 2.0**-53
-    u2 = u[n:] * 2.0**-53
-    r = np.sqrt(-2.0 * np.log(u1))
-    cos = np.cos(_TWO_PI * u2)
+def _normals(key: Any, counter: int) -> tuple[float, float]:
+    """Two clipped standard normals from the counter-based stream ``(key, counter)`` (Box–Muller of splitmix64
+    of ``key + 2·counter`` and ``key + 2·counter + 1``; compiled code only: ``key`` a uint64)."""
+    x = key + np.uint64(2) * np.uint64(counter)
+    u1 = (float(_splitmix64(x) >> np.uint64(11)) + 1.0) * 2.0**-53
+    u2 = float(_splitmix64(x + np.uint64(1)) >> np.uint64(11)) * 2.0**-53
+    r = math.sqrt(-2.0 * math.log(u1))
+    cos = math.cos(_TWO_PI * u2)
     # sin(2πu) from the cosine: its sign is + for u < 1/2 (cheaper than a second transcendental).
-    sin = np.sqrt(np.maximum(0.0, 1.0 - cos * cos))
-    z1, z2 = r * cos, np.copysign(r * sin, 0.5 - u2)
-    for z in (z1, z2):
-        np.minimum(np.maximum(z, -_NOISE_CLIP, out=z), _NOISE_CLIP, out=z)
-    return z1, z2
+    sin = math.sqrt(max(0.0, 1.0 - cos * cos))
+    z1, z2 = r * cos, math.copysign(r * sin, 0.5 - u2)
+    return min(max(z1, -_NOISE_CLIP), _NOISE_CLIP), min(max(z2, -_NOISE_CLIP), _NOISE_CLIP)
+
+
+def _stall(stall_s: float, cpu: Any, gpu: Any, emc: Any) -> float:
+    """The stall (s) of switching the domains flagged (bools), each ``stall_s`` (s)."""
+    return stall_s * (cpu + gpu + emc)
+
+
+def _settle(fs: np.ndarray, ist: np.ndarray, i: int, k: _Consts) -> float:
+    """Board ``i`` switches to its requested levels, capped by the power mode or, throttled, the throttle caps.
+
+    Until the slowest changed domain's delay has passed, work runs at the setting held before the first of the
+    pending switches. Returns the stall (s); 0 when nothing changes.
+    """
+    caps = k.throttle_caps if ist[i, _THR] != 0 else k.max_levels
+    c, g, e = min(ist[i, _REQ], caps[0]), min(ist[i, _REQ + 1], caps[1]), min(ist[i, _REQ + 2], caps[2])
+    cc, gc, ec = c != ist[i, _EFF], g != ist[i, _EFF + 1], e != ist[i, _EFF + 2]
+    if not (cc or gc or ec):
+        return 0.0
+    d = k.delays_s
+    delay = max(max(cc * d[0], gc * d[1]), ec * d[2])
+    if fs[i, _PEND_S] <= 0.0:  # (where nothing is pending, the old setting is the current one)
+        ist[i, _PEND_IDX] = ist[i, _IDX]
+    fs[i, _PEND_S] = max(fs[i, _PEND_S], delay)
+    ist[i, _EFF], ist[i, _EFF + 1], ist[i, _EFF + 2] = c, g, e
+    ist[i, _IDX] = (c * k.n_gpu + g) * k.n_emc + e
+    return _stall(k.stall_s, cc, gc, ec)
+
+
+def _advance(t0: float, nxt: float, held: float, temp: float, throttled: bool, duration_s: float, power_w: float,
+             k: _Consts) -> tuple[float, float, float, float, bool]:
+    """Advance a board's power monitor, temperature and throttling over one constant-power segment of
+    ``duration_s`` (s) at ``power_w`` (W) that starts at ``t0`` (s), the monitor's next poll at ``nxt`` (s) and
+    its reading ``held`` (W), the board at ``temp`` (°C).
+
+    Returns the energy the power monitor attributes to the segment (J), the next poll, the held reading, the
+    temperature and the throttle. A zero-length segment leaves the temperature and the throttle as they were.
+    (Scalars in and out: compiled, they stay in registers and no array reference is counted.)
+    """
+    t1 = t0 + duration_s
+    # Power monitor: sample-and-hold at fixed polling instants.
+    measured = held * duration_s
+    if nxt <= t1:
+        measured = held * (nxt - t0) + power_w * (t1 - nxt)
+        nxt = nxt + k.period_s * (np.floor((t1 - nxt) / k.period_s) + 1.0)
+        held = power_w
+    # First-order thermal model, exact for constant power over the segment; the trip with its hysteresis.
+    if duration_s > 0:
+        t_ss = k.ambient_c + power_w * k.r_th
+        temp = t_ss + (temp - t_ss) * math.exp(-duration_s / k.tau_s)
+        throttled = (temp >= k.trip_c) or (throttled and temp >= k.release_c)
+    return measured, nxt, held, temp, throttled
+
+
+def _snapshot(fs: np.ndarray, ist: np.ndarray, i: int, dev: np.ndarray, k: _Consts, out: np.ndarray) -> None:
+    """Write board ``i``'s state after a segment (temperature, clocks, throttle, time) into ``out``."""
+    out[_O_TEMP, i] = fs[i, _TEMP]
+    out[_O_HZ, i] = dev[k.freq_at[0] + ist[i, _EFF]]
+    out[_O_HZ + 1, i] = dev[k.freq_at[1] + ist[i, _EFF + 1]]
+    out[_O_HZ + 2, i] = dev[k.freq_at[2] + ist[i, _EFF + 2]]
+    out[_O_THR, i] = ist[i, _THR]
+    out[_O_TIME, i] = fs[i, _TIME]
+
+
+def _record(out: np.ndarray) -> tuple:
+    """Board 0's :class:`~e4gym.hardware.backend.Measurement` fields in ``out``, as a tuple (numba boxes it into
+    Python floats, a bool and a tuple of rails: the scalar backend's Measurement, built without NumPy scalars)."""
+    return (out[_O_LAT, 0], out[_O_ENERGY, 0], out[_O_MEAS, 0], out[_O_POWER, 0], out[_O_TEMP, 0], out[_O_HZ, 0],
+            out[_O_HZ + 1, 0], out[_O_HZ + 2, 0], out[_O_THR, 0] != 0.0, out[_O_TRANS, 0], out[_O_UTIL, 0],
+            out[_O_TIME, 0], (out[_O_RAIL, 0], out[_O_RAIL + 1, 0], out[_O_RAIL + 2, 0]))
+
+
+# ------------------------------------------------------------------------------------------ the kernels
+# The board loops return -1, or i >= 0: board i's input is invalid (nothing changed), or -2 - i: board i's
+# temperature is at or past its critical trip, where a real board shuts down (or its leakage overflowed: thermal
+# runaway; the boards before it have moved on).
+
+
+def _k_reset(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, index: np.ndarray, keys: np.ndarray,
+             temp_c: float) -> int:
+    """Reset boards ``index`` with noise ``keys`` (uint64 bits as int64): time 0, temperature ``temp_c`` (°C),
+    top levels, nothing pending, the monitor's first poll at a seeded phase within one period."""
+    k = _consts(dev)
+    scale = leak_scale(k.leak_k, k.t_ref_c, temp_c)
+    for j in range(index.shape[0]):
+        i = index[j]
+        fs[i, _TEMP] = temp_c
+        if not (scale < math.inf and temp_c < k.critical_c):
+            return -2 - i
+        fs[i, _TIME] = fs[i, _PEND_S] = 0.0
+        c, g, e = k.max_levels
+        ist[i, _REQ], ist[i, _REQ + 1], ist[i, _REQ + 2] = c, g, e
+        ist[i, _EFF], ist[i, _EFF + 1], ist[i, _EFF + 2] = c, g, e
+        idx = (c * k.n_gpu + g) * k.n_emc + e
+        ist[i, _IDX] = ist[i, _PEND_IDX] = idx
+        ist[i, _THR] = ist[i, _COUNT] = 0
+        ist[i, _KEY] = keys[j]
+        fs[i, _NEXT] = float(np.uint64(keys[j]) >> np.uint64(11)) * 2.0**-53 * k.period_s
+        p = _C_HEAD + _P_COLS * idx
+        power = floor_power(k.static_w, dev[p], dev[p + 1], scale)
+        cpu, gpu = dev[p + 2] + dev[p + 3] * scale, dev[p + 4] + dev[p + 5] * scale
+        fs[i, _HELD] = power
+        fs[i, _RAIL], fs[i, _RAIL + 1], fs[i, _RAIL + 2] = cpu, gpu, power - cpu - gpu
+    return -1
+
+
+def _k_request(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, levels: np.ndarray, stall: np.ndarray) -> int:
+    """Request ``levels`` (int64 ``(N, 3)``) on every board; ``stall[i]`` the stall (s) board ``i``'s switch will
+    cost. Returns the first board with a level outside the device's tables (nothing requested), or -1."""
+    k = _consts(dev)
+    n = fs.shape[0]
+    n_levels = (int(dev[_C_N]), k.n_gpu, k.n_emc)
+    for i in range(n):
+        for d in range(3):
+            if not 0 <= levels[i, d] < n_levels[d]:
+                return i
+    for i in range(n):
+        caps = k.throttle_caps if ist[i, _THR] != 0 else k.max_levels
+        c, g, e = levels[i, 0], levels[i, 1], levels[i, 2]
+        ist[i, _REQ], ist[i, _REQ + 1], ist[i, _REQ + 2] = c, g, e
+        stall[i] = _stall(k.stall_s, min(c, caps[0]) != ist[i, _EFF], min(g, caps[1]) != ist[i, _EFF + 1],
+                          min(e, caps[2]) != ist[i, _EFF + 2])
+    return -1
+
+
+def _run_boards(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, table: np.ndarray, n_set: int, choice: np.ndarray,
+                out: np.ndarray) -> int:
+    """Board ``i`` runs work ``choice[i]`` of ``table`` (``n_set`` rows per work) after settling its levels.
+
+    Returns the first board whose choice is not a work of ``table`` (nothing run), -2 - i on overflow, or -1.
+    """
+    k = _consts(dev)
+    n = fs.shape[0]
+    n_works = table.shape[0] // n_set
+    for i in range(n):
+        if not 0 <= choice[i] < n_works:
+            return i
+    for i in range(n):
+        scale = leak_scale(k.leak_k, k.t_ref_c, fs[i, _TEMP])  # (the switch does not change the temperature)
+        if not (scale < math.inf and fs[i, _TEMP] < k.critical_c):
+            return -2 - i
+        stall = _settle(fs, ist, i, k)
+        idx = ist[i, _IDX]
+        base = choice[i] * n_set
+        r = base + idx
+        lat, dyn, gbusy, cpu_dyn, gpu_dyn = table[r, 0], table[r, 1], table[r, 2], table[r, 3], table[r, 4]
+        extra = 0.0
+        pending = fs[i, _PEND_S]
+        if pending > 0.0:
+            # The first pending_s seconds still run at the old setting: blend its row with the new one.
+            o = base + ist[i, _PEND_IDX]
+            x = min(pending / table[o, 0], 1.0)
+            y = 1.0 - x
+            blended = x * table[o, 0] + y * lat
+            extra = blended - lat
+            dyn = x * table[o, 1] + y * dyn
+            gbusy = x * table[o, 2] + y * gbusy
+            cpu_dyn = x * table[o, 3] + y * cpu_dyn
+            gpu_dyn = x * table[o, 4] + y * gpu_dyn
+            fs[i, _PEND_S] = max(0.0, pending - blended)
+            lat = blended
+        counter = ist[i, _COUNT]
+        ist[i, _COUNT] = counter + 1
+        z_lat, z_pow = _normals(np.uint64(ist[i, _KEY]), counter)
+        f_lat, f_pow = 1.0 + k.noise_latency * z_lat, 1.0 + k.noise_power * z_pow
+        p = _C_HEAD + _P_COLS * idx
+        p_floor = floor_power(k.static_w, dev[p], dev[p + 1], scale)
+        power = (p_floor + dyn / lat) * f_pow
+        run_lat = lat
+        lat = lat * f_lat
+        # The stall runs at the idle floor before the work starts.
+        total = lat + stall
+        energy = power * lat + p_floor * stall
+        avg_power = energy / total
+        t0, poll = fs[i, _TIME], fs[i, _NEXT]
+        measured, fs[i, _NEXT], fs[i, _HELD], fs[i, _TEMP], thr = _advance(
+            t0, poll, fs[i, _HELD], fs[i, _TEMP], ist[i, _THR] != 0, total, avg_power, k)
+        ist[i, _THR] = thr
+        fs[i, _TIME] = t0 + total
+        r0, r1, r2 = fs[i, _RAIL], fs[i, _RAIL + 1], fs[i, _RAIL + 2]
+        if poll <= t0 + total:  # the monitor polled during the run: it reads the run's rails from then on
+            cpu_floor, gpu_floor = dev[p + 2] + dev[p + 3] * scale, dev[p + 4] + dev[p + 5] * scale
+            # Each rail as the board power: ((floor + busy / run_lat) * f_pow * lat + floor * stall) / total.
+            k_busy = f_pow * lat / total
+            k_floor = k_busy + stall / total
+            k_busy = k_busy / run_lat
+            cpu_w = cpu_floor * k_floor + cpu_dyn * k_busy
+            gpu_w = gpu_floor * k_floor + gpu_dyn * k_busy
+            fresh = max(t0 + total - poll, 0.0) / total  # the share of the run after the poll
+            cpu_m = r0 + (cpu_w - r0) * fresh
+            gpu_m = r1 + (gpu_w - r1) * fresh
+            fs[i, _RAIL], fs[i, _RAIL + 1], fs[i, _RAIL + 2] = cpu_w, gpu_w, avg_power - cpu_w - gpu_w
+            r0, r1, r2 = cpu_m, gpu_m, measured / total - cpu_m - gpu_m
+        busy = gbusy * f_lat
+        out[_O_LAT, i] = total
+        out[_O_ENERGY, i] = energy
+        out[_O_MEAS, i] = measured
+        out[_O_POWER, i] = avg_power
+        out[_O_TRANS, i] = stall + extra * f_lat
+        out[_O_UTIL, i] = min(busy / total, 1.0)
+        out[_O_RAIL, i], out[_O_RAIL + 1, i], out[_O_RAIL + 2, i] = r0, r1, r2
+        out[_O_BUSY, i] = busy
+        _snapshot(fs, ist, i, dev, k, out)
+    return -1
+
+
+def _idle_boards(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, duration: np.ndarray, active: np.ndarray,
+                 out: np.ndarray) -> int:
+    """Every board ``i`` where ``active[i]`` settles its levels and idles ``duration[i]`` seconds, in chunks of at
+    most ``chunk_s`` so that leakage follows the temperature.
+
+    Returns the first board whose duration is not a finite number >= 0 (nothing changed), -2 - i on overflow,
+    or -1. Boards outside the mask are untouched: zero figures, their current state and held rails.
+    """
+    k = _consts(dev)
+    n = fs.shape[0]
+    for i in range(n):
+        if not (duration[i] >= 0.0 and duration[i] < math.inf):  # (NaN fails both)
+            return i
+    for i in range(n):
+        if not active[i]:  # untouched: zero figures, the floor power now, the held rails
+            scale = leak_scale(k.leak_k, k.t_ref_c, fs[i, _TEMP])
+            if not scale < math.inf:
+                return -2 - i
+            p = _C_HEAD + _P_COLS * ist[i, _IDX]
+            duration_s = energy = measured = stall = 0.0
+            power = floor_power(k.static_w, dev[p], dev[p + 1], scale)
+            h0, h1, h2 = fs[i, _RAIL], fs[i, _RAIL + 1], fs[i, _RAIL + 2]
+        else:
+            duration_s = duration[i]
+            stall = _settle(fs, ist, i, k)
+            p = _C_HEAD + _P_COLS * ist[i, _IDX]
+            fs[i, _PEND_S] = max(0.0, fs[i, _PEND_S] - duration_s)
+            chunks = max(1, math.ceil(duration_s / k.chunk_s))
+            dt = duration_s / chunks if chunks > 1 else duration_s
+            energy = measured = hold = power = 0.0
+            # Rail energies (J) the monitor attributes to the period, and the time (s) the current reading is
+            # held for that they do not include yet; without a poll the rails read the held values throughout.
+            e0 = e1 = e2 = 0.0
+            polled_any = False
+            for _ in range(chunks):
+                scale = leak_scale(k.leak_k, k.t_ref_c, fs[i, _TEMP])
+                if not (scale < math.inf and fs[i, _TEMP] < k.critical_c):
+                    return -2 - i
+                power = floor_power(k.static_w, dev[p], dev[p + 1], scale)
+                energy = energy + power * dt
+                t0, poll = fs[i, _TIME], fs[i, _NEXT]
+                m, fs[i, _NEXT], fs[i, _HELD], fs[i, _TEMP], thr = _advance(
+                    t0, poll, fs[i, _HELD], fs[i, _TEMP], ist[i, _THR] != 0, dt, power, k)
+                ist[i, _THR] = thr
+                fs[i, _TIME] = t0 + dt
+                measured = measured + m
+                if not poll <= t0 + dt:
+                    hold = hold + dt
+                    continue
+                cpu_w, gpu_w = dev[p + 2] + dev[p + 3] * scale, dev[p + 4] + dev[p + 5] * scale
+                held, fresh = hold + (poll - t0), t0 + dt - poll
+                e0 = e0 + (fs[i, _RAIL] * held + cpu_w * fresh)
+                e1 = e1 + (fs[i, _RAIL + 1] * held + gpu_w * fresh)
+                e2 = e2 + (fs[i, _RAIL + 2] * held + (power - cpu_w - gpu_w) * fresh)
+                fs[i, _RAIL], fs[i, _RAIL + 1], fs[i, _RAIL + 2] = cpu_w, gpu_w, power - cpu_w - gpu_w
+                hold = 0.0
+                polled_any = True
+            h0, h1, h2 = fs[i, _RAIL], fs[i, _RAIL + 1], fs[i, _RAIL + 2]
+            if polled_any:
+                h0, h1, h2 = ((e0 + h0 * hold) / duration_s, (e1 + h1 * hold) / duration_s,
+                              (e2 + h2 * hold) / duration_s)
+            if chunks > 1:  # the mean power (``power`` is the last chunk's)
+                power = energy / duration_s
+        out[_O_LAT, i] = duration_s
+        out[_O_ENERGY, i] = energy
+        out[_O_MEAS, i] = measured
+        out[_O_POWER, i] = power
+        out[_O_TRANS, i] = stall
+        out[_O_UTIL, i] = out[_O_BUSY, i] = 0.0
+        out[_O_RAIL, i], out[_O_RAIL + 1, i], out[_O_RAIL + 2, i] = h0, h1, h2
+        _snapshot(fs, ist, i, dev, k, out)
+    return -1
+
+
+def _k_run(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, table: np.ndarray, n_set: int, choice: np.ndarray,
+           out: np.ndarray) -> tuple[int, float, tuple]:
+    """:func:`_run_boards`; returns its code, board 0's GPU busy time (s) and board 0's :func:`_record`."""
+    err = _run_boards(fs, ist, dev, table, n_set, choice, out)
+    return err, out[_O_BUSY, 0], _record(out)
+
+
+def _k_idle(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, duration: np.ndarray, active: np.ndarray,
+            out: np.ndarray) -> tuple[int, tuple]:
+    """:func:`_idle_boards`; returns its code and board 0's :func:`_record`."""
+    return _idle_boards(fs, ist, dev, duration, active, out), _record(out)
+
+
+@functools.cache
+def _kernels() -> SimpleNamespace:
+    """The compiled kernels (``reset``, ``request``, ``run``, ``idle``), compiled (or loaded from numba's cache
+    in ``__pycache__``) on first use, so that importing the emulator does not import numba."""
+    import numba
+    from numba.extending import register_jitable
+
+    for fn in (*JITABLE, _consts, _splitmix64, _normals, _stall, _settle, _advance, _snapshot, _record, _run_boards,
+               _idle_boards):
+        # error_model="numpy": IEEE division (inf, nan) and no division checks, as NumPy and the old code had.
+        # (numba-level inlining would triple the compile time; LLVM inlines them anyway.)
+        register_jitable(error_model="numpy")(fn)
+
+    def jit(fn: Any) -> Any:
+        try:
+            return numba.njit(cache=True, error_model="numpy")(fn)
+        except RuntimeError:  # no writable cache location (read-only install and home): compile every process
+            return numba.njit(error_model="numpy")(fn)
+
+    return SimpleNamespace(reset=jit(_k_reset), request=jit(_k_request), run=jit(_k_run), idle=jit(_k_idle))
+
+
+# ------------------------------------------------------------------------------------------ the Python side
 
 
 def seed_to_key(seed: int | None) -> int:
@@ -155,291 +564,6 @@ def seed_to_key(seed: int | None) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
     return _splitmix64(int(seed) & _M64)
-
-
-# ------------------------------------------------------------------------------------------ shared state update
-
-
-@dataclass
-class _Consts:
-    """Per-board constants the state update needs (floats; broadcast against array state)."""
-
-    ambient_c: float
-    r_th: float
-    tau_s: float
-    trip_c: float
-    release_c: float
-    sensor_period_s: float
-    noise_latency: float
-    noise_power: float
-    stall_s: float
-    delays_s: tuple[float, float, float]
-
-
-def _consts(spec: DeviceSpec, cooling: Cooling) -> _Consts:
-    m = spec.model
-    return _Consts(
-        ambient_c=cooling.ambient_c,
-        r_th=m.r_th_fan_c_per_w if cooling.fan else m.r_th_passive_c_per_w,
-        tau_s=m.tau_s,
-        trip_c=spec.thermal.throttle_c,
-        release_c=spec.thermal.throttle_c - m.throttle_hysteresis_c,
-        sensor_period_s=m.sensor_period_s,
-        noise_latency=m.noise_latency,
-        noise_power=m.noise_power,
-        stall_s=m.transition_stall_s,
-        delays_s=tuple(m.transition_delay_s),  # type: ignore[arg-type]
-    )
-
-
-def _stall(c: _Consts, cpu: Any, gpu: Any, emc: Any) -> Any:
-    """The stall (s) of switching the domains flagged (bools, or 0/1 float arrays)."""
-    return c.stall_s * (cpu + gpu + emc)
-
-
-def _noise_block(c: _Consts, keys: np.ndarray, counters: np.ndarray, runs: int) -> tuple[np.ndarray, np.ndarray]:
-    """The multiplicative latency and power noise of the next ``runs`` runs of boards with noise ``keys`` whose
-    counters are at ``counters`` (arrays ``(N,)``): two arrays ``(runs, N)``, row ``j`` at counter + j."""
-    at = counters[None, :] + np.arange(runs)[:, None]
-    z_lat, z_pow = _normals_np(np.broadcast_to(keys, at.shape).ravel(), at.ravel())
-    return (1.0 + c.noise_latency * z_lat).reshape(at.shape), (1.0 + c.noise_power * z_pow).reshape(at.shape)
-
-
-class _Boards(ABC):
-    """The state update of emulated boards, written once over ``_ops`` (see the module docstring).
-
-    A subclass sets ``_ops``, ``_st`` (the state: scalars, or arrays of shape ``(N,)``, with the same attribute
-    names; ``sensor_rails`` a tuple of the three rails), ``_consts``, ``spec``, ``_model`` (``spec.model``),
-    ``_floor_table`` (what :func:`~e4gym.hardware.model.floor_power_w` reads: the :class:`PowerTable`, or
-    lists of its columns), ``_rail_rows`` (per setting ``(cpu idle, cpu leak at T_ref, gpu idle, gpu leak at
-    T_ref)``, W) and ``_noise()`` (the next latency and power noise factors).
-    """
-
-    _ops: Any
-    _st: Any
-    _consts: _Consts
-    _model: Any
-    _floor_table: Any
-    _rail_rows: Any
-    spec: DeviceSpec
-    measured: Any
-    power: PowerTable
-    _tables: dict
-
-    @abstractmethod
-    def _noise(self) -> tuple[Any, Any]:
-        """The next run's latency and power noise factors: each board class draws them its own way (the scalar
-        board from its block of the counter-based stream, the batched one for every board at once)."""
-
-    def table(self, work: Work, batch: int = 1) -> CostTable:
-        """The :class:`CostTable` of ``work`` at ``batch`` on this board (cached by ``work.key``)."""
-        key = (work.key, batch)
-        hit = self._tables.get(key)
-        if hit is None:
-            if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-                raise ConfigError(f"batch must be an integer >= 1, got {batch!r}")
-            hit = self._tables[key] = self._cost(work, int(batch))
-        return hit
-
-    def _cost(self, work: Work, batch: int) -> CostTable:
-        """The analytic cost table of ``work``, scaled by the measured profile when one covers its model."""
-        t = cost_table(self.spec, work, self.power, batch)
-        if self.measured is None:
-            return t
-        from e4gym.hardware.measured import correction
-
-        ratio = correction(self.spec, self.measured, self.power, work.key)
-        if ratio is None:
-            return t
-        r_lat, r_dyn = ratio
-        return dataclasses.replace(t, latency_s=t.latency_s * r_lat, busy_dyn_j=t.busy_dyn_j * r_dyn,
-                                   gpu_busy_s=np.minimum(t.gpu_busy_s * r_lat, t.latency_s * r_lat),
-                                   cpu_dyn_j=t.cpu_dyn_j * r_dyn, gpu_dyn_j=t.gpu_dyn_j * r_dyn)
-
-    def _rail_floors(self, idx: Any, scale: Any) -> tuple[Any, Any]:
-        """The CPU and GPU rails' share (W) of the idle floor at settings ``idx``, leakage scaled by ``scale``."""
-        cpu_idle, cpu_leak, gpu_idle, gpu_leak = self._ops.rows(self._rail_rows, idx)
-        return cpu_idle + cpu_leak * scale, gpu_idle + gpu_leak * scale
-
-    def _idle_reading(self, idx: Any, temp_c: Any) -> tuple[Any, tuple[Any, Any, Any]]:
-        """The idle floor (W) at settings ``idx`` and temperature ``temp_c``, and its three rails (W)."""
-        scale = leakage_scale(self._model, temp_c)
-        power = floor_power_w(self._floor_table, idx, temp_c, self._model, scale=scale)
-        cpu, gpu = self._rail_floors(idx, scale)
-        return power, (cpu, gpu, power - cpu - gpu)
-
-    def _transition(self, cpu: Any, gpu: Any, emc: Any, eff: Any) -> Any:
-        """Switch to the effective levels ``eff``; ``cpu``, ``gpu``, ``emc`` flag the domains that change.
-
-        Until the slowest changed domain's delay has passed, work runs at the setting held before the first
-        of the pending switches. Returns the stall (s).
-        """
-        ops, st, c = self._ops, self._st, self._consts
-        d_cpu, d_gpu, d_emc = c.delays_s
-        delay = ops.maximum(ops.maximum(cpu * d_cpu, gpu * d_gpu), emc * d_emc)
-        # (Where nothing is pending, the old setting is the current one; where nothing changes, delay is 0.)
-        st.pending_idx = st.pending_idx + (st.pending_s <= 0.0) * (st.idx - st.pending_idx)
-        st.pending_s = ops.maximum(st.pending_s, delay)
-        st.eff = eff
-        st.idx = self.spec.flat_index(eff)
-        return _stall(c, cpu, gpu, emc)
-
-    def _advance(self, duration_s: Any, power_w: Any) -> Any:
-        """Advance time, the power monitor, temperature and throttling over one constant-power segment.
-
-        Returns the energy the power monitor attributes to the segment (J). A zero-length segment leaves the
-        state bit for bit as it was.
-        """
-        ops, st, c = self._ops, self._st, self._consts
-        t0, nxt, held = st.time_s, st.sensor_next_s, st.sensor_held_w
-        t1 = t0 + duration_s
-        # Power monitor: sample-and-hold at fixed polling instants.
-        measured = held * duration_s
-        sampled = nxt <= t1
-        if ops.any(sampled):
-            measured = ops.where(sampled, held * (nxt - t0) + power_w * (t1 - nxt), measured)
-            polls = ops.floor((t1 - nxt) / c.sensor_period_s) + 1.0
-            st.sensor_next_s = nxt + c.sensor_period_s * (polls * sampled)
-            st.sensor_held_w = ops.where(sampled, power_w, held)
-        # First-order thermal model, exact for constant power over the segment; the trip with its hysteresis.
-        t_ss = c.ambient_c + power_w * c.r_th
-        temp = t_ss + (st.temp_c - t_ss) * ops.exp(-duration_s / c.tau_s)
-        throttled = (temp >= c.trip_c) | (st.throttled & (temp >= c.release_c))
-        moved = duration_s > 0
-        if not ops.all(moved):
-            temp = ops.where(moved, temp, st.temp_c)
-            throttled = ops.where(moved, throttled, st.throttled)
-        st.temp_c, st.throttled, st.time_s = temp, throttled, t1
-        return measured
-
-    def _run_segment(self, table: Any, base: Any, stall: Any) -> tuple:
-        """Run a work after a stall (s) at the current clocks: its costs are ``table``'s rows at ``base + idx``.
-
-        Returns ``(latency_s, energy_j, measured_energy_j, avg_power_w, transition_s, gpu_busy_s, gpu_util,
-        rails_w)``.
-        """
-        ops, st = self._ops, self._st
-        idx = st.idx
-        lat, dyn, gbusy, cpu_dyn, gpu_dyn = ops.rows(table, base + idx)
-        old = None
-        extra = 0.0
-        if ops.any(st.pending_s > 0.0):
-            # The first pending_s seconds still run at the old setting: blend its row with the new one.
-            old = ops.rows(table, base + st.pending_idx)
-            x = ops.minimum(st.pending_s / old[0], 1.0)
-            y = 1.0 - x
-            blended = x * old[0] + y * lat
-            extra = blended - lat
-            dyn = x * old[1] + y * dyn
-            gbusy = x * old[2] + y * gbusy
-            st.pending_s = ops.maximum(0.0, st.pending_s - blended)
-            lat = blended
-        f_lat, f_pow = self._noise()
-        scale = leakage_scale(self._model, st.temp_c)
-        p_floor = floor_power_w(self._floor_table, idx, st.temp_c, self._model, scale=scale)
-        power = (p_floor + dyn / lat) * f_pow
-        run_lat, lat = lat, lat * f_lat
-        # The stall runs at the idle floor before the work starts.
-        total = lat + stall
-        energy = power * lat + p_floor * stall
-        avg_power = energy / total
-        t0, poll = st.time_s, st.sensor_next_s
-        measured = self._advance(total, avg_power)
-        rails = st.sensor_rails
-        polled = poll <= t0 + total
-        if ops.any(polled):  # the monitor polled during the run: it reads the run's rails from then on
-            if old is not None:
-                cpu_dyn = x * old[3] + y * cpu_dyn
-                gpu_dyn = x * old[4] + y * gpu_dyn
-            cpu_floor, gpu_floor = self._rail_floors(idx, scale)
-            # Each rail as the board power: ((floor + busy / run_lat) * f_pow * lat + floor * stall) / total.
-            k_busy = f_pow * lat / total
-            k_floor = k_busy + stall / total
-            k_busy = k_busy / run_lat
-            cpu_w = cpu_floor * k_floor + cpu_dyn * k_busy
-            gpu_w = gpu_floor * k_floor + gpu_dyn * k_busy
-            fresh = ops.maximum(t0 + total - poll, 0.0) / total  # the share of the run after the poll
-            cpu_m = rails[0] + (cpu_w - rails[0]) * fresh
-            gpu_m = rails[1] + (gpu_w - rails[1]) * fresh
-            where = ops.where
-            st.sensor_rails = (where(polled, cpu_w, rails[0]), where(polled, gpu_w, rails[1]),
-                               where(polled, avg_power - cpu_w - gpu_w, rails[2]))
-            rails = (cpu_m, gpu_m, where(polled, measured / total - cpu_m - gpu_m, rails[2]))
-        busy = gbusy * f_lat
-        return total, energy, measured, avg_power, stall + extra * f_lat, busy, ops.minimum(busy / total, 1.0), rails
-
-    def _idle_segment(self, duration_s: Any, chunks: Any, n_chunks: int) -> tuple:
-        """Stay idle for ``duration_s`` (s) at the current clocks, in ``chunks`` equal steps (at most
-        ``n_chunks``) so that leakage follows the temperature. Returns ``(energy_j, measured_energy_j,
-        avg_power_w, rails_w)``."""
-        ops, st, model = self._ops, self._st, self._model
-        where = ops.where
-        st.pending_s = ops.maximum(0.0, st.pending_s - duration_s)
-        idx = st.idx
-        step = duration_s / chunks if n_chunks > 1 else duration_s
-        energy = measured = hold = 0.0
-        # Rail energies (J) the monitor attributes to the period, and the time (s) the current reading is held
-        # for that they do not include yet; without a poll the rails read the held values throughout.
-        e_rails: tuple | None = None
-        polled_any: Any = False
-        for k in range(n_chunks):
-            dt = step * (k < chunks) if n_chunks > 1 else step  # boards with fewer chunks idle 0 s (exact)
-            temp = st.temp_c
-            scale = leakage_scale(model, temp)
-            power = floor_power_w(self._floor_table, idx, temp, model, scale=scale)
-            energy = energy + power * dt
-            t0, poll = st.time_s, st.sensor_next_s
-            measured = measured + self._advance(dt, power)
-            polled = poll <= t0 + dt
-            if not ops.any(polled):
-                hold = hold + dt
-                continue
-            cpu_w, gpu_w = self._rail_floors(idx, scale)
-            new = (cpu_w, gpu_w, power - cpu_w - gpu_w)
-            held = where(polled, hold + (poll - t0), 0.0)
-            fresh = where(polled, t0 + dt - poll, 0.0)
-            h = st.sensor_rails
-            e = e_rails or (0.0, 0.0, 0.0)
-            e_rails = (e[0] + (h[0] * held + new[0] * fresh), e[1] + (h[1] * held + new[1] * fresh),
-                       e[2] + (h[2] * held + new[2] * fresh))
-            st.sensor_rails = (where(polled, new[0], h[0]), where(polled, new[1], h[1]), where(polled, new[2], h[2]))
-            hold = where(polled, 0.0, hold + dt)
-            polled_any = polled_any | polled
-        rails = h = st.sensor_rails
-        if e_rails is not None:
-            safe = where(polled_any, duration_s, 1.0)
-            rails = (where(polled_any, (e_rails[0] + h[0] * hold) / safe, h[0]),
-                     where(polled_any, (e_rails[1] + h[1] * hold) / safe, h[1]),
-                     where(polled_any, (e_rails[2] + h[2] * hold) / safe, h[2]))
-        if n_chunks > 1:  # the mean power (``power`` is the last chunk's, or a zero-length period's)
-            moved = duration_s > 0
-            power = where(moved, energy / where(moved, duration_s, 1.0), power)
-        return energy, measured, power, rails
-
-
-# ------------------------------------------------------------------------------------------ the scalar backend
-
-
-class _State:
-    """Mutable state of one emulated board (attributes are Python scalars)."""
-
-    __slots__ = (
-        "counter",
-        "eff",
-        "idx",
-        "pending_idx",
-        "pending_s",
-        "requested",
-        "sensor_held_w",
-        "sensor_next_s",
-        "sensor_rails",
-        "temp_c",
-        "throttled",
-        "time_s",
-        "win_busy_cpu",
-        "win_busy_gpu",
-        "win_elapsed",
-    )
 
 
 def _validate_governors(spec: DeviceSpec, governors: dict[str, str] | None) -> dict[str, str]:
@@ -471,6 +595,102 @@ def _throttle_caps(spec: DeviceSpec, max_levels: tuple[int, int, int]) -> tuple[
     )
 
 
+_verified: list[bool] = []  # set once the compiled kernels were checked against the power model (per process)
+
+
+class _Boards:
+    """What the two emulators share: the device and its tables, the kernels and the state arrays ``_f``
+    (float64 ``(N, _KF)``) and ``_i`` (int64 ``(N, _KI)``) they update (see the module docstring)."""
+
+    spec: DeviceSpec
+    measured: Any
+    power: PowerTable
+    _f: np.ndarray
+    _i: np.ndarray
+
+    def _setup(self, power_mode: str | None, cooling: Cooling | None, initial_temp_c: float | None) -> None:
+        spec = self.spec
+        self.mode = spec.power_mode(power_mode)
+        self.cooling = cooling or Cooling(fan=spec.thermal.fan, ambient_c=spec.thermal.ambient_c)
+        self._model = spec.model
+        self.power: PowerTable = power_table(spec, self.mode.cpu_online)
+        #: Rails of the power monitor, in ``rails_w`` order.
+        self.rail_names: tuple[str, ...] = RAIL_NAMES
+        self.max_levels = spec.max_levels(power_mode)
+        self._dev = _device_array(spec, self.cooling, self.max_levels, self.power)
+        self._n_set = int(np.prod(spec.n_levels))  # settings: cost rows per work
+        self._tables: dict[tuple[str, int], CostTable] = {}
+        self._initial_temp_c = float(self.cooling.ambient_c if initial_temp_c is None else initial_temp_c)
+        k = _kernels()
+        self._k_reset, self._k_request, self._k_run, self._k_idle = k.reset, k.request, k.run, k.idle
+
+    def _fail(self, err: int, bad_input: str) -> NoReturn:
+        """Raise for a kernel's error code ``err``: ``bad_input`` (a message) for board ``err`` >= 0, the
+        :class:`~e4gym.errors.OverheatError` for a leakage overflow."""
+        if err >= 0:
+            raise SettingError(bad_input)
+        temp = float(self._f[-2 - err, _TEMP])
+        critical = self.spec.thermal.critical_c
+        raise OverheatError(
+            f"the emulated board's temperature ran away to {temp:.4g} °C, at or past its critical trip "
+            f"({critical:g} °C, where a real {self.spec.full_name} shuts down): its cooling cannot hold it at this "
+            f"ambient temperature ({self.cooling.ambient_c:g} °C, fan={self.cooling.fan}) and these clocks; lower "
+            "ambient_c, pass fan=True or run lower clocks")
+
+    def _verify_kernels(self) -> bool:
+        """Once per process, after a reset: the compiled idle floor of board 0 must be the power model's.
+
+        numba's cache sees edits to this file only, not to the model's jitable cores (``model.JITABLE``): a
+        kernel loaded from a stale cache is recompiled (returns False: the caller resets again).
+        """
+        if _verified:
+            return True
+        temp = float(self._f[0, _TEMP])
+        want = floor_power(self.power.static_w, float(self.power.idle_dyn_w[int(self._i[0, _IDX])]),
+                           float(self.power.leak_ref_w[int(self._i[0, _IDX])]), leakage_scale(self._model, temp))
+        _verified.append(True)
+        if math.isclose(float(self._f[0, _HELD]), want, rel_tol=1e-12):
+            return True
+        warnings.warn("e4gym's compiled emulator kernels disagree with e4gym.hardware.model (a stale numba cache?): "
+                      "recompiling them", RuntimeWarning, stacklevel=3)
+        for kernel in vars(_kernels()).values():
+            kernel.recompile()
+        return False
+
+    def table(self, work: Work, batch: int = 1) -> CostTable:
+        """The :class:`CostTable` of ``work`` at ``batch`` on this board (cached by ``work.key``)."""
+        key = (work.key, batch)
+        hit = self._tables.get(key)
+        if hit is None:
+            if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+                raise ConfigError(f"batch must be an integer >= 1, got {batch!r}")
+            hit = self._tables[key] = self._cost(work, int(batch))
+        return hit
+
+    def _cost(self, work: Work, batch: int) -> CostTable:
+        """The analytic cost table of ``work``, scaled by the measured profile when one covers its model."""
+        t = cost_table(self.spec, work, self.power, batch)
+        if self.measured is None:
+            return t
+        from e4gym.hardware.measured import correction
+
+        ratio = correction(self.spec, self.measured, self.power, work.key)
+        if ratio is None:
+            return t
+        r_lat, r_dyn = ratio
+        return dataclasses.replace(t, latency_s=t.latency_s * r_lat, busy_dyn_j=t.busy_dyn_j * r_dyn,
+                                   gpu_busy_s=np.minimum(t.gpu_busy_s * r_lat, t.latency_s * r_lat),
+                                   cpu_dyn_j=t.cpu_dyn_j * r_dyn, gpu_dyn_j=t.gpu_dyn_j * r_dyn)
+
+    def _cost_rows(self, tables: list[CostTable]) -> np.ndarray:
+        """The :data:`_ROW` columns of ``tables`` stacked, ``[table · settings + setting, column]`` (C order)."""
+        return np.ascontiguousarray(
+            np.stack([np.concatenate([getattr(t, f) for t in tables]) for f in _ROW], axis=1), dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------ the scalar backend
+
+
 class EmulatedBackend(_Boards):
     """One emulated Jetson board (the default backend; needs no hardware).
 
@@ -485,15 +705,14 @@ class EmulatedBackend(_Boards):
         initial_temp_c: starting temperature (default: ambient).
 
     The board starts at the highest allowed levels of its power mode. Time starts at 0 s. Its power monitor
-    reports the rails :attr:`rail_names` = ``("cpu", "gpu", "soc")`` (module docstring, "rails").
+    reports the rails :attr:`rail_names` = ``("cpu", "gpu", "soc")`` (module docstring, "rails"). It is the
+    kernels' N = 1: the same seed gives the numbers of a :class:`BatchedEmulator` board bit for bit.
 
     Example:
         >>> from e4gym.dnn import load_model_profile
         >>> with EmulatedBackend("xavier-nx", seed=0) as board:
         ...     m = board.run(load_model_profile("efficientnet_b0").frame_work())
     """
-
-    _ops = _ScalarOps
 
     def __init__(
         self,
@@ -512,55 +731,39 @@ class EmulatedBackend(_Boards):
         self.measured = measured
         if measured is not None and measured.device != spec.name:
             raise ConfigError(f"the measured profile is of {measured.device}, not {spec.name}")
-        self.mode = spec.power_mode(power_mode)
-        self.cooling = cooling or Cooling(fan=spec.thermal.fan, ambient_c=spec.thermal.ambient_c)
         self.governors = _validate_governors(spec, governors)  # type: ignore[arg-type]
-        self._consts = _consts(spec, self.cooling)
-        self._model = spec.model
-        self.power: PowerTable = power_table(spec, self.mode.cpu_online)
-        pt = self.power
-        # The per-setting tables as Python lists: a step looks values up without NumPy scalars.
-        self._floor_table = SimpleNamespace(static_w=pt.static_w, idle_dyn_w=pt.idle_dyn_w.tolist(),
-                                            leak_ref_w=pt.leak_ref_w.tolist())
-        self._rail_rows = list(zip(pt.cpu_idle_w.tolist(), pt.cpu_leak_ref_w.tolist(), pt.gpu_idle_w.tolist(),
-                                   pt.gpu_leak_ref_w.tolist(), strict=True))
-        #: Rails of the power monitor, in ``Measurement.rails_w`` order.
-        self.rail_names: tuple[str, ...] = RAIL_NAMES
-        self._tables: dict[tuple[str, int], CostTable] = {}
-        self._rows_by_key: dict[tuple[str, int], list[tuple[float, ...]]] = {}
+        self._setup(power_mode, cooling, initial_temp_c)
+        # The state of the one board, and the kernels' output; flat memoryviews read and write single values as
+        # Python ints and floats (no NumPy scalars).
+        self._f = np.zeros((1, _KF))
+        self._i = np.zeros((1, _KI), dtype=np.int64)
+        self._out = np.zeros((_KO, 1))
+        self._dur = np.zeros(1)  # the idle duration, the idle kernel's input
+        self._dur_v = memoryview(self._dur)
+        self._fv = memoryview(self._f.reshape(-1))
+        self._iv = memoryview(self._i.reshape(-1))
+        self._rows_by_key: dict[tuple[str, int], np.ndarray] = {}
         self._last_rows: tuple = (None, None, None)
-        self.max_levels = spec.max_levels(power_mode)
         self._throttle_caps = _throttle_caps(spec, self.max_levels)
         self._n_levels = spec.n_levels
         self._freq_tables = (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz)
-        self._idle_chunk_s = self._consts.tau_s * _IDLE_CHUNK_OF_TAU
-        self._last_req: tuple[int, int, int] | None = None
-        self._last_eff: tuple[int, int, int] = (0, 0, 0)
+        self._stall_s = spec.model.transition_stall_s
         self._userspace = all(v == "userspace" for v in self.governors.values())
-        self._initial_temp_c = self.cooling.ambient_c if initial_temp_c is None else float(initial_temp_c)
         self._closed = False
         self.reset(seed)
+        if not self._verify_kernels():
+            self.reset(seed)
 
     # -------------------------------------------------------------------------------------- lifecycle
 
     def reset(self, seed: int | None = None, *, initial_temp_c: float | None = None) -> None:
         """Return the board to its initial state (time 0, ambient temperature, top levels), reseeded."""
-        self._key = seed_to_key(seed)
-        st = _State()
-        st.time_s = 0.0
-        st.temp_c = self._initial_temp_c if initial_temp_c is None else float(initial_temp_c)
-        st.throttled = False
-        st.requested = st.eff = self.max_levels
-        st.pending_s = 0.0
-        st.idx = st.pending_idx = self.spec.flat_index(st.eff)
-        # The monitor's first poll falls at a seeded phase within one period.
-        st.sensor_next_s = ((self._key >> 11) * 2.0**-53) * self._consts.sensor_period_s
-        st.sensor_held_w, st.sensor_rails = self._idle_reading(st.idx, st.temp_c)
-        st.counter = 0
-        st.win_elapsed = st.win_busy_cpu = st.win_busy_gpu = 0.0
-        self._st = st
-        self._nz: list[tuple[float, float]] = []
-        self._nz_base = 0
+        keys = np.array([seed_to_key(seed)], dtype=np.uint64).view(np.int64)
+        temp = self._initial_temp_c if initial_temp_c is None else float(initial_temp_c)
+        err = self._k_reset(self._f, self._i, self._dev, _BOARD_0, keys, temp)
+        if err != -1:
+            self._fail(err, "")
+        self._win = [0.0, 0.0, 0.0]  # the governors' window: elapsed, CPU busy, GPU busy (s)
 
     def close(self) -> None:
         """Nothing to restore on an emulated board; further calls raise."""
@@ -574,56 +777,17 @@ class EmulatedBackend(_Boards):
 
     # -------------------------------------------------------------------------------------- helpers
 
-    def _rows(self, work: Work, batch: int) -> list[tuple[float, ...]]:
-        """Per setting, the :data:`_ROW` costs of ``work`` at ``batch`` (cached; the last one by identity)."""
+    def _rows(self, work: Work, batch: int) -> np.ndarray:
+        """The :data:`_ROW` costs of ``work`` at ``batch``, ``(settings, 5)`` (cached; the last one by identity)."""
         last = self._last_rows
         if last[0] is work and last[1] == batch:
             return last[2]
         key = (work.key, batch)
         rows = self._rows_by_key.get(key)
         if rows is None:
-            t = self.table(work, batch)
-            rows = self._rows_by_key[key] = list(zip(*(getattr(t, f).tolist() for f in _ROW), strict=True))
+            rows = self._rows_by_key[key] = self._cost_rows([self.table(work, batch)])
         self._last_rows = (work, batch, rows)
         return rows
-
-    def _effective(self) -> tuple[int, int, int]:
-        st = self._st
-        r = st.requested
-        if not st.throttled:
-            if r == self._last_req:  # the common case: the same request as before, already capped
-                return self._last_eff
-            caps = self.max_levels
-        else:
-            caps = self._throttle_caps
-        c, g, e = caps
-        eff = (r[0] if r[0] < c else c, r[1] if r[1] < g else g, r[2] if r[2] < e else e)
-        if not st.throttled:
-            self._last_req, self._last_eff = r, eff
-        return eff
-
-    def _settle(self) -> float:
-        """Apply pending level changes (requests, throttling); returns the stall time (s)."""
-        eff, now = self._effective(), self._st.eff
-        if eff == now:
-            return 0.0
-        return self._transition(eff[0] != now[0], eff[1] != now[1], eff[2] != now[2], eff)
-
-    def _noise(self) -> tuple[float, float]:
-        """The next latency and power noise factors of this board's counter-based stream.
-
-        Drawn in blocks with the batched emulator's vectorised generator, so one board's noise is bit for bit
-        the batched emulator's for the same seed.
-        """
-        st = self._st
-        i = st.counter - self._nz_base
-        if i >= len(self._nz) or i < 0:
-            f_lat, f_pow = _noise_block(self._consts, np.array([self._key], dtype=np.uint64),
-                                        np.array([st.counter]), _NOISE_BLOCK)
-            self._nz = list(zip(f_lat.ravel().tolist(), f_pow.ravel().tolist(), strict=True))
-            self._nz_base, i = st.counter, 0
-        st.counter += 1
-        return self._nz[i]
 
     def _check_open(self) -> None:
         if self._closed:
@@ -634,17 +798,18 @@ class EmulatedBackend(_Boards):
     @property
     def levels(self) -> tuple[int, int, int]:
         """Current effective levels ``(cpu, gpu, emc)`` (after caps and throttling)."""
-        return self._st.eff
+        iv = self._iv
+        return (iv[_EFF], iv[_EFF + 1], iv[_EFF + 2])
 
     @property
     def time_s(self) -> float:
         """Simulated time since the last reset (s)."""
-        return self._st.time_s
+        return self._fv[_TIME]
 
     @property
     def temp_c(self) -> float:
         """Current temperature (°C)."""
-        return self._st.temp_c
+        return self._fv[_TEMP]
 
     def apply(self, setting: Setting | tuple[int, int, int]) -> float:
         """Request levels ``(cpu, gpu, emc)``; levels above the power mode's caps are clamped to them.
@@ -662,18 +827,17 @@ class EmulatedBackend(_Boards):
         if not (type(c) is int and type(g) is int and type(e) is int and 0 <= c < nc and 0 <= g < ng and 0 <= e < ne):
             self.spec.check_levels(c, g, e)  # raises for anything out of range
             c, g, e = int(c), int(g), int(e)
-        st = self._st
+        iv = self._iv
         if self._userspace:
-            st.requested = (c, g, e)
+            iv[_REQ], iv[_REQ + 1], iv[_REQ + 2] = c, g, e
         else:
-            cur, gov = st.requested, self.governors
-            st.requested = (
-                c if gov["cpu"] == "userspace" else cur[0],
-                g if gov["gpu"] == "userspace" else cur[1],
-                e if gov["emc"] == "userspace" else cur[2],
-            )
-        eff, now = self._effective(), st.eff
-        return _stall(self._consts, eff[0] != now[0], eff[1] != now[1], eff[2] != now[2])
+            for d, (dom, level) in enumerate((("cpu", c), ("gpu", g), ("emc", e))):
+                if self.governors[dom] == "userspace":
+                    iv[_REQ + d] = level
+            c, g, e = iv[_REQ], iv[_REQ + 1], iv[_REQ + 2]
+        mc, mg, me = self._throttle_caps if iv[_THR] else self.max_levels
+        return _stall(self._stall_s, (c if c < mc else mc) != iv[_EFF], (g if g < mg else mg) != iv[_EFF + 1],
+                      (e if e < me else me) != iv[_EFF + 2])
 
     def run(self, work: Work, batch: int = 1) -> Measurement:
         """Run ``work`` (``batch`` inferences back to back in one launch) at the current clocks."""
@@ -681,10 +845,12 @@ class EmulatedBackend(_Boards):
             self._check_open()
         last = self._last_rows
         rows = last[2] if last[0] is work and last[1] == batch else self._rows(work, batch)
-        total, energy, measured, power, trans, busy, util, rails = self._run_segment(rows, 0, self._settle())
+        err, busy, m = self._k_run(self._f, self._i, self._dev, rows, self._n_set, _BOARD_0, self._out)
+        if err != -1:
+            self._fail(err, "")
         if not self._userspace:
-            self._govern(total, total, busy)
-        return self._measurement(total, energy, measured, power, trans, util, rails)
+            self._govern(m[0], m[0], busy)
+        return _tuple_new(Measurement, m)
 
     def idle(self, duration_s: float) -> Measurement:
         """Stay idle for ``duration_s`` (s) at the current clocks (e.g. waiting for the next frame)."""
@@ -692,55 +858,47 @@ class EmulatedBackend(_Boards):
             self._check_open()
         if not duration_s >= 0.0 or not math.isfinite(duration_s):
             raise SettingError(f"idle duration must be a finite number of seconds >= 0, got {duration_s!r}")
-        stall = self._settle()
-        # Long idle periods are split so that leakage follows the falling temperature.
-        chunks = math.ceil(duration_s / self._idle_chunk_s) or 1
-        energy, measured, power, rails = self._idle_segment(duration_s, chunks, chunks)
+        self._dur_v[0] = float(duration_s)
+        err, m = self._k_idle(self._f, self._i, self._dev, self._dur, _ACTIVE_1, self._out)
+        if err != -1:
+            self._fail(err, f"idle duration must be a finite number of seconds >= 0, got {duration_s!r}")
         if not self._userspace:
-            self._govern(duration_s, 0.0, 0.0)
-        return self._measurement(duration_s, energy, measured, power, stall, 0.0, rails)
-
-    def _measurement(self, latency_s: float, energy_j: float, measured_j: float, power_w: float,
-                     transition_s: float, gpu_util: float, rails_w: tuple[float, ...]) -> Measurement:
-        st, f = self._st, self._freq_tables
-        eff = st.eff
-        return _tuple_new(Measurement, (latency_s, energy_j, measured_j, power_w, st.temp_c, f[0][eff[0]],
-                                        f[1][eff[1]], f[2][eff[2]], st.throttled, transition_s, gpu_util, st.time_s,
-                                        rails_w))
+            self._govern(m[0], 0.0, 0.0)
+        return _tuple_new(Measurement, m)
 
     def read_sensors(self) -> SensorReading:
         """The power monitor's latest reading (board and rails), the temperature and the clocks now."""
-        st, f = self._st, self._freq_tables
+        fv, iv, f = self._fv, self._iv, self._freq_tables
         return SensorReading(
-            power_w=st.sensor_held_w,
-            temp_c=st.temp_c,
-            cpu_hz=f[0][st.eff[0]],
-            gpu_hz=f[1][st.eff[1]],
-            emc_hz=f[2][st.eff[2]],
-            throttled=st.throttled,
-            time_s=st.time_s,
-            rails_w=st.sensor_rails,
+            power_w=fv[_HELD],
+            temp_c=fv[_TEMP],
+            cpu_hz=f[0][iv[_EFF]],
+            gpu_hz=f[1][iv[_EFF + 1]],
+            emc_hz=f[2][iv[_EFF + 2]],
+            throttled=iv[_THR] != 0,
+            time_s=fv[_TIME],
+            rails_w=(fv[_RAIL], fv[_RAIL + 1], fv[_RAIL + 2]),
         )
 
     # -------------------------------------------------------------------------------------- governors
 
     def _govern(self, elapsed: float, busy_cpu: float, busy_gpu: float) -> None:
+        """Advance the governors' window (s); at its end, each governed domain requests its governor's level."""
         if self._userspace:
             return
-        gov = self.governors
-        st = self._st
-        st.win_elapsed += elapsed
-        st.win_busy_cpu += busy_cpu
-        st.win_busy_gpu += busy_gpu
-        if st.win_elapsed < self.spec.model.governor_period_s:
+        w = self._win
+        w[0] += elapsed
+        w[1] += busy_cpu
+        w[2] += busy_gpu
+        if w[0] < self.spec.model.governor_period_s:
             return
-        loads = (st.win_busy_cpu / st.win_elapsed, st.win_busy_gpu / st.win_elapsed, 1.0)
-        req = list(st.requested)
+        loads = (w[1] / w[0], w[2] / w[0], 1.0)
+        iv, gov = self._iv, self.governors
         for d, dom in enumerate(("cpu", "gpu", "emc")):
             if gov[dom] != "userspace":
-                req[d] = GOVERNORS[gov[dom]](st.eff[d], min(loads[d], 1.0), self._freq_tables[d], self.max_levels[d])
-        st.requested = (req[0], req[1], req[2])
-        st.win_elapsed = st.win_busy_cpu = st.win_busy_gpu = 0.0
+                iv[_REQ + d] = int(GOVERNORS[gov[dom]](iv[_EFF + d], min(loads[d], 1.0), self._freq_tables[d],
+                                                       self.max_levels[d]))
+        self._win = [0.0, 0.0, 0.0]
 
 
 # ------------------------------------------------------------------------------------------ the batched emulator
@@ -750,7 +908,7 @@ class EmulatedBackend(_Boards):
 class MeasurementBatch:
     """:class:`~e4gym.hardware.backend.Measurement` for N boards: every field an array of shape ``(N,)``, but
     ``rails_w``, of shape ``(N, len(RAIL_NAMES))`` (the measured ``cpu``, ``gpu`` and ``soc`` rails, W; a
-    transposed view of a rail-major array)."""
+    transposed view of a rail-major array). Fresh arrays: later calls never change them."""
 
     latency_s: np.ndarray
     energy_j: np.ndarray
@@ -767,17 +925,12 @@ class MeasurementBatch:
     rails_w: np.ndarray
 
 
-class _ArrayState:
-    """Mutable state of N emulated boards (attributes are arrays of shape ``(N,)``; ``eff`` and ``requested``
-    ``(N, 3)``; ``sensor_rails`` a tuple of three ``(N,)`` arrays)."""
-
-
 class BatchedEmulator(_Boards):
-    """N independent emulated boards of one device, stepped together in NumPy.
+    """N independent emulated boards of one device, stepped together by the compiled kernels.
 
     Board ``i`` with seed ``s`` produces the same numbers as ``EmulatedBackend(device, seed=s)`` given the
-    same calls (up to floating-point rounding of the vectorised math), whatever N is. Clocks are set by the
-    caller only (all domains ``userspace``); use :class:`EmulatedBackend` to emulate kernel governors.
+    same calls, bit for bit, whatever N is. Clocks are set by the caller only (all domains ``userspace``); use
+    :class:`EmulatedBackend` to emulate kernel governors.
 
     Args:
         device: a :class:`DeviceSpec` or a device name.
@@ -785,7 +938,6 @@ class BatchedEmulator(_Boards):
         power_mode / cooling / initial_temp_c: as for :class:`EmulatedBackend`.
     """
 
-    _ops = _ArrayOps
     measured = None
 
     def __init__(
@@ -798,98 +950,58 @@ class BatchedEmulator(_Boards):
         initial_temp_c: float | None = None,
     ) -> None:
         self.spec = load_device(device) if not isinstance(device, DeviceSpec) else device
-        spec = self.spec
         self.n = len(seeds)
         if self.n < 1:
             raise ConfigError("BatchedEmulator needs at least one seed (one board)")
-        self.mode = spec.power_mode(power_mode)
-        self.cooling = cooling or Cooling(fan=spec.thermal.fan, ambient_c=spec.thermal.ambient_c)
-        self._consts = _consts(spec, self.cooling)
-        self._model = spec.model
-        self.power = power_table(spec, self.mode.cpu_online)
-        pt = self._floor_table = self.power
-        self._rail_rows = np.stack((pt.cpu_idle_w, pt.cpu_leak_ref_w, pt.gpu_idle_w, pt.gpu_leak_ref_w), axis=1)
-        #: Rails of the power monitor, in ``MeasurementBatch.rails_w`` column order.
-        self.rail_names: tuple[str, ...] = RAIL_NAMES
-        self.max_levels = spec.max_levels(power_mode)
-        self._max = np.asarray(self.max_levels, dtype=np.int64)
-        self._n_levels = np.asarray(spec.n_levels, dtype=np.int64)
-        self._thr = np.asarray(_throttle_caps(spec, self.max_levels), dtype=np.int64)
-        self._freqs = [np.asarray(t) for t in (spec.cpu_freqs_hz, spec.gpu_freqs_hz, spec.emc_freqs_hz)]
-        self._tables: dict[tuple[str, int], CostTable] = {}
+        self._setup(power_mode, cooling, initial_temp_c)
+        self._f = np.zeros((self.n, _KF))
+        self._i = np.zeros((self.n, _KI), dtype=np.int64)
+        self._boards = np.arange(self.n)
+        self._zeros = np.zeros(self.n, dtype=np.int64)  # every board runs work 0
+        self._all = np.ones(self.n, dtype=bool)  # every board idles
         self._stacks: dict[tuple[tuple[str, ...], int], tuple[np.ndarray, int]] = {}
         self._last_stack: tuple | None = None
-        self._last_eff: tuple = (None, None)
-        self._initial_temp_c = self.cooling.ambient_c if initial_temp_c is None else float(initial_temp_c)
-        self._st = _ArrayState()
-        self.reset(np.arange(self.n), seeds)
+        self.reset(self._boards, seeds)
+        if not self._verify_kernels():
+            self.reset(self._boards, seeds)
 
     def reset(self, index: np.ndarray, seeds: list[int] | np.ndarray) -> None:
         """Reset boards ``index`` (int array) with ``seeds`` (one per index) to their initial state."""
-        index = np.asarray(index, dtype=np.int64)
-        keys = np.asarray([seed_to_key(int(s)) for s in seeds], dtype=np.uint64)
-        st, n = self._st, self.n
-        if not hasattr(st, "time_s"):
-            st.time_s = np.zeros(n)
-            st.temp_c = np.zeros(n)
-            st.throttled = np.zeros(n, dtype=bool)
-            # Levels (N, 3) in Fortran order: each domain's column contiguous (NumPy broadcasts a (3,) row fast).
-            st.requested = np.asfortranarray(np.tile(self._max, (n, 1)))
-            st.eff = np.asfortranarray(np.tile(self._max, (n, 1)))
-            st.idx = np.zeros(n, dtype=np.int64)
-            st.pending_s = np.zeros(n)
-            st.pending_idx = np.zeros(n, dtype=np.int64)
-            st.sensor_next_s = np.zeros(n)
-            st.sensor_held_w = np.zeros(n)
-            st.sensor_rails = tuple(np.zeros(n) for _ in RAIL_NAMES)
-            st.counter = np.zeros(n, dtype=np.int64)
-            st.key = np.zeros(n, dtype=np.uint64)
-            self._nz, self._nz_j = (np.empty((0, n)), np.empty((0, n))), 0
-        self._last_eff = (None, None)  # (rows of requested and eff change in place below)
-        st.key[index] = keys
-        st.time_s[index] = 0.0
-        st.temp_c[index] = self._initial_temp_c
-        st.throttled[index] = False
-        st.requested[index] = self._max
-        st.eff[index] = self._max
-        st.pending_s[index] = 0.0
-        flat = self.spec.flat_index(st.eff[index])
-        st.idx[index] = st.pending_idx[index] = flat
-        st.sensor_next_s[index] = (keys >> np.uint64(11)).astype(np.float64) * 2.0**-53 * self._consts.sensor_period_s
-        st.sensor_held_w[index], rails = self._idle_reading(flat, st.temp_c[index])
-        for held, new in zip(st.sensor_rails, rails, strict=True):
-            held[index] = new
-        st.counter[index] = 0
-        j = self._nz_j
-        if j < self._nz[0].shape[0]:
-            for block, new in zip(self._nz, _noise_block(self._consts, keys, st.counter[index], len(self._nz[0]) - j),
-                                  strict=True):
-                block[j:, index] = new
+        try:
+            index = self._boards[np.asarray(index, dtype=np.int64)].ravel()
+        except IndexError:
+            raise ConfigError(f"board indices must be in 0..{self.n - 1}, got {index!r}") from None
+        if len(seeds) != index.shape[0]:
+            raise ConfigError(f"reset needs one seed per board index: {len(seeds)} seeds for {index.shape[0]} boards")
+        keys = np.asarray([seed_to_key(int(s)) for s in seeds], dtype=np.uint64).view(np.int64)
+        err = self._k_reset(self._f, self._i, self._dev, index, keys, self._initial_temp_c)
+        if err != -1:
+            self._fail(err, "")
 
     @property
     def levels(self) -> np.ndarray:
-        """Effective levels, shape ``(N, 3)``."""
-        return self._st.eff
+        """Effective levels, shape ``(N, 3)`` (a copy)."""
+        return self._i[:, _EFF:_EFF + 3].copy()
 
     @property
     def temp_c(self) -> np.ndarray:
-        """Temperatures (°C), shape ``(N,)``."""
-        return self._st.temp_c
+        """Temperatures (°C), shape ``(N,)`` (a copy)."""
+        return self._f[:, _TEMP].copy()
 
     @property
     def throttled(self) -> np.ndarray:
         """Whether the thermal trip caps each board's clocks, shape ``(N,)`` (a copy)."""
-        return self._st.throttled.copy()
+        return self._i[:, _THR] != 0
 
     @property
     def sensor_power_w(self) -> np.ndarray:
         """The power monitors' latest (held) board readings (W), shape ``(N,)`` (a copy)."""
-        return self._st.sensor_held_w.copy()
+        return self._f[:, _HELD].copy()
 
     @property
     def sensor_rails_w(self) -> np.ndarray:
         """The power monitors' latest (held) rail readings (W), shape ``(N, len(rail_names))`` (a copy)."""
-        return np.array(self._st.sensor_rails).T
+        return self._f[:, _RAIL:_RAIL + 3].copy()
 
     def apply(self, levels: np.ndarray) -> np.ndarray:
         """Request levels, an int array of shape ``(N, 3)``; returns each board's stall (s).
@@ -902,48 +1014,12 @@ class BatchedEmulator(_Boards):
             raise SettingError(
                 f"levels must be an integer array of shape ({self.n}, 3), got {levels.dtype} {levels.shape}"
             )
-        requested = levels.astype(np.int64, order="F")
-        if requested.min() < 0 or np.count_nonzero(requested.max(axis=0) >= self._n_levels):
-            bad = np.any((requested < 0) | (requested >= self._n_levels), axis=1)
-            i = int(np.argmax(bad))
-            self.spec.check_levels(*(int(v) for v in requested[i]))
-        self._st.requested = requested
-        changed = (self._effective() != self._st.eff).astype(np.float64)
-        return _stall(self._consts, changed[:, 0], changed[:, 1], changed[:, 2])
-
-    def _effective(self) -> np.ndarray:
-        st = self._st
-        if np.count_nonzero(st.throttled):
-            caps = np.where(st.throttled[:, None], self._thr[None, :], self._max[None, :])
-            return np.minimum(st.requested, caps, order="F")
-        last = self._last_eff  # the common case: the same request as before, no board throttled
-        if last[0] is not st.requested:
-            self._last_eff = last = (st.requested, np.minimum(st.requested, self._max))
-        return last[1]
-
-    def _settle(self, active: np.ndarray | None = None) -> np.ndarray:
-        st = self._st
-        eff = self._effective()
-        changed = eff != st.eff
-        if active is not None:
-            changed &= active[:, None]
-        if not np.count_nonzero(changed):
-            return np.zeros(self.n)
-        if active is not None:
-            eff = np.asfortranarray(np.where(active[:, None], eff, st.eff))
-        # Per-domain columns (0/1 floats): reductions over the short trailing axis are slow in NumPy.
-        flags = changed.astype(np.float64)
-        return self._transition(flags[:, 0], flags[:, 1], flags[:, 2], eff)
-
-    def _noise(self) -> tuple[np.ndarray, np.ndarray]:
-        """The next latency and power noise factors of every board (a block of runs is drawn ahead: every run
-        advances every board's counter by one; :meth:`reset` redraws the rest of the block for its boards)."""
-        st, j = self._st, self._nz_j
-        if j == self._nz[0].shape[0]:
-            self._nz, j = _noise_block(self._consts, st.key, st.counter, _BATCH_NOISE_BLOCK), 0
-        self._nz_j = j + 1
-        st.counter += 1
-        return self._nz[0][j], self._nz[1][j]
+        stall = np.empty(self.n)
+        err = self._k_request(self._f, self._i, self._dev, _kernel_arg(levels, np.int64, (self.n, 3)), stall)
+        if err != -1:
+            self.spec.check_levels(*(int(v) for v in levels[err]))  # raises, naming the level
+            self._fail(err, f"levels {levels[err].tolist()} of board {err} are out of range")
+        return stall
 
     def _stack(self, works: tuple[Work, ...], batch: int) -> tuple[np.ndarray, int]:
         """The :data:`_ROW` costs of ``works`` stacked, ``[w * F + setting, column]``, and ``F`` (settings);
@@ -954,17 +1030,16 @@ class BatchedEmulator(_Boards):
         key = (tuple(w.key for w in works), batch)
         hit = self._stacks.get(key)
         if hit is None:
-            tables = [self.table(w, batch) for w in works]
-            rows = np.stack([np.concatenate([getattr(t, f) for t in tables]) for f in _ROW], axis=1)
-            hit = self._stacks[key] = (rows, int(tables[0].latency_s.shape[0]))
+            hit = self._stacks[key] = (self._cost_rows([self.table(w, batch) for w in works]), self._n_set)
         self._last_stack = (works, batch, hit)
         return hit
 
     def run(self, work: Work, batch: int = 1) -> MeasurementBatch:
         """Run ``work`` on every board at its current clocks."""
-        return self.run_choice((work,), np.zeros(self.n, dtype=np.int64), batch)
+        return self.run_choice((work,), self._zeros, batch)
 
-    def run_choice(self, works: tuple[Work, ...] | list[Work], choice: np.ndarray, batch: int = 1) -> MeasurementBatch:
+    def run_choice(self, works: tuple[Work, ...] | list[Work], choice: np.ndarray,
+                   batch: int = 1) -> MeasurementBatch:
         """Run ``works[choice[i]]`` on board ``i``, every board at its current clocks.
 
         This is how boards that take different exits of a network run in one call.
@@ -973,13 +1048,23 @@ class BatchedEmulator(_Boards):
             works: the candidate pieces of work (e.g. one per exit).
             choice: int array ``(N,)`` of indices into ``works``.
             batch: inferences per launch.
+
+        Raises:
+            SettingError: a choice is not an index into ``works``.
         """
         rows, n_set = self._stack(works if isinstance(works, tuple) else tuple(works), batch)
-        base = np.asarray(choice, dtype=np.int64) * n_set
-        total, energy, measured, power, trans, _, util, rails = self._run_segment(rows, base, self._settle())
-        return self._measurement(total, energy, measured, power, trans, util, rails)
+        choice = np.asarray(choice)
+        if choice.shape != (self.n,) or choice.dtype.kind not in "iu":
+            raise SettingError(f"choice must be an int array of shape ({self.n},), got {choice.dtype} {choice.shape}")
+        choice = _kernel_arg(choice, np.int64, (self.n,))
+        out = _out_array(self.n)
+        err = self._k_run(self._f, self._i, self._dev, rows, n_set, choice, out)[0]
+        if err != -1:
+            self._fail(err, f"choice[{err}] = {choice[err]} is not an index into the {len(works)} works"
+                       if err >= 0 else "")
+        return self._measurement(out)
 
-    def idle(self, duration_s: np.ndarray, active: np.ndarray | None = None) -> MeasurementBatch:
+    def idle(self, duration_s: np.ndarray | float, active: np.ndarray | None = None) -> MeasurementBatch:
         """Keep boards idle for ``duration_s`` (s, shape ``(N,)``, >= 0).
 
         Args:
@@ -987,39 +1072,33 @@ class BatchedEmulator(_Boards):
             active: optional bool mask ``(N,)``: boards where it is False are left exactly as they are
                 (as if :meth:`EmulatedBackend.idle` were not called for them); their figures are zero.
         """
-        duration_s = np.asarray(duration_s, dtype=float)
-        if duration_s.shape != (self.n,):
-            duration_s = np.broadcast_to(duration_s, (self.n,))
-        longest = duration_s.max()
-        if not (duration_s.min() >= 0.0 and longest < np.inf):  # NaN fails both
-            raise SettingError("idle durations must be finite numbers of seconds >= 0")
-        if active is not None:
-            active = np.asarray(active, dtype=bool)
-            duration_s = np.where(active, duration_s, 0.0)
-        stall = self._settle(active)
-        chunk_s = self._consts.tau_s * _IDLE_CHUNK_OF_TAU
-        if longest <= chunk_s:
-            chunks, n_chunks = 1, 1
-        else:
-            chunks = np.maximum(1.0, np.ceil(duration_s / chunk_s))
-            n_chunks = int(chunks.max())
-        energy, measured, power, rails = self._idle_segment(duration_s, chunks, n_chunks)
-        return self._measurement(duration_s.copy(), energy, measured, power, stall, np.zeros(self.n), rails)
+        bad = "idle durations must be finite numbers of seconds >= 0"
+        try:
+            duration = _kernel_arg(duration_s, np.float64, (self.n,))
+            active = self._all if active is None else _kernel_arg(active, bool, (self.n,))
+        except (TypeError, ValueError):
+            raise SettingError(f"{bad}, one per board ({self.n}), and active a bool mask of the boards") from None
+        out = _out_array(self.n)
+        err = self._k_idle(self._f, self._i, self._dev, duration, active, out)[0]
+        if err != -1:
+            self._fail(err, bad)
+        return self._measurement(out)
 
-    def _measurement(self, lat, energy, measured, power, trans, gutil, rails) -> MeasurementBatch:
-        st, eff = self._st, self._st.eff
+    def _measurement(self, out: np.ndarray) -> MeasurementBatch:
+        """The batch record of a kernel's fresh output ``out`` (rows :data:`_OUT`; every field a view of it)."""
+        n = self.n
         return MeasurementBatch(
-            latency_s=lat,
-            energy_j=energy,
-            measured_energy_j=measured,
-            avg_power_w=power,
-            temp_c=st.temp_c.copy(),
-            cpu_hz=self._freqs[0][eff[:, 0]],
-            gpu_hz=self._freqs[1][eff[:, 1]],
-            emc_hz=self._freqs[2][eff[:, 2]],
-            throttled=st.throttled.copy(),
-            transition_s=trans,
-            gpu_util=gutil,
-            time_s=st.time_s.copy(),
-            rails_w=np.array(rails).T,
+            latency_s=out[_O_LAT, :n],
+            energy_j=out[_O_ENERGY, :n],
+            measured_energy_j=out[_O_MEAS, :n],
+            avg_power_w=out[_O_POWER, :n],
+            temp_c=out[_O_TEMP, :n],
+            cpu_hz=out[_O_HZ, :n],
+            gpu_hz=out[_O_HZ + 1, :n],
+            emc_hz=out[_O_HZ + 2, :n],
+            throttled=out[_O_THR, :n] != 0.0,
+            transition_s=out[_O_TRANS, :n],
+            gpu_util=out[_O_UTIL, :n],
+            time_s=out[_O_TIME, :n],
+            rails_w=out[_O_RAIL:_O_RAIL + 3, :n].T,
         )

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from e4gym.dnn.work import Work
-from e4gym.errors import ConfigError
+from e4gym.errors import ConfigError, OverheatError
 from e4gym.hardware.spec import DeviceSpec, DomainModel, EmulatorModel
 
 #: A Python float or a NumPy array of floats: the functions typed with it work on either, elementwise.
@@ -128,13 +128,51 @@ def power_table(spec: DeviceSpec, cpu_online: int | None = None) -> PowerTable:
     )
 
 
+def leak_scale(k_per_c: float, t_ref_c: float, temp_c: float) -> float:
+    """Leakage at ``temp_c`` (°C) relative to ``t_ref_c`` (°C): ``exp(k · (T − T_ref))``, ``k`` in 1/°C (floats).
+
+    The scalar core of :func:`leakage_scale`, compiled into the emulator's kernels as well (see :data:`JITABLE`),
+    so the formula is written once. From Python it raises ``OverflowError`` where the exponential overflows; in
+    compiled code it gives ``inf``.
+    """
+    return math.exp(k_per_c * (temp_c - t_ref_c))
+
+
+def floor_power(static_w: FloatOrArray, idle_dyn_w: FloatOrArray, leak_ref_w: FloatOrArray,
+                scale: FloatOrArray) -> FloatOrArray:
+    """The idle floor (W): ``static_w + idle_dyn_w + leak_ref_w · scale``, ``scale`` the leakage's temperature
+    factor (:func:`leak_scale`). Floats, or arrays elementwise; the core of :func:`floor_power_w`, compiled into
+    the emulator's kernels as well (see :data:`JITABLE`)."""
+    return static_w + idle_dyn_w + leak_ref_w * scale
+
+
+#: The scalar cores of the power model that compiled code calls too: :mod:`e4gym.hardware.emulator` registers
+#: them with ``numba.extending.register_jitable`` (callable from Python as plain functions and from ``njit``
+#: code) when it first compiles its kernels, so that importing the model does not import numba (~0.5 s).
+JITABLE = (leak_scale, floor_power)
+
+
 def leakage_scale(model: EmulatorModel, temp_c: FloatOrArray) -> FloatOrArray:
     """Leakage at ``temp_c`` (°C) relative to ``model.temp_ref_c``: ``exp(k · (T − T_ref))``.
 
     A float (``math.exp``, cheap) for a float, an array (``np.exp``) for an array of temperatures.
+
+    Raises:
+        OverheatError: the float's exponential overflows (thermal runaway far past any critical trip), instead
+            of a bare ``OverflowError``.
     """
-    x = model.leak_temp_coeff_per_c * (temp_c - model.temp_ref_c)
-    return math.exp(x) if isinstance(x, float) else np.exp(x)
+    k, t_ref = model.leak_temp_coeff_per_c, model.temp_ref_c
+    x = k * (temp_c - t_ref)
+    if not isinstance(x, float):
+        return np.exp(x)
+    try:
+        return leak_scale(k, t_ref, temp_c)
+    except OverflowError:
+        raise OverheatError(
+            f"the emulated board's temperature ran away to {temp_c:.3g} °C (leakage grows as exp(k·ΔT)): its "
+            "cooling cannot hold it at this ambient temperature and these clocks; lower ambient_c, pass fan=True "
+            "or run lower clocks"
+        ) from None
 
 
 def floor_power_w(power: PowerTable | Any, idx: Any, temp_c: FloatOrArray, model: EmulatorModel, *,
@@ -154,7 +192,7 @@ def floor_power_w(power: PowerTable | Any, idx: Any, temp_c: FloatOrArray, model
     """
     if scale is None:
         scale = leakage_scale(model, temp_c)
-    return power.static_w + power.idle_dyn_w[idx] + power.leak_ref_w[idx] * scale
+    return floor_power(power.static_w, power.idle_dyn_w[idx], power.leak_ref_w[idx], scale)
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,73 @@ class FrameBatch:
         )
 
 
+@dataclass(frozen=True)
+class StackedFrames:
+    """``T`` consecutive frames of each of ``S`` streams: :class:`FrameBatch` arrays with a leading streams axis.
+
+    Row ``s`` of every array is stream ``s``'s :class:`FrameBatch` (see :meth:`stream`); built by
+    :meth:`~e4gym.workload.synthetic.SyntheticVideo.batch_many`.
+
+    Attributes:
+        index: int64, ``(S, T)``: frame indices since each source's last ``reset``.
+        scene: int64, ``(S, T)``: scene ids.
+        features: float32, ``(S, T, 3)``: pre-inference complexity features (:data:`COMPLEXITY_FEATURES`).
+        correct: bool, ``(S, T, n_exits)``.
+        confidence: float32, ``(S, T, n_exits)``, in [0, 1].
+        feature_change: float32, ``(S, T, n_exits)``, in [0, 1].
+        difficulty: float64, ``(S, T)``, in [0, 1] (NaN where unknown).
+    """
+
+    index: np.ndarray
+    scene: np.ndarray
+    features: np.ndarray
+    correct: np.ndarray
+    confidence: np.ndarray
+    feature_change: np.ndarray
+    difficulty: np.ndarray
+
+    @property
+    def n_streams(self) -> int:
+        """Number of streams ``S``."""
+        return int(self.index.shape[0])
+
+    @property
+    def frames(self) -> int:
+        """Frames per stream ``T``."""
+        return int(self.index.shape[1])
+
+    @property
+    def n_exits(self) -> int:
+        """Number of exits."""
+        return int(self.correct.shape[2])
+
+    def stream(self, s: int) -> FrameBatch:
+        """Stream ``s``'s frames as a :class:`FrameBatch` (views, not copies)."""
+        return FrameBatch(
+            index=self.index[s],
+            scene=self.scene[s],
+            features=self.features[s],
+            correct=self.correct[s],
+            confidence=self.confidence[s],
+            feature_change=self.feature_change[s],
+            difficulty=self.difficulty[s],
+        )
+
+    @staticmethod
+    def empty(n_streams: int, frames: int, n_exits: int) -> StackedFrames:
+        """Uninitialised arrays of the right dtypes and shapes (e.g. the ``out`` of ``batch_many``, reused)."""
+        s, t, e = n_streams, frames, n_exits
+        return StackedFrames(
+            index=np.empty((s, t), np.int64),
+            scene=np.empty((s, t), np.int64),
+            features=np.empty((s, t, N_FEATURES), np.float32),
+            correct=np.empty((s, t, e), bool),
+            confidence=np.empty((s, t, e), np.float32),
+            feature_change=np.empty((s, t, e), np.float32),
+            difficulty=np.empty((s, t), np.float64),
+        )
+
+
 def check_seed(seed: object, where: str) -> int | None:
     """Return ``seed`` if it is ``None`` or a non-negative int, else raise :class:`ConfigError`."""
     if seed is None:

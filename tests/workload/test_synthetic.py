@@ -10,6 +10,7 @@ import pytest
 from e4gym.dnn import load_model_profile
 from e4gym.errors import ConfigError
 from e4gym.workload import COMPLEXITY_FEATURES, POST_INFERENCE_FIGURES, FrameBatch, FrameRecord, SyntheticVideo
+from e4gym.workload.base import StackedFrames
 from e4gym.workload.synthetic import latent_thresholds
 
 ACC = (0.4, 0.56, 0.67, 0.73, 0.7769)  # efficientnet_b0's exit accuracies
@@ -365,3 +366,157 @@ def test_default_spawn_deep_copies_a_users_source() -> None:
 
     with pytest.raises(ConfigError, match=r"cannot be copied.*implement"):
         Unpicklable().spawn()
+
+
+# ------------------------------------------------------------------------------------------ the pinned stream
+
+
+def test_stream_for_a_seed_is_pinned() -> None:
+    """The frames of seed 0 (three chunks): a change to the generation that alters the stream fails here."""
+    b = SyntheticVideo(ACC, seed=0).batch(1536)
+    assert b.difficulty[[0, 1, 511, 512, 1535]].tolist() == [
+        0.8327178493802309, 0.8365589363860281, 0.599149127693861, 0.5370243339160321, 0.23665116364914418,
+    ]
+    assert b.correct.sum(axis=0).tolist() == [611, 846, 1049, 1137, 1235]
+    assert int(b.scene[-1]) == 19
+    np.testing.assert_array_equal(
+        b.features[[0, 700]],
+        np.array([[0.6188273429870605, 0.7822207808494568, 0.8502357602119446],
+                  [0.5620566606521606, 0.3337332606315613, 0.5296213626861572]], np.float32),
+    )
+    np.testing.assert_array_equal(
+        b.feature_change[513],
+        np.array([0.006959203165024519, 0.019707344472408295, 0.0, 0.05694836005568504, 0.01910223439335823],
+                 np.float32),
+    )
+    assert (b.feature_change[0] == 0).all()
+    # Through exp (its last bit may differ between platforms' exp): close, not bit-exact.
+    np.testing.assert_allclose(
+        b.confidence[700], [0.3676135540008545, 0.8162821531295776, 0.911865770816803, 0.9596153497695923,
+                            0.8095179200172424], rtol=1e-6,
+    )
+
+
+# ------------------------------------------------------------------------------------------ batch_many
+
+
+def _stacked_equals(s: StackedFrames, batches: list[FrameBatch]) -> None:
+    assert s.n_streams == len(batches)
+    for f in ("index", "scene", "features", "correct", "confidence", "feature_change", "difficulty"):
+        want = np.stack([getattr(b, f) for b in batches])
+        got = getattr(s, f)
+        assert got.dtype == want.dtype and got.shape == want.shape, f
+        assert np.array_equal(got, want), f
+        assert got.tobytes() == want.tobytes(), f  # bit for bit (signed zeros too)
+
+
+def _pairs(seeds, **kw) -> tuple[list[SyntheticVideo], list[SyntheticVideo]]:
+    """Two identical sets of streams: one for batch_many, one for the per-stream reference."""
+    return [SyntheticVideo(ACC, seed=s, **kw) for s in seeds], [SyntheticVideo(ACC, seed=s, **kw) for s in seeds]
+
+
+def _continue_identically(a: list[SyntheticVideo], b: list[SyntheticVideo]) -> None:
+    for x, y in zip(a, b):
+        rx, ry = x.next(), y.next()
+        assert (rx.index, rx.scene, rx.difficulty) == (ry.index, ry.scene, ry.difficulty)
+        assert np.array_equal(rx.confidence, ry.confidence) and np.array_equal(rx.features, ry.features)
+        assert _batches_equal(x.batch(700), y.batch(700))
+
+
+def test_batch_many_equals_per_stream_batches_for_fresh_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 37 streams: blocks of 16, 16 and 5; fresh streams start with a cut and no feature change.
+    many, ref = _pairs(range(37))
+    with monkeypatch.context() as m:  # all of them take the stacked path, none its own batch()
+        m.setattr(SyntheticVideo, "batch", lambda self, frames: pytest.fail("fell back to batch()"))
+        out = SyntheticVideo.batch_many(many, 512)
+    assert isinstance(out, StackedFrames) and (out.n_streams, out.frames, out.n_exits) == (37, 512, 5)
+    _stacked_equals(out, [s.batch(512) for s in ref])
+    _stacked_equals(SyntheticVideo.batch_many(many, 512), [s.batch(512) for s in ref])  # a second chunk
+    _continue_identically(many, ref)
+    one, one_ref = _pairs([3])  # a single stream
+    _stacked_equals(SyntheticVideo.batch_many(one, 512), [one_ref[0].batch(512)])
+
+
+def test_batch_many_equals_per_stream_batches_for_advanced_streams() -> None:
+    many, ref = _pairs(range(20), mean_scene_s=0.5, drift=0.05)
+    for k, (x, y) in enumerate(zip(many, ref)):  # 0 to 3 chunks each, by batch and by next
+        x.batch(512 * (k % 4))
+        y.batch(512 * (k % 4))
+        if k % 5 == 0:
+            for _ in range(512):
+                x.next()
+                y.next()
+    for frames in (512, 1100, 0, 300, 212, 1024):  # whole chunks, chunks plus a part, nothing, parts
+        _stacked_equals(SyntheticVideo.batch_many(many, frames), [s.batch(frames) for s in ref])
+    _continue_identically(many, ref)
+    # Streams restarted by reset(): a new stream from the running generator, or from a seed.
+    for k, (x, y) in enumerate(zip(many, ref)):
+        x.reset(k if k % 2 else None)
+        y.reset(k if k % 2 else None)
+    _stacked_equals(SyntheticVideo.batch_many(many, 512), [s.batch(512) for s in ref])
+
+
+def test_batch_many_mixed_streams_fall_back_per_stream() -> None:
+    """Mid-chunk streams, other models, other sources and repeated entries: still exactly the per-stream loop."""
+    from e4gym.workload.base import FrameSource
+
+    class Wrapped(FrameSource):  # another kind of source
+        def __init__(self, inner: SyntheticVideo) -> None:
+            self.inner, self.n_exits, self.fps, self.length = inner, inner.n_exits, inner.fps, None
+
+        def reset(self, seed=None) -> None:
+            self.inner.reset(seed)
+
+        def next(self) -> FrameRecord:
+            return self.inner.next()
+
+        def batch(self, frames: int) -> FrameBatch:
+            return self.inner.batch(frames)
+
+    class Hard(SyntheticVideo):
+        EDGE_BASE = 0.5
+
+    def build() -> list:
+        s = [SyntheticVideo(ACC, seed=i) for i in range(6)]
+        s[1].batch(100)  # mid-chunk
+        s[2].next()
+        s.append(SyntheticVideo(ACC, seed=7, feature_noise=0.2))  # another model
+        s.append(Hard(ACC, seed=8))
+        s.append(Wrapped(SyntheticVideo(ACC, seed=9)))
+        tweaked = SyntheticVideo(ACC, seed=10)
+        tweaked.CONF_GAIN = 3.0  # a constant overridden on the instance
+        s.append(tweaked)
+        s.append(s[0])  # repeated: read twice, in order
+        s.append(s[1])
+        return s
+
+    many, ref = build(), build()
+    want = [s.batch(512) for s in ref]
+    _stacked_equals(SyntheticVideo.batch_many(many, 512), want)
+    want = [s.batch(333) for s in ref]
+    _stacked_equals(SyntheticVideo.batch_many(many, 333), want)
+    for x, y in zip(many[:10], ref[:10]):
+        assert _batches_equal(x.batch(600), y.batch(600))
+    # Streams of another model first: they take the fast path, the others fall back.
+    many, ref = build()[::-1], build()[::-1]
+    _stacked_equals(SyntheticVideo.batch_many(many, 512), [s.batch(512) for s in ref])
+
+
+def test_batch_many_out_and_arguments() -> None:
+    many, ref = _pairs(range(5))
+    out = SyntheticVideo.batch_many(many, 512)
+    again = SyntheticVideo.batch_many(many, 512, out=out)
+    assert again is out
+    _stacked_equals(out, [s.batch(1024).slice(512, 1024) for s in ref])
+    assert out.stream(2).index[0] == 512 and isinstance(out.stream(2), FrameBatch)
+    empty = SyntheticVideo.batch_many([], 512)
+    assert empty.features.shape == (0, 512, 3) and empty.correct.shape == (0, 512, 0)
+    with pytest.raises(ConfigError, match=r"out\.confidence"):
+        bad = StackedFrames(**{**vars(StackedFrames.empty(5, 512, 5)), "confidence": np.zeros((5, 512, 5))})
+        SyntheticVideo.batch_many(many, 512, out=bad)
+    with pytest.raises(ConfigError, match=r"out\.index"):
+        SyntheticVideo.batch_many(many[:4], 512, out=out)
+    with pytest.raises(ConfigError, match="number of exits"):
+        SyntheticVideo.batch_many([SyntheticVideo(ACC, seed=0), SyntheticVideo(ACC[:3], seed=0)], 512)
+    with pytest.raises(ConfigError, match="frames"):
+        SyntheticVideo.batch_many(many, -1)
