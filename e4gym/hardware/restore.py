@@ -134,17 +134,32 @@ def _restore_all(reason: str) -> None:
             print("e4gym: could not restore: " + "; ".join(failures), file=sys.stderr, flush=True)
 
 
+_in_handler = False  # the main thread is in _on_signal (Python runs handlers there only)
+
+
 def _on_signal(signum: int, frame: Any) -> None:
-    """SIGINT / SIGTERM: restore the hardware, then do what the previous handler would have done."""
-    previous = _PREVIOUS_HANDLERS.get(signum, signal.SIG_DFL)
-    _restore_all(f"{signal.Signals(signum).name} received")
-    if callable(previous):
-        previous(signum, frame)
-    elif previous == signal.SIG_IGN:
+    """SIGINT / SIGTERM: restore the hardware, then do what the previous handler would have done.
+
+    Not re-entered: a second signal while the first one's restore runs (a worker whose parent died gets the
+    kernel's SIGTERM and its watch thread's) is dropped, since a nested handler would find the restorer already
+    started, and kill the process halfway through the restore.
+    """
+    global _in_handler
+    if _in_handler:
         return
-    else:  # SIG_DFL (or a handler not installed from Python): die of the signal as the default action would
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+    _in_handler = True
+    try:
+        previous = _PREVIOUS_HANDLERS.get(signum, signal.SIG_DFL)
+        _restore_all(f"{signal.Signals(signum).name} received")
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_IGN:
+            return
+        else:  # SIG_DFL (or a handler not installed from Python): die of the signal as the default action would
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+    finally:
+        _in_handler = False
 
 
 # ---------------------------------------------------------------------------------------------- workers

@@ -86,6 +86,32 @@ def test_a_signal_restores_then_calls_the_previous_handler(registry) -> None:
         signal.signal(signal.SIGTERM, old)
 
 
+def test_a_second_signal_during_the_restore_does_not_cut_it_short(registry) -> None:
+    # A worker whose parent died gets two SIGTERMs (the kernel's and its watch thread's); a nested handler would
+    # find the restorer started and end the process halfway through the restore (seen once in CI).
+    calls: list[str] = []
+
+    def mine(signum, frame) -> None:
+        calls.append("previous")
+
+    def slow_restore() -> list[str]:
+        calls.append("restore started")
+        signal.raise_signal(signal.SIGTERM)  # arrives while restoring
+        calls.append("restore finished")
+        restore.unregister(entry)
+        return []
+
+    old = signal.signal(signal.SIGTERM, mine)
+    try:
+        entry = restore.register(slow_restore, "a board")
+        registry.append(entry)
+        signal.raise_signal(signal.SIGTERM)
+        assert calls == ["restore started", "restore finished", "previous"]
+        assert restore._in_handler is False
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 # ---------------------------------------------------------------------------------------------- die_with_parent
 
 _CHILD = """
