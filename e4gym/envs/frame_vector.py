@@ -129,6 +129,7 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         self._nvec = np.array(
             (s.profile.n_exits, mx[0] + 1, mx[1] + 1) + ((mx[2] + 1,) if s.control_memory else ()), dtype=np.int64
         )
+        self._nvec_u64 = self._nvec.astype(np.uint64)
         self.action_names: tuple[str, ...] = ("exit", "cpu_level", "gpu_level") + (
             ("emc_level",) if s.control_memory else ()
         )
@@ -235,7 +236,7 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         levels[:, 0] = a[:, 1]
         levels[:, 1] = a[:, 2]
         levels[:, 2] = a[:, 3] if s.control_memory else s.max_levels[2]
-        before = emu.levels.copy()
+        before = emu.levels  # (a copy)
         emu.apply(levels)
         m = emu.run_choice(self._works, ex)
         start = clock.free_s
@@ -272,7 +273,6 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         self._refill(np.flatnonzero(self._pos == VECTOR_CHUNK))
         truncated = clock.k >= s.episode_frames
         terminated = np.zeros(n, dtype=bool)
-        ft = self._freq_tables
         info = {
             LATENCY_MS: latency * 1e3,
             ENERGY_J: energy,
@@ -281,9 +281,9 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             EXIT: ex.copy(),
             CORRECT: correct,
             CONFIDENCE: conf,
-            CPU_HZ: ft[0][after[:, 0]],
-            GPU_HZ: ft[1][after[:, 1]],
-            EMC_HZ: ft[2][after[:, 2]],
+            CPU_HZ: idle.cpu_hz,  # the clocks after the idle wait (views of its fresh record; every board's)
+            GPU_HZ: idle.gpu_hz,
+            EMC_HZ: idle.emc_hz,
             DEADLINE_MISSED: missed,
             DVFS_SWITCHES: ((before[:, 0] != after[:, 0]) + (before[:, 1] != after[:, 1]).astype(np.int64)
                             + (before[:, 2] != after[:, 2])),
@@ -301,9 +301,13 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             # The power monitor's rails over the run and the idle wait, time-weighted (as the single env reports).
             t1 = m.latency_s
             t2 = idle.latency_s  # 0 where it did not idle
-            rails = (np.asarray(m.rails_w).T * t1 + np.asarray(idle.rails_w).T * t2) / (t1 + t2)
+            w = 1.0 / (t1 + t2)
+            run_rails, idle_rails = np.asarray(m.rails_w), np.asarray(idle.rails_w)  # (N, rails) views of rows
             for j, key in enumerate(self.rail_keys):
-                info[key] = rails[j]
+                r = run_rails[:, j] * t1
+                r += idle_rails[:, j] * t2
+                r *= w
+                info[key] = r
         reward = np.asarray(reward, dtype=np.float64)
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             idx = np.flatnonzero(self._autoreset)
@@ -371,8 +375,12 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
                 check_levels_action(values, tuple(self._nvec.tolist()), self.action_names, values)
                 raise SettingError(f"sub-env {i}: actions must be integers, got {values!r} (dtype {a.dtype})")
             a = a.astype(np.int64)
-        bad = (a < 0) | (a >= self._nvec[None, :])
-        if bad.any():
+        if a.dtype == np.int64:  # negative levels read as huge unsigned ones: one comparison for both ends
+            out_of_range = (a.view(np.uint64) >= self._nvec_u64).any()
+        else:
+            out_of_range = ((a < 0) | (a >= self._nvec[None, :])).any()
+        if out_of_range:
+            bad = (a < 0) | (a >= self._nvec[None, :])
             i = int(np.argmax(bad.any(axis=1)))
             try:
                 check_levels_action(a[i].tolist(), tuple(self._nvec.tolist()), self.action_names, a[i])

@@ -125,7 +125,8 @@ def test_earlier_exits_and_lower_clocks_trade_energy_latency_and_accuracy() -> N
     top = [24, 14]
     assert mean_of([0, *top], "run_ms") < 0.6 * mean_of([4, *top], "run_ms")
     assert mean_of([0, *top], "energy_j") < mean_of([4, *top], "energy_j")
-    assert mean_of([0, *top], "correct") < mean_of([4, *top], "correct") - 0.2
+    # (1000 frames, about eight scenes: a 200-frame window can sit in one hard scene where every exit errs.)
+    assert mean_of([0, *top], "correct", 1000) < mean_of([4, *top], "correct", 1000) - 0.2
     assert mean_of([4, 24, 6], "run_ms") > 1.3 * mean_of([4, *top], "run_ms")
 
 
