@@ -187,12 +187,10 @@ class EarlyExitDVFSEnv(StreamEnv):
         ex = vals[0]
         before = b.levels
         b.apply((vals[1], vals[2], vals[3] if s.control_memory else s.max_levels[2]))
-        m = b.run(self._works[ex])
         start = clock.free_s
+        m, idle = self._run_then_idle(self._works[ex], clock.slot_s())  # the frame, then idle until the next one
         done = start + m.latency_s
         energy, measured, temp = m.energy_j, m.measured_energy_j, m.temp_c
-        idle_s = clock.idle_s(done)
-        idle = b.idle(idle_s) if idle_s > 0.0 else None
         if idle is not None:
             energy += idle.energy_j
             measured += idle.measured_energy_j

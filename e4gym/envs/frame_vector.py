@@ -238,12 +238,9 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         levels[:, 2] = a[:, 3] if s.control_memory else s.max_levels[2]
         before = emu.levels  # (a copy)
         emu.apply(levels)
-        m = emu.run_choice(self._works, ex)
         start = clock.free_s
+        m, idle = emu.run_choice_then_idle(self._works, ex, clock.slot_s())  # each frame, then idle until the next
         done = start + m.latency_s
-        idle_s = clock.idle_s(done)
-        need = idle_s > 0.0
-        idle = emu.idle(idle_s, active=need)
         energy = m.energy_j + idle.energy_j  # the idle figures are 0 where it did not idle
         measured = m.measured_energy_j + idle.measured_energy_j
         temp = idle.temp_c  # after the idle wait; a board that did not idle is as the run left it

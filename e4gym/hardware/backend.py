@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from e4gym.dnn.work import Work
+from e4gym.errors import SettingError
 from e4gym.hardware.spec import DeviceSpec
 
 
@@ -157,3 +159,34 @@ class Backend(Protocol):
     def __enter__(self) -> Backend: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+def run_then_idle(backend: Backend, work: Work, slot_s: float,
+                  batch: int = 1) -> tuple[Measurement, Measurement | None]:
+    """Run ``work`` on ``backend``, then idle for what is left of ``slot_s`` seconds after the run, if anything.
+
+    This is one frame of a stream: ``slot_s`` is the time from when the frame can start to the next frame's
+    arrival (:meth:`~e4gym.hardware.stream.StreamClock.slot_s`); the board idles ``slot_s − latency_s`` when that
+    is > 0. A backend with a faster way of doing both (the emulator's one compiled call) has a
+    ``run_then_idle(work, slot_s, batch)`` method, used here; it must give what :func:`run_then_idle_separately`
+    gives.
+
+    Returns:
+        The run's :class:`Measurement`, and the idle's (None when the run took the whole slot).
+    """
+    method = getattr(backend, "run_then_idle", None)
+    if method is not None:
+        return method(work, slot_s, batch)
+    return run_then_idle_separately(backend, work, slot_s, batch)
+
+
+def run_then_idle_separately(backend: Backend, work: Work, slot_s: float,
+                             batch: int = 1) -> tuple[Measurement, Measurement | None]:
+    """:func:`run_then_idle` as two calls: ``backend.run(work, batch)``, then ``backend.idle(slot_s − latency)``
+    where that is > 0 (s)."""
+    if not math.isfinite(slot_s):
+        raise SettingError(f"slot_s must be a finite number of seconds, got {slot_s!r}")
+    m = backend.run(work, batch)
+    rest = slot_s - m.latency_s
+    return m, (backend.idle(rest) if rest > 0.0 else None)
+

@@ -26,7 +26,8 @@ Both look costs up in the analytic tables of :mod:`e4gym.hardware.model` and add
 
 **The state update is written once, over N boards**: numba kernels, each a loop over boards, compiled on first
 use (``njit(cache=True)``: the compiled code is cached in ``__pycache__``; a read-only install compiles in each
-process): :func:`_k_reset`, :func:`_k_request` (the batched ``apply``), :func:`_k_run` and :func:`_k_idle`. The
+process): :func:`_k_reset`, :func:`_k_request` (the batched ``apply``), :func:`_k_run`, :func:`_k_idle` and
+:func:`_k_run_idle` (a frame's run, then its idle wait: ``run_then_idle``, what the frame envs call). The
 scalar :class:`EmulatedBackend` is N = 1 and the :class:`BatchedEmulator` N, so one seed gives the same numbers,
 bit for bit, on either. A kernel takes a few arrays (numba's dispatch costs about 0.1 µs an array): the boards'
 state, a ``float64`` array ``(N, _KF)`` and an ``int64`` array ``(N, _KI)`` with one row per board (columns
@@ -70,7 +71,7 @@ import numpy as np
 
 from e4gym.dnn.work import Work
 from e4gym.errors import ConfigError, OverheatError, SettingError, UnknownNameError
-from e4gym.hardware.backend import Cooling, Measurement, SensorReading, Setting
+from e4gym.hardware.backend import Cooling, Measurement, SensorReading, Setting, run_then_idle_separately
 from e4gym.hardware.governors import GOVERNORS
 from e4gym.hardware.model import (
     JITABLE,
@@ -129,12 +130,12 @@ _BOARD_0 = np.zeros(1, dtype=np.int64)  # the scalar backend's board index (rese
 _ACTIVE_1 = np.ones(1, dtype=bool)  # the scalar backend's idle mask
 
 
-def _out_array(n: int) -> np.ndarray:
-    """A fresh kernel output for ``n`` boards, ``(_KO, m)`` with ``m >= n`` (the kernels write columns ``0 .. n-1``):
+def _out_array(n: int, rows: int = _KO) -> np.ndarray:
+    """A fresh kernel output for ``n`` boards, ``(rows, m)`` with ``m >= n`` (the kernels write columns ``0 .. n-1``):
     rows padded to an odd number of cache lines, since rows a power of two of 4 KiB apart would all fall into one
     cache set (and a board writes one value per row). C-contiguous: numba dispatches other layouts slower."""
     lines = -(-n // 8)
-    return np.empty((_KO, 8 * (lines + 1 - lines % 2)))
+    return np.empty((rows, 8 * (lines + 1 - lines % 2)))
 
 
 def _kernel_arg(a: Any, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -532,10 +533,34 @@ def _k_idle(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, duration: np.ndarr
     return _idle_boards(fs, ist, dev, duration, active, out), _record(out)
 
 
+def _k_run_idle(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, table: np.ndarray, n_set: int, choice: np.ndarray,
+                slot: np.ndarray, out: np.ndarray) -> tuple[int, float, tuple, tuple]:
+    """:func:`_run_boards`, then every board idles for what is left of its slot after its run: ``slot[i] −`` its
+    run's latency (s), where that is > 0 (the others are left as their run left them: zero idle figures).
+    ``out`` is ``(2 · _KO, >= N)``: the run's rows, then the idle's. Returns the code (the first board whose slot
+    is not finite, nothing run; else the run's, else the idle's), board 0's GPU busy time, and its run and idle
+    records."""
+    n = fs.shape[0]
+    out_run, out_idle = out[:_KO], out[_KO:]
+    for i in range(n):
+        if not abs(slot[i]) < math.inf:  # (NaN too)
+            return i, 0.0, _record(out_run), _record(out_idle)
+    err = _run_boards(fs, ist, dev, table, n_set, choice, out_run)
+    if err == -1:
+        rest = np.empty(n)
+        active = np.empty(n, np.bool_)
+        for i in range(n):
+            d = slot[i] - out_run[_O_LAT, i]
+            active[i] = d > 0.0
+            rest[i] = d if d > 0.0 else 0.0
+        err = _idle_boards(fs, ist, dev, rest, active, out_idle)
+    return err, out_run[_O_BUSY, 0], _record(out_run), _record(out_idle)
+
+
 @functools.cache
 def _kernels() -> SimpleNamespace:
-    """The compiled kernels (``reset``, ``request``, ``run``, ``idle``), compiled (or loaded from numba's cache
-    in ``__pycache__``) on first use, so that importing the emulator does not import numba."""
+    """The compiled kernels (``reset``, ``request``, ``run``, ``idle``, ``run_idle``), compiled (or loaded from
+    numba's cache in ``__pycache__``) on first use, so that importing the emulator does not import numba."""
     import numba
     from numba.extending import register_jitable
 
@@ -551,7 +576,8 @@ def _kernels() -> SimpleNamespace:
         except RuntimeError:  # no writable cache location (read-only install and home): compile every process
             return numba.njit(error_model="numpy")(fn)
 
-    return SimpleNamespace(reset=jit(_k_reset), request=jit(_k_request), run=jit(_k_run), idle=jit(_k_idle))
+    return SimpleNamespace(reset=jit(_k_reset), request=jit(_k_request), run=jit(_k_run), idle=jit(_k_idle),
+                           run_idle=jit(_k_run_idle))
 
 
 # ------------------------------------------------------------------------------------------ the Python side
@@ -623,6 +649,7 @@ class _Boards:
         self._initial_temp_c = float(self.cooling.ambient_c if initial_temp_c is None else initial_temp_c)
         k = _kernels()
         self._k_reset, self._k_request, self._k_run, self._k_idle = k.reset, k.request, k.run, k.idle
+        self._k_run_idle = k.run_idle
 
     def _fail(self, err: int, bad_input: str) -> NoReturn:
         """Raise for a kernel's error code ``err``: ``bad_input`` (a message) for board ``err`` >= 0, the
@@ -740,6 +767,9 @@ class EmulatedBackend(_Boards):
         self._out = np.zeros((_KO, 1))
         self._dur = np.zeros(1)  # the idle duration, the idle kernel's input
         self._dur_v = memoryview(self._dur)
+        self._slot = np.zeros(1)  # the slot of run_then_idle, its kernel's input; its output, run and idle rows
+        self._slot_v = memoryview(self._slot)
+        self._out2 = np.zeros((2 * _KO, 1))
         self._fv = memoryview(self._f.reshape(-1))
         self._iv = memoryview(self._i.reshape(-1))
         self._rows_by_key: dict[tuple[str, int], np.ndarray] = {}
@@ -865,6 +895,27 @@ class EmulatedBackend(_Boards):
         if not self._userspace:
             self._govern(m[0], 0.0, 0.0)
         return _tuple_new(Measurement, m)
+
+    def run_then_idle(self, work: Work, slot_s: float, batch: int = 1) -> tuple[Measurement, Measurement | None]:
+        """Run ``work``, then idle for what is left of ``slot_s`` (s) after the run: one frame's slot in a stream
+        (:func:`~e4gym.hardware.backend.run_then_idle`, which defines it; here one compiled call where every
+        domain is ``userspace``, else run and idle with the kernel governors between them).
+
+        Returns:
+            The run's :class:`Measurement`, and the idle's (None when the run took the whole slot).
+        """
+        if self._closed:
+            self._check_open()
+        if not self._userspace:
+            return run_then_idle_separately(self, work, slot_s, batch)
+        last = self._last_rows
+        rows = last[2] if last[0] is work and last[1] == batch else self._rows(work, batch)
+        self._slot_v[0] = slot_s
+        err, _, m, mi = self._k_run_idle(self._f, self._i, self._dev, rows, self._n_set, _BOARD_0, self._slot,
+                                         self._out2)
+        if err != -1:
+            self._fail(err, f"slot_s must be a finite number of seconds, got {slot_s!r}")
+        return _tuple_new(Measurement, m), (_tuple_new(Measurement, mi) if mi[0] > 0.0 else None)
 
     def read_sensors(self) -> SensorReading:
         """The power monitor's latest reading (board and rails), the temperature and the clocks now."""
@@ -1063,6 +1114,38 @@ class BatchedEmulator(_Boards):
             self._fail(err, f"choice[{err}] = {choice[err]} is not an index into the {len(works)} works"
                        if err >= 0 else "")
         return self._measurement(out)
+
+    def run_choice_then_idle(self, works: tuple[Work, ...] | list[Work], choice: np.ndarray, slot_s: np.ndarray,
+                             batch: int = 1) -> tuple[MeasurementBatch, MeasurementBatch]:
+        """:meth:`run_choice`, then each board idles for what is left of its slot ``slot_s[i]`` (s) after its run
+        (:func:`~e4gym.hardware.backend.run_then_idle`); one compiled call.
+
+        Returns:
+            The run's records, and the idle's: zero figures (and the state the run left) where a run took the
+            whole slot, as :meth:`idle` gives boards outside its mask.
+
+        Raises:
+            SettingError: a choice is not an index into ``works``, or a slot is not a finite number.
+        """
+        rows, n_set = self._stack(works if isinstance(works, tuple) else tuple(works), batch)
+        choice = np.asarray(choice)
+        if choice.shape != (self.n,) or choice.dtype.kind not in "iu":
+            raise SettingError(f"choice must be an int array of shape ({self.n},), got {choice.dtype} {choice.shape}")
+        try:
+            slot = _kernel_arg(slot_s, np.float64, (self.n,))
+        except (TypeError, ValueError):
+            raise SettingError(f"slot_s must be {self.n} numbers of seconds, one per board") from None
+        choice = _kernel_arg(choice, np.int64, (self.n,))
+        both = _out_array(self.n, 2 * _KO)
+        err = self._k_run_idle(self._f, self._i, self._dev, rows, n_set, choice, slot, both)[0]
+        if err >= 0:
+            bad = f"slot_s[{err}] = {float(slot[err])!r} is not a finite number of seconds"
+            if abs(slot[err]) < math.inf:
+                bad = f"choice[{err}] = {choice[err]} is not an index into the {len(works)} works"
+            self._fail(err, bad)
+        elif err != -1:
+            self._fail(err, "")
+        return self._measurement(both[:_KO]), self._measurement(both[_KO:])
 
     def idle(self, duration_s: np.ndarray | float, active: np.ndarray | None = None) -> MeasurementBatch:
         """Keep boards idle for ``duration_s`` (s, shape ``(N,)``, >= 0).

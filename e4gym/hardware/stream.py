@@ -86,6 +86,12 @@ class StreamClock:
         """The board is busy ``seconds`` (s) before frame ``k`` starts (e.g. profiling runs): it starts later."""
         self.free_s = self.free_s + seconds
 
+    def slot_s(self) -> Any:
+        """Frame ``k``'s slot (s): from when it can start (``free_s``) to the next frame's arrival. The frame runs
+        in it and the board idles the rest (:func:`~e4gym.hardware.backend.run_then_idle`); <= 0 when the board
+        is a period or more behind."""
+        return (self.k + 1) * self.period_s - self.free_s
+
     def idle_s(self, done_s: Any) -> Any:
         """How long the board idles after frame ``k`` finishes at ``done_s`` (s): until the next arrival, or 0."""
         gap = (self.k + 1) * self.period_s - done_s

@@ -503,7 +503,108 @@ def test_one_compiled_signature_per_kernel() -> None:
     e.run_choice([WORK, PROFILE.frame_work(0)], np.array([0, 1, 0], dtype=np.int16))
     e.idle(0.01)
     e.idle(np.broadcast_to(0.3, (3,)), active=[True, False, True])  # read-only durations, a list mask
+    e.run_choice_then_idle((WORK,), np.zeros(3, np.int32), np.broadcast_to(0.05, (3,)))
+    EmulatedBackend("xavier-nx", seed=1).run_then_idle(WORK, 0.05)
     e.reset([0, 2], [5, 6])
     kernels = _kernels()
-    assert {name: len(getattr(kernels, name).signatures) for name in ("reset", "request", "run", "idle")} == {
-        "reset": 1, "request": 1, "run": 1, "idle": 1}
+    names = ("reset", "request", "run", "idle", "run_idle")
+    assert {name: len(getattr(kernels, name).signatures) for name in names} == dict.fromkeys(names, 1)
+
+
+# ---------------------------------------------------------------------------------------------- run_then_idle
+
+
+def _frames(step, n: int = 40) -> list:
+    """``n`` frames at alternating settings and exits, slots long enough to idle in some and not in others."""
+    out = []
+    for k in range(n):
+        out.append(step(k % 3, (k * 7) % 25, (k * 5) % 14, 0.05 if k % 4 else 0.004))
+    return out
+
+
+def test_run_then_idle_is_run_then_idle_for_the_rest_of_the_slot() -> None:
+    """The fused call gives, bit for bit, what its definition (run, then idle slot − latency where > 0) gives."""
+    from e4gym.hardware.backend import run_then_idle, run_then_idle_separately
+
+    works = [PROFILE.frame_work(e) for e in range(3)]
+    fused, plain = EmulatedBackend("xavier-nx", seed=4), EmulatedBackend("xavier-nx", seed=4)
+
+    def step_with(b, how):
+        def step(ex, c, g, slot):
+            b.apply((c, g, 3))
+            return how(b, works[ex], slot)
+        return step
+
+    got = _frames(step_with(fused, run_then_idle))
+    want = _frames(step_with(plain, run_then_idle_separately))
+    assert got == want
+    assert any(idle is None for _, idle in got) and any(idle is not None for _, idle in got)
+    for run, idle in got:
+        if idle is not None:
+            assert idle.latency_s > 0.0 and run.latency_s + idle.latency_s == pytest.approx(0.05)
+
+
+def test_batched_run_then_idle_matches_scalar_boards_and_masks_the_full_slots() -> None:
+    works = (PROFILE.frame_work(0), PROFILE.frame_work(4))
+    seeds = [3, 8]
+    e = BatchedEmulator("xavier-nx", seeds)
+    boards = [EmulatedBackend("xavier-nx", seed=s) for s in seeds]
+    for k in range(30):
+        levels = np.array([[k % 25, (k * 3) % 14, 3], [(k * 2) % 25, k % 14, 2]])
+        choice = np.array([k % 2, 1])
+        slot = np.array([0.05, 0.004 if k % 3 else 0.06])
+        e.apply(levels)
+        run, idle = e.run_choice_then_idle(works, choice, slot)
+        for i, b in enumerate(boards):
+            b.apply(tuple(int(v) for v in levels[i]))
+            r, d = b.run_then_idle(works[int(choice[i])], float(slot[i]))
+            assert (run.latency_s[i], run.energy_j[i], run.temp_c[i]) == (r.latency_s, r.energy_j, r.temp_c)
+            if d is None:  # a full slot: zero idle figures, the state the run left
+                assert idle.latency_s[i] == 0.0 and idle.energy_j[i] == 0.0 and idle.temp_c[i] == r.temp_c
+            else:
+                assert (idle.latency_s[i], idle.energy_j[i], idle.temp_c[i]) == (d.latency_s, d.energy_j, d.temp_c)
+
+
+def test_run_then_idle_refuses_a_slot_that_is_not_a_number_before_running() -> None:
+    b = EmulatedBackend("xavier-nx", seed=0)
+    before = b.read_sensors()
+    for bad in (math.nan, math.inf):
+        with pytest.raises(SettingError, match="slot_s must be a finite number of seconds"):
+            b.run_then_idle(WORK, bad)
+    assert b.read_sensors() == before  # nothing ran
+    e = BatchedEmulator("xavier-nx", [0, 1])
+    state = e._f.copy()
+    with pytest.raises(SettingError, match=r"slot_s\[1\] = nan is not a finite number"):
+        e.run_choice_then_idle((WORK,), np.zeros(2, np.int64), np.array([0.05, math.nan]))
+    with pytest.raises(SettingError, match=r"choice\[0\] = 3 is not an index into the 1 works"):
+        e.run_choice_then_idle((WORK,), np.array([3, 0]), np.array([0.05, 0.05]))
+    assert np.array_equal(e._f, state)
+
+
+def test_run_then_idle_with_kernel_governors_lets_them_act_between_run_and_idle() -> None:
+    from e4gym.hardware.backend import run_then_idle_separately
+
+    fused, plain = (EmulatedBackend("xavier-nx", seed=2, governors="default") for _ in range(2))
+    got = [fused.run_then_idle(WORK, 0.05) for _ in range(20)]
+    want = [run_then_idle_separately(plain, WORK, 0.05) for _ in range(20)]
+    assert got == want and fused.levels == plain.levels
+
+
+def test_run_then_idle_on_a_backend_without_the_method_runs_and_idles() -> None:
+    from e4gym.hardware.backend import run_then_idle
+
+    calls = []
+
+    class Plain:  # the Backend protocol's run and idle only
+        def run(self, work, batch=1):
+            calls.append(("run", batch))
+            return EmulatedBackend("xavier-nx", seed=0).run(work, batch)
+
+        def idle(self, duration_s):
+            calls.append(("idle", round(duration_s, 9)))
+            return EmulatedBackend("xavier-nx", seed=0).idle(duration_s)
+
+    run, idle = run_then_idle(Plain(), WORK, 1.0)
+    assert calls == [("run", 1), ("idle", round(1.0 - run.latency_s, 9))] and idle is not None
+    calls.clear()
+    assert run_then_idle(Plain(), WORK, 0.001)[1] is None and calls == [("run", 1)]
