@@ -534,17 +534,17 @@ def _k_idle(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, duration: np.ndarr
 
 
 def _k_run_idle(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, table: np.ndarray, n_set: int, choice: np.ndarray,
-                slot: np.ndarray, out: np.ndarray) -> tuple[int, float, tuple, tuple]:
+                slot: np.ndarray, out: np.ndarray) -> tuple[int, float, tuple, tuple | None]:
     """:func:`_run_boards`, then every board idles for what is left of its slot after its run: ``slot[i] −`` its
     run's latency (s), where that is > 0 (the others are left as their run left them: zero idle figures).
     ``out`` is ``(2 · _KO, >= N)``: the run's rows, then the idle's. Returns the code (the first board whose slot
-    is not finite, nothing run; else the run's, else the idle's), board 0's GPU busy time, and its run and idle
-    records."""
+    is not finite, nothing run; else the run's, else the idle's), board 0's GPU busy time, its run record and its
+    idle record (None where board 0 did not idle: no tuple to box)."""
     n = fs.shape[0]
     out_run, out_idle = out[:_KO], out[_KO:]
     for i in range(n):
         if not abs(slot[i]) < math.inf:  # (NaN too)
-            return i, 0.0, _record(out_run), _record(out_idle)
+            return i, 0.0, _record(out_run), None
     err = _run_boards(fs, ist, dev, table, n_set, choice, out_run)
     if err == -1:
         rest = np.empty(n)
@@ -554,7 +554,9 @@ def _k_run_idle(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, table: np.ndar
             active[i] = d > 0.0
             rest[i] = d if d > 0.0 else 0.0
         err = _idle_boards(fs, ist, dev, rest, active, out_idle)
-    return err, out_run[_O_BUSY, 0], _record(out_run), _record(out_idle)
+        if err == -1 and active[0]:
+            return err, out_run[_O_BUSY, 0], _record(out_run), _record(out_idle)
+    return err, out_run[_O_BUSY, 0], _record(out_run), None
 
 
 @functools.cache
@@ -915,7 +917,7 @@ class EmulatedBackend(_Boards):
                                          self._out2)
         if err != -1:
             self._fail(err, f"slot_s must be a finite number of seconds, got {slot_s!r}")
-        return _tuple_new(Measurement, m), (_tuple_new(Measurement, mi) if mi[0] > 0.0 else None)
+        return _tuple_new(Measurement, m), (None if mi is None else _tuple_new(Measurement, mi))
 
     def read_sensors(self) -> SensorReading:
         """The power monitor's latest reading (board and rails), the temperature and the clocks now."""
