@@ -910,6 +910,8 @@ class EmulatedBackend(_Boards):
             self._check_open()
         if not self._userspace:
             return run_then_idle_separately(self, work, slot_s, batch)
+        if slot_s <= 0.0:  # a board a period or more behind cannot idle after this frame: the run alone
+            return self.run(work, batch), None
         last = self._last_rows
         rows = last[2] if last[0] is work and last[1] == batch else self._rows(work, batch)
         self._slot_v[0] = slot_s

@@ -515,11 +515,10 @@ def test_one_compiled_signature_per_kernel() -> None:
 
 
 def _frames(step, n: int = 40) -> list:
-    """``n`` frames at alternating settings and exits, slots long enough to idle in some and not in others."""
-    out = []
-    for k in range(n):
-        out.append(step(k % 3, (k * 7) % 25, (k * 5) % 14, 0.05 if k % 4 else 0.004))
-    return out
+    """``n`` frames at alternating settings and exits, slots long enough to idle in some, too short in others,
+    and gone (a board a period behind) in others."""
+    slots = (0.004, 0.05, 0.05, -0.01, 0.05)
+    return [step(k % 3, (k * 7) % 25, (k * 5) % 14, slots[k % len(slots)]) for k in range(n)]
 
 
 def test_run_then_idle_is_run_then_idle_for_the_rest_of_the_slot() -> None:
