@@ -569,7 +569,8 @@ class SyntheticVideo(FrameSource):
         z -= conf_noise
         np.exp(z, out=z)
         z += 1.0
-        np.divide(1.0, z, out=confidence, casting="same_kind")  # computed in float64, stored as float32
+        np.divide(1.0, z, out=z)  # in float64, then stored as float32 (a cast in the ufunc goes through a buffer)
+        np.copyto(confidence, z, casting="same_kind")
 
         # Pre-inference features (pixel statistics), then the post-inference feature change per exit.
         tn = self.TEMPORAL_FEATURE_NOISE
@@ -585,7 +586,8 @@ class SyntheticVideo(FrameSource):
         np.multiply(self.CONTRAST_GAIN, d, out=contrast)
         contrast += self.CONTRAST_BASE
         contrast += self.CONTRAST_NOISE * noise[:, :, 2]
-        _clip(feats, 0.0, 1.0, out=features, casting="same_kind")
+        _clip(feats, 0.0, 1.0, out=feats)
+        np.copyto(features, feats, casting="same_kind")
         c = self.CHANGE_GAIN * delta
         c += self.CHANGE_BASE
         np.copyto(c, self.CHANGE_CUT_BASE + self.CHANGE_CUT_SPAN * strength, where=cut)
@@ -598,7 +600,8 @@ class SyntheticVideo(FrameSource):
             np.add(c[:, :, None], change_noise, out=change)
         if first:
             change[first, 0] = 0.0  # the first frame of a stream: no previous frame to compare with
-        _clip(change, 0.0, 1.0, out=feature_change, casting="same_kind")
+        _clip(change, 0.0, 1.0, out=change)
+        np.copyto(feature_change, change, casting="same_kind")
 
 
 class _Draw(NamedTuple):
@@ -711,7 +714,8 @@ def _draw_stacked(
     np.sin(u2, out=u2)
     np.multiply(u1, r, out=u1)
     np.multiply(u2, r, out=u2)
-    np.multiply(u, scale, out=g)  # in float64
+    np.copyto(g, u)  # to float64, then scaled there (a float32 × float64 ufunc casts through a slow buffer)
+    np.multiply(g, scale, out=g)
     return {
         name: (uni if b == 0 else g)[:, lo : lo + size] if cols is None
         else (uni if b == 0 else g)[:, lo : lo + size].reshape(s_n, n, cols)
