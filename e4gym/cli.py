@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from e4gym.errors import E4gymError
+from e4gym.errors import ConfigError, E4gymError
 from e4gym.markdown import markdown_table
 
 
@@ -202,9 +202,18 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     """Regenerate a model's cost profile from its PyTorch network."""
     from e4gym.dnn.profile import load_model_profile
-    from e4gym.dnn.profiling import write_profile
+    from e4gym.dnn.profiling import write_module_profile, write_profile
 
-    path = write_profile(args.model, args.out)
+    if args.module:
+        try:
+            shape = tuple(int(v) for v in args.input.lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"--input {args.input!r}: expected sizes joined by 'x', e.g. 3x416x416") from None
+        path = write_module_profile(args.module, args.out, name=args.name, input_shape=shape, exits=args.exits,
+                                    num_classes=args.num_classes, accuracies=args.accuracy,
+                                    accuracy_source=args.accuracy_source)
+    else:
+        path = write_profile(args.model, args.out)
     p = load_model_profile(path)
     print(f"wrote {path}: {p.n_blocks} blocks, {p.n_exits} exits, {p.total_macs / 1e9:.3f} GMACs")
     return 0
@@ -300,9 +309,25 @@ def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--sysfs-root", default="/", help="root of the board's file tree (default /)")
     p.set_defaults(func=cmd_restore)
 
-    p = sub.add_parser("profile", help="regenerate configs/models/MODEL.yaml from the PyTorch network")
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", default=None, help="output path (default: configs/models/MODEL.yaml)")
+    p = sub.add_parser("profile", help="write a model's cost profile (configs/models/NAME.yaml) from a PyTorch network",
+                       description="Profile a network block by block (FLOPs, bytes, kernels; batch 1, fp32, CPU) "
+                                   "into a model YAML the envs accept by name or path: one of e4gym's networks "
+                                   "(--model), or any PyTorch module given by a factory returning an "
+                                   "nn.Sequential of blocks or a MultiExitNet (--module).")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="an e4gym network: efficientnet_b0, mobilenet_v2 or resnet18")
+    what.add_argument("--module", metavar="PKG.MOD:FACTORY",
+                      help="a factory returning the network, e.g. e4gym.dnn.sequences:tiny_yolov3_blocks")
+    p.add_argument("--name", help="the model's name (--module; default: the factory's name)")
+    p.add_argument("--input", default="3x224x224", metavar="CxHxW", help="input shape (--module; default 3x224x224)")
+    p.add_argument("--exits", type=int, nargs="+", default=[], metavar="BLOCK",
+                   help="block indices after which early exits go, with e4gym's early head (--module)")
+    p.add_argument("--num-classes", type=int, default=1000, help="classes of the early heads (--module)")
+    p.add_argument("--accuracy", type=float, nargs="+", metavar="A",
+                   help="each exit's accuracy in (0, 1] (--module; a new file needs them, an existing one keeps "
+                        "its own)")
+    p.add_argument("--accuracy-source", help="where those accuracies come from (recorded in the YAML)")
+    p.add_argument("--out", default=None, help="output path (default: configs/models/NAME.yaml)")
     p.set_defaults(func=cmd_profile)
 
     from e4gym.bench.cli import add_bench_parser

@@ -83,7 +83,9 @@ def confidence_of(logits: Tensor, kind: str = "max_softmax") -> Tensor:
     return (1.0 - entropy / torch.log(torch.tensor(float(n), device=logp.device))).clamp(0.0, 1.0)
 
 
-def _early_head(channels: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
+def early_head(channels: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """e4gym's early-exit head on a ``(N, channels, H, W)`` map: average pool, a ``hidden``-wide ReLU layer with
+    dropout, ``num_classes`` logits."""
     return nn.Sequential(
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(1),
@@ -185,7 +187,7 @@ class MultiExitNet(nn.Module):
             raise ConfigError(
                 f"exit_channels has {len(exit_channels)} entries for {len(early)} early exits {early}"
             )
-        self.exits = nn.ModuleList(_early_head(c, hidden, num_classes, dropout) for c in exit_channels)
+        self.exits = nn.ModuleList(early_head(c, hidden, num_classes, dropout) for c in exit_channels)
         self.exit_after: list[int] = exit_after
         self.num_classes = num_classes
         self.hidden = hidden

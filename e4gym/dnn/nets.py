@@ -23,6 +23,7 @@ from e4gym.errors import ConfigError, UnknownNameError
 __all__ = [
     "BACKBONES",
     "BasicBlock",
+    "Bottleneck",
     "Conv2dNormActivation",
     "EfficientNet",
     "InvertedResidual",
@@ -38,6 +39,7 @@ __all__ = [
     "make_divisible",
     "mobilenet_v2",
     "resnet18",
+    "resnet50",
 ]
 
 
@@ -492,12 +494,51 @@ class BasicBlock(nn.Module):
         return self.relu(out)
 
 
-class ResNet(nn.Module):
-    """ResNet with basic blocks (torchvision's ``ResNet``): ``conv1``, ``bn1``, ``relu``, ``maxpool``,
-    ``layer1``..``layer4``, ``avgpool``, ``fc``."""
+class Bottleneck(nn.Module):
+    """ResNet bottleneck block (torchvision's ``Bottleneck``, ResNet V1.5: the stride on the 3×3 conv): 1×1,
+    3×3 and 1×1 convs widening to ``planes · 4`` channels, and an optional ``downsample``."""
 
-    def __init__(self, layers: tuple[int, int, int, int] = (2, 2, 2, 2), num_classes: int = 1000) -> None:
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+    ) -> None:
         super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
+        self.bn1 = norm_layer(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = norm_layer(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, kernel_size=1, bias=False)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, inplanes, H, W) → (N, 4 · planes, H/stride, W/stride)."""
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class ResNet(nn.Module):
+    """ResNet (torchvision's ``ResNet``): ``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1``..``layer4``,
+    ``avgpool``, ``fc``; basic blocks (ResNet-18) or bottlenecks (ResNet-50)."""
+
+    def __init__(self, layers: tuple[int, int, int, int] = (2, 2, 2, 2), num_classes: int = 1000,
+                 block: type[BasicBlock] | type[Bottleneck] = BasicBlock) -> None:
+        super().__init__()
+        self.block = block
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
@@ -508,7 +549,7 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(256, layers[2], stride=2)
         self.layer4 = self._make_layer(512, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * BasicBlock.expansion, num_classes)
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -518,17 +559,15 @@ class ResNet(nn.Module):
                 nn.init.constant_(m.bias, 0)
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * BasicBlock.expansion:
+        block, downsample = self.block, None
+        if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(
-                    self.inplanes, planes * BasicBlock.expansion, kernel_size=1, stride=stride, bias=False
-                ),
-                nn.BatchNorm2d(planes * BasicBlock.expansion),
+                nn.Conv2d(self.inplanes, planes * block.expansion, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
             )
-        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * BasicBlock.expansion
-        layers.extend(BasicBlock(self.inplanes, planes) for _ in range(1, blocks))
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers.extend(block(self.inplanes, planes) for _ in range(1, blocks))
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -549,6 +588,11 @@ class ResNet(nn.Module):
 def resnet18(num_classes: int = 1000) -> ResNet:
     """ResNet-18 as ``torchvision.models.resnet18()``."""
     return ResNet((2, 2, 2, 2), num_classes=num_classes)
+
+
+def resnet50(num_classes: int = 1000) -> ResNet:
+    """ResNet-50 as ``torchvision.models.resnet50()`` (V1.5; 25,557,032 parameters at 1000 classes)."""
+    return ResNet((3, 4, 6, 3), num_classes=num_classes, block=Bottleneck)
 
 
 # --------------------------------------------------------------------------------------------------------
