@@ -202,3 +202,45 @@ def test_synthetic_speed_prints_a_consistent_table(capsys: pytest.CaptureFixture
         assert all(_num(c) > 0 for c in (loop, many, many_out, draws))
         # The speed-up is the ratio of the two µs cells beside it (each printed to 0.001 µs).
         assert float(speedup.rstrip("×")) == pytest.approx(_num(loop) / _num(many), rel=0.05, abs=0.02)
+
+
+def test_emc_sweep_compares_the_emulator_with_the_tx2_sweep(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    module = _load("emc_sweep")
+    summary = module.main(["--points"])
+    out = capsys.readouterr().out
+    tables = [block for block in out.split("\n\n") if block.startswith("| model")]
+    assert len(tables) == 2
+    points_header, *_ = _table(tables[0])
+    assert points_header == ["model", "GPU MHz", "EMC MHz", "board ms", "emulator ms", "error %"]
+    _, body = _table(tables[1])
+    assert [row[0] for row in body] == ["resnet50", "tiny-yolov3"] and set(summary) == {"resnet50", "tiny-yolov3"}
+    # The board's side is the data's: the README of ../shared/data quotes 1.25x and 1.35x at the top GPU clock.
+    assert summary["resnet50"]["board_emc_top"] == pytest.approx(23.4 / 18.7, rel=0.01)
+    assert summary["tiny-yolov3"]["board_emc_top"] == pytest.approx(17.8 / 13.1, rel=0.01)
+    for row, name in zip(body, ("resnet50", "tiny-yolov3"), strict=True):
+        s = summary[name]
+        assert _num(row[1]) == s["points"] == 52
+        assert _close(_num(row[2]), 100 * s["median_error"], 1) and s["median_error"] <= s["max_error"]
+        board, emu = (float(v) for v in row[4].split(" / "))
+        assert _close(board, s["board_emc_top"], 3) and _close(emu, s["emu_emc_top"], 3)
+    met = all(s["median_error"] <= 0.10 and abs(s["emu_emc_top"] / s["board_emc_top"] - 1) <= 0.15
+              and s["emu_emc_low"] <= 1.03 for s in summary.values())
+    assert out.rstrip().endswith("met" if met else "missed")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,gpu_hz,emc_hz,mean_gpu_latency_ms\nresnet50,fast,1,2\n")
+    from e4gym.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"bad\.csv: row 2 is malformed"):
+        module.main(["--csv", str(bad)])
+    with pytest.raises(ConfigError, match=r"the sweep CSV is missing"):
+        module.main(["--csv", str(tmp_path / "none.csv")])
+
+
+def test_the_shipped_sweep_is_the_shared_one() -> None:
+    """benchmarks/data holds a copy of ../shared/data's sweep (so a clone alone runs the benchmark): the same
+    bytes where the shared folder is beside the clone."""
+    shipped = BENCH / "data" / "tx2_trtexec_gpu_emc_sweep.csv"
+    shared = BENCH.parent.parent / "shared" / "data" / shipped.name
+    if not shared.is_file():
+        pytest.skip("no ../shared/data beside this clone")
+    assert shipped.read_bytes() == shared.read_bytes()
