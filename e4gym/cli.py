@@ -62,7 +62,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         prof = MeasuredProfile.load(args.profile)
         print(format_errors(prof, model_error(prof)))
         return 0
-    from e4gym.hardware.calibration import calibrate, format_rows
+    from e4gym.hardware.calibration import calibrate, evidence_summary, format_rows
     from e4gym.hardware.spec import available_devices, load_device
 
     devices = args.device or available_devices()
@@ -78,7 +78,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     bar.close()
     print(format_rows(rows))
     failed = [r for r in rows if not r.passed]
-    print(f"\n{len(rows) - len(failed)}/{len(rows)} rows pass")
+    print(f"\n{len(rows) - len(failed)}/{len(rows)} rows pass\n")
+    print(evidence_summary(rows))
     return 1 if failed else 0
 
 

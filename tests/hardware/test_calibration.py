@@ -49,3 +49,20 @@ def test_a_miscalibrated_device_fails_the_power_row(monkeypatch) -> None:
     monkeypatch.setattr(cal, "load_device", lambda name: broken)
     rows = cal.rows_e4_fig1({"efficientnet_b0": load_model_profile("efficientnet_b0")})
     assert [r.passed for r in rows] == [True, False]
+
+
+def test_each_row_says_whether_it_rests_on_a_measurement_of_that_board(rows) -> None:
+    assert {r.evidence for r in rows} == {cal.MEASURED, cal.STRUCTURAL}
+    measured = {(r.device, r.target) for r in rows if r.evidence == cal.MEASURED}
+    assert ("xavier-nx", "EfficientNet-B0 latency at top clocks") in measured
+    assert all(r.evidence == cal.STRUCTURAL for r in rows if "monotonic" in r.expected or "same seed" in r.target)
+    # Only the boards Dutt et al. and the E4 poster measured have measured rows.
+    boards = {d for r in rows if r.evidence == cal.MEASURED for d in r.device.split("/")}
+    assert boards == {"jetson-nano", "xavier-nx"}
+    summary = cal.evidence_summary(rows)
+    lines = {line.split(" | ")[0].strip("| "): line for line in summary.splitlines()[2:]}
+    assert set(lines) == set(available_devices())
+    assert "| 0 |" in lines["jetson-tx2"] and "structural checks only" in lines["jetson-tx2"]
+    assert "fitted to published measurements" in lines["xavier-nx"]
+    assert "| evidence |" in cal.format_rows(rows).splitlines()[0]
+
