@@ -12,9 +12,9 @@ summary per model: median relative latency error, and the ratios the issue's tar
 - the EMC ratio at the lowest GPU clock (board: about 1.00: compute-bound there);
 - the GPU ratio at the top EMC clock: latency at the lowest / at the top GPU clock.
 
-The board ran TensorRT engines (see ``../shared/data/README.md``); the emulator models eager PyTorch, so the
-absolute latencies are not expected to agree before the emulator has a TensorRT runtime; the ratios are the
-robust part of the data.
+The board ran TensorRT engines (``benchmarks/data/README.md``), so the emulator runs ``--runtime tensorrt-fp16``
+by default (:mod:`e4gym.hardware.runtime`, whose three fitted factors come from this sweep); ``--runtime pytorch``
+shows the eager model the board coefficients describe.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 from e4gym.dnn.profile import load_model_profile
 from e4gym.errors import ConfigError
 from e4gym.hardware.model import cost_table, power_table
+from e4gym.hardware.runtime import runtime_view
 from e4gym.hardware.spec import load_device
 
 DEFAULT_CSV = Path(__file__).resolve().parent / "data" / "tx2_trtexec_gpu_emc_sweep.csv"  # see data/README.md
@@ -58,10 +59,12 @@ def read_sweep(path: Path) -> dict[str, dict[tuple[int, int], float]]:
     return sweep
 
 
-def emulated_ms(profile_name: str, device: str = "jetson-tx2") -> dict[tuple[int, int], float]:
-    """``{(gpu_hz, emc_hz): latency_ms}`` of the full network on the emulator, CPU at its top level."""
-    spec = load_device(device)
-    work = load_model_profile(profile_name).frame_work()
+def emulated_ms(profile_name: str, runtime: str = "tensorrt-fp16",
+                device: str = "jetson-tx2") -> dict[tuple[int, int], float]:
+    """``{(gpu_hz, emc_hz): latency_ms}`` of the full network under ``runtime`` on the emulator, CPU at its top
+    level."""
+    spec, profile = runtime_view(load_device(device), load_model_profile(profile_name), runtime)
+    work = profile.frame_work()
     table = cost_table(spec, work, power_table(spec)).latency_s.reshape(spec.n_levels)
     top_cpu = spec.max_levels()[0]
     return {(int(g), int(e)): 1e3 * float(table[top_cpu, j, k])
@@ -75,13 +78,14 @@ def _ratios(lat: dict[tuple[int, int], float], low_gpu: int, top_gpu: int) -> tu
             lat[(low_gpu, EMC_HIGH_HZ)] / lat[(top_gpu, EMC_HIGH_HZ)])
 
 
-def compare(sweep: dict[str, dict[tuple[int, int], float]]) -> dict[str, dict[str, float]]:
-    """Per model: the median relative error and the three ratios, board and emulator."""
+def compare(sweep: dict[str, dict[tuple[int, int], float]],
+            runtime: str = "tensorrt-fp16") -> dict[str, dict[str, float]]:
+    """Per model: the median relative error and the three ratios, board and emulator (under ``runtime``)."""
     out = {}
     for name, points in sweep.items():
         if name not in MODELS:
             continue
-        emu = emulated_ms(MODELS[name])
+        emu = emulated_ms(MODELS[name], runtime)
         missing = [p for p in points if p not in emu]
         if missing:
             raise ConfigError(f"{name}: clocks {missing[:3]} are not levels of jetson-tx2")
@@ -101,21 +105,24 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="the sweep (default: benchmarks/data/...)")
     ap.add_argument("--points", action="store_true", help="also print every point")
+    ap.add_argument("--runtime", default="tensorrt-fp16",
+                    help="the emulator's runtime (default tensorrt-fp16, as the board's engines; pytorch: eager)")
     args = ap.parse_args(argv)
     sweep = read_sweep(args.csv)
     given = argv if argv is not None else sys.argv[1:]
     print(f"command: {shlex.join(['python', 'benchmarks/emc_sweep.py', *given])}")
-    print(f"sweep: {args.csv.name} (Jetson TX2, batch 1, TensorRT); emulator: jetson-tx2, MAXN, top CPU level")
+    print(f"sweep: {args.csv.name} (Jetson TX2, batch 1, TensorRT); emulator: jetson-tx2, MAXN, top CPU level, "
+          f"runtime {args.runtime}")
     if args.points:
         print("\n| model | GPU MHz | EMC MHz | board ms | emulator ms | error % |\n|---|---:|---:|---:|---:|---:|")
         for name, points in sweep.items():
             if name not in MODELS:
                 continue
-            emu = emulated_ms(MODELS[name])
+            emu = emulated_ms(MODELS[name], args.runtime)
             for (g, e), ms in sorted(points.items()):
                 print(f"| {name} | {g / 1e6:.1f} | {e / 1e6:.1f} | {ms:.2f} | {emu[(g, e)]:.2f} | "
                       f"{100 * (emu[(g, e)] / ms - 1):+.1f} |")
-    summary = compare(sweep)
+    summary = compare(sweep, args.runtime)
     print("\n| model | points | median error % | max error % | EMC ratio, top GPU (board / emulator) "
           "| EMC ratio, lowest GPU (board / emulator) | GPU ratio, top EMC (board / emulator) |")
     print("|---|---:|---:|---:|---:|---:|---:|")

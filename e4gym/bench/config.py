@@ -20,7 +20,7 @@ The format::
 
 ``env`` and ``matrix`` take the arguments of ``gymnasium.make("e4gym/EarlyExitDVFS-v1", ...)``
 (:data:`ENV_FIELDS`: device, model, workload, workload_kwargs, fps, deadline_ms, reward_weights,
-control_memory, power_mode, episode_frames, fan, ambient_c, initial_temp_c, governors); ``device`` and
+control_memory, power_mode, episode_frames, fan, ambient_c, initial_temp_c, governors, runtime); ``device`` and
 ``model`` must be given in one of them, and a field may not be in both. A policy entry is a name or a mapping
 with ``name`` (or ``policy``), an optional ``label`` (unique; default: the name) and optional ``args`` (keyword
 arguments of the policy's factory). See :mod:`e4gym.bench.policies` for the names a policy can have.

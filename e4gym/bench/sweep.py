@@ -374,6 +374,7 @@ def frequency_sweep(
     seed: int = 0,
     margin: float = DEFAULT_MARGIN,
     progress: bool = False,
+    runtime: str = "pytorch",
 ) -> SweepResult:
     """Sweep every allowed CPU × GPU pair of ``device`` for ``model`` exiting at ``exit``.
 
@@ -390,6 +391,8 @@ def frequency_sweep(
         frames: frames (inferences) the default governors and the best pair are measured over (>= 1).
         seed: emulator seed of those measurements. margin: latency headroom (fraction) of a feasible pair.
         progress: progress bars on stderr for the measurements when they take more than a moment.
+        runtime: the inference runtime the emulator models (``pytorch``, ``tensorrt-fp16``, ``tensorrt-int8``;
+            :mod:`e4gym.hardware.runtime`).
 
     Raises:
         UnknownNameError: unknown device, model or power mode (lists the known ones).
@@ -408,7 +411,8 @@ def frequency_sweep(
     if mode == "streaming" and batch != 1:
         raise ConfigError(f"streaming runs one frame per launch: batch must be 1, got {batch}; use the throughput mode")
     stream_fps = DEFAULT_STREAM_FPS if fps is None else fps
-    setup = resolve_setup(device=device, model=model, fps=stream_fps, deadline_ms=deadline_ms, power_mode=power_mode)
+    setup = resolve_setup(device=device, model=model, fps=stream_fps, deadline_ms=deadline_ms, power_mode=power_mode,
+                          runtime=runtime)
     spec, profile = setup.spec, setup.profile
     ex = _resolve_exit(exit, profile.n_exits)
     work = profile.frame_work(ex)
@@ -743,7 +747,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     result = frequency_sweep(
         args.device, args.model, exit=args.exit, fps=args.fps, deadline_ms=args.deadline_ms,
         power_mode=args.power_mode, mode=args.mode, batch=args.batch, frames=args.frames, seed=args.seed,
-        margin=args.margin, progress=not args.quiet,
+        margin=args.margin, progress=not args.quiet, runtime=args.runtime,
     )
     run_args = {k: v for k, v in vars(args).items() if k not in ("func",)}
     paths = write_outputs(result, args.out, force=args.force, run_args=run_args)
@@ -769,6 +773,8 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--deadline-ms", type=float, default=None,
                    help="per-launch deadline in ms (default: the frame period)")
     p.add_argument("--power-mode", default=None, help="nvpmodel mode (default: the device's default mode)")
+    p.add_argument("--runtime", default="pytorch",
+                   help="inference runtime: pytorch (default), tensorrt-fp16 or tensorrt-int8")
     p.add_argument("--mode", default="streaming", metavar="{streaming,throughput}",
                    help="streaming: frames at --fps with idle charged (default); throughput: back-to-back launches")
     p.add_argument("--batch", type=int, default=1, help="inferences per launch (throughput mode; default 1)")

@@ -22,6 +22,7 @@ from e4gym.errors import ConfigError, SettingError, UnknownNameError
 from e4gym.hardware.backend import Backend, Cooling
 from e4gym.hardware.emulator import EmulatedBackend
 from e4gym.hardware.model import cost_table, floor_power_w, power_table
+from e4gym.hardware.runtime import DEFAULT_RUNTIME, runtime_view
 from e4gym.hardware.spec import AMBIENT_RANGE_C, CPU_GOVERNORS, GPU_GOVERNORS, DeviceSpec, load_device
 from e4gym.workload.base import FrameSource
 from e4gym.workload.synthetic import SyntheticVideo
@@ -63,6 +64,8 @@ class EnvSetup:
         reward_energy: ``"true"`` (default) or ``"measured"``: the energy the default reward's energy term uses
             (the true energy is always the evaluation metric, ``info["energy_j"]``).
         reward: the reward callable ``(FrameOutcome) -> (reward, terms)``: the user's, or :class:`FrameReward`.
+        runtime: the inference runtime the emulator models (:data:`~e4gym.hardware.runtime.RUNTIMES`):
+            ``spec`` and ``profile`` are already its view (:func:`~e4gym.hardware.runtime.runtime_view`).
     """
 
     spec: DeviceSpec
@@ -85,6 +88,7 @@ class EnvSetup:
     governors: dict[str, str] | str | None = None
     reward_energy: str = "true"
     reward: RewardFn | None = None
+    runtime: str = "pytorch"
 
     def __post_init__(self) -> None:
         if self.reward is None:
@@ -248,6 +252,10 @@ def resolve_setup(config: EnvConfig | None = None, /, **kwargs: Any) -> EnvSetup
     mode = spec.power_mode(power_mode)  # raises UnknownNameError listing the modes
     max_levels = spec.max_levels(mode.name)
     wl, wl_fps = _workload(workload, profile)
+    if not isinstance(c.runtime, str):
+        raise ConfigError(f"runtime must be a runtime name such as 'pytorch' or 'tensorrt-fp16', got "
+                          f"{_show(c.runtime)} ({type(c.runtime).__name__})")
+    spec, profile = runtime_view(spec, profile, c.runtime)  # raises UnknownNameError listing the runtimes
     fix = "pass the stream's frame rate in that range (default 30; a trace sets its own)"
     if fps is None:
         fps = wl_fps if wl_fps is not None else DEFAULT_FPS
@@ -324,6 +332,7 @@ def resolve_setup(config: EnvConfig | None = None, /, **kwargs: Any) -> EnvSetup
         governors=governors,
         reward_energy=reward_energy,
         reward=c.reward,
+        runtime=c.runtime,
     )
 
 
@@ -414,6 +423,9 @@ def make_backend(backend: object, setup: EnvSetup, backend_kwargs: Mapping[str, 
             )
         if "governors" in kw:
             raise ConfigError("pass governors= to the env (gymnasium.make(..., governors=...)), not in backend_kwargs")
+        if setup.runtime != DEFAULT_RUNTIME:
+            raise ConfigError(f"runtime={setup.runtime!r} is emulated only: the board's runner runs eager PyTorch; "
+                              f"drop runtime (or pass runtime={DEFAULT_RUNTIME!r}) on a real board")
         from e4gym.hardware.jetson import JetsonBackend
         from e4gym.hardware.runner import TorchRunner
 

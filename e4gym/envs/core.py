@@ -347,6 +347,7 @@ class EnvConfig:
     governors: dict[str, str] | str | None = None
     backend_kwargs: dict[str, Any] | None = None
     render_mode: str | None = None
+    runtime: str = "pytorch"
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], *, extra: tuple[str, ...] = ()) -> EnvConfig:

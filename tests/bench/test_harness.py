@@ -557,3 +557,14 @@ def test_bench_cli_import_is_light() -> None:
             "print([m for m in ('torch', 'matplotlib', 'stable_baselines3', 'tqdm') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_runtime_is_a_scenario_argument(tmp_path) -> None:
+    data = config(matrix={"device": ["xavier-nx"], "model": ["efficientnet_b0"],
+                          "runtime": ["pytorch", "tensorrt-fp16"]})
+    exp = load_experiment(write_config(tmp_path / "exp.yaml", data))
+    assert [s.env_kwargs.get("runtime") for s in exp.scenarios] == ["pytorch", "tensorrt-fp16"]
+    assert exp.scenarios[0].name != exp.scenarios[1].name
+    with pytest.raises(UnknownNameError, match="unknown runtime 'onnx'"):
+        load_experiment(write_config(tmp_path / "bad.yaml", config(
+            matrix={"device": ["xavier-nx"], "model": ["efficientnet_b0"], "runtime": ["onnx"]})))

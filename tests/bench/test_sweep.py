@@ -285,3 +285,14 @@ def test_module_imports_neither_torch_nor_matplotlib() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_sweep_under_tensorrt_is_faster_everywhere_and_the_cli_takes_the_runtime(nx, tmp_path, capsys) -> None:
+    trt = frequency_sweep("xavier-nx", "efficientnet_b0", frames=FRAMES, runtime="tensorrt-fp16")
+    assert (trt.grid.latency_s < nx.grid.latency_s).all()
+    assert main(["sweep", "--device", "xavier-nx", "--out", str(tmp_path / "s"), "--frames", "20", "--quiet",
+                 "--runtime", "tensorrt-fp16"]) == 0
+    run_args = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert "tensorrt-fp16" in json.dumps(run_args)
+    assert main(["sweep", "--device", "xavier-nx", "--out", str(tmp_path / "t"), "--runtime", "onnx"]) == 2
+    assert "unknown runtime 'onnx'" in capsys.readouterr().err
