@@ -196,7 +196,8 @@ class StreamEnv(gym.Env):
         from e4gym.hardware.emulator import EmulatedBackend
 
         if isinstance(self.backend, EmulatedBackend):
-            key = (s.spec.name, id(s.spec), s.power_mode, s.cooling, s.initial_temp_c, s.control_memory, id(measured))
+            key = (s.spec.name, id(s.spec), s.runtime, s.power_mode, s.cooling, s.initial_temp_c, s.control_memory,
+                   id(measured))
             if key not in _COST_MODELS:
                 _COST_MODELS[key] = emulated_cost_model(s, measured=measured)
             return _COST_MODELS[key]

@@ -119,6 +119,25 @@ def runtime_view(spec: DeviceSpec, profile: ModelProfile, runtime: str) -> tuple
     rt = get_runtime(runtime, spec)
     if rt.name == DEFAULT_RUNTIME:
         return spec, profile
+    view = dataclasses.replace(
+        profile,
+        name=f"{profile.name}@{runtime}",
+        blocks=tuple(_block(b, rt) for b in profile.blocks),
+        exits=tuple(dataclasses.replace(e, head=_block(e.head, rt)) for e in profile.exits),
+    )
+    return _spec_view(spec, rt), view
+
+
+_SPEC_VIEWS: dict[tuple[int, str], tuple[DeviceSpec, DeviceSpec]] = {}
+
+
+def _spec_view(spec: DeviceSpec, rt: Runtime) -> DeviceSpec:
+    """The device as ``rt`` runs it, one object per (device object, runtime): caches keyed by the device object
+    (the envs' measured cost models) find it again, and the original is held so its id is never reused."""
+    key = (id(spec), rt.name)
+    hit = _SPEC_VIEWS.get(key)
+    if hit is not None and hit[0] is spec:
+        return hit[1]
     m = spec.model
     model = dataclasses.replace(
         m,
@@ -126,10 +145,7 @@ def runtime_view(spec: DeviceSpec, profile: ModelProfile, runtime: str) -> tuple
         gpu_cycles_per_kernel=m.gpu_cycles_per_kernel * rt.gpu_kernel_factor,
         gpu_flops_per_core_cycle=m.gpu_flops_per_core_cycle * rt.compute_factor,
     )
-    view = dataclasses.replace(
-        profile,
-        name=f"{profile.name}@{runtime}",
-        blocks=tuple(_block(b, rt) for b in profile.blocks),
-        exits=tuple(dataclasses.replace(e, head=_block(e.head, rt)) for e in profile.exits),
-    )
-    return dataclasses.replace(spec, model=model), view
+    if len(_SPEC_VIEWS) > 256:
+        _SPEC_VIEWS.clear()
+    view = _SPEC_VIEWS[key] = (spec, dataclasses.replace(spec, model=model))
+    return view[1]

@@ -83,3 +83,12 @@ def test_a_real_board_refuses_an_emulated_runtime(tmp_path) -> None:
     setup = resolve_setup(device="xavier-nx", runtime="tensorrt-fp16")
     with pytest.raises(ConfigError, match=r"runtime='tensorrt-fp16' is emulated only"):
         make_backend("jetson", setup, {"sysfs_root": str(tmp_path)})
+
+
+def test_one_view_per_device_and_runtime_so_cost_models_are_shared_and_never_mixed() -> None:
+    a = resolve_setup(device="xavier-nx", runtime="tensorrt-fp16")
+    b = resolve_setup(device="xavier-nx", runtime="tensorrt-fp16")
+    c = resolve_setup(device="xavier-nx", runtime="tensorrt-int8")
+    assert a.spec is b.spec and a.spec is not c.spec
+    assert c.spec.model.gpu_flops_per_core_cycle > a.spec.model.gpu_flops_per_core_cycle
+    assert resolve_setup(device="xavier-nx").spec is load_device("xavier-nx")
