@@ -220,6 +220,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_sweep(args: argparse.Namespace) -> int:
+    """Write a published latency sweep as a measured profile and print the analytic model's error against it."""
+    from pathlib import Path
+
+    from e4gym.hardware.measured import format_errors, model_error, sweep_profile
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise E4gymError(f"{out} exists; pass --force to overwrite it")
+    prof = sweep_profile(args.csv, args.device, args.model, runtime=args.runtime, sweep_model=args.sweep_model,
+                         emc_hz=None if args.emc_mhz is None else args.emc_mhz * 1e6)
+    prof.save(out)
+    print(format_errors(prof, model_error(prof)))
+    print(f"\nwrote {out}: use it with gym.make(..., device={prof.device!r}, model={prof.model!r}, "
+          f"runtime={prof.runtime!r}, backend_kwargs={{'measured': {str(out)!r}}})")
+    return 0
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     """Put a board back from the restore journal a killed run left; exit status 1 if a file could not be
     restored."""
@@ -301,6 +319,22 @@ def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
                    help="top, min, default or CPU_MHZ,GPU_MHZ[,EMC_MHZ], optionally @EXIT (repeatable; "
                         "default: top, 1190,803@2 and default)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("import-sweep", help="turn a published latency sweep (CSV) into a measured profile",
+                       description="Turn a published latency sweep (columns model, gpu_hz, emc_hz, "
+                                   "mean_gpu_latency_ms, e.g. benchmarks/data/tx2_trtexec_gpu_emc_sweep.csv) into "
+                                   "a measured profile that replaces the analytic model for envs "
+                                   "(backend_kwargs={'measured': FILE}, with the same runtime=), their cost models "
+                                   "and `e4gym calibrate --profile FILE`.")
+    p.add_argument("csv", help="the sweep")
+    p.add_argument("--device", required=True, help="e4gym's device name, e.g. jetson-tx2")
+    p.add_argument("--model", required=True, help="e4gym's model name, e.g. resnet50")
+    p.add_argument("--runtime", default="tensorrt-fp16", help="the runtime the sweep ran (default tensorrt-fp16)")
+    p.add_argument("--sweep-model", default=None, help="the model's name in the CSV (default: MODEL with - for _)")
+    p.add_argument("--emc-mhz", type=float, default=None, help="the EMC rate to take (default: the highest)")
+    p.add_argument("--out", required=True, help="the profile to write (JSON)")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=cmd_import_sweep)
 
     p = sub.add_parser("restore", help="put a board back from the restore journal a killed run left",
                        description="Put a Jetson board's clocks, governors and online cores back from the restore "

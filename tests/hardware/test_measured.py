@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -87,3 +88,73 @@ def test_profile_device_and_calibrate_profile_from_the_cli(tmp_path, capsys) -> 
     assert "| exit | latency error, mean |" in printed and printed.count("\n| ") >= 5
     assert main(["profile-device", "--backend", "emulated", "--out", str(out), "--quiet"]) == 2
     assert "pass --force" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- published sweeps
+
+SWEEP = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "tx2_trtexec_gpu_emc_sweep.csv"
+
+
+def test_a_published_sweep_becomes_a_measured_profile_the_envs_and_planners_run_on(tmp_path) -> None:
+    """Sim-to-real (issue 15): the TX2 sweep's ResNet-50 points replace the analytic model for the env, its cost
+    model (what planners read) and calibrate --profile alike."""
+    from e4gym.hardware.measured import MeasuredProfile, model_error, sweep_profile
+
+    prof = sweep_profile(SWEEP, "jetson-tx2", "resnet50")
+    assert prof.model_key == "resnet50@tensorrt-fp16" and prof.energy_j is None and len(prof.gpu_levels) == 13
+    path = prof.save(tmp_path / "r50.json")
+    assert MeasuredProfile.load(path).latency_s.tolist() == prof.latency_s.tolist()
+    err = model_error(prof)[0]
+    assert err.latency_mape < 0.05 and err.energy_mape != err.energy_mape  # NaN: not measured
+
+    env = gym.make("e4gym/EarlyExitDVFS-v1", device="jetson-tx2", model="resnet50", runtime="tensorrt-fp16",
+                   backend_kwargs={"measured": str(path)})
+    env.reset(seed=0)
+    top = env.action_space.nvec - 1
+    low = np.array([0, top[1], 0])
+
+    def settled(action) -> float:
+        for _ in range(5):
+            env.step(action)
+        return float(np.median([env.step(action)[4]["run_ms"] for _ in range(15)]))
+
+    assert settled(top) == pytest.approx(18.7, rel=0.05)  # the board: 18.665 ms at 1300.5 / 1866 MHz
+    assert settled(low) == pytest.approx(185.4, rel=0.05)  # the board: 185.365 ms at 114.75 / 1866 MHz
+    model = env.unwrapped.cost_model()
+    lat = model.latency_s(env.unwrapped.setup.profile.frame_work())
+    assert 1e3 * lat[-1, -1, -1] == pytest.approx(18.7, rel=0.05)
+    # A profile measured under TensorRT does not pass for eager PyTorch.
+    with pytest.raises(ConfigError, match=r"resnet50@tensorrt-fp16, not jetson-tx2 / resnet50; .*runtime="):
+        gym.make("e4gym/EarlyExitDVFS-v1", device="jetson-tx2", model="resnet50",
+                 backend_kwargs={"measured": str(path)})
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"device": "jetson-tx2", "model": "mobilenet_v2"}, r"no rows for model 'mobilenet-v2'; pass --sweep-model"),
+    ({"device": "jetson-tx2", "model": "resnet50", "emc_hz": 800e6}, r"no resnet50 rows at EMC 800 MHz"),
+    ({"device": "xavier-nx", "model": "resnet50"}, r"GPU clock 216\.75 MHz is not a level of xavier-nx"),
+    ({"device": "jetson-tx2", "model": "resnet50", "runtime": "onnx"}, r"unknown runtime 'onnx'"),
+])
+def test_bad_sweeps_name_the_problem(kwargs, message) -> None:
+    from e4gym.errors import E4gymError
+    from e4gym.hardware.measured import sweep_profile
+
+    with pytest.raises(E4gymError, match=message):
+        sweep_profile(SWEEP, **kwargs)
+
+
+def test_import_sweep_cli_and_calibrate_profile(tmp_path, capsys) -> None:
+    out = tmp_path / "ty.json"
+    args = ["import-sweep", str(SWEEP), "--device", "jetson-tx2", "--model", "tiny_yolov3", "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "jetson-tx2 / tiny_yolov3@tensorrt-fp16" in text and "not measured" in text and out.is_file()
+    assert main(args) == 2  # refuses to overwrite
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["calibrate", "--profile", str(out)]) == 0
+    assert "| 0 |" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,gpu_hz,emc_hz,mean_gpu_latency_ms\nresnet50,x,1,2\n")
+    assert main(["import-sweep", str(bad), "--device", "jetson-tx2", "--model", "resnet50", "--out",
+                 str(tmp_path / "b.json")]) == 2
+    assert "row 2 is malformed" in capsys.readouterr().err
