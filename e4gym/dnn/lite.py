@@ -16,6 +16,7 @@ finds the file in the installed package (nothing is downloaded).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from pathlib import Path
 
 import torch.nn.functional as F
@@ -23,8 +24,16 @@ from torch import Tensor, nn
 
 from e4gym.errors import ConfigError
 
-__all__ = ["LITE0_MEAN", "LITE0_STD", "EfficientNetLite0", "efficientnet_lite0", "lite0_input", "lite0_weights_path",
-           "load_lite0"]
+__all__ = [
+    "LITE0_MEAN",
+    "LITE0_STD",
+    "EfficientNetLite0",
+    "efficientnet_lite0",
+    "lite0_blocks",
+    "lite0_input",
+    "lite0_weights_path",
+    "load_lite0",
+]
 
 #: Input normalisation of the Lite release (per RGB channel, on 0–255 pixels).
 LITE0_MEAN, LITE0_STD = 127.0, 128.0
@@ -152,3 +161,33 @@ def lite0_input(rgb: Tensor) -> Tensor:
     """Uint8 or 0–255 float RGB images ``(N, H, W, 3)`` → the network's normalised ``(N, 3, H, W)`` input."""
     return (rgb.float().permute(0, 3, 1, 2) - LITE0_MEAN) / LITE0_STD
 
+
+
+def lite0_blocks(num_classes: int = 1000, net: EfficientNetLite0 | None = None) -> nn.Sequential:
+    """EfficientNet-Lite0 as an ordered sequence of blocks (``e4gym profile --module``): ``stem``, the seven
+    stages ``stage1`` … ``stage7`` (B0's), and ``head`` (1×1 conv to 1280, average pool, classifier). The
+    modules are ``net``'s own (default a new network), so a loaded network's weights come along."""
+    net = efficientnet_lite0(num_classes) if net is None else net
+    stages, first = [], 0
+    for repeats, *_ in _STAGES:
+        stages.append(nn.Sequential(*net._blocks[first:first + repeats]))
+        first += repeats
+
+    class _Stem(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = net._conv_stem, net._bn0
+
+        def forward(self, x: Tensor) -> Tensor:
+            return F.relu6(self.bn(self.conv(x)))
+
+    class _Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn, self.pool, self.fc = net._conv_head, net._bn1, net._avg_pooling, net._fc
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.fc(self.pool(F.relu6(self.bn(self.conv(x)))).flatten(1))
+
+    return nn.Sequential(OrderedDict([("stem", _Stem()), *((f"stage{i + 1}", s) for i, s in enumerate(stages)),
+                                      ("head", _Head())]))

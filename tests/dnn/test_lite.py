@@ -68,3 +68,15 @@ def test_a_wrong_weight_file_is_refused_naming_the_keys(tmp_path) -> None:
     torch.save(sd, bad)
     with pytest.raises(ConfigError, match=r"missing keys: _fc\.bias"):
         load_lite0(bad)
+
+
+def test_the_block_sequence_is_the_network(net) -> None:
+    """lite0_blocks (what configs/models/efficientnet_lite0.yaml was profiled from) computes what the network
+    does, with its weights."""
+    from e4gym.dnn.lite import lite0_blocks
+
+    blocks = lite0_blocks(net=net).eval()
+    assert [n for n, _ in blocks.named_children()] == ["stem", *(f"stage{i}" for i in range(1, 8)), "head"]
+    x = _frame("carphone_pristine.mp4", 30)
+    with torch.no_grad():
+        torch.testing.assert_close(blocks(x), net(x))
