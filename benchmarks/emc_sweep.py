@@ -20,7 +20,6 @@ shows the eager model the board coefficients describe.
 from __future__ import annotations
 
 import argparse
-import csv
 import shlex
 import statistics
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 
 from e4gym.dnn.profile import load_model_profile
 from e4gym.errors import ConfigError
+from e4gym.hardware.measured import read_latency_sweep
 from e4gym.hardware.model import cost_table, power_table
 from e4gym.hardware.runtime import runtime_view
 from e4gym.hardware.spec import load_device
@@ -40,23 +40,13 @@ EMC_LOW_HZ, EMC_HIGH_HZ = 1062400000, 1866000000
 
 
 def read_sweep(path: Path) -> dict[str, dict[tuple[int, int], float]]:
-    """``{model: {(gpu_hz, emc_hz): latency_ms}}`` from the sweep CSV.
+    """``{model: {(gpu_hz, emc_hz): latency_ms}}`` from the sweep CSV
+    (:func:`~e4gym.hardware.measured.read_latency_sweep`, in ms).
 
     Raises:
         ConfigError: a missing file or a malformed row (names the file and the row).
     """
-    if not path.is_file():
-        raise ConfigError(f"{path}: the sweep CSV is missing; pass --csv with its path (benchmarks/data/ has a copy)")
-    sweep: dict[str, dict[tuple[int, int], float]] = {}
-    with path.open(newline="") as f:
-        for i, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                point = (int(row["gpu_hz"]), int(row["emc_hz"]))
-                sweep.setdefault(row["model"], {})[point] = float(row["mean_gpu_latency_ms"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(f"{path}: row {i} is malformed ({type(exc).__name__}: {exc}); expected columns "
-                                  "model, gpu_hz, emc_hz, mean_gpu_latency_ms") from None
-    return sweep
+    return {m: {p: 1e3 * s for p, s in pts.items()} for m, pts in read_latency_sweep(path).items()}
 
 
 def emulated_ms(profile_name: str, runtime: str = "tensorrt-fp16",

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
-#: Marker in the names of temporary files (``<name>.tmp-XXXX``).
+#: Marker in the names of temporary files (``<name>.tmp-<random>``).
 TMP_MARK = ".tmp-"
 
 
@@ -68,14 +68,14 @@ def _remove(path: Path) -> None:
 def staged_dir(path: Path) -> Iterator[Path]:
     """Build a folder beside ``path`` and swap it in for ``path`` only when the block completes.
 
-    Yields a new empty folder ``<name>.tmp-XXXX`` in ``path``'s parent (created if missing). When the block
-    returns, the previous ``path`` (if any) is renamed to ``<name>.old-XXXX``, the new folder renamed to
+    Yields a new empty folder ``<name>.tmp-<random>`` in ``path``'s parent (created if missing). When the block
+    returns, the previous ``path`` (if any) is renamed to ``<name>.old-<random>``, the new folder renamed to
     ``path``, and the previous version deleted. When the block raises (KeyboardInterrupt included), the new
     folder is deleted and ``path`` is left exactly as it was: a reader never sees a half-written folder.
 
     Leftovers of an earlier swap of the same ``path`` by a killed process (``<name>.tmp-*``, ``<name>.old-*``)
     are deleted first: one writer per folder at a time. Between the two renames ``path`` is missing for an
-    instant; a process killed there leaves the previous version at ``<name>.old-XXXX``.
+    instant; a process killed there leaves the previous version at ``<name>.old-<random>``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

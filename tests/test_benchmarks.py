@@ -238,7 +238,7 @@ def test_emc_sweep_compares_the_emulator_with_the_tx2_sweep(capsys: pytest.Captu
 
     with pytest.raises(ConfigError, match=r"bad\.csv: row 2 is malformed"):
         module.main(["--csv", str(bad)])
-    with pytest.raises(ConfigError, match=r"the sweep CSV is missing"):
+    with pytest.raises(ConfigError, match=r"the sweep CSV does not exist; pass its path"):
         module.main(["--csv", str(tmp_path / "none.csv")])
 
 

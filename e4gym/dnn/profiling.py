@@ -523,6 +523,8 @@ def profile_module(
         exit_specs.append((last, _no_head(costs[last]["output_shape"])))
     exit_specs.sort(key=lambda item: item[0])
     final = exit_specs[-1][1]
+    # The params total is the backbone's: a MultiExitNet's early heads are not counted.
+    early_params = {id(p) for p in net.exits.parameters()} if isinstance(net, MultiExitNet) else set()
     return {
         "name": name,
         "input_shape": shape,
@@ -532,19 +534,12 @@ def profile_module(
         "totals": {
             "macs": sum(c["macs"] for c in costs) + final["macs"],
             "flops": sum(c["flops"] for c in costs) + final["flops"],
-            "params": sum(p.numel() for p in net.parameters() if id(p) not in _early_params(net, heads)),
+            "params": sum(p.numel() for p in net.parameters() if id(p) not in early_params),
         },
         "blocks": costs,
         "exits": [{"name": f"exit{e}", "after_block": after, "head": head} for e, (after, head) in
                   enumerate(exit_specs)],
     }
-
-
-def _early_params(net: nn.Module, heads: dict[int, tuple[str, nn.Module]]) -> set[int]:
-    """Parameters of a MultiExitNet's early heads (not the backbone's); none for a sequence."""
-    if not isinstance(net, MultiExitNet):
-        return set()
-    return {id(p) for p in net.exits.parameters()}
 
 
 def write_module_profile(

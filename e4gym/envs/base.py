@@ -8,7 +8,6 @@ reward, observation builder, info keys; :class:`~e4gym.hardware.stream.StreamClo
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
@@ -42,7 +41,7 @@ from e4gym.envs.core import (
     rail_keys,
 )
 from e4gym.errors import ConfigError
-from e4gym.hardware.backend import SensorReading, run_then_idle_separately
+from e4gym.hardware.backend import SensorReading, bound_run_then_idle
 from e4gym.hardware.costmodel import BOARD_FRAMES, BOARD_STRIDE, MeasuredCostModel, emulated_cost_model
 from e4gym.hardware.stream import StreamClock
 from e4gym.workload.base import COMPLEXITY_FEATURES, FrameRecord
@@ -119,8 +118,7 @@ class StreamEnv(gym.Env):
         self.profile = s.profile
         self.backend = make_backend(cfg.backend, s, cfg.backend_kwargs)
         #: ``(work, slot_s) -> (run, idle or None)``: :func:`~e4gym.hardware.backend.run_then_idle` on the backend.
-        self._run_then_idle = getattr(self.backend, "run_then_idle", None) or partial(run_then_idle_separately,
-                                                                                       self.backend)
+        self._run_then_idle = bound_run_then_idle(self.backend)
         self.source = s.make_source()
         #: The reward callable ``(FrameOutcome) -> (reward, terms)`` (``reward=``, default :class:`FrameReward`).
         self.reward_fn = s.reward

@@ -307,6 +307,10 @@ def resolve_setup(config: EnvConfig | None = None, /, **kwargs: Any) -> EnvSetup
             initial_temp_c, "initial_temp_c", AMBIENT_RANGE_C[0], spec.thermal.critical_c,
             f"°C (coldest ambient to {spec.name}'s critical trip)",
             "pass the board temperature at reset in °C, or None to start at the ambient temperature")
+        if initial_temp_c >= spec.thermal.critical_c:  # a board there has shut down (the emulator refuses it)
+            raise ConfigError(f"initial_temp_c must be below {spec.name}'s critical trip {spec.thermal.critical_c:g} "
+                              f"°C, where a real board shuts down, got {initial_temp_c:g}; pass a lower board "
+                              "temperature at reset, or None to start at the ambient temperature")
     governors = _governors(spec, governors)
     if reward_energy not in REWARD_ENERGY_SOURCES:
         raise ConfigError(f"reward_energy must be one of {list(REWARD_ENERGY_SOURCES)}, got {_show(reward_energy)}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from e4gym.dnn.work import Work
@@ -174,10 +176,13 @@ def run_then_idle(backend: Backend, work: Work, slot_s: float,
     Returns:
         The run's :class:`Measurement`, and the idle's (None when the run took the whole slot).
     """
-    method = getattr(backend, "run_then_idle", None)
-    if method is not None:
-        return method(work, slot_s, batch)
-    return run_then_idle_separately(backend, work, slot_s, batch)
+    return bound_run_then_idle(backend)(work, slot_s, batch)
+
+
+def bound_run_then_idle(backend: Backend) -> Callable[..., tuple[Measurement, Measurement | None]]:
+    """:func:`run_then_idle` bound to ``backend``, looked up once (``f(work, slot_s, batch=1)``): the backend's
+    own ``run_then_idle`` method where it has one, else :func:`run_then_idle_separately` on it."""
+    return getattr(backend, "run_then_idle", None) or partial(run_then_idle_separately, backend)
 
 
 def run_then_idle_separately(backend: Backend, work: Work, slot_s: float,

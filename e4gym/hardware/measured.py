@@ -315,6 +315,30 @@ def _exit_of(rest: str, profile: MeasuredProfile) -> int:
 # ---------------------------------------------------------------------------------------------- published sweeps
 
 
+def read_latency_sweep(csv_path: str | Path) -> dict[str, dict[tuple[int, int], float]]:
+    """A published latency sweep: ``{model: {(gpu_hz, emc_hz): latency_s}}`` from a CSV with columns ``model,
+    gpu_hz, emc_hz, mean_gpu_latency_ms`` (e.g. ``benchmarks/data/tx2_trtexec_gpu_emc_sweep.csv``).
+
+    Raises:
+        ConfigError: a missing file or a malformed row (names the file and the row).
+    """
+    import csv
+
+    path = Path(csv_path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: the sweep CSV does not exist; pass its path (benchmarks/data/ holds the TX2 sweep)")
+    sweep: dict[str, dict[tuple[int, int], float]] = {}
+    with path.open(newline="") as f:
+        for i, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                point = (int(row["gpu_hz"]), int(float(row["emc_hz"])))
+                sweep.setdefault(row["model"], {})[point] = float(row["mean_gpu_latency_ms"]) / 1e3
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(f"{path}: row {i} is malformed ({type(exc).__name__}: {exc}); expected columns "
+                                  "model, gpu_hz, emc_hz, mean_gpu_latency_ms") from None
+    return sweep
+
+
 def sweep_profile(csv_path: str | Path, device: str, model: str, *, runtime: str = "tensorrt-fp16",
                   sweep_model: str | None = None, emc_hz: float | None = None) -> MeasuredProfile:
     """A measured profile from a published latency sweep (``e4gym import-sweep``), e.g. the TX2 GPU × EMC sweep
@@ -336,8 +360,6 @@ def sweep_profile(csv_path: str | Path, device: str, model: str, *, runtime: str
         ConfigError: a missing or malformed CSV (names the row), no rows for the model or the EMC rate, or a
             clock that is not a level of the device (names it).
     """
-    import csv
-
     from e4gym.dnn.profile import load_model_profile
     from e4gym.hardware.runtime import get_runtime
     from e4gym.hardware.spec import load_device
@@ -346,17 +368,7 @@ def sweep_profile(csv_path: str | Path, device: str, model: str, *, runtime: str
     get_runtime(runtime, spec)  # an unknown runtime fails here, listing them
     name = sweep_model or model.replace("_", "-")
     path = Path(csv_path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: the sweep CSV does not exist")
-    points: dict[tuple[int, int], float] = {}
-    with path.open(newline="") as f:
-        for i, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                if row["model"] == name:
-                    points[(int(row["gpu_hz"]), int(float(row["emc_hz"])))] = float(row["mean_gpu_latency_ms"]) / 1e3
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(f"{path}: row {i} is malformed ({type(exc).__name__}: {exc}); expected columns "
-                                  "model, gpu_hz, emc_hz, mean_gpu_latency_ms") from None
+    points = read_latency_sweep(path).get(name, {})
     if not points:
         raise ConfigError(f"{path}: no rows for model {name!r}; pass --sweep-model with the CSV's name for it")
     rates = sorted({e for _, e in points})

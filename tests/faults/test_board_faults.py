@@ -92,11 +92,16 @@ def _started(cmd: list[str], log: Path) -> Iterator[subprocess.Popen]:
     try:
         yield proc
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=TIMEOUT_S)
+        _kill_group_and_reap(proc)
+
+
+def _kill_group_and_reap(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc``'s process group (if any of it is left) and wait for ``proc``."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=TIMEOUT_S)
 
 
 def _kill(proc: subprocess.Popen, sig: signal.Signals, target: str) -> None:
@@ -213,11 +218,7 @@ def test_restore_puts_back_what_a_sigkilled_owner_left(tmp_path: Path, capsys) -
         os.kill(owner.pid, signal.SIGKILL)  # ... and its owner gets no time to restore it
         owner.wait(timeout=TIMEOUT_S)
     finally:
-        try:
-            os.killpg(owner.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        owner.wait(timeout=TIMEOUT_S)
+        _kill_group_and_reap(owner)
         owner.stdout.close()
     data = json.loads((board.root / JOURNAL_FILE).read_text())
     assert data["pid"] == owner.pid

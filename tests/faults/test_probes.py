@@ -107,8 +107,8 @@ def test_numeric_arguments_out_of_range_fail_at_make(arg: str, value: object) ->
 
 
 @pytest.mark.parametrize("device", ["xavier-nx", "jetson-tx2"])
-def test_ranges_are_inclusive_and_initial_temp_goes_up_to_the_critical_trip(device: str) -> None:
-    crit = load_device(device).thermal.critical_c
+def test_ranges_are_inclusive_and_initial_temp_goes_up_to_just_below_the_critical_trip(device: str) -> None:
+    crit = math.nextafter(load_device(device).thermal.critical_c, 0.0)  # the trip itself: see below
     lo, hi = AMBIENT_RANGE_C
     s = resolve_setup(device=device, ambient_c=hi, initial_temp_c=crit, fps=FPS_RANGE[0],
                       workload_kwargs={"mean_scene_s": 1 / FPS_RANGE[0]}, deadline_ms=DEADLINE_MS_RANGE[1],
@@ -321,3 +321,12 @@ def test_invalid_yaml_is_one_line_with_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML") as info:
         load_yaml(path)
     assert _one_line(info.value).startswith(f"{path}:2: not valid YAML")
+
+
+def test_a_board_cannot_start_at_its_critical_trip() -> None:
+    # Found by the property test: initial_temp_c at the critical trip passed validation, then the emulator
+    # (which stops a board there) raised OverheatError while building the env.
+    critical = load_device("agx-orin").thermal.critical_c
+    msg = _make_fails({"device": "agx-orin", "initial_temp_c": critical})
+    assert msg.startswith(f"initial_temp_c must be below agx-orin's critical trip {critical:g} °C")
+    gym.make(ENV_ID, device="agx-orin", initial_temp_c=critical - 1.0).reset(seed=0)
