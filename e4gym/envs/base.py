@@ -382,9 +382,10 @@ class StreamEnv(gym.Env):
             return dict.fromkeys(keys, F64(0.0))
         return dict(zip(keys, np.array(rails_w, dtype=np.float64)))
 
-    def _obs(self) -> np.ndarray:
-        """The observation from the current field values (:class:`ObsBuilder`: field order, clipped into the Box)."""
-        o, lv, im = self._o, self.backend.levels, self._inv_max
+    def _obs(self, levels: tuple[int, int, int] | None = None) -> np.ndarray:
+        """The observation from the current field values (:class:`ObsBuilder`: field order, clipped into the Box);
+        ``levels``: the board's levels now, if the caller has just read them."""
+        o, lv, im = self._o, levels or self.backend.levels, self._inv_max
         o.edge_density, o.motion, o.contrast = self._feat[self._pos]
         o.cpu_level = lv[0] * im[0]
         o.gpu_level = lv[1] * im[1]

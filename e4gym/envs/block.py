@@ -388,7 +388,7 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
         self._switched = 0
         self._prof_s = 0.0  # profiling time before this frame (s), part of the frame's time on the board
 
-    def _obs(self) -> np.ndarray:
+    def _obs(self, levels: tuple[int, int, int] | None = None) -> np.ndarray:
         s, o, pend, pos = self.setup, self._o, self._pend, self._pos
         clock = self._clock
         o.block = self._j * self._inv_blocks
@@ -398,4 +398,4 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
         o.elapsed = (clock.free_s + self._run - clock.arrival_s()) / s.deadline_s
         o.frame_energy = self._f_measured / s.energy_ref_j
         o.remaining_work = self._remaining[self._j]
-        return super()._obs()
+        return super()._obs(levels)

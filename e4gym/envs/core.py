@@ -228,12 +228,13 @@ class ObsBuilder:
     reads them in field order and clips them into the Box.
 
     Attributes:
-        fields: the fields, in order. names: their names. low / high: float32 bounds.
+        fields: the fields, in order. names: their names. n: how many. low / high: float32 bounds.
     """
 
     def __init__(self, fields: list[ObsField]) -> None:
         self.fields = tuple(fields)
         self.names: tuple[str, ...] = tuple(f.name for f in fields)
+        self.n = len(self.names)
         if len(set(self.names)) != len(self.names):
             raise ConfigError(f"observation field names must be unique, got {list(self.names)}")
         self.low = np.array([f.low for f in fields], np.float32)
@@ -246,17 +247,26 @@ class ObsBuilder:
         return spaces.Box(self.low, self.high, dtype=np.float32)
 
     def __call__(self, state: object) -> np.ndarray:
-        """The observation (float32, shape ``(n_fields,)``, or ``(N, n_fields)`` when the values are arrays)."""
-        a = np.array(self._get(state), dtype=np.float32)
-        if a.ndim == 2:
-            # N envs, (fields, N): clipped against bounds of that shape (NumPy's contiguous SIMD loops; np.clip,
-            # or bounds broadcast along the rows, take several times longer), then laid out (N, fields).
-            bounds = self._bounds.get(a.shape[1])
-            if bounds is None:
-                bounds = self._bounds[a.shape[1]] = (np.repeat(self.low[:, None], a.shape[1], axis=1),
-                                                     np.repeat(self.high[:, None], a.shape[1], axis=1))
-            return np.minimum(np.maximum(a, bounds[0], out=a), bounds[1], out=a).T.copy()
+        """The observation (float32, shape ``(n_fields,)``; ``(N, n_fields)`` when the values are arrays, as
+        :meth:`many` gives)."""
+        try:
+            a = np.fromiter(self._get(state), np.float32, self.n)
+        except (TypeError, ValueError):  # arrays of N values, not numbers
+            return self.many(state)
         return _clip(a, self.low, self.high, out=a)
+
+    def many(self, state: object) -> np.ndarray:
+        """The observations of N envs whose values are arrays of shape ``(N,)`` (float32, ``(N, n_fields)``)."""
+        a = np.array(self._get(state), dtype=np.float32)
+        if a.ndim != 2:
+            raise ValueError(f"ObsBuilder.many needs arrays of N values per field, got shape {a.shape}")
+        # (fields, N): clipped against bounds of that shape (NumPy's contiguous SIMD loops; np.clip, or bounds
+        # broadcast along the rows, take several times longer), then laid out (N, fields).
+        bounds = self._bounds.get(a.shape[1])
+        if bounds is None:
+            bounds = self._bounds[a.shape[1]] = (np.repeat(self.low[:, None], a.shape[1], axis=1),
+                                                 np.repeat(self.high[:, None], a.shape[1], axis=1))
+        return np.minimum(np.maximum(a, bounds[0], out=a), bounds[1], out=a).T.copy()
 
     def table(self) -> str:
         """The fields as a Markdown table (for docstrings and the README)."""

@@ -186,9 +186,10 @@ class EarlyExitDVFSEnv(StreamEnv):
         s, clock, o, b = self.setup, self._clock, self._o, self.backend
         ex = vals[0]
         before = b.levels
-        b.apply((vals[1], vals[2], vals[3] if s.control_memory else s.max_levels[2]))
         start = clock.free_s
-        m, idle = self._run_then_idle(self._works[ex], clock.slot_s())  # the frame, then idle until the next one
+        # The levels, the frame, then idle until the next one.
+        m, idle = self._run_then_idle(self._works[ex], clock.slot_s(), 1,
+                                      (vals[1], vals[2], vals[3] if s.control_memory else s.max_levels[2]))
         done = start + m.latency_s
         energy, measured, temp = m.energy_j, m.measured_energy_j, m.temp_c
         if idle is not None:
@@ -266,7 +267,7 @@ class EarlyExitDVFSEnv(StreamEnv):
             else:
                 for key, v in zip(rk, rails):
                     info[key] = F64(v)
-        return self._obs(), reward, False, k + 1 >= s.episode_frames, info
+        return self._obs(after), reward, False, k + 1 >= s.episode_frames, info
 
     def render(self) -> str | None:
         """``ansi``: one line describing the last frame."""

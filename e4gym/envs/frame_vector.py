@@ -237,9 +237,9 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         levels[:, 1] = a[:, 2]
         levels[:, 2] = a[:, 3] if s.control_memory else s.max_levels[2]
         before = emu.levels  # (a copy)
-        emu.apply(levels)
         start = clock.free_s
-        m, idle = emu.run_choice_then_idle(self._works, ex, clock.slot_s())  # each frame, then idle until the next
+        # The levels, each frame, then idle until the next.
+        m, idle = emu.run_choice_then_idle(self._works, ex, clock.slot_s(), 1, levels)
         done = start + m.latency_s
         energy = m.energy_j + idle.energy_j  # the idle figures are 0 where it did not idle
         measured = m.measured_energy_j + idle.measured_energy_j
@@ -441,7 +441,7 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         o.gpu_level = lv[:, 1] * self._inv_max[1]
         if self.setup.control_memory:
             o.emc_level = lv[:, 2] * self._inv_max[2]
-        return self._obs_builder(o)
+        return self._obs_builder.many(o)
 
     def _blank_info(self) -> dict[str, Any]:
         """Reset-info arrays for every sub-env, shape ``(num_envs,)``: fresh rows read as after a reset."""

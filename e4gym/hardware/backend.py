@@ -163,35 +163,37 @@ class Backend(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def run_then_idle(backend: Backend, work: Work, slot_s: float,
-                  batch: int = 1) -> tuple[Measurement, Measurement | None]:
-    """Run ``work`` on ``backend``, then idle for what is left of ``slot_s`` seconds after the run, if anything.
+def run_then_idle(backend: Backend, work: Work, slot_s: float, batch: int = 1,
+                  levels: tuple[int, int, int] | None = None) -> tuple[Measurement, Measurement | None]:
+    """Request ``levels`` ``(cpu, gpu, emc)`` if given (``backend.apply``), run ``work`` on ``backend``, then idle
+    for what is left of ``slot_s`` seconds after the run, if anything.
 
     This is one frame of a stream: ``slot_s`` is the time from when the frame can start to the next frame's
     arrival (:meth:`~e4gym.hardware.stream.StreamClock.slot_s`); the board idles ``slot_s − latency_s`` when that
-    is > 0. A backend with a faster way of doing both (the emulator's one compiled call) has a
-    ``run_then_idle(work, slot_s, batch)`` method, used here; it must give what :func:`run_then_idle_separately`
-    gives.
+    is > 0. A backend with a faster way of doing it all (the emulator's one compiled call) has a
+    ``run_then_idle(work, slot_s, batch, levels)`` method, used here; it must give what
+    :func:`run_then_idle_separately` gives.
 
     Returns:
         The run's :class:`Measurement`, and the idle's (None when the run took the whole slot).
     """
-    return bound_run_then_idle(backend)(work, slot_s, batch)
+    return bound_run_then_idle(backend)(work, slot_s, batch, levels)
 
 
 def bound_run_then_idle(backend: Backend) -> Callable[..., tuple[Measurement, Measurement | None]]:
-    """:func:`run_then_idle` bound to ``backend``, looked up once (``f(work, slot_s, batch=1)``): the backend's
-    own ``run_then_idle`` method where it has one, else :func:`run_then_idle_separately` on it."""
+    """:func:`run_then_idle` bound to ``backend``, looked up once (``f(work, slot_s, batch=1, levels=None)``): the
+    backend's own ``run_then_idle`` method where it has one, else :func:`run_then_idle_separately` on it."""
     return getattr(backend, "run_then_idle", None) or partial(run_then_idle_separately, backend)
 
 
-def run_then_idle_separately(backend: Backend, work: Work, slot_s: float,
-                             batch: int = 1) -> tuple[Measurement, Measurement | None]:
-    """:func:`run_then_idle` as two calls: ``backend.run(work, batch)``, then ``backend.idle(slot_s − latency)``
-    where that is > 0 (s)."""
+def run_then_idle_separately(backend: Backend, work: Work, slot_s: float, batch: int = 1,
+                             levels: tuple[int, int, int] | None = None) -> tuple[Measurement, Measurement | None]:
+    """:func:`run_then_idle` as separate calls: ``backend.apply(levels)`` (if given), ``backend.run(work,
+    batch)``, then ``backend.idle(slot_s − latency)`` where that is > 0 (s)."""
     if not math.isfinite(slot_s):
         raise SettingError(f"slot_s must be a finite number of seconds, got {slot_s!r}")
+    if levels is not None:
+        backend.apply(levels)
     m = backend.run(work, batch)
     rest = slot_s - m.latency_s
     return m, (backend.idle(rest) if rest > 0.0 else None)
-

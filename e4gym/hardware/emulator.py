@@ -127,6 +127,7 @@ _C_HEAD = 26
 _P_COLS = 6
 
 _BOARD_0 = np.zeros(1, dtype=np.int64)  # the scalar backend's board index (reset) and work choice (run)
+_NO_LEVELS = np.zeros((0, 3), dtype=np.int64)  # run_idle's levels: no request before the run
 _ACTIVE_1 = np.ones(1, dtype=bool)  # the scalar backend's idle mask
 
 
@@ -534,17 +535,27 @@ def _k_idle(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, duration: np.ndarr
 
 
 def _k_run_idle(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, table: np.ndarray, n_set: int, choice: np.ndarray,
-                slot: np.ndarray, out: np.ndarray) -> tuple[int, float, tuple, tuple | None]:
-    """:func:`_run_boards`, then every board idles for what is left of its slot after its run: ``slot[i] −`` its
+                slot: np.ndarray, out: np.ndarray, levels: np.ndarray) -> tuple[int, float, tuple, tuple | None]:
+    """Where ``levels`` (int64 ``(N, 3)``) has rows, every board first requests them (:func:`_k_request`); then
+    :func:`_run_boards`, then every board idles for what is left of its slot after its run: ``slot[i] −`` its
     run's latency (s), where that is > 0 (the others are left as their run left them: zero idle figures).
     ``out`` is ``(2 · _KO, >= N)``: the run's rows, then the idle's. Returns the code (the first board whose slot
-    is not finite, nothing run; else the run's, else the idle's), board 0's GPU busy time, its run record and its
+    is not finite, whose choice is not a work or whose levels are outside the tables, in that order of checks,
+    nothing requested or run; else the run's, else the idle's), board 0's GPU busy time, its run record and its
     idle record (None where board 0 did not idle: no tuple to box)."""
     n = fs.shape[0]
     out_run, out_idle = out[:_KO], out[_KO:]
     for i in range(n):
         if not abs(slot[i]) < math.inf:  # (NaN too)
             return i, 0.0, _record(out_run), None
+    if levels.shape[0] > 0:
+        n_works = table.shape[0] // n_set
+        for i in range(n):  # (checked before the request: nothing changes when a choice is bad)
+            if not 0 <= choice[i] < n_works:
+                return i, 0.0, _record(out_run), None
+        err = _k_request(fs, ist, dev, levels, out_idle[_O_TRANS])  # (the stalls: scratch, _settle charges them)
+        if err != -1:
+            return err, 0.0, _record(out_run), None
     err = _run_boards(fs, ist, dev, table, n_set, choice, out_run)
     if err == -1:
         rest = np.empty(n)
@@ -567,7 +578,7 @@ def _kernels() -> SimpleNamespace:
     from numba.extending import register_jitable
 
     for fn in (*JITABLE, _consts, _splitmix64, _normals, _stall, _settle, _advance, _snapshot, _record, _run_boards,
-               _idle_boards):
+               _idle_boards, _k_request):
         # error_model="numpy": IEEE division (inf, nan) and no division checks, as NumPy and the old code had.
         # (numba-level inlining would triple the compile time; LLVM inlines them anyway.)
         register_jitable(error_model="numpy")(fn)
@@ -771,6 +782,8 @@ class EmulatedBackend(_Boards):
         self._dur_v = memoryview(self._dur)
         self._slot = np.zeros(1)  # the slot of run_then_idle, its kernel's input; its output, run and idle rows
         self._slot_v = memoryview(self._slot)
+        self._levels = np.zeros((1, 3), dtype=np.int64)  # run_then_idle's levels, its kernel's input
+        self._levels_v = memoryview(self._levels).cast("B").cast("q")
         self._out2 = np.zeros((2 * _KO, 1))
         self._fv = memoryview(self._f.reshape(-1))
         self._iv = memoryview(self._i.reshape(-1))
@@ -898,10 +911,12 @@ class EmulatedBackend(_Boards):
             self._govern(m[0], 0.0, 0.0)
         return _tuple_new(Measurement, m)
 
-    def run_then_idle(self, work: Work, slot_s: float, batch: int = 1) -> tuple[Measurement, Measurement | None]:
-        """Run ``work``, then idle for what is left of ``slot_s`` (s) after the run: one frame's slot in a stream
-        (:func:`~e4gym.hardware.backend.run_then_idle`, which defines it; here one compiled call where every
-        domain is ``userspace``, else run and idle with the kernel governors between them).
+    def run_then_idle(self, work: Work, slot_s: float, batch: int = 1,
+                      levels: tuple[int, int, int] | None = None) -> tuple[Measurement, Measurement | None]:
+        """Request ``levels`` (as :meth:`apply`, if given), run ``work``, then idle for what is left of ``slot_s``
+        (s) after the run: one frame's slot in a stream (:func:`~e4gym.hardware.backend.run_then_idle`, which
+        defines it; here one compiled call where every domain is ``userspace``, else apply, run and idle with the
+        kernel governors between them).
 
         Returns:
             The run's :class:`Measurement`, and the idle's (None when the run took the whole slot).
@@ -909,15 +924,30 @@ class EmulatedBackend(_Boards):
         if self._closed:
             self._check_open()
         if not self._userspace:
-            return run_then_idle_separately(self, work, slot_s, batch)
-        if slot_s <= 0.0:  # a board a period or more behind cannot idle after this frame: the run alone
-            return self.run(work, batch), None
+            return run_then_idle_separately(self, work, slot_s, batch, levels)
+        if levels is None:
+            if slot_s <= 0.0:  # a board a period or more behind cannot idle after this frame: the run alone
+                return self.run(work, batch), None
+            req = _NO_LEVELS
+        else:
+            c, g, e = levels
+            if not (type(c) is int and type(g) is int and type(e) is int):
+                self.spec.check_levels(c, g, e)  # raises for anything that is not a level index
+                c, g, e = int(c), int(g), int(e)
+            req, lv = self._levels, self._levels_v
+            try:
+                lv[0], lv[1], lv[2] = c, g, e
+            except (ValueError, OverflowError):  # beyond int64
+                self.spec.check_levels(c, g, e)  # raises naming the level outside the tables
+                raise
         last = self._last_rows
         rows = last[2] if last[0] is work and last[1] == batch else self._rows(work, batch)
         self._slot_v[0] = slot_s
         err, _, m, mi = self._k_run_idle(self._f, self._i, self._dev, rows, self._n_set, _BOARD_0, self._slot,
-                                         self._out2)
+                                         self._out2, req)
         if err != -1:
+            if err >= 0 and abs(slot_s) < math.inf:
+                self.spec.check_levels(c, g, e)  # raises naming the level outside the tables
             self._fail(err, f"slot_s must be a finite number of seconds, got {slot_s!r}")
         return _tuple_new(Measurement, m), (None if mi is None else _tuple_new(Measurement, mi))
 
@@ -1064,17 +1094,26 @@ class BatchedEmulator(_Boards):
         Raises:
             SettingError: a level is outside the device's tables (names the first offending board).
         """
+        levels = self._levels_arg(levels)
+        stall = np.empty(self.n)
+        err = self._k_request(self._f, self._i, self._dev, levels, stall)
+        if err != -1:
+            self._bad_levels(levels, err)
+        return stall
+
+    def _levels_arg(self, levels: np.ndarray) -> np.ndarray:
+        """``levels`` as the kernels' int64 ``(N, 3)`` array; raises :class:`SettingError` for another shape."""
         levels = np.asarray(levels)
         if levels.shape != (self.n, 3) or levels.dtype.kind not in "iu":
             raise SettingError(
                 f"levels must be an integer array of shape ({self.n}, 3), got {levels.dtype} {levels.shape}"
             )
-        stall = np.empty(self.n)
-        err = self._k_request(self._f, self._i, self._dev, _kernel_arg(levels, np.int64, (self.n, 3)), stall)
-        if err != -1:
-            self.spec.check_levels(*(int(v) for v in levels[err]))  # raises, naming the level
-            self._fail(err, f"levels {levels[err].tolist()} of board {err} are out of range")
-        return stall
+        return _kernel_arg(levels, np.int64, (self.n, 3))
+
+    def _bad_levels(self, levels: np.ndarray, i: int) -> NoReturn:
+        """Raise :class:`SettingError` naming board ``i``'s level outside the device's tables."""
+        self.spec.check_levels(*(int(v) for v in levels[i]))  # raises, naming the level
+        self._fail(i, f"levels {levels[i].tolist()} of board {i} are out of range")
 
     def _stack(self, works: tuple[Work, ...], batch: int) -> tuple[np.ndarray, int]:
         """The :data:`_ROW` costs of ``works`` stacked, ``[w * F + setting, column]``, and ``F`` (settings);
@@ -1119,18 +1158,22 @@ class BatchedEmulator(_Boards):
                        if err >= 0 else "")
         return self._measurement(out)
 
-    def run_choice_then_idle(self, works: tuple[Work, ...] | list[Work], choice: np.ndarray, slot_s: np.ndarray,
-                             batch: int = 1) -> tuple[MeasurementBatch, MeasurementBatch]:
-        """:meth:`run_choice`, then each board idles for what is left of its slot ``slot_s[i]`` (s) after its run
-        (:func:`~e4gym.hardware.backend.run_then_idle`); one compiled call.
+    def run_choice_then_idle(
+        self, works: tuple[Work, ...] | list[Work], choice: np.ndarray, slot_s: np.ndarray, batch: int = 1,
+        levels: np.ndarray | None = None,
+    ) -> tuple[MeasurementBatch, MeasurementBatch]:
+        """:meth:`apply` ``levels`` (if given), :meth:`run_choice`, then each board idles for what is left of its
+        slot ``slot_s[i]`` (s) after its run (:func:`~e4gym.hardware.backend.run_then_idle`); one compiled call.
 
         Returns:
             The run's records, and the idle's: zero figures (and the state the run left) where a run took the
             whole slot, as :meth:`idle` gives boards outside its mask.
 
         Raises:
-            SettingError: a choice is not an index into ``works``, or a slot is not a finite number.
+            SettingError: a choice is not an index into ``works``, a slot is not a finite number, or a level is
+                outside the device's tables (nothing is changed).
         """
+        req = _NO_LEVELS if levels is None else self._levels_arg(levels)
         rows, n_set = self._stack(works if isinstance(works, tuple) else tuple(works), batch)
         choice = np.asarray(choice)
         if choice.shape != (self.n,) or choice.dtype.kind not in "iu":
@@ -1141,11 +1184,13 @@ class BatchedEmulator(_Boards):
             raise SettingError(f"slot_s must be {self.n} numbers of seconds, one per board") from None
         choice = _kernel_arg(choice, np.int64, (self.n,))
         both = _out_array(self.n, 2 * _KO)
-        err = self._k_run_idle(self._f, self._i, self._dev, rows, n_set, choice, slot, both)[0]
+        err = self._k_run_idle(self._f, self._i, self._dev, rows, n_set, choice, slot, both, req)[0]
         if err >= 0:
             bad = f"slot_s[{err}] = {float(slot[err])!r} is not a finite number of seconds"
             if abs(slot[err]) < math.inf:
                 bad = f"choice[{err}] = {choice[err]} is not an index into the {len(works)} works"
+                if levels is not None and 0 <= choice[err] < len(works):  # checked after the choices: these
+                    self._bad_levels(req, err)
             self._fail(err, bad)
         elif err != -1:
             self._fail(err, "")

@@ -82,7 +82,10 @@ def test_obs_builder_orders_clips_and_batches() -> None:
     assert b(s).tolist() == [0.5, 2.0] and b(s).dtype == np.float32
     s.a, s.b = np.array([-3.0, 0.0]), np.array([0.25, 9.0])
     assert b(s).tolist() == [[0.25, -1.0], [1.0, 0.0]]
-    assert b.space().contains(b(s)[0])
+    assert b.many(s).tolist() == b(s).tolist() and b.space().contains(b(s)[0])
+    s.a, s.b = 5.0, 0.5  # numbers where many() wants arrays
+    with pytest.raises(ValueError, match="arrays of N values per field"):
+        b.many(s)
     with pytest.raises(ConfigError, match="unique"):
         ObsBuilder([ObsField("a", 0, 1, ""), ObsField("a", 0, 1, "")])
 

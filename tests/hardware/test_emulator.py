@@ -543,6 +543,52 @@ def test_run_then_idle_is_run_then_idle_for_the_rest_of_the_slot() -> None:
             assert idle.latency_s > 0.0 and run.latency_s + idle.latency_s == pytest.approx(0.05)
 
 
+def test_run_then_idle_with_levels_is_apply_then_run_then_idle() -> None:
+    """levels= requests the levels first, in the same compiled call: bit for bit apply, run, idle, on every
+    backend (the emulator's fused call, its kernel-governor path, and the separate calls of any backend)."""
+    from e4gym.hardware.backend import run_then_idle, run_then_idle_separately
+
+    works = [PROFILE.frame_work(e) for e in range(3)]
+    for governors in (None, "default"):
+        fused, plain = (EmulatedBackend("xavier-nx", seed=4, governors=governors) for _ in range(2))
+
+        def fused_step(ex, c, g, slot, b=fused):
+            return run_then_idle(b, works[ex], slot, 1, (c, g, 3))
+
+        def plain_step(ex, c, g, slot, b=plain):
+            b.apply((c, g, 3))
+            return run_then_idle_separately(b, works[ex], slot)
+
+        got, want = _frames(fused_step), _frames(plain_step)
+        assert got == want and fused.levels == plain.levels
+        assert len({run.gpu_hz for run, _ in got}) > 3  # the levels changed, frame by frame
+
+
+def test_run_then_idle_refuses_bad_levels_and_changes_nothing() -> None:
+    b = EmulatedBackend("xavier-nx", seed=0)
+    b.apply((3, 4, 1))
+    before, levels = b.read_sensors(), b.levels
+    for bad, match in (((3, 99, 1), "gpu level 99 is out of range"), ((-1, 4, 1), "cpu level -1 is out of range"),
+                       ((3, True, 1), "gpu level True is out of range"), ((3, 4.0, 1), "gpu level 4.0"),
+                       ((3, 4, 2**70), "emc level")):
+        with pytest.raises(SettingError, match=match):
+            b.run_then_idle(WORK, 0.05, 1, bad)
+        assert b.read_sensors() == before and b.levels == levels
+    r, _ = b.run_then_idle(WORK, 0.05, 1, (np.int64(3), np.int32(5), np.uint8(1)))  # NumPy integers are levels
+    assert b.levels[1] == 5 and r.gpu_hz == b.spec.gpu_freqs_hz[5]
+    e = BatchedEmulator("xavier-nx", [0, 1])
+    state = e._f.copy(), e._i.copy()
+    good = np.array([[3, 4, 1], [3, 4, 1]])
+    with pytest.raises(SettingError, match="gpu level 99 is out of range"):
+        e.run_choice_then_idle((WORK,), np.zeros(2, np.int64), np.array([0.05, 0.05]), 1, np.array([[3, 4, 1],
+                                                                                                  [3, 99, 1]]))
+    with pytest.raises(SettingError, match=r"choice\[0\] = 3 is not an index"):
+        e.run_choice_then_idle((WORK,), np.array([3, 0]), np.array([0.05, 0.05]), 1, good)
+    with pytest.raises(SettingError, match=r"levels must be an integer array of shape \(2, 3\)"):
+        e.run_choice_then_idle((WORK,), np.zeros(2, np.int64), np.array([0.05, 0.05]), 1, good[:, :2])
+    assert np.array_equal(e._f, state[0]) and np.array_equal(e._i, state[1])
+
+
 def test_batched_run_then_idle_matches_scalar_boards_and_masks_the_full_slots() -> None:
     works = (PROFILE.frame_work(0), PROFILE.frame_work(4))
     seeds = [3, 8]
@@ -552,8 +598,11 @@ def test_batched_run_then_idle_matches_scalar_boards_and_masks_the_full_slots() 
         levels = np.array([[k % 25, (k * 3) % 14, 3], [(k * 2) % 25, k % 14, 2]])
         choice = np.array([k % 2, 1])
         slot = np.array([0.05, 0.004 if k % 3 else 0.06])
-        e.apply(levels)
-        run, idle = e.run_choice_then_idle(works, choice, slot)
+        if k % 2:
+            e.apply(levels)
+            run, idle = e.run_choice_then_idle(works, choice, slot)
+        else:  # the levels in the same call
+            run, idle = e.run_choice_then_idle(works, choice, slot, 1, levels)
         for i, b in enumerate(boards):
             b.apply(tuple(int(v) for v in levels[i]))
             r, d = b.run_then_idle(works[int(choice[i])], float(slot[i]))
