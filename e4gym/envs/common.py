@@ -25,6 +25,7 @@ from e4gym.hardware.model import cost_table, floor_power_w, power_table
 from e4gym.hardware.runtime import DEFAULT_RUNTIME, runtime_view
 from e4gym.hardware.spec import AMBIENT_RANGE_C, CPU_GOVERNORS, GPU_GOVERNORS, DeviceSpec, load_device
 from e4gym.workload.base import FrameSource
+from e4gym.workload.clips import shipped_clip_traces
 from e4gym.workload.synthetic import SyntheticVideo
 from e4gym.workload.trace import Trace, TraceSource, load_trace
 
@@ -180,7 +181,7 @@ def _workload(workload: object, profile: ModelProfile) -> tuple[object, float | 
     """Resolve the workload argument; returns it and the frame rate it imposes (None for synthetic)."""
     if isinstance(workload, str) and workload == "synthetic":
         return "synthetic", None
-    if isinstance(workload, (str, os.PathLike)):
+    if isinstance(workload, (str, os.PathLike)):  # a trace path, or clip:<name> (a shipped real-video trace)
         trace = load_trace(workload)
         workload = trace
     if isinstance(workload, (Trace, FrameSource)):
@@ -200,7 +201,8 @@ def _workload(workload: object, profile: ModelProfile) -> tuple[object, float | 
             )
         return workload, float(workload.fps)
     raise ConfigError(
-        "workload must be 'synthetic', a path to a trace (.npz from `e4gym record`) or a FrameSource, "
+        "workload must be 'synthetic', 'clip:<name>' (a shipped real-video trace: "
+        f"{sorted(shipped_clip_traces())}), a path to a trace (.npz from `e4gym record`) or a FrameSource, "
         f"got {_show(workload)}"
     )
 

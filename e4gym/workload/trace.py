@@ -46,6 +46,7 @@ import numpy as np
 
 from e4gym.errors import ConfigError
 from e4gym.workload.base import N_FEATURES, FrameBatch, FrameRecord, FrameSource, check_frames, check_seed
+from e4gym.workload.clips import CLIP_PREFIX, clip_trace
 
 TRACE_FORMAT = "e4gym-trace-v2"
 #: The older format :func:`load_trace` still reads (see the module docstring).
@@ -434,13 +435,16 @@ def _read_npz(fh: BinaryIO, c: _Checker) -> dict[str, np.ndarray]:
 
 def load_trace(path: str | os.PathLike[str]) -> Trace:
     """Load and validate a trace written by :func:`save_trace` (format v2, or v1 converted as the module
-    docstring says: features = its first 3 columns, every exit's feature_change = its 4th).
+    docstring says: features = its first 3 columns, every exit's feature_change = its 4th). ``clip:<name>``
+    is the trace of a real clip shipped in the package (:func:`e4gym.workload.clips.clip_trace`).
 
     Raises:
         ConfigError: the file is missing, not an ``.npz`` archive (corrupt or truncated), lacks a key, has
             another format string, or holds malformed arrays (inconsistent lengths, NaN, confidence outside
             [0, 1], ...). The message names the file and the problem and says how to fix it.
     """
+    if isinstance(path, str) and path.startswith(CLIP_PREFIX):
+        path = clip_trace(path[len(CLIP_PREFIX):])
     path = Path(path)
     c = _Checker(f"trace file '{path}'", _FIX)
     if not path.exists():

