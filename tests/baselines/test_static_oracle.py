@@ -207,7 +207,7 @@ def test_oracle_last_exit_not_costlier_than_best_static_there() -> None:
 
 
 def test_oracle_hopeless_first_is_cheaper_at_the_same_accuracy() -> None:
-    last, first = _run(ClairvoyantOracle()), _run(ClairvoyantOracle(hopeless="first"))
+    last, first = _run(ClairvoyantOracle(), 1000), _run(ClairvoyantOracle(hopeless="first"), 1000)
     assert [i["correct"] for i in last] == [i["correct"] for i in first]
     assert _energy(first) < _energy(last)
     # Frames no exit gets right leave at exit 0 under "first" and at the last exit under "last".

@@ -144,8 +144,10 @@ def _nesting_violations(correct: np.ndarray) -> float:
 
 
 def test_correctness_is_mostly_nested(short_scene_batch: FrameBatch, long_batch: FrameBatch) -> None:
+    """A few frames are right at an exit and wrong at a later one (about 0.07 % with these spread-out exit
+    accuracies; 1.8 % with EfficientNet-Lite0's close ones, as on the real clips: 2.4 %)."""
     for b in (short_scene_batch, long_batch):
-        assert 0.005 <= _nesting_violations(b.correct) <= 0.05
+        assert 0.0003 <= _nesting_violations(b.correct) <= 0.05
 
 
 def test_features_track_difficulty(long_batch: FrameBatch) -> None:
@@ -247,7 +249,7 @@ def test_stream_key() -> None:
     assert a.stream_key() != SyntheticVideo(ACC, seed=6).stream_key()
     assert a.stream_key() != SyntheticVideo(ACC, seed=5, fps=15.0).stream_key()
     assert a.stream_key() != SyntheticVideo(ACC[:4], seed=5).stream_key()
-    assert a.stream_key() != SyntheticVideo(ACC, seed=5, feature_noise=0.2).stream_key()
+    assert a.stream_key() != SyntheticVideo(ACC, seed=5, feature_noise=0.3).stream_key()
     a.batch(100)
     assert a.stream_key() == b.stream_key()  # the key names the stream, not the position in it
     a.reset(6)
@@ -374,7 +376,8 @@ def test_default_spawn_deep_copies_a_users_source() -> None:
 def test_stream_for_a_seed_is_pinned() -> None:
     """The frames of seed 0 (three chunks): a change to the generation that alters the stream fails here.
 
-    (Pinned again when the normals became Box–Muller of float32 uniforms. Values through NumPy's float32
+    (Pinned again when the normals became Box–Muller of float32 uniforms, and when the defaults were grounded
+    on the real clips: benchmarks/real_vs_synthetic.py. Values through NumPy's float32
     log/cos/sin or exp may differ in their last bits on another CPU: close, not bit-exact.)
     """
     b = SyntheticVideo(ACC, seed=0).batch(1536)
@@ -384,24 +387,24 @@ def test_stream_for_a_seed_is_pinned() -> None:
         rtol=1e-6,
     )
     assert b.difficulty[0] == 0.8327178493802309  # the first frame's is a uniform: no float32 arithmetic
-    assert b.correct.sum(axis=0).tolist() == [564, 706, 851, 970, 1051]
+    assert b.correct.sum(axis=0).tolist() == [570, 694, 864, 959, 1034]
     assert int(b.scene[-1]) == 6
     np.testing.assert_allclose(
         b.features[[0, 700]],
-        np.array([[0.5477738976478577, 0.7172700762748718, 0.781657874584198],
-                  [0.34241846203804016, 0.22496597468852997, 0.14950641989707947]], np.float32),
+        np.array([[0.3959171175956726, 0.7426310777664185, 0.8969568610191345],
+                  [0.4359593987464905, 0.18673847615718842, 0.008281554095447063]], np.float32),
         rtol=1e-6,
     )
     np.testing.assert_allclose(
         b.feature_change[513],
-        np.array([0.18087011575698853, 0.19629701972007751, 0.21162021160125732, 0.20199674367904663,
-                  0.2111719399690628], np.float32),
+        np.array([0.08811501413583755, 0.11896881461143494, 0.14961521327495575, 0.13036824762821198,
+                  0.14871865510940552], np.float32),
         rtol=1e-6,
     )
     assert (b.feature_change[0] == 0).all()
     np.testing.assert_allclose(
-        b.confidence[700], [0.9622292518615723, 0.9784759879112244, 0.964601993560791, 0.9766579270362854,
-                            0.9800258278846741], rtol=1e-6,
+        b.confidence[700], [0.4674443304538727, 0.8553810715675354, 0.7168106436729431, 0.8813923001289368,
+                            0.9319261312484741], rtol=1e-6,
     )
 
 
