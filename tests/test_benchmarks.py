@@ -14,6 +14,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -250,3 +251,23 @@ def test_the_shipped_sweep_is_the_shared_one() -> None:
     if not shared.is_file():
         pytest.skip("no ../shared/data beside this clone")
     assert shipped.read_bytes() == shared.read_bytes()
+
+
+def test_real_vs_synthetic_compares_the_clips_with_the_grounded_generator(capsys) -> None:
+    """The table the synthetic defaults were fitted to (docs/real_video.md): the real rows are the shipped traces'
+    figures, and the synthetic row with the fitted defaults lies near the pooled real one; the old defaults do not."""
+    mod = _load("real_vs_synthetic")
+    assert mod.main(["--seeds", "3", "--frames", "600"]) == 0
+    header, body = _table(capsys.readouterr().out)
+    rows = {r[0]: r for r in body}
+    col = {name: header.index(name) for name in ("earliest change", "features R²", "confidence AUC e0")}
+    real, syn = rows["real: the three clips"], rows["synthetic (defaults)"]
+    assert _num(real[col["earliest change"]]) == pytest.approx(0.093, abs=0.001)
+    for name, tol in (("earliest change", 0.06), ("features R²", 0.12), ("confidence AUC e0", 0.08)):
+        assert abs(_num(syn[col[name]]) - _num(real[col[name]])) < tol, name
+    assert mod.main(["--seeds", "3", "--frames", "600", "--set", "feature_noise=0.1"]) == 0
+    _, body = _table(capsys.readouterr().out)
+    old = {r[0]: r for r in body}["synthetic (feature_noise=0.1)"]
+    assert _num(old[col["features R²"]]) > _num(real[col["features R²"]]) + 0.15  # features too telling
+    assert mod.earliest_correct(np.array([[False, True], [False, False], [True, True]])).tolist() == [1, 2, 0]
+    assert mod.auc(np.array([0.1, 0.9, 0.8, 0.2]), np.array([False, True, True, False])) == 1.0

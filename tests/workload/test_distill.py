@@ -82,3 +82,14 @@ def test_a_video_in_both_sets_and_bad_arguments_are_refused(tmp_path) -> None:
     assert not (tmp_path / "x.pt").exists()
     with pytest.raises(ConfigError, match="needs its pretrained weights"):
         distill_exits(tmp_path / "x.pt", model="resnet18", progress=False)
+
+
+def test_the_cli_distils_and_prints_the_table(tmp_path, capsys) -> None:
+    from e4gym.cli import main
+
+    out = tmp_path / "h.pt"
+    assert main(["distill-exits", "--out", str(out), "--train", "clip:carphone", "--held-out",
+                 "--train-fraction", "0.5", "--copies", "1", "--every", "6", "--epochs", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "the last 50% of each training video" in printed
+    assert "| exit 3 " in printed and "held-out after" in printed and out.is_file()
