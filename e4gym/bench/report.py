@@ -22,6 +22,10 @@ when there are several):
 | profiling runs / % E | profiling runs the policy ran on the board per episode, and their share of its energy (%) |
 | profiler evals / share % | a policy's ``stats()`` ``profiler_evaluations`` and ``profiler_share`` (when reported) |
 | offline s | board time the policy's measured cost model took to measure, before the episode (``offline_s``, s) |
+| score | normalised score (:mod:`e4gym.bench.score`: 0 = ``default``, 1 = strict oracle) ± 95 % CI; ``✗``: broken |
+
+With the strict oracle (``oracle`` with ``hopeless: first``) and ``default`` in the experiment, the report opens
+with the **suite score** of each policy: its mean score over the scenarios, with a 95 % bootstrap interval.
 
 The reference policies (``default``, ``oracle``, ``performance``) are found by policy name; a cell is ``–``
 when the reference is not in the experiment. Clairvoyant policies are marked ``(bound)``: they read the
@@ -36,7 +40,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,15 @@ import numpy as np
 
 from e4gym.bench.config import Experiment
 from e4gym.bench.metrics import ID_COLUMNS, METRICS, TAIL_COLUMNS
+from e4gym.bench.score import (
+    MAX_ACCURACY_LOSS,
+    MAX_MISS_RATE,
+    ScenarioScore,
+    SuiteScore,
+    scenario_scores,
+    strict_oracle_label,
+    suite_scores,
+)
 from e4gym.io import write_json, write_text
 from e4gym.markdown import markdown_table
 
@@ -182,14 +195,25 @@ def _rel_ci(s: PolicySummary, ref: PolicySummary | None, key: str) -> str:
     return _num(m, "+.1f") + (f" ± {h:.1f}" if math.isfinite(h) else "")
 
 
-def scenario_table(items: Sequence[PolicySummary]) -> str:
-    """The Markdown table of one scenario (columns in the module docstring)."""
+def _score_cell(sc: ScenarioScore | None) -> str:
+    if sc is None:
+        return _DASH
+    if sc.broken:
+        return f"✗ {sc.broken}"
+    h = ci95_halfwidth(sc.scores)
+    return _num(sc.mean, ".3f") + (f" ± {h:.3f}" if math.isfinite(h) else "")
+
+
+def scenario_table(items: Sequence[PolicySummary], scores: Mapping[str, ScenarioScore] | None = None) -> str:
+    """The Markdown table of one scenario (columns in the module docstring; ``score`` with ``scores``)."""
     ref_def, ref_orc, ref_perf = (_reference(items, REFERENCES[k]) for k in ("default", "oracle", "performance"))
     prof = [k for k in PROFILER_KEYS if any(k in s.mean for s in items)]
     headers = ["policy", "seeds", "energy J/frame", "measured J/frame", "vs default %", "vs oracle %",
                "lat mean ms", "p95 ms", "p99 ms", "miss %", "acc %", "Δacc pts", "exit", "throttled %",
                "switches/frame", "decide p50 ms", "decide p99 ms", "profiling runs", "profiling % E"]
     headers += [_PROFILER_HEADERS[k] for k in prof]
+    if scores:
+        headers.append("score")
     lines = []
     for s in items:
         m = s.mean
@@ -223,6 +247,8 @@ def scenario_table(items: Sequence[PolicySummary]) -> str:
             cells.append(_num(100.0 * m.get("profiler_share", math.nan), ".2f"))
         if "offline_s" in prof:
             cells.append(_num(m.get("offline_s", math.nan), ".1f"))
+        if scores:
+            cells.append(_score_cell(scores.get(s.label)))
         lines.append(cells)
     return markdown_table(headers, lines)
 
@@ -247,12 +273,20 @@ def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Seq
     if quarantined:
         parts += [f"{quarantined} stored result(s) were damaged: moved to `quarantine/` and run again.", ""]
     agg = aggregate(exp, rows)
+    scores = experiment_scores(exp, rows)
+    suite = suite_scores(scores, [p.label for p in exp.policies]) if any(scores.values()) else {}
+    if suite:
+        parts += ["## Suite score", "", suite_table(suite), "",
+                  f"0 = the `default` governors, 1 = the strict clairvoyant oracle; energy per frame, scored only "
+                  f"where misses ≤ {100 * MAX_MISS_RATE:g} % and accuracy ≥ `default`'s − {100 * MAX_ACCURACY_LOSS:g} "
+                  f"point on every seed (e4gym.bench.score). Mean over the scenarios scored, [95 % bootstrap "
+                  f"interval over seeds].", ""]
     any_bound = False
     for sc in exp.scenarios:
         parts += [f"## {sc.title}", "", f"Scenario `{sc.name}`.", ""]
         items = agg.get(sc.name, [])
         if items:
-            parts += [scenario_table(items), ""]
+            parts += [scenario_table(items, scores.get(sc.name)), ""]
             any_bound = any_bound or any(s.clairvoyant for s in items)
         else:
             parts += ["No results.", ""]
@@ -276,6 +310,23 @@ def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Seq
                      "deployable.")
     parts += notes
     return "\n".join(parts).rstrip() + "\n"
+
+
+def experiment_scores(exp: Experiment, rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, ScenarioScore]]:
+    """Per scenario name, each policy's :class:`~e4gym.bench.score.ScenarioScore` (empty without the references)."""
+    strict = strict_oracle_label(exp.policies)
+    labels = [p.label for p in exp.policies]
+    return {sc.name: scenario_scores([r for r in rows if r["scenario"] == sc.name], labels, strict)
+            for sc in exp.scenarios}
+
+
+def suite_table(suite: Mapping[str, SuiteScore]) -> str:
+    """The suite score per policy, best first (unscored policies last)."""
+    order = sorted(suite.values(), key=lambda s: (not math.isfinite(s.mean), -s.mean if math.isfinite(s.mean) else 0))
+    rows = [[s.label, f"{s.scored}/{s.scenarios}",
+             _num(s.mean, ".3f") if s.scored else "✗ not scored",
+             f"[{s.low:.3f}, {s.high:.3f}]" if s.scored else _DASH] for s in order]
+    return markdown_table(["policy", "scenarios scored", "score", "95 % CI"], rows)
 
 
 def write_tables(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]], failures: Sequence[Any],
