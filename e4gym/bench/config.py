@@ -25,6 +25,13 @@ control_memory, power_mode, episode_frames, fan, ambient_c, initial_temp_c, gove
 with ``name`` (or ``policy``), an optional ``label`` (unique; default: the name) and optional ``args`` (keyword
 arguments of the policy's factory). See :mod:`e4gym.bench.policies` for the names a policy can have.
 
+Two symbolic values place a scenario relative to what its network needs on its board (``L``: the full network's
+latency at the power mode's top clocks, noise-free, ``EnvSetup.latency_ref_s``): ``fps: auto`` is the highest
+whole frame rate whose period is at least :data:`AUTO_FPS_HEADROOM` × ``L`` (the full network fits with headroom,
+so the governors are not forced to the top clocks), and ``deadline_ms: tight`` is :data:`TIGHT_DEADLINE_FACTOR` ×
+``L`` (little room for slower clocks: savings must come from early exits). Both are assumptions
+(docs/assumptions.md). The scenario's title shows the numbers they resolved to.
+
 :func:`load_experiment` checks everything before any episode runs: unknown fields (named, with the allowed
 ones), unknown devices, models, power modes or governors (the loaders' messages list the known names),
 unknown policies (the registered names are listed), policy arguments (each policy is built once, and a
@@ -40,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -151,6 +159,8 @@ class Experiment:
         matrix_keys: the varied env arguments, in config order. seeds: env seeds.
         scenarios / policies: resolved entries, in config order.
         episode_frames: the ``--frames`` override, if any.
+        sha256: the config's content hash (of the file's bytes, or of the mapping's canonical JSON): results name
+            the exact config they came from (``results.json``, ``report.md``).
     """
 
     name: str
@@ -161,6 +171,7 @@ class Experiment:
     scenarios: tuple[Scenario, ...]
     policies: tuple[PolicyEntry, ...]
     episode_frames: int | None = None
+    sha256: str = ""
 
     @property
     def n_tasks(self) -> int:
@@ -298,6 +309,32 @@ def _check_backend(kwargs: Mapping[str, Any]) -> None:
         raise ConfigError(f"backend_kwargs must be a mapping, got {kwargs['backend_kwargs']!r}")
 
 
+#: ``fps: auto``: the frame period is at least this multiple of the full network's latency at the top clocks.
+AUTO_FPS_HEADROOM = 1.5
+#: ``deadline_ms: tight``: this multiple of the full network's latency at the top clocks.
+TIGHT_DEADLINE_FACTOR = 1.15
+
+
+def _symbolic(kwargs: dict[str, Any], setup_of: Any, where: str, src: str) -> dict[str, Any]:
+    """``kwargs`` with ``fps: auto`` and ``deadline_ms: tight`` resolved to numbers (see the module docstring)."""
+    fps, deadline = kwargs.get("fps"), kwargs.get("deadline_ms")
+    if fps != "auto" and deadline != "tight":
+        return kwargs
+    for key, value, word in (("fps", fps, "auto"), ("deadline_ms", deadline, "tight")):
+        if isinstance(value, str) and value != word:
+            raise _fail(src, f"{where}: {key} must be a number, null or '{word}', got {value!r}")
+    base = setup_of({k: v for k, v in kwargs.items() if k not in ("fps", "deadline_ms")}, where)
+    lat = float(base.latency_ref_s)
+    out = dict(kwargs)
+    if fps == "auto":
+        if kwargs.get("workload", "synthetic") != "synthetic":
+            raise _fail(src, f"{where}: fps: auto needs the synthetic workload (a trace has its own frame rate)")
+        out["fps"] = float(max(1, math.floor(1.0 / (AUTO_FPS_HEADROOM * lat))))
+    if deadline == "tight":
+        out["deadline_ms"] = round(TIGHT_DEADLINE_FACTOR * lat * 1e3, 2)
+    return out
+
+
 def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None = None,
                     backend: Mapping[str, Any] | None = None, seeds: Any = None) -> Experiment:
     """Read and validate an experiment config (a path, a name under ``configs/experiments/``, or a mapping).
@@ -318,9 +355,11 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
 
     if isinstance(config, Mapping):
         data, src, stem = dict(config), "<dict>", "experiment"
+        sha = hashlib.sha256(canonical_json(data).encode()).hexdigest()
     else:
         path = resolve_config_path(config)
         data, src, stem = load_yaml(path), str(path), path.stem
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
     _check_known(data, TOP_FIELDS, src, "at the top level")
     name = data.get("name", stem)
     if not isinstance(name, str) or not name:
@@ -394,6 +433,7 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
         if backend:
             kwargs.update(backend)
         sname = "_".join(_piece(k, v) for k, v in params.items())
+        kwargs = _symbolic(kwargs, setup_of, f"scenario {sname}", src)
         s = setup_of(kwargs, f"scenario {sname}")
         extra = [f"{k}={v}" for k, v in params.items() if k not in ("device", "model", "fps", "deadline_ms")]
         title = " · ".join([s.spec.name, s.profile.name, f"{s.fps:g} fps", f"deadline {s.deadline_s * 1e3:.1f} ms",
@@ -416,5 +456,5 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
             _check_policy_setup(policy, setup, src, p.label, sc.name)
     return Experiment(
         name=name, description=description, source=src, matrix_keys=keys, seeds=tuple(seeds),
-        scenarios=tuple(scenarios), policies=policies, episode_frames=frames,
+        scenarios=tuple(scenarios), policies=policies, episode_frames=frames, sha256=sha,
     )

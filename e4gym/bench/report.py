@@ -54,8 +54,7 @@ from e4gym.bench.score import (
     MAX_MISS_RATE,
     ScenarioScore,
     SuiteScore,
-    scenario_scores,
-    strict_oracle_label,
+    experiment_scores,
     suite_scores,
 )
 from e4gym.io import write_json, write_text
@@ -267,7 +266,7 @@ def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Seq
         f"{len(exp.scenarios)} scenario(s) × {len(exp.policies)} policies × {len(exp.seeds)} seed(s) "
         f"{list(exp.seeds)} = {exp.n_tasks} tasks; {len(rows)} with results ({ran} run now, {reused} reused), "
         f"{len(failures)} failed. Frames per episode: {', '.join(map(str, frames)) or _DASH}. "
-        f"Config: `{exp.source}`.",
+        f"Config: `{exp.source}` (sha256 `{exp.sha256[:16]}`).",
         "",
     ]
     if quarantined:
@@ -312,14 +311,6 @@ def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Seq
     return "\n".join(parts).rstrip() + "\n"
 
 
-def experiment_scores(exp: Experiment, rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, ScenarioScore]]:
-    """Per scenario name, each policy's :class:`~e4gym.bench.score.ScenarioScore` (empty without the references)."""
-    strict = strict_oracle_label(exp.policies)
-    labels = [p.label for p in exp.policies]
-    return {sc.name: scenario_scores([r for r in rows if r["scenario"] == sc.name], labels, strict)
-            for sc in exp.scenarios}
-
-
 def suite_table(suite: Mapping[str, SuiteScore]) -> str:
     """The suite score per policy, best first (unscored policies last)."""
     order = sorted(suite.values(), key=lambda s: (not math.isfinite(s.mean), -s.mean if math.isfinite(s.mean) else 0))
@@ -338,6 +329,7 @@ def write_tables(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]], fai
     write_json(out / json_name, {
         "experiment": exp.name,
         "config": exp.source,
+        "config_sha256": exp.sha256,
         "columns": cols,
         "rows": list(rows),
         "failures": [{"scenario": f.scenario, "label": f.label, "seed": f.seed, "error": f.error} for f in failures],

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_MISS_RATE",
     "ScenarioScore",
     "SuiteScore",
+    "experiment_scores",
     "scenario_scores",
     "strict_oracle_label",
     "suite_scores",
@@ -139,3 +140,12 @@ def suite_scores(per_scenario: Mapping[str, Mapping[str, ScenarioScore]], labels
         out[label] = SuiteScore(label, mean, float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)),
                                 len(scored), present)
     return out
+
+
+def experiment_scores(exp: Any, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, ScenarioScore]]:
+    """Per scenario name of the experiment (:class:`~e4gym.bench.config.Experiment`), each policy's
+    :class:`ScenarioScore` (empty where the references are missing)."""
+    strict = strict_oracle_label(exp.policies)
+    labels = [p.label for p in exp.policies]
+    return {sc.name: scenario_scores([r for r in rows if r["scenario"] == sc.name], labels, strict)
+            for sc in exp.scenarios}

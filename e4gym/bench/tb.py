@@ -3,7 +3,10 @@
 ``tensorboard --logdir OUT/tb`` overlays the policies of a scenario. Each run has
 
 * per-episode summaries, step = seed: :data:`SUMMARY_TAGS` (plus ``policy/<key>`` for a policy's ``stats()``);
-* the per-frame trace of the first seed with a result, step = frame: :data:`TRACE_TAGS`.
+* the per-frame trace of the first seed with a result, step = frame: :data:`TRACE_TAGS`;
+* ``score/normalised`` per seed where the policy is scored (:mod:`e4gym.bench.score`), and under
+  ``tb/_suite/<policy label>`` its suite score: ``suite/score``, ``suite/score_low``, ``suite/score_high`` (the 95 %
+  bootstrap interval), step 0.
 
 The runs are written by the parent process after all tasks, in TensorBoard's record format (no torch).
 A scenario's runs are built in a temporary folder beside ``tb/<scenario>`` and swapped in whole when complete
@@ -25,6 +28,7 @@ import numpy as np
 
 from e4gym.bench.config import Experiment
 from e4gym.bench.metrics import ID_COLUMNS, METRICS, TAIL_COLUMNS
+from e4gym.bench.score import experiment_scores, suite_scores
 from e4gym.io import atomic_write, staged_dir
 
 #: Summary tag -> result column (step = seed).
@@ -98,6 +102,7 @@ def write_tensorboard(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]
     runs: list[Path] = []
     seed_order = {s: i for i, s in enumerate(exp.seeds)}
     fixed = {*ID_COLUMNS, *exp.matrix_keys, *METRICS, *TAIL_COLUMNS}
+    scores = experiment_scores(exp, rows)
     for sc in exp.scenarios:
         groups = []
         for p in exp.policies:
@@ -107,12 +112,26 @@ def write_tensorboard(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]
                 groups.append((p.label, rs))
         with staged_dir(root / sc.name) as staging:
             for label, rs in groups:
-                _write_run(staging / label, Path(out), rs, fixed)
+                got = scores[sc.name].get(label)
+                per_seed = dict(zip(got.seeds, got.scores)) if got is not None and got.scores else {}
+                _write_run(staging / label, Path(out), rs, fixed, per_seed)
         runs += [root / sc.name / label for label, _ in groups]
+    suite = suite_scores(scores, [p.label for p in exp.policies]) if any(scores.values()) else {}
+    if suite:
+        with staged_dir(root / "_suite") as staging:
+            for label, st in suite.items():
+                if st.scored:
+                    (staging / label).mkdir(parents=True, exist_ok=True)
+                    w = _Writer(staging / label)
+                    w.scalars({"suite/score": st.mean, "suite/score_low": st.low, "suite/score_high": st.high},
+                              0, time.time())
+                    w.close()
+                    runs.append(root / "_suite" / label)
     return runs
 
 
-def _write_run(logdir: Path, out: Path, rs: Sequence[dict[str, Any]], fixed: set[str]) -> None:
+def _write_run(logdir: Path, out: Path, rs: Sequence[dict[str, Any]], fixed: set[str],
+               scores: dict[int, float] | None = None) -> None:
     """One (scenario, policy) run into ``logdir``: the per-seed summaries of ``rs`` (step = seed) and the
     first row's per-frame trace (step = frame). ``fixed``: the result columns that are not the policy's stats."""
     logdir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +140,8 @@ def _write_run(logdir: Path, out: Path, rs: Sequence[dict[str, Any]], fixed: set
     for r in rs:
         values = {tag: r[col] for tag, col in SUMMARY_TAGS.items() if col in r}
         values.update({f"policy/{k}": v for k, v in r.items() if k not in fixed})  # the policy's stats()
+        if scores and int(r["seed"]) in scores:
+            values["score/normalised"] = scores[int(r["seed"])]
         w.scalars(values, r["seed"], now)
     with np.load(out / rs[0]["trace"]) as z:
         series = {tag: np.asarray(z[key], dtype=np.float64) * scale

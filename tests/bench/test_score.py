@@ -71,4 +71,68 @@ def test_a_tiny_suite_end_to_end_scores_default_zero_and_the_strict_oracle_one(t
     assert lines["default"] == ["2/2", "0.000", "[0.000, 0.000]"]
     assert lines["oracle-strict"] == ["2/2", "1.000", "[1.000, 1.000]"]
     assert 0.0 < float(lines["oracle"][1]) <= 1.0 and float(lines["performance"][1]) < 0.0
-    assert json.loads((out / "results.json").read_text())["experiment"] == "tiny-suite"
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"] == "tiny-suite" and len(results["config_sha256"]) == 64
+    # TensorBoard: the suite score per policy, and the per-seed score in each scenario's run.
+    suite_runs = sorted(p.name for p in (out / "tb" / "_suite").iterdir())
+    assert suite_runs == ["default", "oracle", "oracle-strict", "performance"]
+    events = next((out / "tb" / "_suite" / "oracle-strict").glob("events.out.tfevents.*")).read_bytes()
+    assert b"suite/score" in events and b"suite/score_high" in events
+    scenario_run = next((out / "tb").glob("xavier-nx_*")) / "oracle"
+    assert b"score/normalised" in next(scenario_run.glob("events.out.tfevents.*")).read_bytes()
+
+
+def test_fps_auto_and_a_tight_deadline_follow_the_network_on_each_board() -> None:
+    """``fps: auto``: the highest whole rate whose period is >= 1.5 × the full network's latency at the top clocks;
+    ``deadline_ms: tight``: 1.15 × that latency. A faster board gets a higher rate."""
+    from e4gym.bench.config import AUTO_FPS_HEADROOM, TIGHT_DEADLINE_FACTOR, load_experiment
+    from e4gym.envs.common import resolve_setup
+    from e4gym.errors import ConfigError
+
+    exp = load_experiment({"matrix": {"device": ["jetson-nano", "agx-orin"], "model": ["efficientnet_b0"],
+                                      "fps": ["auto"], "deadline_ms": [None, "tight"]},
+                           "seeds": [0], "policies": ["default"]})
+    got = {}
+    for sc in exp.scenarios:
+        lat = resolve_setup(device=sc.device, model=sc.model).latency_ref_s
+        period = 1.0 / sc.fps
+        assert sc.fps == int(sc.fps) and period >= AUTO_FPS_HEADROOM * lat > 1.0 / (sc.fps + 1)
+        if sc.params["deadline_ms"] == "tight":
+            assert sc.deadline_ms == pytest.approx(TIGHT_DEADLINE_FACTOR * lat * 1e3, abs=0.01)
+            assert sc.deadline_ms < 1e3 * period
+        else:
+            assert sc.deadline_ms == pytest.approx(1e3 * period)
+        got[sc.device] = sc.fps
+    assert got["agx-orin"] > 3 * got["jetson-nano"]
+    with pytest.raises(ConfigError, match="fps must be a number, null or 'auto', got 'fast'"):
+        load_experiment({"matrix": {"device": ["xavier-nx"], "model": ["efficientnet_b0"], "fps": ["fast"],
+                                    "deadline_ms": ["tight"]}, "seeds": [0], "policies": ["default"]})
+    with pytest.raises(ConfigError, match="fps: auto needs the synthetic workload"):
+        load_experiment({"matrix": {"device": ["xavier-nx"], "model": ["efficientnet_lite0"], "fps": ["auto"],
+                                    "workload": ["clip:bikes"]}, "seeds": [0], "policies": ["default"]})
+
+
+def test_the_suite_config_is_every_board_and_both_networks_at_ten_seeds() -> None:
+    from e4gym.bench.config import load_experiment
+    from e4gym.bench.score import strict_oracle_label
+    from e4gym.hardware.spec import available_devices
+
+    exp = load_experiment("suite-v1")
+    assert {sc.device for sc in exp.scenarios} == set(available_devices())
+    assert {sc.model for sc in exp.scenarios} == {"efficientnet_b0", "mobilenet_v2"}
+    assert len(exp.scenarios) == 2 * 2 * len(available_devices()) and len(exp.seeds) >= 10
+    assert strict_oracle_label(exp.policies) == "oracle-strict" and "default" in [p.label for p in exp.policies]
+
+
+def test_results_name_the_config_content_hash(tmp_path) -> None:
+    import hashlib
+
+    from e4gym.bench.config import load_experiment, resolve_config_path
+
+    exp = load_experiment("suite-v1")
+    assert exp.sha256 == hashlib.sha256(resolve_config_path("suite-v1").read_bytes()).hexdigest()
+    a = load_experiment({"matrix": {"device": ["xavier-nx"], "model": ["efficientnet_b0"]}, "seeds": [0],
+                         "policies": ["default"]})
+    b = load_experiment({"matrix": {"device": ["xavier-nx"], "model": ["efficientnet_b0"]}, "seeds": [1],
+                         "policies": ["default"]})
+    assert len(a.sha256) == 64 and a.sha256 != b.sha256
