@@ -26,6 +26,7 @@ when there are several):
 
 With the strict oracle (``oracle`` with ``hopeless: first``) and ``default`` in the experiment, the report opens
 with the **suite score** of each policy: its mean score over the scenarios, with a 95 % bootstrap interval.
+``results.json`` holds the same under ``scores`` (:func:`scores_json`).
 
 The reference policies (``default``, ``oracle``, ``performance``) are found by policy name; a cell is ``–``
 when the reference is not in the experiment. Clairvoyant policies are marked ``(bound)``: they read the
@@ -320,6 +321,24 @@ def suite_table(suite: Mapping[str, SuiteScore]) -> str:
     return markdown_table(["policy", "scenarios scored", "score", "95 % CI"], rows)
 
 
+def scores_json(exp: Experiment, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The normalised scores as JSON: ``{"scenarios": {scenario: {label: {"seeds", "scores", "mean", "broken"}}},
+    "suite": {label: {"mean", "low", "high", "scored", "scenarios"}}}`` (NaN as null; empty without the
+    references)."""
+    def num(x: float) -> float | None:
+        return float(x) if math.isfinite(x) else None
+
+    scores = experiment_scores(exp, rows)
+    suite = suite_scores(scores, [p.label for p in exp.policies]) if any(scores.values()) else {}
+    return {
+        "scenarios": {name: {label: {"seeds": list(sc.seeds), "scores": list(sc.scores), "mean": num(sc.mean),
+                                     "broken": sc.broken} for label, sc in per.items()}
+                      for name, per in scores.items() if per},
+        "suite": {label: {"mean": num(st.mean), "low": num(st.low), "high": num(st.high), "scored": st.scored,
+                          "scenarios": st.scenarios} for label, st in suite.items()},
+    }
+
+
 def write_tables(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]], failures: Sequence[Any],
                  report: str) -> None:
     """Write ``results.csv``, ``results.json`` and ``report.md`` under ``out`` (atomically)."""
@@ -333,5 +352,6 @@ def write_tables(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]], fai
         "columns": cols,
         "rows": list(rows),
         "failures": [{"scenario": f.scenario, "label": f.label, "seed": f.seed, "error": f.error} for f in failures],
+        "scores": scores_json(exp, rows),
     })
     write_text(out / report_name, report)

@@ -73,6 +73,11 @@ def test_a_tiny_suite_end_to_end_scores_default_zero_and_the_strict_oracle_one(t
     assert 0.0 < float(lines["oracle"][1]) <= 1.0 and float(lines["performance"][1]) < 0.0
     results = json.loads((out / "results.json").read_text())
     assert results["experiment"] == "tiny-suite" and len(results["config_sha256"]) == 64
+    assert results["scores"]["suite"]["default"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "scored": 2,
+                                                     "scenarios": 2}
+    assert results["scores"]["suite"]["oracle-strict"]["mean"] == 1.0
+    per = next(iter(results["scores"]["scenarios"].values()))
+    assert per["default"] == {"seeds": [0, 1], "scores": [0.0, 0.0], "mean": 0.0, "broken": ""}
     # TensorBoard: the suite score per policy, and the per-seed score in each scenario's run.
     suite_runs = sorted(p.name for p in (out / "tb" / "_suite").iterdir())
     assert suite_runs == ["default", "oracle", "oracle-strict", "performance"]
