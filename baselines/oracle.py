@@ -39,6 +39,14 @@ def analytic_sweep(setup: EnvSetup, exit: int = -1, margin: float = DEFAULT_MARG
     )
 
 
+def _through_switch(old_s: Any, new_s: Any, delay_s: Any) -> Any:
+    """A frame's latency (s) when it starts at a setting where it takes ``old_s`` and switches to one where it
+    takes ``new_s``: it runs at the old setting until the switch takes effect after ``delay_s``, then at the new
+    one for the rest of its work (arrays broadcast)."""
+    done = np.minimum(delay_s / old_s, 1.0)  # share of the frame's work done at the old setting
+    return np.where(delay_s >= old_s, old_s, delay_s + (1.0 - done) * new_s)
+
+
 class ClairvoyantOracle:
     """Earliest correct exit, cheapest ``(cpu, gpu)`` setting that meets the deadline for that exit.
 
@@ -95,11 +103,7 @@ class ClairvoyantOracle:
         last = self.sweeps[-1].latency_s
         top = np.unravel_index(np.argmin(last), last.shape)
         # Safe settings: from each, a switch to the fastest setting still runs the last exit in the budget.
-        old = last
-        delay = np.maximum((np.arange(last.shape[0])[:, None] != top[0]) * self._delays[0],
-                           (np.arange(last.shape[1])[None, :] != top[1]) * self._delays[1])
-        eff = np.where(delay >= old, old, delay + (1.0 - np.minimum(delay / old, 1.0)) * last[top])
-        self._safe = eff <= self._budget_s
+        self._safe = _through_switch(last, last[top], self._switch_delay(last.shape, top)) <= self._budget_s
         self._actions = [np.array([sw.exit, *self._pick(sw.energy_j, sw.feasible, sw.latency_s), *extra],
                                   dtype=np.int64) for sw in self.sweeps]
         self._prev = None
@@ -119,20 +123,22 @@ class ClairvoyantOracle:
         action = self._actions[ex].copy()
         prev, best = self._prev, (int(action[1]), int(action[2]))
         if prev is not None and prev != best:
-            action[1], action[2] = self._through_switch(self.sweeps[ex], prev)
+            action[1], action[2] = self._from(self.sweeps[ex], prev)
         self._prev = (int(action[1]), int(action[2]))
         return action, state
 
-    def _through_switch(self, sweep: StaticSweep, prev: tuple[int, int]) -> tuple[int, int]:
+    def _from(self, sweep: StaticSweep, prev: tuple[int, int]) -> tuple[int, int]:
         """The cheapest ``(cpu, gpu)`` levels for ``sweep``'s exit coming from ``prev``: the frame runs at ``prev``
         until the slowest changed domain's delay has passed (s), then at the new levels; the fastest if none fits."""
         lat = sweep.latency_s
-        old = float(lat[prev])
-        rows, cols = np.arange(lat.shape[0])[:, None], np.arange(lat.shape[1])[None, :]
-        delay = np.maximum((rows != prev[0]) * self._delays[0], (cols != prev[1]) * self._delays[1])
-        done = np.minimum(delay / old, 1.0)  # share of the frame's work done at the old setting
-        eff = np.where(delay >= old, old, delay + (1.0 - done) * lat)
+        eff = _through_switch(lat[prev], lat, self._switch_delay(lat.shape, prev))
         return self._pick(sweep.energy_j, eff <= self._budget_s, eff)
+
+    def _switch_delay(self, shape: tuple[int, ...], other: tuple[Any, Any]) -> np.ndarray:
+        """Per ``(cpu, gpu)`` setting of a grid of ``shape``, the delay (s) until a switch between it and the
+        setting ``other`` takes effect: the slowest changed domain's."""
+        rows, cols = np.arange(shape[0])[:, None], np.arange(shape[1])[None, :]
+        return np.maximum((rows != other[0]) * self._delays[0], (cols != other[1]) * self._delays[1])
 
     def _pick(self, energy: np.ndarray, fits: np.ndarray, latency: np.ndarray) -> tuple[int, int]:
         """The cheapest setting that fits and is safe; else the cheapest that fits; else the fastest."""

@@ -46,6 +46,7 @@ from e4gym.dnn.train_exits import (
 from e4gym.errors import ConfigError
 from e4gym.markdown import markdown_table
 from e4gym.workload.clips import resolve_video
+from e4gym.workload.record import _frames, _open_video, network_input
 
 __all__ = ["DEFAULT_EVAL", "DEFAULT_TRAIN", "add_distill_parser", "augment", "distill_exits",
            "expected_calibration_error", "held_out_start", "video_frames"]
@@ -64,8 +65,6 @@ def video_frames(video: str | Path, every: int = 1) -> list[np.ndarray]:
     Raises:
         ConfigError: missing, corrupt or empty video.
     """
-    from e4gym.workload.record import _frames, _open_video
-
     path = resolve_video(video)
     container, stream = _open_video(path)
     try:
@@ -77,12 +76,6 @@ def video_frames(video: str | Path, every: int = 1) -> list[np.ndarray]:
     return frames
 
 
-def _resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(rgb, mode="RGB").resize((size, size), Image.BILINEAR))
-
-
 def augment(rgb: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """One augmented copy of frame ``rgb`` (see the module docstring), uint8 ``(size, size, 3)``."""
     h, w = rgb.shape[:2]
@@ -91,7 +84,7 @@ def augment(rgb: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     cw = min(w, max(8, round(math.sqrt(area * ratio))))
     ch = min(h, max(8, round(math.sqrt(area / ratio))))
     y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    out = _resize(np.ascontiguousarray(rgb[y0:y0 + ch, x0:x0 + cw]), size).astype(np.float32)
+    out = network_input(np.ascontiguousarray(rgb[y0:y0 + ch, x0:x0 + cw]), size).astype(np.float32)
     if rng.random() < 0.5:
         out = out[:, ::-1]
     mean = out.mean()
@@ -287,10 +280,10 @@ def distill_exits(
         frames = video_frames(video)
         cut = len(frames) if train_fraction is None else held_out_start(len(frames), train_fraction)
         for rgb in frames[:cut:every]:
-            plain.append(_resize(rgb, image_size))
+            plain.append(network_input(rgb, image_size))
             augmented += [augment(rgb, image_size, rng) for _ in range(copies - 1)]
-        held += [_resize(rgb, image_size) for rgb in frames[cut:]]
-    held += [_resize(rgb, image_size) for video in held_out for rgb in video_frames(video)]
+        held += [network_input(rgb, image_size) for rgb in frames[cut:]]
+    held += [network_input(rgb, image_size) for video in held_out for rgb in video_frames(video)]
     images = plain + augmented
     tr_feats, tr_f, tr_y = _features(net, images, progress)
     va_feats, _, va_y = _features(net, held, progress)

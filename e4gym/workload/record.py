@@ -65,6 +65,7 @@ __all__ = [
     "SCENE_CUT_THRESHOLD",
     "add_record_parser",
     "complexity_features",
+    "network_input",
     "parse_labels",
     "pooled_change",
     "record_trace",
@@ -201,14 +202,20 @@ def _to_rgb(frame: object) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")  # type: ignore[attr-defined]
 
 
+def network_input(rgb: np.ndarray, size: int) -> np.ndarray:
+    """A frame as the recorder feeds the network: the whole RGB frame resized to ``size × size`` (bilinear), uint8."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb, mode="RGB").resize((size, size), Image.BILINEAR))
+
+
 def _prepare(rgb: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Network input (size, size, 3) uint8 and analysis grey frame (ANALYSIS_SIZE, ANALYSIS_SIZE) uint8."""
     from PIL import Image
 
-    img = Image.fromarray(rgb, mode="RGB")
-    net_in = np.asarray(img.resize((size, size), Image.BILINEAR))
-    grey = np.asarray(img.convert("L").resize((ANALYSIS_SIZE, ANALYSIS_SIZE), Image.BILINEAR))
-    return net_in, grey
+    grey = np.asarray(Image.fromarray(rgb, mode="RGB").convert("L").resize((ANALYSIS_SIZE, ANALYSIS_SIZE),
+                                                                            Image.BILINEAR))
+    return network_input(rgb, size), grey
 
 
 def _open_video(video: Path) -> tuple[object, object]:

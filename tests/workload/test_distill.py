@@ -55,13 +55,13 @@ def test_the_checkpoint_loads_without_weights_and_reproduces_the_report(distille
     """The checkpoint names EfficientNet-Lite0, whose weights the installed package ships: load_exit_checkpoint
     needs no --weights; its heads (standardisation and classifier folded in) agree on held-out frames as the
     report says."""
-    from e4gym.workload.distill import _resize
+    from e4gym.workload.record import network_input
 
     out, res = distilled
     net = load_exit_checkpoint(out, "efficientnet_lite0")
     frames = video_frames("clip:carphone")[60:]
     with torch.inference_mode():
-        outs = net.forward_all(net.normalise(np.stack([_resize(f, 224) for f in frames])))
+        outs = net.forward_all(net.normalise(np.stack([network_input(f, 224) for f in frames])))
     final = outs[-1].logits.argmax(1)
     agree = [float((o.logits.argmax(1) == final).float().mean()) for o in outs]
     assert agree == pytest.approx(res["after"], abs=0.02)
