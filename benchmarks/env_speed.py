@@ -6,7 +6,8 @@ wrappers users get are included) and driven by random valid actions drawn before
 they end. Everything is measured in one run, so read the ratios rather than the absolute rates.
 
 Targets (issue 13, in the same run): the frame env at >= 0.5x CartPole-v1's step rate (aim: 1.0x); the native
-vector env with 1024 envs at >= 10x CartPole-v1's single-env step rate in frames per second (aim: 30x).
+vector env with 1024 envs at >= 10x CartPole-v1's single-env step rate in frames per second (aim: 30x). Issue 18:
+the edge-cloud env at >= 0.3x.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     frame_mem = _single_rate(
         gym.make("e4gym/EarlyExitDVFS-v1", device=args.device, control_memory=True), args.seconds, args.repeats
     )
+    edge_cloud = _single_rate(gym.make("e4gym/EdgeCloudDVFS-v0", device=args.device), args.seconds, args.repeats)
     venv = gym.make_vec("e4gym/EarlyExitDVFS-v1", num_envs=args.num_envs, device=args.device)
     vector = _vector_rate(venv, args.seconds * 2, args.repeats)
     sync = _vector_rate(
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         ("e4gym/EarlyExitDVFS-v1", "steps = frames", frame),
         ("e4gym/EarlyExitDVFS-v1, control_memory=True", "steps = frames", frame_mem),
         ("e4gym/EarlyExitDVFSBlock-v1", "steps = blocks", block),
+        ("e4gym/EdgeCloudDVFS-v0 (synthetic uplink)", "steps = frames", edge_cloud),
         ("make_vec sync, 8 envs", "frames", sync),
         (f"make_vec native vector env, {args.num_envs} envs", "frames", vector),
     ]
@@ -100,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     f, v = frame / cartpole, vector / cartpole
     print(f"\nframe env: {f:.2f}× CartPole's step rate (target ≥ 0.5: {'met' if f >= 0.5 else 'missed'}; aim 1.0); "
           f"native vector env: {vector / 1e6:.2f} M frames/s = {v:.1f}× CartPole's rate (target ≥ 10: "
-          f"{'met' if v >= 10 else 'missed'}; aim 30)")
+          f"{'met' if v >= 10 else 'missed'}; aim 30); edge-cloud env: {edge_cloud / cartpole:.2f}× (target ≥ 0.3, "
+          f"issue 18: {'met' if edge_cloud / cartpole >= 0.3 else 'missed'})")
     return {name: rate for name, _, rate in rows}
 
 

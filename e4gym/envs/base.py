@@ -319,20 +319,23 @@ class StreamEnv(gym.Env):
             raise gym.error.ResetNeeded("call reset() before step()")
         vals = action.tolist() if type(action) is np.ndarray else action
         nvec = self._nvec
+        # The common case, unrolled (a loop over zip(vals, nvec) costs twice as much): 3 or 4 Python ints in range.
         try:
-            ok = len(vals) == len(nvec)
-        except TypeError:
-            ok = False
-        if ok:
-            for v, n in zip(vals, nvec):  # a plain loop: faster than all() over a generator
-                if type(v) is not int or not 0 <= v < n:
-                    ok = False
-                    break
-        if not ok:
-            flat = flat_action(action, nvec, self.action_names)
-            check_levels_action(flat, nvec, self.action_names, action)  # raises with details
-            vals = [int(v) for v in flat]
-        return vals
+            if len(nvec) == 3:
+                a, b, c = vals
+                if (type(a) is int and type(b) is int and type(c) is int
+                        and 0 <= a < nvec[0] and 0 <= b < nvec[1] and 0 <= c < nvec[2]):
+                    return vals
+            else:
+                a, b, c, d = vals
+                if (type(a) is int and type(b) is int and type(c) is int and type(d) is int
+                        and 0 <= a < nvec[0] and 0 <= b < nvec[1] and 0 <= c < nvec[2] and 0 <= d < nvec[3]):
+                    return vals
+        except (TypeError, ValueError):  # not a sequence of that many values: the checks below say what it is
+            pass
+        flat = flat_action(action, nvec, self.action_names)
+        check_levels_action(flat, nvec, self.action_names, action)  # raises with details
+        return [int(v) for v in flat]
 
     def _fill(self) -> None:
         """Pull the next chunk of frames from the source into Python lists (fast per-step access)."""

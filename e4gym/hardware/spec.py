@@ -435,3 +435,29 @@ def load_device(name_or_path: str | Path) -> DeviceSpec:
     spec = parse_device(load_yaml(path), path)
     _CACHE[path] = (mtime, spec)
     return spec
+
+
+# --------------------------------------------------------------------------------------------- cloud servers
+
+
+def available_servers() -> list[str]:
+    """Names of the cloud servers in ``configs/servers`` (desktop GPUs a board offloads to; same format)."""
+    return sorted(p.stem for p in (config_dir() / "servers").glob("*.yaml"))
+
+
+def load_server(name_or_path: str | Path) -> DeviceSpec:
+    """Load a cloud server by name (``rtx-3080``) or YAML path (the device format of :func:`load_device`).
+
+    Raises:
+        UnknownNameError: no server of that name; the message lists the known ones.
+        ConfigError: the file is malformed.
+    """
+    if isinstance(name_or_path, DeviceSpec):
+        return name_or_path
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = config_dir() / "servers" / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise UnknownNameError(f"unknown cloud server '{name_or_path}'; known servers: {available_servers()} "
+                                   f"(or pass a path to a server YAML)")
+    return load_device(path)
