@@ -65,7 +65,7 @@ CBAM_REDUCTION, CBAM_KERNEL = 16, 7
 def importance_mass(share: float | np.ndarray, concentration: float | np.ndarray) -> float | np.ndarray:
     """Share of the attention importance held by the ``share`` least important channels: ``share**beta``
     (0 at share 0, 1 at share 1; ``concentration`` = beta >= 1)."""
-    return np.power(share, concentration) if isinstance(share, np.ndarray) else float(share) ** concentration
+    return share**concentration
 
 
 def split_accuracy_loss(share: float, mass: float) -> float:

@@ -67,7 +67,6 @@ SHARE = "offload_share"
 TX_BYTES = "tx_bytes"
 TRANSFER_MS = "transfer_ms"
 CLOUD_MS = "cloud_ms"
-EDGE_MS = "edge_ms"
 RADIO_ENERGY_J = "radio_energy_j"
 IMPORTANCE_OFFLOADED = "importance_offloaded"
 FUSION_WEIGHT = "fusion_weight"
@@ -78,7 +77,6 @@ EDGE_CLOUD_INFO_KEYS: dict[str, str] = {
     TRANSFER_MS: "time from the start of the send to the data's arrival at the server, queueing on the uplink "
                  "included (ms; 0 when nothing was sent)",
     CLOUD_MS: "time the server took for its part (ms; 0 when nothing was sent)",
-    EDGE_MS: "time the edge board ran the frame (ms), as run_ms",
     RADIO_ENERGY_J: "energy of the edge's radio sending the frame's data (J), included in energy_j",
     IMPORTANCE_OFFLOADED: "share of the attention importance in the offloaded channels",
     FUSION_WEIGHT: "weight of the edge's result in the fused prediction (lambda)",
@@ -203,8 +201,8 @@ class EdgeCloudDVFSEnv(StreamEnv):
         #: Server time per share (s), at its top clocks (its noise is not modelled: a desktop GPU is steady).
         self._cloud_s = tuple(0.0 if w is None else float(cost_table(self.cloud_spec, w, cpw).latency_s[-1])
                               for w in plan.cloud)
-        # Per share, then CPU, GPU and EMC level: the share of the edge's run done before the send can start (the head to the
-        # split, the attention and the quantisation), from the analytic cost tables.
+        # Per share, then CPU, GPU and EMC level: the share of the edge's run done before the send can start (the
+        # head to the split, the attention and the quantisation), from the analytic cost tables.
         head = [*s.profile.blocks[: split + 1]]
         epw = power_table(s.spec)
         fractions = []
@@ -326,6 +324,7 @@ class EdgeCloudDVFSEnv(StreamEnv):
             done = edge_done
         latency = max(edge_latency, done - arrival)
         correct = bool(self._correct[pos][self._last])
+        conf = self._conf[pos][self._last]
         if correct and share > 0.0:
             correct = self._u[pos] >= split_accuracy_loss(share, mass) / self._acc_full
         missed = latency > s.deadline_s
@@ -362,7 +361,7 @@ class EdgeCloudDVFSEnv(StreamEnv):
             TEMP_C: F64(temp),
             EXIT: NP_INT[self._last + 1],
             CORRECT: NP_BOOL[correct],
-            CONFIDENCE: F64(self._conf[pos - 1][self._last] if pos else 0.0),
+            CONFIDENCE: F64(conf),
             CPU_HZ: f[0][after[0]],
             GPU_HZ: f[1][after[1]],
             EMC_HZ: f[2][after[2]],
@@ -379,7 +378,6 @@ class EdgeCloudDVFSEnv(StreamEnv):
             TX_BYTES: F64(n_bytes),
             TRANSFER_MS: F64(transfer_s * 1e3),
             CLOUD_MS: F64(cloud_s * 1e3),
-            EDGE_MS: F64(m.latency_s * 1e3),
             RADIO_ENERGY_J: F64(radio_j),
             IMPORTANCE_OFFLOADED: F64(mass),
             FUSION_WEIGHT: F64(1.0 - mass),

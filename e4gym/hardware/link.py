@@ -558,13 +558,19 @@ class Uplink:
         self.window = window
         self.prior_bps = float(prior_bps)
         self.prior_rtt_s = float(prior_rtt_s)
+        self._has_tail = self.radio.tail_s > 0.0 and self.radio.tail_power_w > 0.0
         self._known: deque[tuple[float, float, float]] = deque(maxlen=self.HISTORY)  # (known_at_s, bps, rtt_s)
         self._free_s = 0.0  # when the link has sent everything queued so far
         self._sent_any = False
         self._in_order = True  # the records became known in the order they were sent
-        self._sent = 0  # transfers sent (an estimate's cache key, with how many are known)
-        self._cache_key: tuple[int, int] = (-1, -1)
-        self._cache_bps = self.prior_bps
+        self._sent = 0  # transfers sent
+        # The estimate, kept up to date while queries move forward in time (records in order): how many transfers
+        # are acknowledged, the inverse throughputs of the last `window` of them, the estimate, the last query time.
+        self._acked = 0
+        self._window_inv: deque[float] = deque(maxlen=self.window)  # 1 / throughput (s/bit), oldest first
+        self._window_num: deque[int] = deque(maxlen=self.window)  # their transfer numbers
+        self._estimate = self.prior_bps
+        self._last_query_s = 0.0
 
     def reset(self) -> None:
         """Forget every transfer (a new episode on the same trace)."""
@@ -572,9 +578,14 @@ class Uplink:
         self._free_s = 0.0
         self._sent_any = False
         self._in_order = True
-        self._sent = 0  # transfers sent (an estimate's cache key, with how many are known)
-        self._cache_key: tuple[int, int] = (-1, -1)
-        self._cache_bps = self.prior_bps
+        self._sent = 0  # transfers sent
+        # The estimate, kept up to date while queries move forward in time (records in order): how many transfers
+        # are acknowledged, the inverse throughputs of the last `window` of them, the estimate, the last query time.
+        self._acked = 0
+        self._window_inv: deque[float] = deque(maxlen=self.window)  # 1 / throughput (s/bit), oldest first
+        self._window_num: deque[int] = deque(maxlen=self.window)  # their transfer numbers
+        self._estimate = self.prior_bps
+        self._last_query_s = 0.0
 
     def send(self, start_s: float, n_bytes: float) -> Transfer:
         """Send ``n_bytes`` (bytes) ready at ``start_s`` (s); return the :class:`Transfer` (times in s, energy in J).
@@ -587,7 +598,7 @@ class Uplink:
         if n_bytes == 0:
             return Transfer(start_s, start_s, 0.0, start_s, 0.0, 0.0, 0.0, self.trace.rtt_at(start_s), 0.0, 0.0)
         tx_start = max(start_s, self._free_s)
-        tail = self.radio.tail_energy_j(tx_start - self._free_s) if self._sent_any else 0.0
+        tail = self.radio.tail_energy_j(tx_start - self._free_s) if self._sent_any and self._has_tail else 0.0
         ser, rtt = _serialise(self.trace, tx_start, n_bytes)
         bps = 8.0 * n_bytes / ser
         end = tx_start + ser
@@ -596,7 +607,7 @@ class Uplink:
         known = self._known
         if known and end + rtt < known[-1][0]:
             self._in_order = False  # an RTT change made a later transfer known earlier: estimates scan the history
-        known.append((end + rtt, bps, rtt))
+        known.append((end + rtt, bps, rtt, 1.0 / bps))
         self._sent += 1
         arrival = end + 0.5 * rtt
         return Transfer(start_s, tx_start, ser, arrival, arrival - start_s, n_bytes, bps, rtt,
@@ -625,17 +636,28 @@ class Uplink:
     def estimate_bps(self, now_s: float) -> float:
         """The uplink estimate (bit/s) a controller can read at ``now_s`` (s): the harmonic mean of the throughput
         of the last ``window`` transfers whose ACK was back by ``now_s``; ``prior_bps`` before any."""
-        known = self._known
-        if self._in_order:  # records become known in the order they were sent: the known ones are a prefix
-            n = len(known)
-            while n and known[n - 1][0] > now_s:
-                n -= 1
-            key = (self._sent, n)
-            if key != self._cache_key:  # a transfer was sent or acknowledged since: recompute
-                lo = max(n - self.window, 0)
-                self._cache_key = key
-                self._cache_bps = (n - lo) / sum(1.0 / known[i][1] for i in range(lo, n)) if n else self.prior_bps
-            return self._cache_bps
+        if self._in_order and now_s >= self._last_query_s:  # the common case: advance the running window
+            known, a, sent = self._known, self._acked, self._sent
+            first = sent - len(known)  # the transfer number of known[0] (older ones fell out of the history)
+            win = self._window_inv
+            if a < first:  # transfers fell out of the history before they were acknowledged
+                a = first
+            nums = self._window_num
+            if nums and nums[0] < first:  # the scan below sees only the history: so does the window
+                while nums and nums[0] < first:
+                    nums.popleft()
+                    win.popleft()
+                self._estimate = len(win) / sum(reversed(win)) if win else self.prior_bps
+            if a < sent and known[a - first][0] <= now_s:
+                while a < sent and known[a - first][0] <= now_s:
+                    win.append(known[a - first][3])
+                    nums.append(a)
+                    a += 1
+                # Summed newest first, as the scan below does (the same bits).
+                self._estimate = len(win) / sum(reversed(win))
+            self._acked = a
+            self._last_query_s = now_s
+            return self._estimate
         rates = self._recent(float(now_s), 1)
         if not rates:
             return self.prior_bps

@@ -326,3 +326,19 @@ def test_estimate_is_the_harmonic_mean_of_the_last_window() -> None:
         Uplink(trace, window=0)
     with pytest.raises(ConfigError, match="BandwidthTrace"):
         Uplink("trace.csv")  # type: ignore[arg-type]
+
+
+def test_the_running_estimate_equals_a_scan_of_the_history() -> None:
+    """The estimate kept up to date as queries move forward equals the plain scan of the kept history, bit for
+    bit, through congestion (more unacknowledged transfers than the history keeps) and queries back in time."""
+    rng = np.random.default_rng(1)
+    for trial in range(12):
+        up = Uplink(synthetic_bandwidth(trial, 60.0))
+        t = 0.0
+        for _ in range(300):
+            t += rng.exponential(0.03)
+            up.send(t, float(rng.integers(1, 40000)))
+            q = max(t + rng.uniform(-0.05, 0.05), 0.0)
+            rates = up._recent(q, 1)
+            scan = len(rates) / sum(1.0 / r for r in rates) if rates else up.prior_bps
+            assert up.estimate_bps(q) == scan
