@@ -61,6 +61,7 @@ __all__ = [
     "get_algo",
     "hyperparameter_changes",
     "make_env",
+    "own_env_kwargs",
     "record_path",
     "register_algo",
     "save_model",
@@ -138,16 +139,30 @@ class StreamLog(gym.Wrapper):
         return out
 
 
-def _level_grid(env: gym.Env, levels: int) -> dict[str, list[int]]:
-    """``levels`` evenly spaced values of each clock-level component (all values of the exit component)."""
+def _level_grid(env: gym.Env, levels: int, low: float = 0.0) -> dict[str, list[int]]:
+    """``levels`` evenly spaced values of each clock-level component, from ``low`` (a fraction of the highest
+    level) to the highest (all values of the first component: exit, or offload share)."""
+    if levels < 1 or not 0.0 <= low <= 1.0:
+        raise ConfigError(f"the discrete wrapper takes levels >= 1 and low in [0, 1], got levels={levels}, low={low}")
     base = env.unwrapped
     nvec = env.action_space.nvec
-    return {name: sorted({round(float(v)) for v in np.linspace(0, int(n) - 1, levels)})
+    return {name: sorted({round(float(v)) for v in np.linspace(low * (int(n) - 1), int(n) - 1, levels)})
             for name, n in zip(base.action_names, nvec) if name.endswith("_level")}
 
 
+def own_env_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The env arguments that are not scenario fields (:class:`~e4gym.envs.core.EnvConfig`'s): the ones a trained
+    model keeps wherever it runs (its env's own options, e.g. the edge-cloud env's ``concurrent``, which shapes
+    the observation)."""
+    from e4gym.envs.core import EnvConfig
+
+    scenario = set(EnvConfig.names())
+    return {k: v for k, v in kwargs.items() if k not in scenario}
+
+
 def wrap_env(env: gym.Env, wrapper: Any) -> gym.Env:
-    """Apply the config's action ``wrapper`` (None, ``discrete``, ``{discrete: {levels: K}}``, ``continuous``).
+    """Apply the config's action ``wrapper`` (None, ``discrete``, ``{discrete: {levels: K[, low: F]}}``: K levels
+    of each clock from F × the highest to the highest; ``continuous``).
 
     Raises:
         ConfigError: an unknown wrapper.
@@ -158,10 +173,14 @@ def wrap_env(env: gym.Env, wrapper: Any) -> gym.Env:
         return env
     name, kw = (wrapper, {}) if isinstance(wrapper, str) else next(iter(dict(wrapper).items()), (None, {}))
     if name == "discrete":
-        return DiscreteActions(env, _level_grid(env, int((kw or {}).get("levels", 3))))
+        kw = dict(kw or {})
+        unknown = sorted(set(kw) - {"levels", "low"})
+        if unknown:
+            raise ConfigError(f"the discrete wrapper takes levels and low, got {unknown}")
+        return DiscreteActions(env, _level_grid(env, int(kw.get("levels", 3)), float(kw.get("low", 0.0))))
     if name == "continuous":
         return ContinuousActions(env)
-    raise ConfigError(f"unknown wrapper {wrapper!r}; use discrete (optionally {{discrete: {{levels: K}}}}) or "
+    raise ConfigError(f"unknown wrapper {wrapper!r}; use discrete (optionally {{discrete: {{levels: K, low: F}}}}) or "
                       "continuous")
 
 

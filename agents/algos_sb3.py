@@ -33,6 +33,7 @@ from agents.algos import (
     TrainRun,
     check_spaces,
     get_algo,
+    own_env_kwargs,
     register_algo,
     save_model,
 )
@@ -332,7 +333,8 @@ class SB3ModelPolicy:
         setup = context.setup
         probe = gym.make(self.env_id, device=setup.spec, model=setup.profile, fps=setup.fps,
                          deadline_ms=setup.deadline_s * 1e3, control_memory=setup.control_memory,
-                         power_mode=setup.power_mode, episode_frames=2)
+                         power_mode=setup.power_mode, episode_frames=2,
+                         **own_env_kwargs(self.meta.get("env_kwargs") or {}))
         self._wrapper = self.spec.wrap_env(probe, self.meta.get("wrapper"))
         try:
             self._model = self.spec.load(self.path, None)

@@ -72,6 +72,7 @@ from agents.algos import (
     get_algo,
     hyperparameter_changes,
     make_env,
+    own_env_kwargs,
     wrap_env,
 )
 from e4gym._yaml import load_yaml
@@ -265,14 +266,17 @@ class TrainedPolicy:
             into a cache folder (``$E4GYM_CACHE_DIR/trained``, default ``~/.cache/e4gym/trained``) keyed by all
             of them, so each scenario is trained once and later benchmarks reuse it.
         algo / env_id / steps / seed: what to train when ``path`` is ``None`` (steps default: the config's).
+        env_kwargs: env arguments over the agent config's ``env_kwargs`` when training (e.g. ``{"concurrent":
+            false}`` for DVFO without its concurrent decisions).
         name: display name (default ``trained-<algo>``).
 
     The model is served by its algorithm's policy (:attr:`agents.algos.AlgoSpec.policy`): for SB3 models the
     config's action wrapper maps the model's action to the env's (e.g. a ``Discrete`` index back to
     ``[exit, cpu, gpu]``); zTT and Ring-DVFS models have their own policies
     (:class:`baselines.ztt.ZTTPolicy`, :class:`baselines.ring_dvfs.RingDVFSPolicy`). ``env_id`` and
-    ``env_kwargs`` are the training env's (the harness builds the env with them; the scenario's device, model,
-    fps and deadline win).
+    ``env_kwargs`` are the training env's own arguments, those that are not scenario fields (the harness builds the
+    env with them, e.g. the edge-cloud env's ``concurrent``; the scenario's device, model, fps, deadline and the
+    other :class:`~e4gym.envs.core.EnvConfig` fields win).
 
     Raises:
         ConfigError: no ``train.json`` beside the model, or a model that cannot be read.
@@ -282,18 +286,24 @@ class TrainedPolicy:
 
     def __init__(self, path: str | Path | None = None, algo: str | None = None,
                  env_id: str = "e4gym/EarlyExitDVFS-v1", steps: int | None = None, seed: int = 0,
-                 name: str | None = None) -> None:
+                 name: str | None = None, env_kwargs: dict[str, Any] | None = None) -> None:
+        if env_kwargs is not None and not isinstance(env_kwargs, dict):
+            raise ConfigError(f"TrainedPolicy env_kwargs must be a mapping of env arguments, got {env_kwargs!r}")
         if path is None:
             if algo not in algo_names():
                 raise ConfigError(f"TrainedPolicy needs a path, or an algo to train (one of {list(algo_names())}), "
                                   f"got algo={algo!r}")
-            load_agent_config(algo, env_id)  # fail now on a missing config section
+            section = load_agent_config(algo, env_id)  # fail now on a missing config section
             self.algo, self.env_id, self.meta = algo, env_id, {}
-            self._to_train = {"steps": steps, "seed": seed}
+            self._extra_env = dict(env_kwargs or {})
+            self._to_train = {"steps": steps, "seed": seed, **({"env_kwargs": self._extra_env} if env_kwargs else {})}
             self.name = name or algo
-            self.env_kwargs: dict[str, Any] = {}
+            self.env_kwargs: dict[str, Any] = own_env_kwargs({**dict(section.get("env_kwargs") or {}),
+                                                                **self._extra_env})
             self._inner: Any = None
             return
+        if env_kwargs:
+            raise ConfigError("TrainedPolicy: env_kwargs are for training (path=None); a trained run keeps its own")
         self._to_train = None
         self._load_meta(Path(path), name)
 
@@ -314,7 +324,7 @@ class TrainedPolicy:
             raise ConfigError(f"{self.model_path} does not exist: the run in {run} did not finish")
         self.name = name or getattr(self, "name", None) or f"trained-{self.algo}"
         self.env_id = str(self.meta.get("env_id", "e4gym/EarlyExitDVFS-v1"))
-        self.env_kwargs = {}
+        self.env_kwargs = own_env_kwargs(dict(self.meta.get("env_kwargs") or {}))
         self._inner = None
 
     def _train_for(self, setup: Any) -> Path:
@@ -325,7 +335,8 @@ class TrainedPolicy:
 
         assert self._to_train is not None and self.algo is not None
         section = load_agent_config(self.algo, self.env_id)
-        kw = {**dict(section.get("env_kwargs") or {}), "device": setup.spec.name, "model": setup.profile.name,
+        kw = {**dict(section.get("env_kwargs") or {}), **self._extra_env, "device": setup.spec.name,
+              "model": setup.profile.name,
               "fps": setup.fps, "deadline_ms": setup.deadline_s * 1e3, "power_mode": setup.power_mode,
               "control_memory": setup.control_memory}
         key = json.dumps({"algo": self.algo, "env_id": self.env_id, "env_kwargs": kw, "section": section,

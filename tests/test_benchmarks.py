@@ -69,7 +69,8 @@ def test_env_speed_measures_every_env_in_one_run(capsys: pytest.CaptureFixture[s
     # The summary line repeats the frame env's and the vector env's ratios, and judges them against the targets.
     summary = re.search(r"frame env: ([\d.]+)× CartPole's step rate \(target ≥ 0\.5: (met|missed); aim 1\.0\); "
                         r"native vector env: ([\d.]+) M frames/s = ([\d.]+)× CartPole's rate \(target ≥ 10: "
-                        r"(met|missed); aim 30\); edge-cloud env: ([\d.]+)× \(target ≥ 0\.3, issue 18: (met|missed)\)", out)
+                        r"(met|missed); aim 30\); edge-cloud env: ([\d.]+)× \(target ≥ 0\.3, issue 18: "
+                        r"(met|missed)\)", out)
     assert summary, out
     frame, vector, edge_cloud = rates[names[1]] / cartpole, rates[names[6]], rates[names[4]] / cartpole
     assert _close(float(summary[1]), frame, 2) and summary[2] == ("met" if frame >= 0.5 else "missed")

@@ -257,6 +257,19 @@ def _parse_policy(item: Any, i: int, src: str) -> tuple[str, str, dict[str, Any]
     return name, label, args
 
 
+def env_options(env_id: str) -> tuple[str, ...]:
+    """The arguments an env takes besides the shared :class:`~e4gym.envs.core.EnvConfig` fields (its class's
+    ``OPTIONS``, e.g. the edge-cloud env's ``uplink``); a policy may ask for them, a scenario may not."""
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    try:
+        creator = load_env_creator(gym.spec(env_id).entry_point)  # type: ignore[arg-type]
+    except (gym.error.Error, ImportError, AttributeError, ValueError):  # reported where the id is checked
+        return ()
+    return tuple(getattr(creator, "OPTIONS", ()))
+
+
 def _build_policy_entry(name: str, label: str, args: dict[str, Any], src: str) -> tuple[PolicyEntry, Any]:
     """Build the policy once to check its arguments and read what it needs from the env; returns the entry and
     the built policy (for :func:`_check_policy_setup`)."""
@@ -268,9 +281,11 @@ def _build_policy_entry(name: str, label: str, args: dict[str, Any], src: str) -
         env_kwargs = policy_env_kwargs(policy)
     except E4gymError as exc:
         raise _rewrap(exc, f"{src}: policy '{label}'") from exc
-    bad = sorted(k for k in env_kwargs if k not in ENV_FIELDS)
+    own = env_options(env_id)
+    bad = sorted(k for k in env_kwargs if k not in ENV_FIELDS and k not in own)
     if bad:
-        raise _fail(src, f"policy '{label}' asks for unknown env argument(s) {bad}; env arguments: {list(ENV_FIELDS)}")
+        raise _fail(src, f"policy '{label}' asks for unknown env argument(s) {bad}; env arguments: "
+                    f"{[*ENV_FIELDS, *own]}")
     fingerprint = None
     model_path = args.get("path") if name == SB3 else name if name.endswith(".zip") else None
     if model_path is not None:
@@ -452,7 +467,8 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
             raise UnknownNameError(f"{src}: policy '{p.label}' runs on env '{p.env_id}', which is not registered; "
                                    f"e4gym envs: {list(e4gym.ENV_IDS)}")
         for sc in scenarios:
-            setup = setup_of({**sc.env_kwargs, **p.env_kwargs}, f"scenario {sc.name} with policy '{p.label}'")
+            shared = {k: v for k, v in p.env_kwargs.items() if k in ENV_FIELDS}  # the env's own options: at make
+            setup = setup_of({**sc.env_kwargs, **shared}, f"scenario {sc.name} with policy '{p.label}'")
             _check_policy_setup(policy, setup, src, p.label, sc.name)
     return Experiment(
         name=name, description=description, source=src, matrix_keys=keys, seeds=tuple(seeds),

@@ -179,6 +179,8 @@ class EdgeCloudDVFSEnv(StreamEnv):
     """
 
     ACTION_HEAD: ClassVar[tuple[str, int | None]] = ("offload_share", None)
+    #: The arguments it takes besides :class:`~e4gym.envs.core.EnvConfig`'s (see :class:`EdgeCloudOptions`).
+    OPTIONS: ClassVar[tuple[str, ...]] = EdgeCloudOptions.names()
 
     def __init__(self, config: EnvConfig | None = None, /, **kwargs: Any) -> None:
         own = {k: kwargs.pop(k) for k in EdgeCloudOptions.names() if k in kwargs}
