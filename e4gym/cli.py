@@ -12,6 +12,7 @@ Verbs (``e4gym VERB --help`` for each):
 * ``record``: run a multi-exit network over a video file and save a replayable trace (``.npz``);
 * ``bench``: run a matrix of scenarios × policies × seeds; tables, plots and TensorBoard runs;
 * ``sweep``: the CPU × GPU frequency sweep of one device and model, as heatmaps;
+* ``reproduce``: every claim of the seed papers against the emulator, with a verdict, in one report;
 * ``restore``: put a board back from the restore journal a killed run left (SIGKILL, OOM kill);
 * ``train``: train a stable-baselines3 agent, zTT or Ring-DVFS (from ``agents``, through the ``e4gym.cli``
   entry-point group).
@@ -270,7 +271,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-_LIGHT_VERBS = ("devices", "calibrate", "demo", "bench", "sweep", "profile-device", "restore")
+_LIGHT_VERBS = ("devices", "calibrate", "demo", "bench", "sweep", "reproduce", "profile-device", "restore")
 
 
 def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
@@ -366,10 +367,12 @@ def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profile)
 
     from e4gym.bench.cli import add_bench_parser
+    from e4gym.bench.reproduce import add_reproduce_parser
     from e4gym.bench.sweep import add_sweep_parser
 
     add_bench_parser(sub)
     add_sweep_parser(sub)
+    add_reproduce_parser(sub)
     if not torch_verbs:
         return parser
     from e4gym.dnn.train_exits import add_train_exits_parser

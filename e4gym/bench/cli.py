@@ -95,12 +95,17 @@ def _run(args: argparse.Namespace) -> int:
     print(res.report, end="")
     print(f"\noutputs in {res.out}: results.csv, results.json, report.md, plots/, tb/ "
           f"({res.ran} task(s) run, {res.reused} reused, {res.wall_s:.1f} s)")
-    if res.failures:
-        print(f"e4gym bench: {len(res.failures)} task(s) failed:", file=sys.stderr)
-        for f in res.failures:
-            print(f"  {f.describe()}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures("bench", res.failures)
+
+
+def report_failures(verb: str, failures: list) -> int:
+    """Print a run's failed tasks to stderr, one line each; the verb's exit status (1 if any failed, else 0)."""
+    if not failures:
+        return 0
+    print(f"e4gym {verb}: {len(failures)} task(s) failed:", file=sys.stderr)
+    for f in failures:
+        print(f"  {f.describe()}", file=sys.stderr)
+    return 1
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
