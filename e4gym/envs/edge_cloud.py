@@ -280,8 +280,8 @@ class EdgeCloudDVFSEnv(StreamEnv):
         """The source's next chunk, plus each frame's attention concentration and accuracy draw."""
         super()._fill()
         n, rng = self._n_buf, self.np_random
-        self._beta = (1.0 + (DEFAULT_CONCENTRATION - 1.0) * np.exp(CONCENTRATION_SPREAD * rng.standard_normal(n))
-                      ).tolist()
+        # log beta is normal (the fit's median and spread, e4gym.dnn.offload)
+        self._beta = (DEFAULT_CONCENTRATION * np.exp(CONCENTRATION_SPREAD * rng.standard_normal(n))).tolist()
         self._u = rng.random(n).tolist()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
