@@ -14,6 +14,8 @@ Verbs (``e4gym VERB --help`` for each):
 * ``sweep``: the CPU × GPU frequency sweep of one device and model, as heatmaps;
 * ``reproduce``: every claim of the seed papers against the emulator, with a verdict, in one report;
 * ``restore``: put a board back from the restore journal a killed run left (SIGKILL, OOM kill);
+* ``serve-cloud``: run a network's tail after its split block for real edge-cloud offloading (the cloud side of
+  DVFO on a real board; wire format in ``e4gym.hardware.cloud`` and docs/cloud.md);
 * ``train``: train a stable-baselines3 agent, zTT or Ring-DVFS (from ``agents``, through the ``e4gym.cli``
   entry-point group).
 """
@@ -376,12 +378,14 @@ def build_parser(torch_verbs: bool = True) -> argparse.ArgumentParser:
     if not torch_verbs:
         return parser
     from e4gym.dnn.train_exits import add_train_exits_parser
+    from e4gym.hardware.cloud_server import add_serve_cloud_parser
     from e4gym.workload.distill import add_distill_parser
     from e4gym.workload.record import add_record_parser
 
     add_train_exits_parser(sub)
     add_record_parser(sub)
     add_distill_parser(sub)
+    add_serve_cloud_parser(sub)
     # Verbs from other packages (e.g. `train` from agents/): entry points of the `e4gym.cli` group, each a
     # function that registers its sub-parser. e4gym itself never imports agents/ or baselines/.
     from importlib.metadata import entry_points
