@@ -605,7 +605,7 @@ class EENetPolicy:
 
     def _make_source(self, setup: EnvSetup) -> Callable[[], Any]:
         if self.train_workload is None:
-            return setup.make_source
+            return setup.training_source  # synthetic video, also when the env replays a trace
         from e4gym.workload.trace import TraceSource, load_trace
 
         trace = load_trace(self.train_workload)

@@ -180,7 +180,8 @@ class E4Policy:
 
     def _train_source(self, setup: Any) -> Any:
         """The factory of the streams E4 trains and calibrates on: ``train_workload`` (a trace) when given,
-        else the env's workload (synthetic video: seeds the benchmark never uses). Records their stream keys
+        else :meth:`~e4gym.envs.common.EnvSetup.training_source` (the env's synthetic video at seeds the benchmark
+        never uses; synthetic video of the network when the env replays a trace). Records their stream keys
         (:meth:`training_streams`)."""
         if self.train_workload is not None:
             from e4gym.workload.trace import TraceSource, load_trace
@@ -194,7 +195,7 @@ class E4Policy:
                 return _Recording(TraceSource(trace), self._train_keys)
         else:
             def make() -> Any:
-                return _Recording(setup.make_source(), self._train_keys)
+                return _Recording(setup.training_source(), self._train_keys)
         return make
 
     def training_streams(self) -> set[tuple]:

@@ -6,8 +6,8 @@ The format::
     description: one line            # optional, printed in the report
     env:                             # optional: env arguments every scenario shares
       episode_frames: 1000
-    matrix:                          # env arguments to vary; scenarios = every combination of the lists
-      device: [xavier-nx]
+    matrix:                          # env arguments to vary; scenarios = every combination of the lists (or a
+      device: [xavier-nx]            # list of such mappings: the union of their scenarios)
       model: [efficientnet_b0]
       fps: [30]
       deadline_ms: [null]            # null: the frame period
@@ -393,19 +393,24 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
     if "matrix" not in data:
         raise _fail(src, f"missing field 'matrix' (env arguments to vary, e.g. device: [xavier-nx]); "
                          f"allowed keys: {list(ENV_FIELDS)}")
-    matrix = data["matrix"]
-    if not isinstance(matrix, Mapping) or not matrix:
-        raise _fail(src, f"field 'matrix' must be a non-empty mapping of env arguments to lists of values, "
-                         f"got {matrix!r}")
-    _check_known(matrix, ENV_FIELDS, src, "in 'matrix'")
-    for key, values in matrix.items():
-        if not isinstance(values, list) or not values:
-            raise _fail(src, f"field 'matrix.{key}' must be a non-empty list of values, got {values!r}")
-        if key in env:
-            raise _fail(src, f"'{key}' is both in 'env' and in 'matrix'; give it in one of them")
-    for req in ("device", "model"):
-        if req not in env and req not in matrix:
-            raise _fail(src, f"no '{req}': give it in 'matrix' (e.g. {req}: [...]) or in 'env'")
+    # One matrix, or a list of them: the scenarios are the union of their products (e.g. the synthetic workload
+    # for two networks and a real-video trace for a third).
+    raw_matrix = data["matrix"]
+    matrices = raw_matrix if isinstance(raw_matrix, list) and raw_matrix else [raw_matrix]
+    for m_i, matrix in enumerate(matrices):
+        where = "'matrix'" if len(matrices) == 1 else f"'matrix[{m_i}]'"
+        if not isinstance(matrix, Mapping) or not matrix:
+            raise _fail(src, f"field {where} must be a non-empty mapping of env arguments to lists of values (or "
+                             f"'matrix' a list of such mappings), got {matrix!r}")
+        _check_known(matrix, ENV_FIELDS, src, f"in {where}")
+        for key, values in matrix.items():
+            if not isinstance(values, list) or not values:
+                raise _fail(src, f"field '{where[1:-1]}.{key}' must be a non-empty list of values, got {values!r}")
+            if key in env:
+                raise _fail(src, f"'{key}' is both in 'env' and in {where}; give it in one of them")
+        for req in ("device", "model"):
+            if req not in env and req not in matrix:
+                raise _fail(src, f"no '{req}' in {where}: give it there (e.g. {req}: [...]) or in 'env'")
 
     seeds = data.get("seeds") if seeds is None else list(seeds)
     if (not isinstance(seeds, list) or not seeds
@@ -424,7 +429,7 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
         raise _fail(src, f"duplicate policy label(s) {dup}; give each entry a unique 'label'")
 
     # Scenarios: resolve each once (unknown device/model/power mode, bad numbers), before building policies.
-    keys = tuple(matrix)
+    keys = tuple(dict.fromkeys(k for m in matrices for k in m))
     scenarios: list[Scenario] = []
     setups: dict[str, Any] = {}
 
@@ -440,8 +445,8 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
                 raise _fail(src, f"{where}: {exc}") from exc
         return setups[key]
 
-    for combo in itertools.product(*(matrix[k] for k in keys)):
-        params = dict(zip(keys, combo))
+    combos = [dict(zip(tuple(m), combo)) for m in matrices for combo in itertools.product(*m.values())]
+    for params in combos:
         kwargs = {**env, **params}
         if frames is not None:
             kwargs["episode_frames"] = frames

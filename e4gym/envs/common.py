@@ -110,6 +110,15 @@ class EnvSetup:
             return TraceSource(w)
         return SyntheticVideo.from_profile(self.profile, fps=self.fps, **self.workload_kwargs)
 
+    def training_source(self) -> FrameSource:
+        """A new frame source a policy may train or calibrate on by default: the env's own workload when it is
+        synthetic video or a user's FrameSource (their other seeds never meet the benchmark's), and synthetic video
+        of the same network when the env replays a trace (its frames are the ones it will be scored on; a policy
+        that should learn from recorded frames takes another trace, ``train_workload=``)."""
+        if isinstance(self.workload, Trace):
+            return SyntheticVideo.from_profile(self.profile, fps=self.fps)
+        return self.make_source()
+
 
 def _show(value: object, limit: int = 200) -> str:
     """``repr(value)`` on one line (NumPy wraps long arrays over several), cut to ``limit`` characters."""

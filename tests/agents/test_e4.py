@@ -364,13 +364,17 @@ def _trace(path, seed: int):
 
 
 def test_e4_is_never_scored_on_the_trace_it_trained_on(tmp_path):
-    """Finding 7: on a trace workload E4 trained its cascade and λ on the very video it was scored on; now the
-    harness refuses that, and a separate training trace (or a split) is the way out."""
+    """Finding 7: on a trace workload E4 trained its cascade and λ on the very video it was scored on. Now it
+    trains on synthetic video of the network by default (EnvSetup.training_source), the harness refuses a policy
+    trained on the scored trace, and a separate training trace (or a split) is the way to learn from recordings."""
     scored, other = _trace(tmp_path / "scored.npz", 1), _trace(tmp_path / "train.npz", 2)
     kw = {"train_frames": 300, "train_streams": 2, "train_epochs": 1}
     env = gym.make("e4gym/EarlyExitDVFS-v1", device="xavier-nx", workload=str(scored), episode_frames=30)
     with pytest.raises(ConfigError, match="overlaps the stream it trained on"):
-        run_episode(E4Policy(**kw), env, seed=0)
+        run_episode(E4Policy(train_workload=str(scored), **kw), env, seed=0)
+    default = E4Policy(**kw)
+    assert len(run_episode(default, env, seed=0)) == 30
+    assert {k[0] for k in default.training_streams()} == {"synthetic"}
     pol = E4Policy(train_workload=str(other), **kw)
     assert len(run_episode(pol, env, seed=0)) == 30
     assert {k[0] for k in pol.training_streams()} == {"trace"}

@@ -161,12 +161,16 @@ def _trace(path, seed: int, frames: int = 600):
 
 
 def test_refused_on_its_own_training_stream(tmp_path) -> None:
-    """On a trace workload EENet trained on that trace: the harness's check refuses the episode; trained on
-    another trace it runs, and it names both halves (train, validation) of that trace as its streams."""
+    """Trained on the scored trace, the harness's check refuses the episode; by default on a trace workload it
+    trains on synthetic video of the network; trained on another trace it runs, and it names both halves (train,
+    validation) of that trace as its streams."""
     scored, other = _trace(tmp_path / "scored.npz", 1), _trace(tmp_path / "train.npz", 2)
     kw = {"clocks": "max", "train_steps": 20}
     with pytest.raises(ConfigError, match="overlaps the stream it trained on"):
-        _episode(EENetPolicy(**kw), seed=0, frames=20, workload=str(scored))
+        _episode(EENetPolicy(train_workload=str(scored), **kw), seed=0, frames=20, workload=str(scored))
+    default = EENetPolicy(train_streams=2, train_frames=300, **kw)
+    assert len(_frames(_episode(default, seed=0, frames=20, workload=str(scored)))) == 20
+    assert {k[0] for k in default.training_streams()} == {"synthetic"}
     pol = EENetPolicy(train_workload=str(other), **kw)
     assert len(_frames(_episode(pol, seed=0, frames=20, workload=str(scored)))) == 20
     keys = pol.training_streams()

@@ -429,6 +429,12 @@ BAD_CONFIGS = [
     (config(matrix={"device": [], "model": ["efficientnet_b0"]}), ConfigError, "'matrix.device' must be a non-empty"),
     (config(matrix={"device": "xavier-nx", "model": ["efficientnet_b0"]}), ConfigError, "non-empty list"),
     (config(matrix={"model": ["efficientnet_b0"]}), ConfigError, "no 'device'"),
+    (config(matrix=[{"device": ["xavier-nx"], "model": ["efficientnet_b0"]}, {"model": ["mobilenet_v2"]}]),
+     ConfigError, "no 'device' in 'matrix[1]'"),
+    (config(matrix=[{"device": ["xavier-nx"], "model": ["efficientnet_b0"]}, {"device": [], "model": ["x"]}]),
+     ConfigError, "'matrix[1].device' must be a non-empty list"),
+    (config(matrix=[{"device": ["xavier-nx"], "model": ["efficientnet_b0"]}, 3]), ConfigError,
+     "field 'matrix[1]' must be a non-empty mapping"),
     (config(env={"fps": 30}, matrix={"device": ["xavier-nx"], "model": ["efficientnet_b0"], "fps": [30]}),
      ConfigError, "'fps' is both in 'env' and in 'matrix'"),
     (config(seeds=[]), ConfigError, "'seeds' must be a non-empty list"),
@@ -486,6 +492,19 @@ def test_broken_entry_point_fails_only_configs_that_use_it(tmp_path, monkeypatch
     with pytest.raises(ConfigError, match=r"policy 'broken' is registered \(no_such_pkg_xyz.mod:Policy\) but cannot"):
         load_experiment(config(policies=["performance", "broken"]))
     assert len(load_experiment(config(policies=["performance"])).policies) == 1
+
+
+def test_a_list_of_matrices_is_the_union_of_their_scenarios() -> None:
+    exp = load_experiment(config(matrix=[
+        {"device": ["xavier-nx", "orin-nx"], "model": ["efficientnet_b0"], "fps": [30]},
+        {"device": ["xavier-nx"], "model": ["efficientnet_lite0"], "workload": ["clip:bikes"]},
+    ]))
+    assert [sc.name for sc in exp.scenarios] == ["xavier-nx_efficientnet_b0_30fps", "orin-nx_efficientnet_b0_30fps",
+                                               "xavier-nx_efficientnet_lite0_workload-clip-bikes"]
+    assert exp.matrix_keys == ("device", "model", "fps", "workload")
+    assert exp.scenarios[-1].fps == 25.0  # the trace's rate
+    with pytest.raises(ConfigError, match="same name"):
+        load_experiment(config(matrix=[{"device": ["xavier-nx"], "model": ["efficientnet_b0"]}] * 2))
 
 
 def test_shipped_configs_validate() -> None:

@@ -117,15 +117,21 @@ def test_fps_auto_and_a_tight_deadline_follow_the_network_on_each_board() -> Non
                                     "workload": ["clip:bikes"]}, "seeds": [0], "policies": ["default"]})
 
 
-def test_the_suite_config_is_every_board_and_both_networks_at_ten_seeds() -> None:
+def test_the_suite_config_is_every_board_and_both_networks_and_real_video_at_ten_seeds() -> None:
     from e4gym.bench.config import load_experiment
     from e4gym.bench.score import strict_oracle_label
     from e4gym.hardware.spec import available_devices
 
     exp = load_experiment("suite-v1")
-    assert {sc.device for sc in exp.scenarios} == set(available_devices())
-    assert {sc.model for sc in exp.scenarios} == {"efficientnet_b0", "mobilenet_v2"}
-    assert len(exp.scenarios) == 2 * 2 * len(available_devices()) and len(exp.seeds) >= 10
+    synthetic = [sc for sc in exp.scenarios if "workload" not in sc.params]
+    real = [sc for sc in exp.scenarios if sc.params.get("workload") == "clip:bikes"]
+    assert {sc.device for sc in synthetic} == set(available_devices())
+    assert {sc.model for sc in synthetic} == {"efficientnet_b0", "mobilenet_v2"}
+    assert len(synthetic) == 2 * 2 * len(available_devices()) and len(exp.seeds) >= 10
+    # Real video wherever the full Lite0 fits the clip's 40 ms period with 50 % headroom (not the Nano).
+    assert {sc.model for sc in real} == {"efficientnet_lite0"} and len(real) == len(available_devices()) - 1
+    assert "jetson-nano" not in {sc.device for sc in real} and {sc.fps for sc in real} == {25.0}
+    assert len(exp.scenarios) == len(synthetic) + len(real)
     assert strict_oracle_label(exp.policies) == "oracle-strict" and "default" in [p.label for p in exp.policies]
 
 
