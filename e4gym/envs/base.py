@@ -378,6 +378,24 @@ class StreamEnv(gym.Env):
             **self._rails(getattr(sensors, "rails_w", ())),
         }
 
+    def _frame_rails(self, info: dict[str, Any], run: Any, idle: Any) -> None:
+        """Put into ``info`` the rails (``power_<rail>_w``, W) the power monitor read over a frame's run and its idle
+        wait (time-weighted); nothing when the backend has no rails."""
+        rk = self.rail_keys
+        if not rk:
+            return
+        rails = run.rails_w
+        if len(rails) != len(rk):
+            info.update(self._rails(rails))
+        elif idle is not None and idle.latency_s > 0.0:
+            t1, t2, ir = run.latency_s, idle.latency_s, idle.rails_w
+            w = 1.0 / (t1 + t2)
+            for i, key in enumerate(rk):
+                info[key] = F64((rails[i] * t1 + ir[i] * t2) * w)
+        else:
+            for key, v in zip(rk, rails):
+                info[key] = F64(v)
+
     def _rails(self, rails_w: tuple[float, ...]) -> dict[str, Any]:
         """``{power_<rail>_w: W}`` for the backend's rails (0 W where the backend gave no reading)."""
         keys = self.rail_keys

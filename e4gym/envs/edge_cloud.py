@@ -387,14 +387,7 @@ class EdgeCloudDVFSEnv(StreamEnv):
         }
         for key, v in terms.items():
             info[key] = F64(v)
-        rk = self.rail_keys
-        if rk:  # the rails the power monitor read over the frame's run
-            rails = m.rails_w
-            if len(rails) == len(rk):
-                for key, v in zip(rk, rails):
-                    info[key] = F64(v)
-            else:
-                info.update(self._rails(rails))
+        self._frame_rails(info, m, idle)
         return self._obs(after), reward, False, k + 1 >= s.episode_frames, info
 
     def profiling_run(self, exit: int, levels: Any) -> Any:

@@ -256,19 +256,7 @@ class EarlyExitDVFSEnv(StreamEnv):
         }
         for key, v in terms.items():
             info[key] = F64(v)
-        rk = self.rail_keys
-        if rk:  # the rails the power monitor read over the frame's run and idle wait (W)
-            rails = m.rails_w
-            if len(rails) != len(rk):
-                info.update(self._rails(rails))
-            elif idle is not None and idle.latency_s > 0.0:
-                t1, t2, ir = m.latency_s, idle.latency_s, idle.rails_w
-                w = 1.0 / (t1 + t2)
-                for i, key in enumerate(rk):
-                    info[key] = F64((rails[i] * t1 + ir[i] * t2) * w)
-            else:
-                for key, v in zip(rk, rails):
-                    info[key] = F64(v)
+        self._frame_rails(info, m, idle)
         return self._obs(after), reward, False, k + 1 >= s.episode_frames, info
 
     def render(self) -> str | None:
