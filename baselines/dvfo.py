@@ -33,13 +33,15 @@ SWEEP_LEVELS = 4
 
 
 class _EdgeCloudPolicy:
-    """A fixed action on the edge-cloud env; subclasses set the share and the env arguments."""
+    """A fixed action on the edge-cloud env: offload share index ``share`` at the top clock levels (subclasses may
+    choose levels), with the env arguments ``env_kwargs``."""
 
     clairvoyant = False
     env_id = EDGE_CLOUD_ENV_ID
 
-    def __init__(self, name: str, env_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, share: int, env_kwargs: dict[str, Any] | None = None) -> None:
         self.name = name
+        self.share = share
         self.env_kwargs = dict(env_kwargs or {})
         self._action: np.ndarray | None = None
 
@@ -48,15 +50,12 @@ class _EdgeCloudPolicy:
         mx = context.setup.max_levels
         return [mx[0], mx[1], mx[2]] if context.setup.control_memory else [mx[0], mx[1]]
 
-    def _share_index(self, context: PolicyContext) -> int:
-        raise NotImplementedError
-
     def bind(self, context: PolicyContext) -> None:
         """Build the fixed action for the env's device."""
         if context.action_names[0] != "offload_share":
             raise ConfigError(f"{self.name} runs on {EDGE_CLOUD_ENV_ID} (its action starts with offload_share), got "
                               f"an env whose actions are {list(context.action_names)}")
-        self._action = np.array([self._share_index(context), *self._levels(context)], dtype=np.int64)
+        self._action = np.array([self.share, *self._levels(context)], dtype=np.int64)
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
@@ -73,10 +72,7 @@ class EdgeOnlyPolicy(_EdgeCloudPolicy):
     """Edge-only inference at the board's default governors (DVFO's "edge-only" baseline)."""
 
     def __init__(self) -> None:
-        super().__init__("edge-only", {"governors": "default"})
-
-    def _share_index(self, context: PolicyContext) -> int:
-        return 0
+        super().__init__("edge-only", 0, {"governors": "default"})
 
 
 class CloudOnlyPolicy(_EdgeCloudPolicy):
@@ -84,10 +80,7 @@ class CloudOnlyPolicy(_EdgeCloudPolicy):
     default governors (DVFO's "cloud-only" baseline)."""
 
     def __init__(self) -> None:
-        super().__init__("cloud-only", {"split_block": -1, "governors": "default"})
-
-    def _share_index(self, context: PolicyContext) -> int:
-        return 1
+        super().__init__("cloud-only", 1, {"split_block": -1, "governors": "default"})
 
 
 class StaticOffloadPolicy(_EdgeCloudPolicy):
@@ -98,12 +91,9 @@ class StaticOffloadPolicy(_EdgeCloudPolicy):
         for key, v in (("share", share), ("cpu_level", cpu_level), ("gpu_level", gpu_level)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ConfigError(f"static_offload: {key} must be an integer index >= 0, got {v!r}")
-        super().__init__(name or f"static_offload(share={share}, cpu={cpu_level}, gpu={gpu_level}, emc={emc_level})")
-        self.share, self.cpu_level, self.gpu_level, self.emc_level = int(share), int(cpu_level), int(gpu_level), \
-            emc_level
-
-    def _share_index(self, context: PolicyContext) -> int:
-        return self.share
+        super().__init__(name or f"static_offload(share={share}, cpu={cpu_level}, gpu={gpu_level}, emc={emc_level})",
+                         int(share))
+        self.cpu_level, self.gpu_level, self.emc_level = int(cpu_level), int(gpu_level), emc_level
 
     def _levels(self, context: PolicyContext) -> list[int]:
         mx = context.setup.max_levels
@@ -164,16 +154,18 @@ class BestStaticOffloadPolicy(StaticOffloadPolicy):
             grid[2] = [mx[2]]
         settings = [(i, c, g, e) for i in range(len(env.shares)) for c in grid[0] for g in grid[1] for e in grid[2]]
         seeds = [CALIBRATION_SEED + k for k in range(self.episodes)]
-        streams: list[tuple] = []
+        streams = []
+        for seed in seeds:
+            env.reset(seed=seed)
+            streams.append(env.stream_key())
         rows = []
         for setting in settings:
+            action = np.array(setting)
             energy = missed = correct = 0.0
             for seed in seeds:
                 env.reset(seed=seed)
-                if len(streams) < len(seeds):
-                    streams.append(env.stream_key())
                 for _ in range(self.frames):
-                    info = env.step(np.array(setting))[4]
+                    info = env.step(action)[4]
                     energy += float(info["energy_j"])
                     missed += bool(info["deadline_missed"])
                     correct += bool(info["correct"])
@@ -186,12 +178,16 @@ class BestStaticOffloadPolicy(StaticOffloadPolicy):
         return best[0], {"share_index": best[0][0], "cpu_level": best[0][1], "gpu_level": best[0][2],
                          "emc_level": best[0][3], "settings": len(settings),
                          "frames": self.frames * len(seeds) * len(settings),
+                         # what the sweep would cost a real board, streaming at the scenario's rate (s)
+                         "board_s": self.frames * len(seeds) * len(settings) * s.period_s,
                          "feasible": len(ok), "energy_j": best[1], "miss_rate": best[2], "accuracy": best[3],
                          "reference_energy_j": reference[1], "streams": streams,
                          "met_constraints": bool(ok) and math.isfinite(best[1])}
 
     def stats(self) -> dict[str, float]:
-        """The sweep's size and outcome (settings, frames run, feasible settings, the chosen one's figures)."""
+        """The sweep's size, its board time (``sweep_board_s``: the frames at the stream's rate; it runs offline,
+        before the episode, and is not in the episode's figures) and outcome (feasible settings, the chosen one's
+        figures)."""
         return {f"sweep_{k}": float(v) for k, v in self.sweep.items() if isinstance(v, (int, float, bool))}
 
     def __repr__(self) -> str:

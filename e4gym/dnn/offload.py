@@ -136,7 +136,9 @@ class SplitPlan:
         shares: the offload shares, increasing from 0 to 1.
         split_shape: shape of what is split (the block's output, or the input).
         edge: per share, the edge's work (the head to the split, attention and quantisation when it offloads,
-            the kept share of the tail). cloud: per share, the cloud's work (``None`` at share 0).
+            the kept share of the tail). to_send: per share, the part of it done before the send can start (the
+            head, attention and quantisation; ``None`` at share 0). cloud: per share, the cloud's work (``None`` at
+            share 0).
         tx_bytes: per share, bytes sent over the uplink (B).
     """
 
@@ -145,6 +147,7 @@ class SplitPlan:
     shares: tuple[float, ...]
     split_shape: tuple[int, ...] = field(init=False)
     edge: tuple[Work, ...] = field(init=False)
+    to_send: tuple[Work | None, ...] = field(init=False)
     cloud: tuple[Work | None, ...] = field(init=False)
     tx_bytes: tuple[float, ...] = field(init=False)
 
@@ -166,7 +169,7 @@ class SplitPlan:
                               f"with `e4gym profile`")
         elements = float(math.prod(shape))
         per_element = INPUT_BYTES_PER_ELEMENT if self.split < 0 else FEATURE_BYTES_PER_ELEMENT
-        edge, cloud, tx = [], [], []
+        edge, to_send, cloud, tx = [], [], [], []
         tag = f"{p.name}/split{self.split}"
         for s in shares:
             blocks = list(head)
@@ -174,6 +177,7 @@ class SplitPlan:
                 blocks += [attention_cost(shape), quantise_cost(s * elements)]
             elif s > 0.0:  # the input: JPEG-encode it (a quantisation-sized kernel on the raw pixels)
                 blocks += [quantise_cost(elements)]
+            to_send.append(ModelProfile._work(f"{tag}/to-send/share{s:g}", blocks) if s > 0 else None)
             if s < 1.0:
                 blocks += [_scaled(b, 1.0 - s) for b in tail]
             edge.append(ModelProfile._work(f"{tag}/edge/share{s:g}", blocks))
@@ -182,5 +186,6 @@ class SplitPlan:
             tx.append(s * elements * per_element)
         object.__setattr__(self, "split_shape", shape)
         object.__setattr__(self, "edge", tuple(edge))
+        object.__setattr__(self, "to_send", tuple(to_send))
         object.__setattr__(self, "cloud", tuple(cloud))
         object.__setattr__(self, "tx_bytes", tuple(tx))

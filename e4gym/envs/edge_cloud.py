@@ -205,19 +205,12 @@ class EdgeCloudDVFSEnv(StreamEnv):
                               for w in plan.cloud)
         # Per share, then CPU, GPU and EMC level: the share of the edge's run done before the send can start (the
         # head to the split, the attention and the quantisation), from the analytic cost tables.
-        head = [*s.profile.blocks[: split + 1]]
         epw = power_table(s.spec)
         fractions = []
-        for i, w in enumerate(plan.edge):
-            n_head = len(head) + (2 if split >= 0 and plan.shares[i] > 0 else 1 if plan.shares[i] > 0 else 0)
-            if plan.shares[i] == 0.0:
-                fractions.append(None)
-                continue
-            head_w = type(w)(key=w.key + "/to-send", names=w.names[:n_head], flops=w.flops[:n_head],
-                             param_bytes=w.param_bytes[:n_head], activation_bytes=w.activation_bytes[:n_head],
-                             kernels=w.kernels[:n_head])
-            full = cost_table(s.spec, w, epw).latency_s
-            fractions.append((cost_table(s.spec, head_w, epw).latency_s / full).reshape(s.spec.n_levels).tolist())
+        for w, first in zip(plan.edge, plan.to_send):
+            fractions.append(None if first is None else (cost_table(s.spec, first, epw).latency_s
+                                                         / cost_table(s.spec, w, epw).latency_s
+                                                         ).reshape(s.spec.n_levels).tolist())
         self._send_fraction = tuple(fractions)
         self.radio: RadioPower = opts.radio if isinstance(opts.radio, RadioPower) else RADIO_PROFILES[opts.radio]
         #: The uplink's trace when it is fixed (a rate, a CSV, a trace); None: a synthetic trace per episode.

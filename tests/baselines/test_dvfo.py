@@ -113,6 +113,8 @@ def test_the_baselines_run_through_the_benchmark_harness(tmp_path) -> None:
     rows = {r["label"]: r for r in res.rows}
     assert {r["env_id"] for r in rows.values()} == {EDGE_CLOUD_ENV_ID}
     assert rows["best_static_offload"]["sweep_settings"] == 11 * 2 * 2 * 2
+    # The sweep's board time is reported: its frames at the stream's 20 fps.
+    assert rows["best_static_offload"]["sweep_board_s"] == pytest.approx(11 * 2 * 2 * 2 * 30 / 20)
     bad = dict(cfg, policies=[{"name": "static_offload", "args": {"share": 1, "cpu_level": 0, "gpu_level": 0,
                                                                    "bogus": 1}}])
     with pytest.raises(ConfigError):

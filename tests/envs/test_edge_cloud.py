@@ -216,7 +216,9 @@ def test_split_plan_and_default_split() -> None:
     j = default_split(prof)
     assert prof.blocks[j].output_shape == (80, 14, 14)  # the smallest map within the first 60 % of the FLOPs
     plan = SplitPlan(prof, j, (0.0, 0.5, 1.0))
-    assert plan.cloud[0] is None and plan.tx_bytes[0] == 0.0
+    assert plan.cloud[0] is None and plan.tx_bytes[0] == 0.0 and plan.to_send[0] is None
+    # The send starts after the head, the attention and the quantisation: a prefix of the edge's work.
+    assert plan.to_send[1].names == plan.edge[1].names[:j + 3] and plan.to_send[2].names == plan.edge[2].names
     assert plan.edge[2].total_flops < plan.edge[1].total_flops < plan.edge[0].total_flops + 1e6
     assert plan.cloud[1].total_flops == pytest.approx(plan.cloud[2].total_flops / 2)
 
