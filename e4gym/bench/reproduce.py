@@ -921,14 +921,14 @@ def plot_fig1(sweep: SweepResult, path: Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from e4gym.bench.sweep import MARKERS, _panel
+    from e4gym.bench.sweep import MARKERS, heatmap_panel
 
     r = sweep
     top = (len(r.cpu_hz) - 1, len(r.gpu_hz) - 1)
     fig = Figure(figsize=(12.5, 6.0), dpi=110, layout="constrained")
     axes = fig.subplots(1, 2)
-    _panel(axes[0], r.latency_s * 1e3, "Latency per frame", "latency (ms)", "viridis", r, hatch=False)
-    _panel(axes[1], r.run_power_w, "Board power while running", "board power (W)", "magma", r, hatch=False)
+    heatmap_panel(axes[0], r.latency_s * 1e3, "Latency per frame", "latency (ms)", "viridis", r, hatch=False)
+    heatmap_panel(axes[1], r.run_power_w, "Board power while running", "board power (W)", "magma", r, hatch=False)
     fig.suptitle(f"E4 Fig. 1 on the emulator: {r.device_name}, EfficientNet-B0, batch 1. Top clocks: "
                  f"{r.latency_s[top] * 1e3:.1f} ms at {r.run_power_w[top]:.2f} W (paper: about 30 ms, 8.6 W)",
                  fontsize=11)

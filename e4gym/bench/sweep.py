@@ -583,8 +583,8 @@ def _log_ticks(lo: float, hi: float, n: int = 7) -> list[float]:
     return ticks
 
 
-def _panel(ax: Axes, data: np.ndarray, title: str, unit: str, cmap: str, result: SweepResult,
-           hatch: bool, mark_min_energy: bool = False, clip_ratio: float | None = None) -> None:
+def heatmap_panel(ax: Axes, data: np.ndarray, title: str, unit: str, cmap: str, result: SweepResult,
+                  hatch: bool, mark_min_energy: bool = False, clip_ratio: float | None = None) -> None:
     """One heatmap of ``data`` over (CPU level rows, GPU level columns) with the markers and the deadline.
 
     ``clip_ratio``: saturate the colour scale at ``clip_ratio × min`` (linear scale) so the structure near the
@@ -653,11 +653,11 @@ def plot_heatmaps(result: SweepResult, path: str | os.PathLike[str]) -> None:
     power_label = "average power over the frame period" if r.mode == "streaming" else "average power while running"
     fig = Figure(figsize=(17.5, 6.2), dpi=120, layout="constrained")
     axes = fig.subplots(1, 3)
-    _panel(axes[0], r.latency_s * 1e3, "Latency per launch (model)" if r.batch > 1 else "Latency per frame (model)",
-           "latency (ms)", "viridis", r, hatch=False)
-    _panel(axes[1], r.power_w, power_label.capitalize() + " (model)", "board power (W)", "magma", r, hatch=False)
-    _panel(axes[2], r.energy_j * 1e3, f"Energy per {unit} (model)", f"energy per {unit} (mJ)", "cividis", r, hatch=True,
-           mark_min_energy=True, clip_ratio=ENERGY_CLIP_RATIO)
+    latency_title = "Latency per launch (model)" if r.batch > 1 else "Latency per frame (model)"
+    heatmap_panel(axes[0], r.latency_s * 1e3, latency_title, "latency (ms)", "viridis", r, hatch=False)
+    heatmap_panel(axes[1], r.power_w, power_label.capitalize() + " (model)", "board power (W)", "magma", r, hatch=False)
+    heatmap_panel(axes[2], r.energy_j * 1e3, f"Energy per {unit} (model)", f"energy per {unit} (mJ)", "cividis", r,
+                  hatch=True, mark_min_energy=True, clip_ratio=ENERGY_CLIP_RATIO)
     fig.suptitle(describe(r), fontsize=12)
     if not math.isfinite(r.deadline_s):
         best = "best pair (lowest energy)"

@@ -559,25 +559,16 @@ class Uplink:
         self.prior_bps = float(prior_bps)
         self.prior_rtt_s = float(prior_rtt_s)
         self._has_tail = self.radio.tail_s > 0.0 and self.radio.tail_power_w > 0.0
-        self._known: deque[tuple[float, float, float]] = deque(maxlen=self.HISTORY)  # (known_at_s, bps, rtt_s)
-        self._free_s = 0.0  # when the link has sent everything queued so far
-        self._sent_any = False
-        self._in_order = True  # the records became known in the order they were sent
-        self._sent = 0  # transfers sent
-        # The estimate, kept up to date while queries move forward in time (records in order): how many transfers
-        # are acknowledged, the inverse throughputs of the last `window` of them, the estimate, the last query time.
-        self._acked = 0
-        self._window_inv: deque[float] = deque(maxlen=self.window)  # 1 / throughput (s/bit), oldest first
-        self._window_num: deque[int] = deque(maxlen=self.window)  # their transfer numbers
-        self._estimate = self.prior_bps
-        self._last_query_s = 0.0
+        #: The transfers' records: (known_at_s, bit/s, rtt_s, s/bit), oldest first.
+        self._known: deque[tuple[float, float, float, float]] = deque(maxlen=self.HISTORY)
+        self.reset()
 
     def reset(self) -> None:
         """Forget every transfer (a new episode on the same trace)."""
         self._known.clear()
-        self._free_s = 0.0
+        self._free_s = 0.0  # when the link has sent everything queued so far
         self._sent_any = False
-        self._in_order = True
+        self._in_order = True  # the records became known in the order they were sent
         self._sent = 0  # transfers sent
         # The estimate, kept up to date while queries move forward in time (records in order): how many transfers
         # are acknowledged, the inverse throughputs of the last `window` of them, the estimate, the last query time.

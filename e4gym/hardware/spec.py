@@ -402,6 +402,26 @@ DEVICE_ALIASES: dict[str, str] = {
 }
 
 
+def _catalogue_path(name_or_path: str | Path, folder: str, kind: str, aliases: dict[str, str] | None = None) -> Path:
+    """The YAML of ``name_or_path``: a path ending in ``.yaml``/``.yml`` as given, else ``configs/<folder>/<name>.yaml``
+    (after ``aliases``).
+
+    Raises:
+        UnknownNameError: no such name in the folder; the message lists the known names (and aliases).
+    """
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    name = (aliases or {}).get(str(name_or_path), str(name_or_path))
+    path = config_dir() / folder / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (config_dir() / folder).glob("*.yaml"))
+        extra = f", aliases: {aliases}" if aliases else ""
+        raise UnknownNameError(f"unknown {kind} '{name_or_path}'; known {kind}s: {known}{extra} (or pass a path to "
+                               f"a {kind} YAML)")
+    return path
+
+
 def load_device(name_or_path: str | Path) -> DeviceSpec:
     """Load a device by name (``xavier-nx``), alias (``nano``, see :data:`DEVICE_ALIASES`) or YAML path.
 
@@ -413,15 +433,7 @@ def load_device(name_or_path: str | Path) -> DeviceSpec:
     """
     if isinstance(name_or_path, DeviceSpec):
         return name_or_path
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        name = DEVICE_ALIASES.get(str(name_or_path), str(name_or_path))
-        path = config_dir() / "devices" / f"{name}.yaml"
-        if not path.exists():
-            raise UnknownNameError(
-                f"unknown device '{name_or_path}'; known devices: {available_devices()}, aliases: "
-                f"{DEVICE_ALIASES} (or pass a path to a device YAML)"
-            )
+    path = _catalogue_path(name_or_path, "devices", "device", DEVICE_ALIASES)
     try:
         mtime = path.stat().st_mtime
     except OSError as exc:
@@ -454,10 +466,4 @@ def load_server(name_or_path: str | Path) -> DeviceSpec:
     """
     if isinstance(name_or_path, DeviceSpec):
         return name_or_path
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = config_dir() / "servers" / f"{name_or_path}.yaml"
-        if not path.exists():
-            raise UnknownNameError(f"unknown cloud server '{name_or_path}'; known servers: {available_servers()} "
-                                   f"(or pass a path to a server YAML)")
-    return load_device(path)
+    return load_device(_catalogue_path(name_or_path, "servers", "cloud server"))
