@@ -215,6 +215,8 @@ def serve(
         raise ConfigError(f"max_frames must be an integer >= 1 or None, got {max_frames!r}")
     if not (math.isfinite(idle_timeout_s) and idle_timeout_s > 0):
         raise ConfigError(f"idle_timeout_s must be > 0 s, got {idle_timeout_s}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"port must be an integer in 0..65535 (0: a free one), got {port!r}")
     announce = announce or (lambda line: print(line, flush=True))
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     parent = os.getppid()

@@ -478,3 +478,10 @@ def test_transfer_times_follow_the_shaped_bandwidth(netns_pair, tmp_path):
     ratio = results[1][:, 2] / results[4][:, 2]
     assert np.all((ratio > 4 * 0.7) & (ratio < 4 * 1.3)), f"1 vs 4 Mbit/s send ratios {ratio}\n" + "\n".join(report)
     print("\n".join(report))
+
+
+def test_serve_refuses_a_port_outside_the_range_in_one_line() -> None:
+    from e4gym.hardware.cloud_server import serve
+
+    with pytest.raises(ConfigError, match=r"port must be an integer in 0\.\.65535"):
+        serve("127.0.0.1", -1, "efficientnet_lite0")
