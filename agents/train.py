@@ -269,6 +269,10 @@ class TrainedPolicy:
         env_kwargs: env arguments over the agent config's ``env_kwargs`` when training (e.g. ``{"concurrent":
             false}`` for DVFO without its concurrent decisions).
         name: display name (default ``trained-<algo>``).
+        train_seeds: how many models to train per scenario (``path=None`` only). With ``n > 1`` the benchmark
+            episode of seed ``k`` is run by the model trained with seed ``seed + k mod n`` (the harness calls
+            :meth:`for_task_seed`), so the interval over a benchmark's seeds includes the spread of training, not
+            only that of the evaluation streams. Each model is cached on its own.
 
     The model is served by its algorithm's policy (:attr:`agents.algos.AlgoSpec.policy`): for SB3 models the
     config's action wrapper maps the model's action to the env's (e.g. a ``Discrete`` index back to
@@ -286,9 +290,15 @@ class TrainedPolicy:
 
     def __init__(self, path: str | Path | None = None, algo: str | None = None,
                  env_id: str = "e4gym/EarlyExitDVFS-v1", steps: int | None = None, seed: int = 0,
-                 name: str | None = None, env_kwargs: dict[str, Any] | None = None) -> None:
+                 name: str | None = None, env_kwargs: dict[str, Any] | None = None, train_seeds: int = 1) -> None:
         if env_kwargs is not None and not isinstance(env_kwargs, dict):
             raise ConfigError(f"TrainedPolicy env_kwargs must be a mapping of env arguments, got {env_kwargs!r}")
+        if isinstance(train_seeds, bool) or not isinstance(train_seeds, int) or train_seeds < 1:
+            raise ConfigError(f"TrainedPolicy train_seeds must be an integer >= 1 (models per scenario), got "
+                              f"{train_seeds!r}")
+        if train_seeds > 1 and path is not None:
+            raise ConfigError("TrainedPolicy train_seeds applies when it trains (path=None), not to a given model")
+        self.train_seeds, self._base_seed = train_seeds, int(seed)
         if path is None:
             if algo not in algo_names():
                 raise ConfigError(f"TrainedPolicy needs a path, or an algo to train (one of {list(algo_names())}), "
@@ -352,6 +362,12 @@ class TrainedPolicy:
                       resume=bool(list((run / "checkpoints").glob("ckpt_*"))) if run.exists() else False,
                       progress=False)
         return run
+
+    def for_task_seed(self, seed: int) -> None:
+        """Called by the harness with the benchmark episode's seed before :meth:`bind`: with ``train_seeds > 1``,
+        pick the model trained with seed ``seed + task seed mod train_seeds``."""
+        if self._to_train is not None and self.train_seeds > 1:
+            self._to_train["seed"] = self._base_seed + int(seed) % self.train_seeds
 
     def training_streams(self) -> set[tuple]:
         """The stream keys the agent trained and was evaluated on (the run's ``streams.jsonl``; empty for a run

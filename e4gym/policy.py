@@ -14,7 +14,10 @@ reaches into the env's internals, and only a policy that declares ``clairvoyant 
 (:meth:`PolicyContext.upcoming_frame`); the harness reports such policies as bounds, not as deployable.
 
 Policies that need the board to run kernel governors (the Linux defaults) say so with an ``env_kwargs``
-attribute (e.g. ``{"governors": "default"}``); the harness builds their env with those arguments.
+attribute (e.g. ``{"governors": "default"}``); the harness builds their env with those arguments. A policy with a
+``for_task_seed(seed)`` method is told the benchmark episode's seed before ``bind`` (a learned agent trained with
+several seeds picks the model of that seed, so a benchmark's interval covers the spread of training); the seed
+says nothing about the episode's frames.
 
 What a policy sees is what a controller on a real board could see: before the first step of an episode
 ``context.last_info`` is the env's reset ``info`` (the sensors at reset; ``exit`` and ``frame`` are -1), then

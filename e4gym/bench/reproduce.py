@@ -26,10 +26,12 @@ says that it is not a headline result. The full run's figures are means over the
 confidence intervals (Student's t over seeds).
 
 **Claims** (:data:`CLAIMS`) are entries of one registry: each names its source (paper, figure or section, the
-published numbers), the evidence it needs (``bench``, ``dutt``, ``sweep``), a function that computes the emulated
-figure from that evidence (per seed, so that it has a confidence interval), and a verdict rule (:class:`Range`,
-:class:`Point`, :class:`Above`). Adding a claim is adding one :class:`Claim` to :data:`CLAIMS`; methods whose
-claims are not checked yet (DVFO, BCEdge) are listed in :data:`NOT_BUILT` and named in the report.
+published numbers), the evidence it needs (``bench``: the E4 experiment; ``dvfo``: DVFO's, ``configs/experiments/
+dvfo.yaml``, run into ``OUT/bench-dvfo``; ``dutt``, ``sweep``), a function that computes the emulated figure from
+that evidence (per seed, so that it has a confidence interval), and a verdict rule (:class:`Range`, :class:`Point`,
+:class:`Above`, :class:`AtMost`). Adding a claim is adding one :class:`Claim` to :data:`CLAIMS`; methods whose
+claims are not checked yet (BCEdge) are listed in :data:`NOT_BUILT` and named in the report. DVFO's claims compare
+DVFO (trained per board) with its baselines by the same comparability rule as E4's.
 
 **Verdicts** (:func:`judge`): *reproduced*, *not reproduced* (the reason gives the emulated figure, its interval and
 the published one), or *not comparable*: the emulated figure cannot stand for the published one. E4 is compared
@@ -101,8 +103,17 @@ POINT_TOLERANCE = 0.10
 #: Policy labels the E4 claims read from the bench experiment, and the names shown for them. The poster compares
 #: E4 with zTT and Ring-DVFS; the full paper adds EENet (:data:`FULL_PAPER_BASELINES`).
 E4_LABEL = "e4"
-BASELINES: dict[str, str] = {"ztt": "zTT", "ring-dvfs": "Ring-DVFS", "eenet": "EENet"}
+BASELINES: dict[str, str] = {"e4": "E4", "ztt": "zTT", "ring-dvfs": "Ring-DVFS", "eenet": "EENet", "dvfo": "DVFO",
+                             "edge_only": "edge-only", "cloud_only": "cloud-only",
+                             "best_static_offload": "the best static offload"}
 FULL_PAPER_BASELINES = ("ztt", "ring-dvfs", "eenet")
+#: The experiment DVFO's claims read (``configs/experiments/dvfo.yaml``), run into ``OUT/bench-dvfo``; DVFO's label
+#: there and the baselines its energy and latency claims average over (issue 18): edge-only at the default governors,
+#: edge-only with E4's early exits, cloud-only (the compressed input sent) and the best static offload.
+DVFO_CONFIG = "dvfo"
+DVFO_BENCH_DIR = "bench-dvfo"
+DVFO_LABEL = "dvfo"
+DVFO_BASELINES = ("edge_only", "e4", "cloud_only", "best_static_offload")
 #: The files ``e4gym reproduce`` writes in its output folder (the bench run goes to ``bench/``).
 REPORT_FILE = "report.md"
 STATE_FILE = "reproduce.json"
@@ -271,7 +282,24 @@ class Above:
         return REPRODUCED, f"{est.text()} > {t}" + ("; its whole 95 % interval too" if math.isfinite(est.half) else "")
 
 
-Rule = Range | Point | Above
+@dataclass(frozen=True)
+class AtMost:
+    """The published claim is a bound (``within 1 point``): reproduced when the emulated mean is at most ``value``
+    (whether the 95 % interval stays under it is said, not counted)."""
+
+    value: float
+
+    def judge(self, est: Estimate) -> tuple[str, str]:
+        """``(verdict, reason)`` for ``est``."""
+        v = fmt(self.value, est.unit)
+        if est.mean <= self.value:
+            tail = (f"; its 95 % interval reaches above it, to {number(est.high, est.unit)}"
+                    if math.isfinite(est.half) and est.high > self.value else "")
+            return REPRODUCED, f"{est.text()} ≤ {v}{tail}"
+        return NOT_REPRODUCED, f"{est.text()} > {v}{_ci_note(est, est.low <= self.value)}"
+
+
+Rule = Range | Point | Above | AtMost
 
 
 # ---------------------------------------------------------------------------------------------- evidence
@@ -294,15 +322,22 @@ class Evidence:
     Attributes:
         experiment: the bench experiment (``None`` when no claim needed it). rows: its result rows by
             ``(scenario, label, seed)`` (a failed task has none).
+        dvfo_experiment / dvfo_rows: the same for DVFO's experiment (:data:`DVFO_CONFIG`).
         dutt: Dutt et al.'s experiments by ``(device, model, seed)``. sweep: the Fig. 1 sweep.
         seeds: the seeds of the run.
     """
 
     experiment: Experiment | None = None
     rows: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+    dvfo_experiment: Experiment | None = None
+    dvfo_rows: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
     dutt: dict[tuple[str, str, int], DuttRun] = field(default_factory=dict)
     sweep: SweepResult | None = None
     seeds: tuple[int, ...] = ()
+
+    def bench(self, which: str) -> tuple[Experiment | None, dict[tuple[str, str, int], dict[str, Any]]]:
+        """``(experiment, rows)`` of ``which``: ``"bench"`` (the E4 experiment) or ``"dvfo"``."""
+        return (self.dvfo_experiment, self.dvfo_rows) if which == "dvfo" else (self.experiment, self.rows)
 
 
 @dataclass(frozen=True)
@@ -323,6 +358,9 @@ class Setting:
 #: The E4 paper's setting, and the one where every board's network fits its deadline.
 PAPER = Setting(30, "30 fps, deadline = frame period (the paper's setting)")
 FITS = Setting("auto", "each board's feasible rate (fps auto: the full network fits with 50 % headroom)")
+#: DVFO's experiment: EfficientNet-B0 at 20 fps on its five boards.
+DVFO_SETTING = Setting(20, "EfficientNet-B0 at 20 fps, deadline = frame period (50 ms), memory clocks controlled, "
+                           "DVFO's five boards (Nano, TX2, Xavier NX, Orin NX, AGX Orin)")
 
 
 def scenario_name(sc: Scenario) -> str:
@@ -332,7 +370,7 @@ def scenario_name(sc: Scenario) -> str:
 
 @dataclass(frozen=True)
 class Comparison:
-    """E4 against one baseline in one scenario: the result rows ``(e4, baseline)`` per seed."""
+    """A method (E4, DVFO) against one baseline in one scenario: the result rows ``(method, baseline)`` per seed."""
 
     scenario: Scenario
     baseline: str
@@ -345,37 +383,41 @@ class Comparison:
 
 
 def comparisons(ev: Evidence, setting: Setting, baselines: Sequence[str],
-                devices: Sequence[str] | None = None) -> tuple[list[Comparison], list[str]]:
-    """E4 against each of ``baselines`` in every scenario of ``setting`` (on ``devices``, default all): the
-    comparable ones, and a line per one left out saying why (see the module docstring), in numbers."""
+                devices: Sequence[str] | None = None, subject: str = E4_LABEL,
+                which: str = "bench") -> tuple[list[Comparison], list[str]]:
+    """``subject`` (a policy label, E4 by default) against each of ``baselines`` in every scenario of ``setting``
+    (on ``devices``, default all) of experiment ``which`` (:meth:`Evidence.bench`): the comparable ones, and a line
+    per one left out saying why (see the module docstring), in numbers."""
     used: list[Comparison] = []
     excluded: list[str] = []
-    if ev.experiment is None:
-        return used, ["the bench experiment did not run"]
-    labels = {p.label for p in ev.experiment.policies}
-    missing = [b for b in baselines if b not in labels]
+    exp, rows = ev.bench(which)
+    if exp is None:
+        return used, [f"the {'DVFO ' if which == 'dvfo' else ''}bench experiment did not run"]
+    me = BASELINES.get(subject, subject)
+    labels = {p.label for p in exp.policies}
+    missing = [b for b in (subject, *baselines) if b not in labels]
     excluded += [f"{BASELINES.get(b, b)}: not a policy of this experiment (label {b!r})" for b in missing]
     baselines = [b for b in baselines if b in labels]
-    for sc in ev.experiment.scenarios:
+    for sc in exp.scenarios:
         if not setting.matches(sc) or (devices is not None and sc.device not in devices):
             continue
         for b in baselines:
             bname = BASELINES.get(b, b)
-            pairs = {s: (ev.rows[(sc.name, E4_LABEL, s)], ev.rows[(sc.name, b, s)]) for s in ev.experiment.seeds
-                     if (sc.name, E4_LABEL, s) in ev.rows and (sc.name, b, s) in ev.rows}
+            pairs = {s: (rows[(sc.name, subject, s)], rows[(sc.name, b, s)]) for s in exp.seeds
+                     if (sc.name, subject, s) in rows and (sc.name, b, s) in rows}
             if not pairs:
-                excluded.append(f"{scenario_name(sc)} vs {bname}: no results (E4 or {bname} failed or did not run)")
+                excluded.append(f"{scenario_name(sc)} vs {bname}: no results ({me} or {bname} failed or did not run)")
                 continue
             e4_miss = float(np.mean([a["deadline_miss_rate"] for a, _ in pairs.values()]))
             b_miss = float(np.mean([r["deadline_miss_rate"] for _, r in pairs.values()]))
             dacc = float(np.mean([a["accuracy"] - r["accuracy"] for a, r in pairs.values()]))
             why = []
             if e4_miss > MAX_MISS_RATE:
-                why.append(f"E4 misses {100 * e4_miss:.1f} % of deadlines")
+                why.append(f"{me} misses {100 * e4_miss:.1f} % of deadlines")
             if b_miss > MAX_MISS_RATE:
                 why.append(f"{bname} misses {100 * b_miss:.1f} %")
             if dacc < -MAX_ACCURACY_LOSS - 1e-12:
-                why.append(f"E4 loses {-100 * dacc:.1f} accuracy points against it")
+                why.append(f"{me} loses {-100 * dacc:.1f} accuracy points against it")
             if why:
                 excluded.append(f"{scenario_name(sc)} vs {bname}: " + ", ".join(why))
             else:
@@ -391,6 +433,12 @@ def saving_pct(e4: Mapping[str, Any], base: Mapping[str, Any]) -> float:
 def speedup(e4: Mapping[str, Any], base: Mapping[str, Any]) -> float:
     """The baseline's mean frame latency (queueing included) over E4's (×)."""
     return float(base["latency_mean_ms"]) / float(e4["latency_mean_ms"])
+
+
+def latency_reduction_pct(a: Mapping[str, Any], base: Mapping[str, Any]) -> float:
+    """How much lower the method's mean end-to-end frame latency is than the baseline's,
+    ``100 · (1 − L / L_base)`` (%; queueing included)."""
+    return 100.0 * (1.0 - float(a["latency_mean_ms"]) / float(base["latency_mean_ms"]))
 
 
 Metric = Callable[[Mapping[str, Any], Mapping[str, Any]], float]
@@ -414,12 +462,14 @@ def _summary_of(excluded: Sequence[str], limit: int = 2) -> str:
     return shown + (f"; {len(excluded) - limit} more in the details" if len(excluded) > limit else "")
 
 
-def e4_against(baselines: Sequence[str], metric: Metric, unit: str, setting: Setting = PAPER,
-               best: bool = False) -> Callable[[Evidence], Estimate | NotComparable]:
-    """A claim's figure: ``metric`` of E4 against ``baselines`` over the comparable scenarios of ``setting``,
-    averaged per seed (``best``: the comparison with the highest mean, its per-seed values)."""
+def against(baselines: Sequence[str], metric: Metric, unit: str, setting: Setting = PAPER,
+               best: bool = False, subject: str = E4_LABEL,
+               which: str = "bench") -> Callable[[Evidence], Estimate | NotComparable]:
+    """A claim's figure: ``metric`` of ``subject`` (E4 by default) against ``baselines`` over the comparable
+    scenarios of ``setting`` in experiment ``which``, averaged per seed (``best``: the comparison with the highest
+    mean, its per-seed values)."""
     def compute(ev: Evidence) -> Estimate | NotComparable:
-        comps, excluded = comparisons(ev, setting, baselines)
+        comps, excluded = comparisons(ev, setting, baselines, subject=subject, which=which)
         if not comps:
             return NotComparable(f"no comparable scenario at {setting.text}: {_summary_of(excluded)}",
                                  tuple(excluded))
@@ -457,6 +507,30 @@ def larger_on(big: str, small: str, setting: Setting) -> Callable[[Evidence], Es
         note = f"{big} saves {mean_a:.1f} %, {small} {mean_b:.1f} % ({rel} relative)"
         return Estimate(seeds, tuple(a[s] - b[s] for s in seeds), "points", (), used, tuple(excluded), note)
     return compute
+
+
+def dvfo_accuracy_loss(ev: Evidence) -> Estimate | NotComparable:
+    """DVFO's accuracy claim: the top-1 points DVFO loses against edge-only inference (the whole network on the
+    board, default governors) in every scenario of its experiment (deadlines do not matter here), per seed."""
+    exp, rows = ev.bench("dvfo")
+    if exp is None:
+        return NotComparable("the DVFO bench experiment did not run")
+    groups, by_seed, excluded = [], defaultdict(list), []
+    for sc in exp.scenarios:
+        loss = {s: 100.0 * (rows[(sc.name, "edge_only", s)]["accuracy"] - rows[(sc.name, DVFO_LABEL, s)]["accuracy"])
+                for s in exp.seeds if (sc.name, "edge_only", s) in rows and (sc.name, DVFO_LABEL, s) in rows}
+        if not loss:
+            excluded.append(f"{scenario_name(sc)}: no results (DVFO or edge-only failed or did not run)")
+            continue
+        groups.append((scenario_name(sc), float(np.mean(list(loss.values())))))
+        for s, v in loss.items():
+            by_seed[s].append(v)
+    if not groups:
+        return NotComparable(f"no scenario with both DVFO and edge-only results: {_summary_of(excluded)}",
+                             tuple(excluded))
+    values = {s: float(np.mean(v)) for s, v in sorted(by_seed.items())}
+    used = (f"edge-only's accuracy minus DVFO's (top-1 points), mean over {len(groups)} scenario(s), per seed",)
+    return Estimate(tuple(values), tuple(values.values()), "points", tuple(groups), used, tuple(excluded))
 
 
 #: Dutt et al.'s boards and networks (the networks ``e4gym calibrate`` checks them with).
@@ -566,6 +640,7 @@ class Claim:
     compute: Callable[[Evidence], Estimate | NotComparable]
 
 
+DVFO = "DVFO (Zhang et al., IEEE TMC 2024)"
 E4_POSTER = "E4 poster (SenSys 2023)"
 E4_PAPER = "E4 full paper (AAAI 2025)"
 DUTT = "Dutt et al. (Stony Brook)"
@@ -575,18 +650,18 @@ _DUTT_SETTING = (f"{DUTT_INFERENCES} inferences back to back, batch {DUTT_BATCH}
 #: Every claim ``e4gym reproduce`` checks, in report order (CALIBRATION.md §1). One entry per claim.
 CLAIMS: tuple[Claim, ...] = (
     Claim("e4-saving-ztt", E4_POSTER, "results", "E4 saves energy against zTT", "20–37 %", PAPER.text,
-          Range(20, 37), ("bench",), e4_against(("ztt",), saving_pct, "%")),
+          Range(20, 37), ("bench",), against(("ztt",), saving_pct, "%")),
     Claim("e4-saving-ring", E4_POSTER, "results", "E4 saves energy against Ring-DVFS (extended to CPU+GPU)",
-          "20–37 %", PAPER.text, Range(20, 37), ("bench",), e4_against(("ring-dvfs",), saving_pct, "%")),
+          "20–37 %", PAPER.text, Range(20, 37), ("bench",), against(("ring-dvfs",), saving_pct, "%")),
     Claim("e4-speedup-ztt", E4_POSTER, "results", "E4's inference speedup against zTT", "1.3–2.2×", PAPER.text,
-          Range(1.3, 2.2), ("bench",), e4_against(("ztt",), speedup, "×")),
+          Range(1.3, 2.2), ("bench",), against(("ztt",), speedup, "×")),
     Claim("e4-speedup-ring", E4_POSTER, "results", "E4's inference speedup against Ring-DVFS", "1.3–2.2×",
-          PAPER.text, Range(1.3, 2.2), ("bench",), e4_against(("ring-dvfs",), speedup, "×")),
+          PAPER.text, Range(1.3, 2.2), ("bench",), against(("ring-dvfs",), speedup, "×")),
     Claim("e4-average-saving", E4_PAPER, "abstract", "E4's average energy saving against its baselines (zTT, "
           "Ring-DVFS, EENet)", "26 %", PAPER.text, Point(26), ("bench",),
-          e4_against(FULL_PAPER_BASELINES, saving_pct, "%")),
+          against(FULL_PAPER_BASELINES, saving_pct, "%")),
     Claim("e4-max-speedup", E4_PAPER, "abstract", "E4's speedup against them, at best", "up to 2.8×", PAPER.text,
-          Point(2.8), ("bench",), e4_against(FULL_PAPER_BASELINES, speedup, "×", best=True)),
+          Point(2.8), ("bench",), against(FULL_PAPER_BASELINES, speedup, "×", best=True)),
     Claim("e4-orin-vs-nano", E4_PAPER, "results", "E4's gain is larger on AGX Orin than on Nano (saving on AGX "
           "Orin minus on Nano)", "larger (37 % higher on average)", PAPER.text, Above(0), ("bench",),
           larger_on("agx-orin", "jetson-nano", PAPER)),
@@ -606,14 +681,20 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("dutt-nx-vs-nano", DUTT, "results", "Xavier NX uses 2–4× less energy than Nano for the same work "
           "(energy on Nano / on Xavier NX)", "2–4×", _DUTT_SETTING + ", default governors", Range(2, 4, over="groups"),
           ("dutt",), dutt_energy_ratio("jetson-nano", "xavier-nx")),
+    Claim("dvfo-energy", DVFO, "abstract", "DVFO's average energy reduction against its baselines (edge-only at "
+          "the default governors, edge-only with E4's early exits, cloud-only, the best static offload)", "33 %",
+          DVFO_SETTING.text, Point(33), ("dvfo",),
+          against(DVFO_BASELINES, saving_pct, "%", DVFO_SETTING, subject=DVFO_LABEL, which="dvfo")),
+    Claim("dvfo-latency", DVFO, "abstract", "DVFO's end-to-end latency reduction against them", "28.6–59.1 %",
+          DVFO_SETTING.text, Range(28.6, 59.1), ("dvfo",),
+          against(DVFO_BASELINES, latency_reduction_pct, "%", DVFO_SETTING, subject=DVFO_LABEL, which="dvfo")),
+    Claim("dvfo-accuracy", DVFO, "abstract", "DVFO's accuracy loss against edge-only inference", "within 1 % "
+          "(on average)", DVFO_SETTING.text, AtMost(1.0), ("dvfo",), dvfo_accuracy_loss),
 )
 
 #: Seed papers whose claims are not checked yet: ``(paper, its claims, why not)``. A claim moves into :data:`CLAIMS`
 #: (one entry each) once its method and benchmark exist.
 NOT_BUILT: tuple[tuple[str, str, str], ...] = (
-    ("DVFO (Zhang et al., IEEE TMC 2024)", "33 % average energy reduction, 28.6–59.1 % end-to-end latency "
-     "reduction, < 1 % accuracy loss", "Not checked yet: the edge-cloud env, the DVFO agent and its baselines are "
-     "new (issue 18, `configs/experiments/dvfo.yaml`); its claims become entries once that benchmark settles"),
     ("BCEdge (Zhang et al., IEEE TNSM 2024)", "up to 37.6 % average utility gain, SLO violations within 5 %, up to "
      "38 % less memory", "Not built yet: no batching env and no BCEdge policy"),
 )
@@ -732,6 +813,7 @@ def run_reproduce(
     claims: Sequence[Claim] = CLAIMS,
     command: str | None = None,
     sweep_frames: int | None = None,
+    dvfo_config: str | Path | Mapping[str, Any] = DVFO_CONFIG,
 ) -> Reproduction:
     """Run what ``claims`` need, judge them, write the report and figures under ``out``.
 
@@ -740,8 +822,10 @@ def run_reproduce(
         quick: :data:`QUICK_SEEDS` and :data:`QUICK_FRAMES` (unless ``seeds`` / ``frames`` are given).
         jobs / force / quiet: as for ``e4gym bench`` (worker processes; re-run finished tasks; no progress bar).
         config: the bench experiment the E4 claims read (a name, a path or a mapping). frames / seeds: override
-            its frames per episode and seeds. claims: the claims to judge. command: the command line to record.
+            its frames per episode and seeds (DVFO's experiment's too). claims: the claims to judge. command: the
+            command line to record.
         sweep_frames: frames the Fig. 1 sweep measures the default governors over (default: the sweep's).
+        dvfo_config: the experiment DVFO's claims read (run into ``out/bench-dvfo`` when a claim needs it).
 
     Raises:
         ConfigError / UnknownNameError: a bad config or output folder; nothing runs.
@@ -758,6 +842,7 @@ def run_reproduce(
     needs = {n for c in claims for n in c.needs}
     loaded = load_experiment(config, frames=frames, seeds=seeds)  # also the seeds of the other experiments
     exp = loaded if "bench" in needs else None
+    dvfo_exp = load_experiment(dvfo_config, frames=frames, seeds=seeds) if "dvfo" in needs else None
     run_seeds = tuple(loaded.seeds)
     check_out(out, quick, str(config_name), force)
     write_json(out / STATE_FILE, {"mode": "quick" if quick else "full", "config": str(config_name),
@@ -771,6 +856,13 @@ def run_reproduce(
         ran, reused, failures = res.ran, res.reused, list(res.failures)
         ev.experiment = exp
         ev.rows = {(r["scenario"], r["label"], int(r["seed"])): r for r in res.rows}
+    if dvfo_exp is not None:
+        _say(quiet, "DVFO's experiment (the edge-cloud env; DVFO trained per board) ...")
+        res = run_benchmark(dvfo_exp, out / DVFO_BENCH_DIR, jobs=jobs, force=force, quiet=quiet, plots=False,
+                            tensorboard=False)
+        ran, reused, failures = ran + res.ran, reused + res.reused, failures + list(res.failures)
+        ev.dvfo_experiment = dvfo_exp
+        ev.dvfo_rows = {(r["scenario"], r["label"], int(r["seed"])): r for r in res.rows}
     if "dutt" in needs:
         _say(quiet, "Dutt et al.'s experiments (Nano, Xavier NX) ...")
         ev.dutt = run_dutt(run_seeds)
@@ -795,7 +887,8 @@ def run_reproduce(
     write_text(out / REPORT_FILE, report)
     write_json(out / STATE_FILE, {
         "mode": "quick" if quick else "full", "config": str(config_name), "status": "done", "command": command,
-        "wall_s": wall, "seeds": list(run_seeds), "frames": _frames(exp), "tasks_run": ran, "tasks_reused": reused,
+        "wall_s": wall, "seeds": list(run_seeds), "frames": _frames(exp, dvfo_exp), "tasks_run": ran,
+        "tasks_reused": reused,
         "failures": [f.describe() for f in failures],
         "claims": [{"key": r.claim.key, "paper": r.claim.paper, "published": r.claim.published, "verdict": r.verdict,
                     "reason": r.reason,
@@ -807,13 +900,12 @@ def run_reproduce(
     return Reproduction(out, results, ev, quick, ran, reused, failures, time.perf_counter() - t0, report, files)
 
 
-def _frames(exp: Experiment | None) -> list[int]:
-    """The frames per episode of the experiment's scenarios."""
+def _frames(*exps: Experiment | None) -> list[int]:
+    """The frames per episode of the experiments' scenarios."""
     from e4gym.envs.core import DEFAULT_EPISODE_FRAMES
 
-    if exp is None:
-        return []
-    return sorted({int(sc.env_kwargs.get("episode_frames", DEFAULT_EPISODE_FRAMES)) for sc in exp.scenarios})
+    return sorted({int(sc.env_kwargs.get("episode_frames", DEFAULT_EPISODE_FRAMES)) for exp in exps
+                   if exp is not None for sc in exp.scenarios})
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -841,7 +933,7 @@ def render_report(results: Sequence[ClaimResult], ev: Evidence, *, quick: bool, 
                   seeds_overridden: bool = False) -> str:
     """The Markdown report: the verdict table first, then what is not checked, the figures, the details, the runs."""
     exp = ev.experiment
-    frames = _frames(exp)
+    frames = _frames(exp, ev.dvfo_experiment)
     seeds = ", ".join(map(str, ev.seeds))
     counts = {v: sum(r.verdict == v for r in results) for v in VERDICTS}
     parts = ["# e4gym reproduce: the seed papers' claims on the emulator", ""]
@@ -897,12 +989,21 @@ def render_report(results: Sequence[ClaimResult], ev: Evidence, *, quick: bool, 
                 parts.append("- parts: " + "; ".join(f"{n}: {fmt(v, res.unit)}" for n, v in res.groups))
         parts += [f"- left out: {x}" for x in res.excluded] + [""]
     parts += ["## Runs", ""]
-    if exp is not None:
-        extra = (f" --frames {exp.episode_frames}" if exp.episode_frames is not None else "") + \
+
+    def rerun(e: Experiment, conf: str, folder: str) -> str:
+        """The command that redraws an experiment's plots and TensorBoard runs (reusing every task)."""
+        extra = (f" --frames {e.episode_frames}" if e.episode_frames is not None else "") + \
             (f" --seeds {' '.join(map(str, ev.seeds))}" if seeds_overridden else "")
+        return f"`e4gym bench --config {conf} --out OUT/{folder}{extra}` (reuses every task)"
+
+    if exp is not None:
         parts += [f"- The bench experiment's tables: [`{BENCH_DIR}/report.md`]({BENCH_DIR}/report.md) and "
-                  f"`{BENCH_DIR}/results.csv`. Its plots and TensorBoard runs: `e4gym bench --config {config} --out "
-                  f"OUT/{BENCH_DIR}{extra}` (reuses every task)."]
+                  f"`{BENCH_DIR}/results.csv`. Its plots and TensorBoard runs: {rerun(exp, config, BENCH_DIR)}."]
+    dexp = ev.dvfo_experiment
+    if dexp is not None:
+        parts += [f"- DVFO's experiment: [`{DVFO_BENCH_DIR}/report.md`]({DVFO_BENCH_DIR}/report.md) and "
+                  f"`{DVFO_BENCH_DIR}/results.csv`; its plots: {rerun(dexp, str(dexp.source), DVFO_BENCH_DIR)}. "
+                  "DVFO is trained per board (and per training seed, `train_seeds`) and cached like zTT."]
     parts += ["- Dutt et al.'s experiments: `e4gym.hardware.calibration` (`best_static`, `default_governor_energy`), "
               "the functions `e4gym calibrate` checks with, once per seed.",
               "- The learned baselines zTT and Ring-DVFS are trained per scenario and cached in "
@@ -1011,6 +1112,8 @@ def resume_command(args: argparse.Namespace) -> str:
         argv.append("--quiet")
     if args.config != DEFAULT_CONFIG:
         argv += ["--config", str(args.config)]
+    if args.dvfo_config != DVFO_CONFIG:
+        argv += ["--dvfo-config", str(args.dvfo_config)]
     return shlex.join(argv)
 
 
@@ -1024,7 +1127,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out or (QUICK_OUT if args.quick else DEFAULT_OUT))
     try:
         rep = run_reproduce(out, quick=args.quick, jobs=args.jobs, force=args.force, quiet=args.quiet,
-                            config=args.config, command=_command(args))
+                            config=args.config, dvfo_config=args.dvfo_config, command=_command(args))
     except KeyboardInterrupt:
         print(f"e4gym reproduce: interrupted; finished tasks are kept under {out / BENCH_DIR / 'runs'}, resume with: "
               f"{resume_command(args)}", file=sys.stderr)
@@ -1033,7 +1136,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     counts = {v: sum(r.verdict == v for r in rep.results) for v in VERDICTS}
     print(f"\n{counts[REPRODUCED]} reproduced, {counts[NOT_REPRODUCED]} not reproduced, {counts[NOT_COMPARABLE]} not "
           f"comparable{' (quick run: not a headline result)' if rep.quick else ''}")
-    print(f"outputs in {rep.out}: {', '.join(p.name for p in rep.files)}, {BENCH_DIR}/ ({rep.ran} task(s) run, "
+    print(f"outputs in {rep.out}: {', '.join(p.name for p in rep.files)}, {BENCH_DIR}/, {DVFO_BENCH_DIR}/ ({rep.ran} "
+          f"task(s) run, "
           f"{rep.reused} reused, {_duration(rep.wall_s)})")
     from e4gym.bench.cli import report_failures
 
@@ -1060,4 +1164,7 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help="the bench experiment the E4 claims read (default: reproduce; its labels e4, ztt, ring-dvfs "
                         "and default are what the claims read)")
+    p.add_argument("--dvfo-config", default=DVFO_CONFIG,
+                   help=f"the bench experiment DVFO's claims read (default: {DVFO_CONFIG}; its labels dvfo, edge_only, "
+                        "e4, cloud_only and best_static_offload are what the claims read)")
     p.set_defaults(func=cmd_reproduce)

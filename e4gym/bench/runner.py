@@ -290,6 +290,9 @@ def run_task(task: Task, out: str | Path) -> dict[str, Any]:
         from e4gym.policy import run_episode
 
         policy = make_policy(task.policy.name, task.policy.args)
+        seeded = getattr(policy, "for_task_seed", None)  # optional: a policy that depends on the episode's seed
+        if callable(seeded):
+            seeded(task.seed)
         env = EpisodeStats(gym.make(task.policy.env_id, **task.env_kwargs))
         try:
             with one_torch_thread():

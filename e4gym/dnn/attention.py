@@ -13,22 +13,34 @@ A channel's **importance** is its attention-weighted activation mass, normalised
 importance statistics an edge-cloud split needs are the mass ``m(s)`` of the ``s`` least important channels and
 its **concentration** ``beta``, the least-squares fit of ``m(s) = s**beta`` (:func:`importance_concentration`,
 the model :func:`e4gym.dnn.offload.importance_mass` uses).
+
+:class:`SplitImportance` measures the importance at a multi-exit network's split block during its forward passes:
+``e4gym record`` stores each frame's ``beta`` in the trace (``importance_beta``) and
+``benchmarks/importance_fit.py`` fits the emulator's draw with it (one implementation for both).
 """
 
 from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from e4gym.dnn.offload import CBAM_KERNEL, CBAM_REDUCTION
+from e4gym.dnn.offload import CBAM_KERNEL, CBAM_REDUCTION, default_split
 from e4gym.errors import ConfigError
+
+if TYPE_CHECKING:
+    from e4gym.dnn.multiexit import MultiExitNet
 
 #: The offload shares at which ``m(s) = s**beta`` is fitted.
 FIT_SHARES = tuple(i / 10 for i in range(1, 10))
 
 
 def _standardise(x: Tensor, dim: int) -> Tensor:
+    if x.shape[dim] < 2:  # one channel or one position: nothing to rank (the sample std would be NaN)
+        return torch.zeros_like(x)
     return (x - x.mean(dim=dim, keepdim=True)) / (x.std(dim=dim, keepdim=True) + 1e-6)
 
 
@@ -94,3 +106,72 @@ def importance_concentration(importance: np.ndarray) -> np.ndarray:
     logs = np.log(np.array(FIT_SHARES))
     logm = np.log(np.stack([offloaded_mass(imp, s) for s in FIT_SHARES], axis=1).clip(1e-12))
     return (logm @ logs) / (logs @ logs)
+
+
+class SplitImportance:
+    """The channel importance at a multi-exit network's split block, measured on every forward pass.
+
+    A forward hook on block ``split`` ranks the block's output maps ``(N, C, H, W)`` with the parameter-free
+    :class:`SpatialChannelAttention` as the network runs (inside the caller's ``torch.no_grad`` or
+    ``inference_mode``); :meth:`take` returns the importance of every frame since the last call, in order. Use
+    it as a context manager, which removes the hook on exit::
+
+        with SplitImportance(net) as split:
+            net.forward_all(batch)
+            beta = importance_concentration(split.take())  # one beta per frame of the batch
+
+    ``e4gym record`` (:func:`e4gym.workload.record.record_trace`, the trace's ``importance_beta``) and
+    ``benchmarks/importance_fit.py`` both measure the importance through it.
+
+    Args:
+        net: the network.
+        split: the block whose output is ranked; None: :func:`~e4gym.dnn.offload.default_split` of the network's
+            model profile (``configs/models/<net.name>.yaml``), the edge-cloud env's default.
+
+    Attributes:
+        split: the block index.
+
+    Raises:
+        ConfigError / UnknownNameError: ``split`` is not a block of ``net``, or (``split=None``) the network has
+            no model profile.
+    """
+
+    def __init__(self, net: MultiExitNet, split: int | None = None) -> None:
+        if split is None:
+            from e4gym.dnn.profile import load_model_profile
+
+            split = default_split(load_model_profile(net.name))
+        self.split = int(split)
+        self._rows: list[np.ndarray] = []
+        self._attention: SpatialChannelAttention | None = None
+        self._handle = net.block(self.split).register_forward_hook(self._hook)
+
+    def _hook(self, _module: nn.Module, _inputs: object, out: Tensor) -> None:
+        if self._attention is None:
+            self._attention = SpatialChannelAttention(int(out.shape[1]))
+        with torch.no_grad():
+            self._rows.append(self._attention(out.detach().float())[1].cpu().numpy())
+
+    def take(self) -> np.ndarray:
+        """Importance ``(N, C)`` (float32, rows summing to 1) of the N frames run since the last call; clears it.
+
+        Raises:
+            ConfigError: no forward pass reached the split block since the last call.
+        """
+        if not self._rows:
+            raise ConfigError(f"SplitImportance.take: no forward pass reached block {self.split} since the last "
+                              f"take(); run the network first")
+        rows, self._rows = self._rows, []
+        return np.concatenate(rows)
+
+    def close(self) -> None:
+        """Remove the hook (idempotent)."""
+        self._handle.remove()
+        self._rows = []
+
+    def __enter__(self) -> SplitImportance:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -20,7 +20,8 @@ two results. The paper's cost and accuracy models are not public; this module's 
 - **Importance.** The attention ranks channels (:mod:`e4gym.dnn.attention`); the ``s`` least important carry a
   share ``m = s**beta`` of the importance (``beta`` = the frame's concentration: 1 is uniform, larger is more
   concentrated on few channels). ``beta`` is drawn per frame around :data:`DEFAULT_CONCENTRATION`, **fitted on
-  real frames** (``benchmarks/importance_fit.py``).
+  real frames** (``benchmarks/importance_fit.py``); on a recorded trace that carries it (``importance_beta``,
+  :func:`e4gym.workload.record.record_trace`) each frame's recorded ``beta`` is used instead.
 - **Accuracy.** Anchored at both ends: ``s = 0`` is the full network's accuracy (edge-only), ``s = 1`` loses
   :data:`QUANTISATION_LOSS` (the cloud sees quantised features). Between them the two partial results are fused
   with the weight ``lambda = 1 − m`` on the edge's (importance-proportional), and the fused result loses

@@ -4,8 +4,9 @@ a DNN's feature maps offloaded to a cloud server over a shaped uplink."""
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -48,8 +49,11 @@ from e4gym.envs.core import (
     feature_fields,
     level_fields,
 )
-from e4gym.errors import ConfigError
+from e4gym.errors import ConfigError, HardwareError
+from e4gym.hardware.cloud import DEFAULT_TIMEOUT_S
 from e4gym.hardware.link import (
+    ESTIMATE_PRIOR_BPS,
+    ESTIMATE_WINDOW,
     RADIO_PROFILES,
     SYNTH_RTT_MS,
     BandwidthTrace,
@@ -62,6 +66,9 @@ from e4gym.hardware.link import (
 from e4gym.hardware.model import cost_table, power_table
 from e4gym.hardware.spec import DeviceSpec, load_server
 
+if TYPE_CHECKING:  # pragma: no cover
+    from e4gym.hardware.split_runner import SplitRunner
+
 #: Info keys the edge-cloud env adds (NumPy scalars).
 SHARE = "offload_share"
 TX_BYTES = "tx_bytes"
@@ -71,6 +78,7 @@ RADIO_ENERGY_J = "radio_energy_j"
 IMPORTANCE_OFFLOADED = "importance_offloaded"
 FUSION_WEIGHT = "fusion_weight"
 UPLINK_ESTIMATE_MBPS = "uplink_estimate_mbps"
+OFFLOAD_FAILED = "offload_failed"
 EDGE_CLOUD_INFO_KEYS: dict[str, str] = {
     SHARE: "share of the split's feature maps offloaded (0 edge-only .. 1 all)",
     TX_BYTES: "bytes sent over the uplink for the frame (B)",
@@ -81,6 +89,8 @@ EDGE_CLOUD_INFO_KEYS: dict[str, str] = {
     IMPORTANCE_OFFLOADED: "share of the attention importance in the offloaded channels",
     FUSION_WEIGHT: "weight of the edge's result in the fused prediction (lambda)",
     UPLINK_ESTIMATE_MBPS: "uplink bandwidth the board estimates from its past transfers (Mbit/s)",
+    OFFLOAD_FAILED: "the offload failed (real board: the connection dropped or timed out): the frame is lost, "
+                    "counted missed and wrong",
 }
 #: Bandwidth that scales the ``uplink`` observation to 1 (bit/s): DVFO's top uplink rate, 8 Mbps.
 UPLINK_REF_BPS = 8e6
@@ -101,6 +111,12 @@ class EdgeCloudOptions:
             observation carries the pending action and the decision latency.
         decision_ms: the controller's decision time per frame (ms, >= 0): it delays each frame's start unless
             ``concurrent``, where the decision overlaps the previous frame.
+        cloud_address: on a real board (``backend="jetson"`` or a backend object), ``"HOST:PORT"`` of an
+            ``e4gym serve-cloud`` started with the same model and split block: offloading is then real
+            (:class:`~e4gym.hardware.split_runner.SplitRunner`; ``uplink`` and ``cloud`` are not used). The
+            emulated backend models the uplink and refuses it.
+        cloud_timeout_s: on a real board, the limit (s) of each blocking step of the connection (connect, send,
+            ACK, result); a step over it fails the frame.
     """
 
     split_block: int | None = None
@@ -110,6 +126,8 @@ class EdgeCloudOptions:
     cloud: Any = "rtx-3080"
     concurrent: bool = False
     decision_ms: float = 0.0
+    cloud_address: str | None = None
+    cloud_timeout_s: float = DEFAULT_TIMEOUT_S
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -221,6 +239,15 @@ class EdgeCloudDVFSEnv(StreamEnv):
         self._decision_s = opts.decision_ms * 1e-3
         self._inv_shares = 1.0 / max(len(self.shares) - 1, 1)
         self._n_emc = s.max_levels[2]
+        #: On a real board: the runner that offloads for real (None: the uplink and server are emulated).
+        self.split_runner: SplitRunner | None = None
+        self._measured_rates: deque[float] = deque(maxlen=ESTIMATE_WINDOW)
+        if opts.cloud_address is not None:
+            try:
+                self.split_runner = _real_offload(self.backend, plan, opts)
+            except BaseException:
+                self.close()  # nothing half-done: a real board is restored
+                raise
 
     def make_obs_fields(self, control_memory: bool) -> list[ObsField]:  # type: ignore[override]
         """The observation's fields, in order (see the class docstring)."""
@@ -261,7 +288,8 @@ class EdgeCloudDVFSEnv(StreamEnv):
         self.uplink = Uplink(trace, self.radio)
         o.last_share = o.latency = o.energy = o.last_transfer = o.importance_offloaded = 0.0
         o.slack = o.fps = 1.0
-        o.uplink = self.uplink.estimate_bps(0.0) / UPLINK_REF_BPS
+        self._measured_rates.clear()
+        o.uplink = self._uplink_estimate(0.0) / UPLINK_REF_BPS
         top = s.max_levels
         self._pending = [0, top[0], top[1], top[2]]  # the first frame of a concurrent episode: edge-only, top clocks
         if self._concurrent:
@@ -270,11 +298,20 @@ class EdgeCloudDVFSEnv(StreamEnv):
         return self._obs(), {**self._blank_info(sensors), **self._blank_edge_cloud()}
 
     def _fill(self) -> None:
-        """The source's next chunk, plus each frame's attention concentration and accuracy draw."""
+        """The source's next chunk, plus each frame's attention concentration and accuracy draw.
+
+        The concentration ``beta`` is the frame's recorded one when the source has it (a trace with
+        ``importance_beta``: ``TraceSource.recorded_beta``, by frame index; the chunk's first frame is frame
+        ``self._k``), else drawn log-normally. The draw is made either way, so the accuracy draws (and every draw
+        after) are the same for a seed whichever ``beta`` is used.
+        """
         super()._fill()
         n, rng = self._n_buf, self.np_random
         # log beta is normal (the fit's median and spread, e4gym.dnn.offload)
-        self._beta = (DEFAULT_CONCENTRATION * np.exp(CONCENTRATION_SPREAD * rng.standard_normal(n))).tolist()
+        beta = DEFAULT_CONCENTRATION * np.exp(CONCENTRATION_SPREAD * rng.standard_normal(n))
+        recorded = getattr(self.source, "recorded_beta", None)
+        recorded = recorded(np.arange(self._k, self._k + n)) if recorded is not None else None
+        self._beta = (beta if recorded is None else recorded).tolist()
         self._u = rng.random(n).tolist()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -292,7 +329,12 @@ class EdgeCloudDVFSEnv(StreamEnv):
             self._delay_next_frame(self._decision_s)  # the board waits for the controller's decision
         before = b.levels
         start = clock.free_s
-        m, idle = self._run_then_idle(self.plan.edge[i], clock.slot_s(), 1, (vals[1], vals[2], vals[3]))
+        try:
+            m, idle = self._run_then_idle(self.plan.edge[i], clock.slot_s(), 1, (vals[1], vals[2], vals[3]))
+        except HardwareError:
+            if self.split_runner is not None:  # the server is gone or refused the frame: the run cannot go on
+                self.close()  # the board is restored now, not at exit
+            raise
         edge_done = start + m.latency_s
         energy, measured, temp = m.energy_j, m.measured_energy_j, m.temp_c
         if idle is not None:
@@ -304,7 +346,18 @@ class EdgeCloudDVFSEnv(StreamEnv):
         edge_latency = clock.finish(edge_done)
         pos = self._pos
         n_bytes = self.plan.tx_bytes[i]
-        if n_bytes > 0.0:
+        failed = False
+        real = self.split_runner.last if self.split_runner is not None else None
+        if real is not None:  # a real board offloaded for real: measured, not modelled
+            transfer_s, cloud_s, n_bytes, mass = real.send_s, real.cloud_s, float(real.wire_bytes), real.importance
+            done = start + m.latency_s  # the run's window ends when the edge and the reply are both done
+            failed = real.failed is not None
+            radio_j = (self.radio.energy_j(transfer_s, n_bytes * 8.0 / transfer_s) if transfer_s > 0.0 else 0.0)
+            energy += radio_j
+            measured += radio_j
+            if transfer_s > 0.0:
+                self._measured_rates.append(n_bytes * 8.0 / transfer_s)
+        elif n_bytes > 0.0:
             frac = self._send_fraction[i][vals[1]][vals[2]][vals[3]]
             tx = self.uplink.send(start + m.latency_s * frac, n_bytes)  # queues behind earlier sends
             cloud_s = self._cloud_s[i]
@@ -318,11 +371,11 @@ class EdgeCloudDVFSEnv(StreamEnv):
             cloud_s = transfer_s = radio_j = mass = 0.0
             done = edge_done
         latency = max(edge_latency, done - arrival)
-        correct = bool(self._correct[pos][self._last])
+        correct = bool(self._correct[pos][self._last]) and not failed
         conf = self._conf[pos][self._last]
         if correct and share > 0.0:
             correct = self._u[pos] >= split_accuracy_loss(share, mass) / self._acc_full
-        missed = latency > s.deadline_s
+        missed = latency > s.deadline_s or failed
         reward, terms = self.reward_fn(_tuple_new(FrameOutcome, (energy, measured, missed, correct, latency,
                                                                   self._last, True)))
         span = clock.free_s - start
@@ -338,7 +391,7 @@ class EdgeCloudDVFSEnv(StreamEnv):
         o.throttled = 1.0 if m.throttled else 0.0
         o.slack = clock.slack
         o.fps = clock.fps
-        est = self.uplink.estimate_bps(clock.free_s)  # what the board knows when it decides the next frame
+        est = self._uplink_estimate(clock.free_s)  # what the board knows when it decides the next frame
         o.uplink = est / UPLINK_REF_BPS
         o.last_transfer = transfer_s * self._inv_deadline
         o.importance_offloaded = mass
@@ -377,11 +430,20 @@ class EdgeCloudDVFSEnv(StreamEnv):
             IMPORTANCE_OFFLOADED: F64(mass),
             FUSION_WEIGHT: F64(1.0 - mass),
             UPLINK_ESTIMATE_MBPS: F64(est * 1e-6),
+            OFFLOAD_FAILED: NP_BOOL[failed],
         }
         for key, v in terms.items():
             info[key] = F64(v)
         self._frame_rails(info, m, idle)
         return self._obs(after), reward, False, k + 1 >= s.episode_frames, info
+
+    def close(self) -> None:
+        """Close the backend (a real board restores its governors and clocks) and the cloud connection."""
+        try:
+            super().close()
+        finally:
+            if self.split_runner is not None:
+                self.split_runner.client.close()
 
     def profiling_run(self, exit: int, levels: Any) -> Any:
         """Not offered here: the edge-cloud env has no exits to profile (use :meth:`cost_model`)."""
@@ -399,6 +461,14 @@ class EdgeCloudDVFSEnv(StreamEnv):
 
     # ------------------------------------------------------------------------------------------ helpers
 
+    def _uplink_estimate(self, now_s: float) -> float:
+        """The uplink estimate (bit/s) the board has at ``now_s``: the emulated uplink's, or on a real board the
+        harmonic mean of the last transfers' measured throughputs (the same rule, :class:`Uplink`)."""
+        if self.split_runner is None:
+            return self.uplink.estimate_bps(now_s)  # type: ignore[union-attr]
+        rates = self._measured_rates
+        return len(rates) / sum(1.0 / r for r in rates) if rates else ESTIMATE_PRIOR_BPS
+
     def _set_pending_obs(self) -> None:
         o, p, im = self._o, self._pending, self._inv_max
         o.pending_share = p[0] * self._inv_shares
@@ -408,7 +478,8 @@ class EdgeCloudDVFSEnv(StreamEnv):
     def _blank_edge_cloud(self) -> dict[str, Any]:
         info = {k: F64(0.0) for k in EDGE_CLOUD_INFO_KEYS}
         info[FUSION_WEIGHT] = F64(1.0)
-        info[UPLINK_ESTIMATE_MBPS] = F64(self.uplink.estimate_bps(0.0) * 1e-6)  # type: ignore[union-attr]
+        info[UPLINK_ESTIMATE_MBPS] = F64(self._uplink_estimate(0.0) * 1e-6)
+        info[OFFLOAD_FAILED] = NP_BOOL[False]
         return info
 
 
@@ -429,6 +500,11 @@ def _check_options(o: EdgeCloudOptions) -> EdgeCloudOptions:
     if isinstance(o.decision_ms, bool) or not isinstance(o.decision_ms, (int, float)) or not (
             math.isfinite(o.decision_ms) and 0.0 <= o.decision_ms <= 1e4):
         raise ConfigError(f"decision_ms must be a time in ms in [0, 10000], got {o.decision_ms!r}")
+    if o.cloud_address is not None and not isinstance(o.cloud_address, str):
+        raise ConfigError(f"cloud_address must be 'HOST:PORT' (of `e4gym serve-cloud`), got {o.cloud_address!r}")
+    t = o.cloud_timeout_s
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t > 0):
+        raise ConfigError(f"cloud_timeout_s must be a time in s > 0, got {t!r}")
     if not isinstance(o.radio, RadioPower) and o.radio not in RADIO_PROFILES:
         raise ConfigError(f"radio must be one of {sorted(RADIO_PROFILES)} or a RadioPower, got {o.radio!r}")
     if not isinstance(o.uplink, (BandwidthTrace, str, int, float)) or isinstance(o.uplink, bool):
@@ -449,3 +525,34 @@ def _fixed_trace(uplink: Any, duration_s: float) -> BandwidthTrace | None:
     if uplink == "synthetic":
         return None
     return load_bandwidth_trace(uplink)
+
+
+def _real_offload(backend: Any, plan: SplitPlan, opts: EdgeCloudOptions) -> SplitRunner:
+    """Put a :class:`~e4gym.hardware.split_runner.SplitRunner` under a real backend's power monitor, connected to
+    ``opts.cloud_address``.
+
+    Raises:
+        ConfigError: the backend is emulated, has no TorchRunner, or the address is malformed.
+        HardwareError: the server cannot be reached (one line naming it and the command that starts it).
+    """
+    from e4gym.hardware.emulator import EmulatedBackend
+    from e4gym.hardware.runner import TorchRunner
+    from e4gym.hardware.split_runner import SplitRunner
+
+    if isinstance(backend, EmulatedBackend):
+        raise ConfigError("cloud_address applies to a real board (backend='jetson' or a backend object); the emulated "
+                          "backend models the uplink and the server: drop cloud_address, or set uplink= and cloud=")
+    runner = getattr(backend, "runner", None)
+    if not isinstance(runner, TorchRunner):
+        raise ConfigError(f"real offloading needs the backend's runner to be a TorchRunner (it runs the split), got "
+                          f"{type(runner).__name__}")
+    host, sep, port = opts.cloud_address.rpartition(":")  # type: ignore[union-attr]
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"cloud_address must be 'HOST:PORT' (e.g. '192.168.1.20:5600'), got {opts.cloud_address!r}")
+    from e4gym.hardware.cloud import CloudClient
+
+    client = CloudClient(host.strip("[]"), int(port), timeout_s=float(opts.cloud_timeout_s))
+    split = SplitRunner(runner, plan, client)  # checks the split before anything connects
+    client.connect()
+    backend.runner = split
+    return split

@@ -222,7 +222,9 @@ class TorchRunner:
         self._frame_block = -1
         self._frame_batch = 0
 
-    def _fresh_input(self, batch: int) -> torch.Tensor:
+    def fresh_input(self, batch: int = 1) -> torch.Tensor:
+        """A new frame's input ``(batch, 3, input_size, input_size)``: the one given to :meth:`set_input` (used
+        once), else random (seeded). Made outside any timing."""
         x = self._next_input
         if x is not None:
             self._next_input = None
@@ -348,7 +350,7 @@ class TorchRunner:
         self._check_order(work, steps, batch)
         self._warmup(batch)
         torch = self._torch
-        inputs = [self._fresh_input(batch) for kind, _ in steps if kind == "start"]
+        inputs = [self.fresh_input(batch) for kind, _ in steps if kind == "start"]
         net = self.net
 
         def execute() -> tuple[Any, Any, int | None]:

@@ -13,6 +13,11 @@ Per recorded frame ``t`` and exit ``e``:
   exit ``e``'s branch block (block ``exit_after[e]``, the last block the frame runs before exit ``e``'s head)
   with the previous recorded frame's, clipped to [0, 1] (0 for the first frame); see :func:`pooled_change`.
 * ``pooled[t]``: global-average-pooled output of the last backbone block (1280 values for EfficientNet-B0).
+* ``importance_beta[t]``: the concentration ``beta`` of the attention importance at the network's default
+  edge-cloud split (:func:`e4gym.dnn.offload.default_split`): the split block's output maps ranked by the
+  parameter-free :class:`~e4gym.dnn.attention.SpatialChannelAttention` (:class:`~e4gym.dnn.attention.
+  SplitImportance`), ``beta`` the fit of ``m(s) = s**beta`` to the importance held by the ``s`` least important
+  channels (:func:`~e4gym.dnn.attention.importance_concentration`); the edge-cloud env replays it.
 
 Labels (``labels``): an integer (the class of every frame), or a text/CSV file with either a single integer
 (the whole video) or one integer per *video* frame, in decoding order (frame ``i`` of the video, whatever
@@ -54,6 +59,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from e4gym.dnn.attention import SplitImportance, importance_concentration
 from e4gym.dnn.multiexit import MultiExitNet, build_multiexit
 from e4gym.errors import ConfigError
 from e4gym.workload.clips import resolve_video
@@ -338,6 +344,9 @@ def record_trace(
         keep_pooled: store the last block's pooled features (``pooled``; nothing in the envs reads them, and
             they are most of a trace's size: the shipped clip traces leave them out).
 
+    The trace always carries ``importance_beta`` (one attention concentration per frame, see the module
+    docstring).
+
     Returns:
         ``out``.
 
@@ -384,8 +393,9 @@ def record_trace(
         return hook
 
     hooks = [net.block(b).register_forward_hook(capture(e)) for e, b in enumerate(net.exit_after)]
+    split_importance = SplitImportance(net)  # the attention importance at the default edge-cloud split
 
-    preds, confs, pooled_rows, feats, changes, frame_idx = [], [], [], [], [], []
+    preds, confs, pooled_rows, feats, changes, betas, frame_idx = [], [], [], [], [], [], []
     prev_grey: list[np.ndarray | None] = [None]
     prev_pooled: list[np.ndarray | None] = [None] * n_exits
     batch_in: list[np.ndarray] = []
@@ -402,6 +412,7 @@ def record_trace(
         preds.append(np.stack([o.logits.argmax(dim=1).numpy() for o in outs], axis=1))
         confs.append(np.stack([o.confidence.float().numpy() for o in outs], axis=1))
         pooled_rows.append(pooled[-1])
+        betas.append(importance_concentration(split_importance.take()))
         changes.append(np.stack([pooled_change(p, prev_pooled[e]) for e, p in enumerate(pooled)], axis=1))
         grey = np.stack(batch_grey)
         f = complexity_features(grey, prev_grey[0])
@@ -440,6 +451,7 @@ def record_trace(
     finally:
         for h in hooks:
             h.remove()
+        split_importance.close()
         container.close()
 
     if not frame_idx and start and decoded:
@@ -487,6 +499,7 @@ def record_trace(
         correct=correct,
         labels=lab,
         scene=scene,
+        importance_beta=np.concatenate(betas).astype(np.float32),
     )
 
 
@@ -521,9 +534,11 @@ def cmd_record(args: argparse.Namespace) -> int:
     )
     tr = load_trace(path)
     acc = " ".join(f"{a:.3f}" for a in tr.correct.mean(axis=0))
+    beta = "" if tr.importance_beta is None else f"; split importance beta median {np.median(tr.importance_beta):.2f}"
     print(
         f"wrote {path}: {tr.n_frames} frames at {tr.fps:.2f} fps, {tr.n_exits} exits, "
         f"{int(tr.scene.max()) + 1} scene(s); per-exit {'accuracy' if labels is not None else 'agreement'}: {acc}"
+        f"{beta}"
     )
     return 0
 

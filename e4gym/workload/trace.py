@@ -3,22 +3,31 @@
 A trace is what running a real multi-exit network over a video gives, frame by frame. File format: a NumPy
 ``.npz`` archive (no pickled objects) with keys
 
-==================  ===================  ======================================================================
-key                 dtype, shape         meaning
-==================  ===================  ======================================================================
-``format``          str (0-d)            ``"e4gym-trace-v2"``
-``model``           str (0-d)            name of the model profile the trace was recorded with
-``fps``             float (0-d)          frame rate of the video (frames per second), > 0
-``features``        float32 (T, 3)       pre-inference features, :data:`~e4gym.workload.base.COMPLEXITY_FEATURES`
-``feature_change``  float32 (T, E)       per exit, 1 − cosine similarity of the pooled features at the exit's
-                                         branch point with the previous frame's, in [0, 1] (post-inference)
-``pooled``          float32 (T, D)       pooled backbone features per frame; ``(T, 0)`` when not recorded
-``predictions``     int64 (T, E)         top-1 class of each exit
-``confidence``      float32 (T, E)       confidence of each exit, in [0, 1]
-``correct``         bool (T, E)          whether each exit's top-1 class is right
-``labels``          int64 (T,)           ground-truth class, −1 when unknown
-``scene``           int64 (T,)           scene id, ≥ 0 (0 everywhere when unknown)
-==================  ===================  ======================================================================
+===================  ===================  ======================================================================
+key                  dtype, shape         meaning
+===================  ===================  ======================================================================
+``format``           str (0-d)            ``"e4gym-trace-v2"``
+``model``            str (0-d)            name of the model profile the trace was recorded with
+``fps``              float (0-d)          frame rate of the video (frames per second), > 0
+``features``         float32 (T, 3)       pre-inference features, :data:`~e4gym.workload.base.COMPLEXITY_FEATURES`
+``feature_change``   float32 (T, E)       per exit, 1 − cosine similarity of the pooled features at the exit's
+                                          branch point with the previous frame's, in [0, 1] (post-inference)
+``pooled``           float32 (T, D)       pooled backbone features per frame; ``(T, 0)`` when not recorded
+``predictions``      int64 (T, E)         top-1 class of each exit
+``confidence``       float32 (T, E)       confidence of each exit, in [0, 1]
+``correct``          bool (T, E)          whether each exit's top-1 class is right
+``labels``           int64 (T,)           ground-truth class, −1 when unknown
+``scene``            int64 (T,)           scene id, ≥ 0 (0 everywhere when unknown)
+``importance_beta``  float32 (T,)         *optional*: per frame, the concentration ``beta`` of the attention
+                                          importance at the network's default edge-cloud split (the least
+                                          important share ``s`` of the split's channels holds ``s**beta`` of
+                                          it; :class:`~e4gym.dnn.attention.SplitImportance`), finite, > 0
+===================  ===================  ======================================================================
+
+``importance_beta`` is an optional key of the same format version: ``e4gym record`` writes it (since issue 18),
+files without it (every trace recorded before) load with :attr:`Trace.importance_beta` ``None``, and the
+edge-cloud env then draws each frame's ``beta`` (:mod:`e4gym.dnn.offload`). A trace without it hashes
+(:attr:`Trace.sha256`) exactly as before the key existed; older e4gym versions read a file with it and ignore it.
 
 :func:`save_trace` writes it atomically, :func:`load_trace` validates it, :class:`TraceSource` replays it
 (optionally only a frame range, so one part of a trace can train and another evaluate; see also
@@ -69,6 +78,8 @@ TRACE_KEYS_V1: tuple[str, ...] = tuple(k for k in TRACE_KEYS if k != "feature_ch
 _V1_FEATURES = N_FEATURES + 1  # v1: the 3 features and the last block's feature change
 _FIX = "re-record it with `e4gym record` (or write it with e4gym.workload.save_trace)"
 _ARRAYS = ("features", "feature_change", "pooled", "predictions", "confidence", "correct", "labels", "scene")
+#: The optional keys of a file (absent: the trace's field is None).
+TRACE_OPTIONAL_KEYS: tuple[str, ...] = ("importance_beta",)
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +88,8 @@ class Trace:
 
     ``source_format`` is the format of the file it was loaded from (:data:`TRACE_FORMAT` for a trace built in
     memory); a ``"e4gym-trace-v1"`` trace's ``feature_change`` is the last exit's, copied to every exit.
+    ``importance_beta`` is the per-frame attention concentration (float32 ``(T,)``, > 0), ``None`` when the trace
+    was recorded without it.
     """
 
     model: str
@@ -90,6 +103,7 @@ class Trace:
     labels: np.ndarray
     scene: np.ndarray
     source_format: str = TRACE_FORMAT
+    importance_beta: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -102,23 +116,31 @@ class Trace:
         return int(self.correct.shape[1])
 
     def equals(self, other: Trace) -> bool:
-        """True when every field of ``other`` is equal (arrays: same dtype, shape and values)."""
+        """True when every field of ``other`` is equal (arrays: same dtype, shape and values;
+        ``importance_beta``: both None, or equal arrays). ``source_format`` is not compared."""
         if self.model != other.model or self.fps != other.fps:
             return False
-        for name in _ARRAYS:
+        for name in (*_ARRAYS, *TRACE_OPTIONAL_KEYS):
             a, b = getattr(self, name), getattr(other, name)
-            if a.dtype != b.dtype or not np.array_equal(a, b):
+            if a is None or b is None:
+                if a is not b:
+                    return False
+            elif a.dtype != b.dtype or not np.array_equal(a, b):
                 return False
         return True
 
     @cached_property
     def sha256(self) -> str:
         """SHA-256 (hex) of the trace's content (model, fps, every array's dtype, shape and bytes): equal for
-        equal traces, whichever file (or format version) they came from. Computed once."""
+        equal traces, whichever file (or format version) they came from. An optional array that is None adds
+        nothing, so a trace without ``importance_beta`` hashes as it did before that key existed. Computed once."""
         h = hashlib.sha256()
         h.update(repr((self.model, float(self.fps))).encode())
-        for name in _ARRAYS:
-            arr = np.ascontiguousarray(getattr(self, name))
+        for name in (*_ARRAYS, *TRACE_OPTIONAL_KEYS):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            arr = np.ascontiguousarray(value)
             h.update(f"|{name}|{arr.dtype.str}|{arr.shape}|".encode())
             h.update(arr.tobytes())
         return h.hexdigest()
@@ -132,7 +154,8 @@ class Trace:
         """
         start, stop = check_range(start, stop, self.n_frames, "Trace.subset")
         fields = {name: getattr(self, name)[start:stop] for name in _ARRAYS}
-        return build_trace(model=self.model, fps=self.fps, **fields, where="Trace.subset",
+        beta = None if self.importance_beta is None else self.importance_beta[start:stop]
+        return build_trace(model=self.model, fps=self.fps, **fields, importance_beta=beta, where="Trace.subset",
                            source_format=self.source_format)
 
     def split(self, fraction: float) -> tuple[Trace, Trace]:
@@ -222,6 +245,7 @@ def build_trace(
     correct: object,
     labels: object = None,
     scene: object = None,
+    importance_beta: object = None,
     where: str = "Trace",
     hint: str = "",
     source_format: str = TRACE_FORMAT,
@@ -229,16 +253,16 @@ def build_trace(
     """Validate the fields of a trace and convert them to the file format's dtypes (read-only arrays).
 
     Args:
-        model, fps, features, feature_change, pooled, predictions, confidence, correct, labels, scene: as in
-            the module docstring; ``pooled``, ``labels`` and ``scene`` may be None (none recorded, unknown,
-            unknown).
+        model, fps, features, feature_change, pooled, predictions, confidence, correct, labels, scene,
+            importance_beta: as in the module docstring; ``pooled``, ``labels``, ``scene`` and
+            ``importance_beta`` may be None (none recorded, unknown, unknown, not recorded).
         where: prefix of error messages (a function or file name).
         hint: what to do, appended to error messages.
         source_format: recorded in :attr:`Trace.source_format`.
 
     Raises:
         ConfigError: a field has the wrong type, dtype or shape, inconsistent lengths, NaN or infinite values,
-            or confidence or feature_change outside [0, 1].
+            confidence or feature_change outside [0, 1], or an importance_beta ≤ 0.
     """
     c = _Checker(where, hint)
     if not isinstance(model, str) or not model:
@@ -296,6 +320,14 @@ def build_trace(
         c.rows("scene", scn, t)
         if scn.size and scn.min() < 0:
             raise c.fail(f"scene ids must be ≥ 0, found {int(scn.min())}")
+    beta = None
+    if importance_beta is not None:
+        beta = c.array("importance_beta", importance_beta, 1, "fiu", "a (T,) float array of concentrations > 0")
+        c.rows("importance_beta", beta, t)
+        c.finite("importance_beta", beta)
+        if beta.size and beta.min() <= 0:
+            bad = int(np.argmax(beta <= 0))
+            raise c.fail(f"importance_beta must be > 0 (a concentration), found {beta[bad]:g} at frame {bad}")
 
     def ro(arr: np.ndarray, dtype: type) -> np.ndarray:
         out = np.array(arr, dtype=dtype, copy=True)
@@ -314,6 +346,7 @@ def build_trace(
         labels=ro(lab, np.int64),
         scene=ro(scn, np.int64),
         source_format=source_format,
+        importance_beta=None if beta is None else ro(beta, np.float32),
     )
 
 
@@ -330,6 +363,7 @@ def save_trace(
     correct: np.ndarray,
     labels: np.ndarray | None = None,
     scene: np.ndarray | None = None,
+    importance_beta: np.ndarray | None = None,
 ) -> Path:
     """Validate a trace and write it to ``path`` atomically (format in the module docstring).
 
@@ -344,6 +378,7 @@ def save_trace(
             in [0, 1]. pooled: (T, D) pooled backbone features or None.
         predictions: (T, E) top-1 class per exit. confidence: (T, E) in [0, 1]. correct: (T, E) bool.
         labels: (T,) ground-truth classes (−1 unknown) or None. scene: (T,) scene ids or None (all 0).
+        importance_beta: (T,) per-frame attention concentration (> 0), or None (the key is not written).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -362,6 +397,7 @@ def save_trace(
         correct=correct,
         labels=labels,
         scene=scene,
+        importance_beta=importance_beta,
         where="save_trace",
     )
     path = Path(path)
@@ -381,6 +417,8 @@ def save_trace(
         "labels": trace.labels,
         "scene": trace.scene,
     }
+    if trace.importance_beta is not None:
+        arrays["importance_beta"] = trace.importance_beta
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -403,8 +441,8 @@ def _scalar(c: _Checker, raw: dict[str, np.ndarray], key: str, kinds: str, what:
 
 
 def _read_npz(fh: BinaryIO, c: _Checker) -> dict[str, np.ndarray]:
-    """Read every trace key of the archive open in ``fh`` (the keys of its format version, v2 or v1); corrupt
-    or incomplete archives, and unknown format strings, raise ConfigError."""
+    """Read every trace key of the archive open in ``fh`` (the keys of its format version, v2 or v1, and the
+    optional keys it has); corrupt or incomplete archives, and unknown format strings, raise ConfigError."""
     try:
         obj = np.load(fh, allow_pickle=False)
     except Exception as exc:  # BadZipFile, ValueError (not npy/npz: would need pickle), OSError, EOFError, ...
@@ -426,7 +464,7 @@ def _read_npz(fh: BinaryIO, c: _Checker) -> dict[str, np.ndarray]:
             missing = [k for k in keys if k not in obj.files]
             if missing:
                 raise c.fail(f"lacks key(s) {missing} of format {fmt!s} (it has {sorted(obj.files)})")
-            return {k: obj[k] for k in keys}
+            return {k: obj[k] for k in (*keys, *(o for o in TRACE_OPTIONAL_KEYS if o in obj.files))}
         except ConfigError:
             raise
         except Exception as exc:  # corrupt member: BadZipFile (CRC), zlib.error, ValueError, EOFError, ...
@@ -436,12 +474,14 @@ def _read_npz(fh: BinaryIO, c: _Checker) -> dict[str, np.ndarray]:
 def load_trace(path: str | os.PathLike[str]) -> Trace:
     """Load and validate a trace written by :func:`save_trace` (format v2, or v1 converted as the module
     docstring says: features = its first 3 columns, every exit's feature_change = its 4th). ``clip:<name>``
-    is the trace of a real clip shipped in the package (:func:`e4gym.workload.clips.clip_trace`).
+    is the trace of a real clip shipped in the package (:func:`e4gym.workload.clips.clip_trace`). A file
+    without the optional ``importance_beta`` key gives ``importance_beta=None``.
 
     Raises:
         ConfigError: the file is missing, not an ``.npz`` archive (corrupt or truncated), lacks a key, has
             another format string, or holds malformed arrays (inconsistent lengths, NaN, confidence outside
-            [0, 1], ...). The message names the file and the problem and says how to fix it.
+            [0, 1], an importance_beta ≤ 0, ...). The message names the file and the problem and says how to fix
+            it.
     """
     if isinstance(path, str) and path.startswith(CLIP_PREFIX):
         path = clip_trace(path[len(CLIP_PREFIX):])
@@ -479,6 +519,7 @@ def load_trace(path: str | os.PathLike[str]) -> Trace:
         correct=raw["correct"],
         labels=raw["labels"],
         scene=raw["scene"],
+        importance_beta=raw.get("importance_beta"),
         where=c.where,
         hint=_FIX,
         source_format=fmt,
@@ -499,6 +540,9 @@ class TraceSource(FrameSource):
       replay starts at. ``reset(None)`` keeps the generator running.
     - :meth:`spawn` gives an independent replay of the same trace and range; :meth:`stream_key` is
       ``("trace", trace.sha256, start, stop)``, whatever the seed (every replay serves the same frames).
+    - :meth:`recorded_beta` gives the served frames' recorded attention concentration (the trace's
+      ``importance_beta``; None when it has none), by frame index: the edge-cloud env uses it instead of drawing
+      ``beta``.
 
     Attributes:
         trace: the replayed trace (all of it, also when a range is served). start / stop: the frame range.
@@ -570,6 +614,28 @@ class TraceSource(FrameSource):
 
     def _rows(self, idx: np.ndarray | int) -> np.ndarray | int:
         return self.start + (idx + (self.first_row - self.start)) % self.length
+
+    @property
+    def has_importance_beta(self) -> bool:
+        """Whether the trace carries the per-frame attention concentration (``importance_beta``)."""
+        return self.trace.importance_beta is not None
+
+    def recorded_beta(self, index: np.ndarray | int) -> np.ndarray | None:
+        """The recorded attention concentration ``beta`` (the trace's ``importance_beta``, > 0) of the frames with
+        these indices since the last ``reset`` (the ``index`` of :class:`~e4gym.workload.base.FrameRecord` and
+        :class:`~e4gym.workload.base.FrameBatch`; past the range's end it wraps as :meth:`next` does), as float64
+        of ``index``'s shape; None when the trace has none. Does not move the cursor.
+
+        Raises:
+            ConfigError: an index is not an integer ≥ 0.
+        """
+        beta = self.trace.importance_beta
+        if beta is None:
+            return None
+        idx = np.asarray(index)
+        if idx.dtype.kind not in "iu" or (idx.size and idx.min() < 0):
+            raise ConfigError(f"TraceSource.recorded_beta: frame indices must be integers >= 0, got {index!r}")
+        return beta[self._rows(idx.astype(np.int64))].astype(np.float64)
 
     def next(self) -> FrameRecord:
         """The next frame of the range (wrapping around at its end)."""

@@ -162,6 +162,27 @@ def test_trained_policy_without_a_path_trains_once_per_scenario_and_reuses_it(tm
         TrainedPolicy()
 
 
+def test_train_seeds_give_each_benchmark_seed_its_own_training_seed(tmp_path, monkeypatch) -> None:
+    """train_seeds=2: the harness's seeds 0, 1, 2 run models trained with seeds 0, 1, 0 (two cached runs)."""
+    from e4gym.bench import run_benchmark
+
+    monkeypatch.setenv("E4GYM_CACHE_DIR", str(tmp_path / "cache"))
+    config = {"name": "two-training-seeds", "env": {"episode_frames": 20},
+              "matrix": {"device": ["xavier-nx"], "model": ["efficientnet_b0"], "fps": [20]}, "seeds": [0, 1, 2],
+              "policies": [{"name": "trained", "label": "ring", "args": {"algo": "ring-dvfs", "steps": 300,
+                                                                        "train_seeds": 2}}]}
+    res = run_benchmark(config, tmp_path / "out", jobs=1, plots=False, tensorboard=False, quiet=True)
+    assert res.ok, [str(f) for f in res.failures]
+    runs = sorted((tmp_path / "cache" / "trained").glob("ring-dvfs-*"))
+    assert len(runs) == 2
+    assert sorted(json.loads((r / "train.json").read_text())["seed"] for r in runs) == [0, 1]
+    pol = TrainedPolicy(algo="ring-dvfs", steps=300, train_seeds=3, seed=10)
+    pol.for_task_seed(4)
+    assert pol._to_train["seed"] == 11
+    with pytest.raises(ConfigError, match="train_seeds must be an integer >= 1"):
+        TrainedPolicy(algo="ring-dvfs", train_seeds=0)
+
+
 @pytest.mark.parametrize("algo", ["sac", "td3", "a2c"])
 def test_other_sb3_algorithms_train_and_serve_the_harness(tmp_path, algo: str) -> None:
     out = tmp_path / algo

@@ -25,14 +25,15 @@ from e4gym.bench.reproduce import (
     REPRODUCED,
     VERDICTS,
     Above,
+    AtMost,
     Claim,
     Estimate,
     Evidence,
     NotComparable,
     Point,
     Range,
+    against,
     comparisons,
-    e4_against,
     judge,
     larger_on,
     run_reproduce,
@@ -45,6 +46,15 @@ from e4gym.errors import ConfigError
 from e4gym.hardware.calibration import SAVING_TARGETS
 
 # ---------------------------------------------------------------------------------------------- verdict rules
+
+
+def test_at_most_judges_the_mean_and_says_the_interval() -> None:
+    under = Estimate((0, 1), (0.2, 1.0), "points")  # mean 0.6, its interval reaches above 1
+    verdict, reason = AtMost(1.0).judge(under)
+    assert verdict == REPRODUCED and "reaches above it" in reason
+    assert AtMost(1.0).judge(Estimate((0, 1), (0.5, 0.5), "points"))[0] == REPRODUCED
+    verdict, reason = AtMost(1.0).judge(Estimate((0, 1), (1.4, 1.6), "points"))
+    assert verdict == NOT_REPRODUCED and "> +1.00 points" in reason
 
 
 def est(*values: float, unit: str = "%", groups: tuple = ()) -> Estimate:
@@ -148,7 +158,7 @@ def test_the_registry_names_every_claim_of_the_issue() -> None:
             "e4-max-speedup", "e4-orin-vs-nano", "dutt-best-static-nano", "dutt-best-static-nx",
             "dutt-nx-vs-nano"} <= set(keys)
     for c in CLAIMS:
-        assert set(c.needs) <= {"bench", "dutt", "sweep"} and c.needs, c.key
+        assert set(c.needs) <= {"bench", "dvfo", "dutt", "sweep"} and c.needs, c.key
         assert c.paper and c.published and c.setting and c.text
     by = {c.key: c for c in CLAIMS}
     assert by["e4-saving-ztt"].rule == Range(20, 37) and by["e4-speedup-ring"].rule == Range(1.3, 2.2)
@@ -157,7 +167,7 @@ def test_the_registry_names_every_claim_of_the_issue() -> None:
     for key, dev in (("dutt-best-static-nano", "jetson-nano"), ("dutt-best-static-nx", "xavier-nx")):
         lo, hi = SAVING_TARGETS[dev]
         assert by[key].rule == Range(100 * lo, 100 * hi, over="groups")
-    assert {p.split(" (")[0] for p, _, _ in rp.NOT_BUILT} >= {"DVFO", "BCEdge"}
+    assert {p.split(" (")[0] for p, _, _ in rp.NOT_BUILT} == {"BCEdge"}
 
 
 # ---------------------------------------------------------------------------------------------- comparability
@@ -218,14 +228,14 @@ def test_the_e4_figures_are_paired_by_seed_and_averaged_over_comparable_scenario
     ev = _evidence({("x", 30): (_row(0.8, latency=20.0), _row(1.0, latency=30.0)),
                     ("y", 30): (_row(0.6, latency=10.0), _row(1.0, latency=30.0)),
                     ("z", 30): (_row(0.1, acc=0.2), _row(1.0, acc=0.8))})  # z: E4 drops accuracy, left out
-    sav = e4_against(("ztt",), saving_pct, "%")(ev)
+    sav = against(("ztt",), saving_pct, "%")(ev)
     assert isinstance(sav, Estimate)
     # seed 0: (20 + 40) / 2 = 30; seed 1: (19 + 39) / 2 = 29
     assert sav.values == pytest.approx((30.0, 29.0)) and sav.seeds == (0, 1)
     assert any("z m 30 fps" in x for x in sav.excluded)
-    sp = e4_against(("ztt",), speedup, "×")(ev)
+    sp = against(("ztt",), speedup, "×")(ev)
     assert sp.mean == pytest.approx((1.5 + 3.0) / 2)
-    best = e4_against(("ztt",), speedup, "×", best=True)(ev)
+    best = against(("ztt",), speedup, "×", best=True)(ev)
     assert best.mean == pytest.approx(3.0) and "y m 30 fps vs zTT" in best.used[0]
 
 
@@ -261,22 +271,41 @@ TINY = {
 }
 
 
+#: DVFO's experiment, tiny: one board where offloading pays, DVFO and its baselines with cheap training and sweeps.
+TINY_DVFO = {
+    "name": "tiny-dvfo",
+    "env": {"episode_frames": 60, "control_memory": True},
+    "matrix": {"device": ["xavier-nx"], "model": ["efficientnet_b0"], "fps": [20], "deadline_ms": [None]},
+    "seeds": [0, 1],
+    "policies": [
+        {"name": "e4", "args": {"train_streams": 1, "train_frames": 400, "train_epochs": 1}},
+        "edge_only",
+        "cloud_only",
+        {"name": "best_static_offload", "args": {"frames": 40, "episodes": 1, "levels": 2}},
+        {"name": "trained", "label": "dvfo", "args": {"algo": "dvfo", "env_id": "e4gym/EdgeCloudDVFS-v0",
+                                                      "steps": 300}},
+    ],
+}
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, rp.Reproduction]:
-    """The tiny config run once (in-process, trained baselines cached in a temporary folder)."""
+    """The tiny configs run once (in-process, trained baselines cached in a temporary folder)."""
     root = tmp_path_factory.mktemp("reproduce")
-    cfg = root / "tiny.yaml"
+    cfg, dvfo = root / "tiny.yaml", root / "tiny-dvfo.yaml"
     cfg.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    dvfo.write_text(yaml.safe_dump(TINY_DVFO, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("E4GYM_CACHE_DIR", str(root / "cache"))
-        rep = run_reproduce(root / "out", config=str(cfg), jobs=1, command="e4gym reproduce (test)", sweep_frames=30)
+        rep = run_reproduce(root / "out", config=str(cfg), jobs=1, command="e4gym reproduce (test)", sweep_frames=30,
+                            dvfo_config=str(dvfo))
     return cfg, rep
 
 
 @pytest.mark.slow
 def test_every_claim_resolves_against_a_tiny_run(tiny) -> None:
     _, rep = tiny
-    assert rep.ran == 40 and rep.reused == 0 and not rep.failures
+    assert rep.ran == 40 + 10 and rep.reused == 0 and not rep.failures  # E4's experiment, then DVFO's
     assert [r.claim.key for r in rep.results] == [c.key for c in CLAIMS]
     for r in rep.results:
         assert r.verdict in VERDICTS and r.reason, r.claim.key
@@ -304,7 +333,8 @@ def test_the_report_and_figures_end_to_end_and_a_resumed_run_reuses_every_task(t
     assert "Command: `e4gym reproduce (test)`" in report and "Wall time: **" in report
     for r in rep.results:
         assert r.claim.text in report and r.reason in report
-    assert "**DVFO" in report and "**BCEdge" in report and "Not built yet: no batching env" in report
+    assert "**BCEdge" in report and "Not built yet: no batching env" in report and "**DVFO" not in report
+    assert "(`dvfo-energy`)" in report and (out / rp.DVFO_BENCH_DIR / "report.md").is_file()
     for png in (rp.FIG1_FILE, rp.FIG3_FILE):
         assert f"]({png})" in report
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -314,9 +344,10 @@ def test_the_report_and_figures_end_to_end_and_a_resumed_run_reuses_every_task(t
     assert (out / "bench" / "report.md").is_file() and not (out / "bench" / "plots").exists()
 
     # Resume through the command: every bench task is reused, the verdicts are the same.
-    assert main(["reproduce", "--config", str(cfg), "--out", str(out), "--jobs", "1", "--quiet"]) == 0
+    assert main(["reproduce", "--config", str(cfg), "--dvfo-config", str(cfg.parent / "tiny-dvfo.yaml"), "--out",
+                 str(out), "--jobs", "1", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "(0 task(s) run, 40 reused" in printed
+    assert "(0 task(s) run, 50 reused" in printed
     again = json.loads((out / rp.STATE_FILE).read_text())
     assert [c["verdict"] for c in again["claims"]] == [r.verdict for r in rep.results]
 
@@ -345,6 +376,8 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, monkeypatch, c
     cfg = tmp_path / "one.yaml"
     cfg.write_text(yaml.safe_dump({**TINY, "matrix": {**TINY["matrix"], "device": ["xavier-nx"], "fps": [30]},
                                    "env": {"episode_frames": 30}, "policies": ["default"]}, sort_keys=False))
+    dvfo = tmp_path / "dvfo.yaml"
+    dvfo.write_text(yaml.safe_dump({**TINY_DVFO, "env": {"episode_frames": 30}, "policies": ["edge_only"]}))
     out = tmp_path / "out"
     real = bench_runner.run_task
     calls = []
@@ -356,7 +389,8 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, monkeypatch, c
         return real(task, out_dir)
 
     monkeypatch.setattr(bench_runner, "run_task", second_is_interrupted)
-    argv = ["reproduce", "--config", str(cfg), "--out", str(out), "--jobs", "1", "--quiet", "--force"]
+    argv = ["reproduce", "--config", str(cfg), "--dvfo-config", str(dvfo), "--out", str(out), "--jobs", "1", "--quiet",
+            "--force"]
     assert main(argv) == 130
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -364,10 +398,10 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, monkeypatch, c
     assert lines[0].startswith("e4gym reproduce: interrupted") and "kept" in lines[0]
     command = lines[0].split("resume with: ", 1)[1]
     assert command == shlex.join(["e4gym", "reproduce", "--out", str(out), "--jobs", "1", "--quiet", "--config",
-                                  str(cfg)])  # --force dropped
+                                  str(cfg), "--dvfo-config", str(dvfo)])  # --force dropped
     monkeypatch.setattr(bench_runner, "run_task", real)
     assert main(shlex.split(command)[1:]) == 0
-    assert "(1 task(s) run, 1 reused" in capsys.readouterr().out
+    assert "(3 task(s) run, 1 reused" in capsys.readouterr().out  # the rest of E4's, then DVFO's two
 
 
 def test_bad_input_is_one_line(tmp_path, capsys) -> None:

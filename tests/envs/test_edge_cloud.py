@@ -228,3 +228,64 @@ def test_the_server_is_a_desktop_gpu_faster_than_any_board() -> None:
     assert server.cuda_cores == 8704 and server.dram_bw_bytes_per_s == pytest.approx(760e9)
     env = gym.make(ID, device="agx-orin").unwrapped
     assert 0 < max(env._cloud_s) < 0.01
+
+
+# ------------------------------------------------------------------------------ recorded importance (issue 18)
+
+
+def _clip_env(workload: object = "clip:bikes", frames: int = 300, **kwargs: object) -> EdgeCloudDVFSEnv:
+    return gym.make(ID, device="xavier-nx", model="efficientnet_lite0", workload=workload, episode_frames=frames,
+                    **kwargs).unwrapped
+
+
+def _offloading(env: EdgeCloudDVFSEnv, frames: int) -> list[np.ndarray]:
+    """Every share but 0 in turn (so every frame's importance is in its info), top clocks."""
+    return [_top(env, 1 + k % (len(env.shares) - 1)) for k in range(frames)]
+
+
+def test_a_trace_with_recorded_beta_replaces_the_draw() -> None:
+    """On ``clip:bikes`` (recorded with importance_beta) a frame's offloaded importance is ``s**beta`` of the
+    frame the trace replays, across the source's 256-frame chunks and the 125-frame trace's wrap-around."""
+    from e4gym.envs.edge_cloud import IMPORTANCE_OFFLOADED, SHARE
+    from e4gym.workload.trace import load_trace
+
+    beta = load_trace("clip:bikes").importance_beta
+    assert beta is not None
+    for seed in (0, 7):
+        env = _clip_env()
+        infos = _run(env, _offloading(env, 300), seed=seed)
+        rows = [int(env.source._rows(k)) for k in range(300)]
+        got = np.array([float(i[IMPORTANCE_OFFLOADED]) for i in infos])
+        want = np.array([float(i[SHARE]) ** float(beta[r]) for i, r in zip(infos, rows)])
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        assert float(infos[0][SHARE]) == 0.1 and np.unique(got[::10]).size > 20  # frame to frame, not one beta
+
+
+def test_recorded_beta_keeps_the_env_deterministic_and_the_draws_in_step() -> None:
+    """Same seed, same episode; the log-normal draw is still made (and discarded), so everything but the
+    importance and the accuracy draw's outcome matches a replay of the same trace without importance_beta."""
+    import dataclasses
+
+    from e4gym.envs.edge_cloud import IMPORTANCE_OFFLOADED, TRANSFER_MS
+    from e4gym.workload.trace import load_trace
+
+    a, b = _clip_env(), _clip_env()
+    ia, ib = _run(a, _offloading(a, 300), seed=3), _run(b, _offloading(b, 300), seed=3)
+    assert ia == ib
+    ic = _run(a, _offloading(a, 300), seed=4)
+    assert [i[IMPORTANCE_OFFLOADED] for i in ic] != [i[IMPORTANCE_OFFLOADED] for i in ia]  # another start frame
+
+    plain = dataclasses.replace(load_trace("clip:bikes"), importance_beta=None)
+    c = _clip_env(workload=plain)  # synthetic uplink: its seed is drawn after the frames' draws
+    id_ = _run(c, _offloading(c, 300), seed=3)
+    a.reset(seed=3)
+    assert c.source.first_row == a.source.first_row  # the same frames
+    for x, y in zip(ia, id_):
+        assert x[TRANSFER_MS] == y[TRANSFER_MS] and x["run_ms"] == y["run_ms"]
+    drawn = np.array([float(i[IMPORTANCE_OFFLOADED]) for i in id_])
+    recorded = np.array([float(i[IMPORTANCE_OFFLOADED]) for i in ia])
+    assert not np.array_equal(drawn, recorded)
+    share = np.array([float(i["offload_share"]) for i in id_])
+    part = share < 1.0  # all channels hold all the importance, whatever beta
+    fitted = np.log(drawn[part]) / np.log(share[part])  # the drawn beta: log-normal around the fit
+    assert abs(np.median(fitted) - 2.07) < 0.02 and np.std(np.log(fitted)) < 0.05

@@ -273,3 +273,39 @@ def test_record_a_clip_from_a_start_frame_without_pooled_features(tmp_path) -> N
     with pytest.raises(ConfigError, match="start must be a frame index >= 0"):
         record_trace("efficientnet_lite0", None, "clip:carphone", tmp_path / "u.npz", start=-1, progress=False)
     assert not (tmp_path / "u.npz").exists()
+
+
+# ------------------------------------------------------------------------------------------ importance_beta (issue 18)
+
+
+def test_trace_carries_the_split_importance_of_every_frame(video, trace):
+    """``importance_beta`` is, per recorded frame and in order, the concentration of the attention importance at
+    the network's default split (SplitImportance, the implementation benchmarks/importance_fit.py uses)."""
+    import torch
+
+    from e4gym.dnn.attention import SplitImportance, importance_concentration
+    from e4gym.dnn.offload import default_split
+    from e4gym.dnn.profile import load_model_profile
+
+    beta = trace.importance_beta
+    assert beta is not None and beta.shape == (N_FRAMES,) and beta.dtype == np.float32
+    assert np.isfinite(beta).all() and (beta > 0).all()
+    container, stream = rec._open_video(video)
+    try:
+        inputs = np.stack([rec._prepare(rgb, SIZE)[0] for _, rgb in rec._frames(container, stream, video)])
+    finally:
+        container.close()
+    net = rec._build_net(MODEL, None, None, SIZE).eval()
+    with SplitImportance(net) as split, torch.inference_mode():
+        assert split.split == default_split(load_model_profile(MODEL))
+        net.forward_all(net.normalise(inputs))
+        want = importance_concentration(split.take())
+    np.testing.assert_allclose(beta, want, rtol=1e-4)
+    assert len(np.unique(beta)) == N_FRAMES  # one concentration per frame, not one per video
+
+
+def test_importance_beta_is_finite_on_one_pixel_split_maps(video, tmp_path):
+    """At 8×8 px the split block's maps are 1×1: the spatial attention has nothing to rank, beta stays finite."""
+    out = record_trace(MODEL, None, video, tmp_path / "t.npz", image_size=8, max_frames=3, progress=False)
+    beta = load_trace(out).importance_beta
+    assert beta.shape == (3,) and np.isfinite(beta).all() and (beta > 0).all()

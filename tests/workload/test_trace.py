@@ -467,3 +467,131 @@ def test_base_source_without_spawn_or_key() -> None:
     assert isinstance(Bare().spawn(0), Bare)  # the default deep-copies it
     with pytest.raises(ConfigError, match=r"Bare has no stream identity.*implement stream_key"):
         Bare().stream_key()
+
+
+# ------------------------------------------------------------------------------------------ importance_beta (issue 18)
+
+
+def _beta(t: int = 40) -> np.ndarray:
+    return np.linspace(1.5, 2.5, t)
+
+
+def _legacy_sha256(tr: Trace) -> str:
+    """The hash as it was before the optional ``importance_beta`` key existed (the eight required arrays)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(repr((tr.model, float(tr.fps))).encode())
+    for name in ("features", "feature_change", "pooled", "predictions", "confidence", "correct", "labels", "scene"):
+        arr = np.ascontiguousarray(getattr(tr, name))
+        h.update(f"|{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def test_importance_beta_round_trips(tmp_path: Path) -> None:
+    f = _fields()
+    path = save_trace(tmp_path / "beta.npz", **f, importance_beta=_beta())
+    raw = _arrays(path)
+    assert str(raw["format"]) == TRACE_FORMAT == "e4gym-trace-v2"  # an optional key of the same version
+    assert raw["importance_beta"].dtype == np.float32 and raw["importance_beta"].shape == (40,)
+    tr = load_trace(path)
+    assert tr.importance_beta is not None and tr.importance_beta.dtype == np.float32
+    np.testing.assert_array_equal(tr.importance_beta, _beta().astype(np.float32))
+    assert not tr.importance_beta.flags.writeable
+    again = load_trace(save_trace(tmp_path / "again.npz", **f, importance_beta=tr.importance_beta))
+    assert again.equals(tr) and again.sha256 == tr.sha256
+    # The array is content: a trace without it, or with other values, is another trace.
+    plain = load_trace(save_trace(tmp_path / "plain.npz", **f))
+    assert plain.importance_beta is None and "importance_beta" not in _arrays(tmp_path / "plain.npz")
+    assert not plain.equals(tr) and not tr.equals(plain) and plain.sha256 != tr.sha256
+    other = load_trace(save_trace(tmp_path / "other.npz", **f, importance_beta=_beta() + 0.1))
+    assert not other.equals(tr) and other.sha256 != tr.sha256
+    assert dataclasses.replace(tr, importance_beta=None).equals(plain)
+    # subset and split carry it.
+    np.testing.assert_array_equal(tr.subset(5, 9).importance_beta, tr.importance_beta[5:9])
+    first, rest = tr.split(0.75)
+    np.testing.assert_array_equal(first.importance_beta, tr.importance_beta[:30])
+    np.testing.assert_array_equal(rest.importance_beta, tr.importance_beta[30:])
+    assert plain.subset(5, 9).importance_beta is None and plain.split(0.5)[1].importance_beta is None
+
+
+def test_a_trace_without_importance_beta_hashes_as_before(trace_file: Path) -> None:
+    """Result caches and stream keys of traces recorded before the key existed stay valid."""
+    tr = load_trace(trace_file)
+    assert tr.importance_beta is None and tr.sha256 == _legacy_sha256(tr)
+    with_beta = dataclasses.replace(tr, importance_beta=_beta().astype(np.float32))
+    assert with_beta.sha256 != _legacy_sha256(tr)
+
+
+def test_old_files_load_without_importance_beta(trace_file: Path, tmp_path: Path) -> None:
+    """A v2 file written before the key existed (it has exactly the required keys) and a v1 file."""
+    raw = _arrays(trace_file)
+    assert set(raw) == {"format", "model", "fps", "features", "feature_change", "pooled", "predictions",
+                        "confidence", "correct", "labels", "scene"}
+    tr = load_trace(trace_file)
+    assert tr.importance_beta is None and tr.source_format == TRACE_FORMAT
+    src = TraceSource(tr, seed=0)
+    assert not src.has_importance_beta and src.recorded_beta(np.arange(5)) is None
+    v1 = load_trace(_write_npz(tmp_path / "v1.npz", _v1_arrays(_fields(), np.full(40, 0.2, np.float32))))
+    assert v1.source_format == TRACE_FORMAT_V1 and v1.importance_beta is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (lambda b: b[:-1], "importance_beta has 39 frames but features has 40"),
+        (lambda b: np.where(np.arange(40) == 7, np.nan, b), r"importance_beta contains NaN \(first at frame 7\)"),
+        (lambda b: np.where(np.arange(40) == 3, np.inf, b), "importance_beta contains an infinite value"),
+        (lambda b: np.where(np.arange(40) == 12, 0.0, b), r"importance_beta must be > 0 .* found 0 at frame 12"),
+        (lambda b: -b, "importance_beta must be > 0"),
+        (lambda b: b[:, None], r"importance_beta must be a \(T,\) float array .* shape \(40, 1\)"),
+        (lambda b: b > 2, "importance_beta must be a .* dtype bool"),
+    ],
+)
+def test_corrupt_importance_beta_is_a_one_line_config_error(
+    trace_file: Path, tmp_path: Path, value: Callable[[np.ndarray], np.ndarray], message: str
+) -> None:
+    arrays = _arrays(trace_file)
+    arrays["importance_beta"] = value(_beta())
+    path = _write_npz(tmp_path / "bad.npz", arrays)
+    with pytest.raises(ConfigError, match=rf"trace file '.*bad\.npz': {message}.*re-record") as err:
+        load_trace(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=rf"save_trace: {message}"):
+        save_trace(tmp_path / "x.npz", **_fields(), importance_beta=value(_beta()))
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_trace_source_serves_the_recorded_beta_by_frame_index(tmp_path: Path) -> None:
+    beta = _beta().astype(np.float32)
+    tr = load_trace(save_trace(tmp_path / "beta.npz", **_fields(), importance_beta=beta))
+    src = TraceSource(tr, 10, 25, seed=4)
+    assert src.has_importance_beta
+    b = src.batch(40)  # wraps around the 15-frame range
+    rows = [10 + (src.first_row - 10 + i) % 15 for i in range(40)]
+    got = src.recorded_beta(b.index)
+    assert got.dtype == np.float64 and got.shape == (40,)
+    np.testing.assert_array_equal(got, beta[rows])
+    np.testing.assert_array_equal(b.features, tr.features[rows])  # the same frames as the batch
+    assert src.recorded_beta(3) == beta[rows[3]]
+    src.reset(4)  # the cursor does not matter: frame index i is the same row after the same reset
+    np.testing.assert_array_equal(src.recorded_beta(np.arange(40)), beta[rows])
+    for bad in (-1, np.array([0.5]), np.array([2, -3])):
+        with pytest.raises(ConfigError, match=r"TraceSource\.recorded_beta: frame indices must be integers >= 0"):
+            src.recorded_beta(bad)
+
+
+def test_the_shipped_clip_traces_carry_the_recorded_beta() -> None:
+    """Recorded with the importance at EfficientNet-Lite0's default split: one beta per frame, near the
+    emulator's fitted draw (per clip 1.99-2.13 in benchmarks/importance_fit.py), varying from frame to frame."""
+    from e4gym.dnn.offload import DEFAULT_CONCENTRATION
+
+    medians = {}
+    for name in ("bikes", "bigbuckbunny", "carphone"):
+        tr = load_trace(f"clip:{name}")
+        assert tr.importance_beta is not None and tr.importance_beta.shape == (tr.n_frames,)
+        assert np.all((tr.importance_beta > 1.8) & (tr.importance_beta < 2.4)) and tr.importance_beta.std() > 0
+        medians[name] = float(np.median(tr.importance_beta))
+    assert abs(np.median(list(medians.values())) - DEFAULT_CONCENTRATION) < 0.05
+    assert medians["carphone"] < medians["bikes"] < medians["bigbuckbunny"]  # as the benchmark's table
