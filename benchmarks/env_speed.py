@@ -7,7 +7,8 @@ they end. Everything is measured in one run, so read the ratios rather than the 
 
 Targets (issue 13, in the same run): the frame env at >= 0.5x CartPole-v1's step rate (aim: 1.0x); the native
 vector env with 1024 envs at >= 10x CartPole-v1's single-env step rate in frames per second (aim: 30x). Issue 18:
-the edge-cloud env at >= 0.3x.
+the edge-cloud env at >= 0.3x. Issue 19: the batching env (default settings: four models, 1 s decision intervals)
+at >= 0.2x; one of its steps serves a whole interval (some 50 requests on Xavier NX at the default rates).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         gym.make("e4gym/EarlyExitDVFS-v1", device=args.device, control_memory=True), args.seconds, args.repeats
     )
     edge_cloud = _single_rate(gym.make("e4gym/EdgeCloudDVFS-v0", device=args.device), args.seconds, args.repeats)
+    batch_env = gym.make("e4gym/BatchConcurrency-v0", device=args.device)
+    batch_env.reset(seed=0)
+    batch_env.step(batch_env.action_space.sample())  # loads the compiled serving kernel before timing
+    batching = _single_rate(batch_env, args.seconds, args.repeats)
     venv = gym.make_vec("e4gym/EarlyExitDVFS-v1", num_envs=args.num_envs, device=args.device)
     vector = _vector_rate(venv, args.seconds * 2, args.repeats)
     sync = _vector_rate(
@@ -93,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         ("e4gym/EarlyExitDVFS-v1, control_memory=True", "steps = frames", frame_mem),
         ("e4gym/EarlyExitDVFSBlock-v1", "steps = blocks", block),
         ("e4gym/EdgeCloudDVFS-v0 (synthetic uplink)", "steps = frames", edge_cloud),
+        ("e4gym/BatchConcurrency-v0 (4 models, Poisson)", "steps = 1 s intervals", batching),
         ("make_vec sync, 8 envs", "frames", sync),
         (f"make_vec native vector env, {args.num_envs} envs", "frames", vector),
     ]
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"\nframe env: {f:.2f}× CartPole's step rate (target ≥ 0.5: {'met' if f >= 0.5 else 'missed'}; aim 1.0); "
           f"native vector env: {vector / 1e6:.2f} M frames/s = {v:.1f}× CartPole's rate (target ≥ 10: "
           f"{'met' if v >= 10 else 'missed'}; aim 30); edge-cloud env: {edge_cloud / cartpole:.2f}× (target ≥ 0.3, "
-          f"issue 18: {'met' if edge_cloud / cartpole >= 0.3 else 'missed'})")
+          f"issue 18: {'met' if edge_cloud / cartpole >= 0.3 else 'missed'}); batching env: {batching / cartpole:.2f}× "
+          f"(target ≥ 0.2, issue 19: {'met' if batching / cartpole >= 0.2 else 'missed'})")
     return {name: rate for name, _, rate in rows}
 
 

@@ -1,6 +1,7 @@
 """Learning curves of the learned baselines: each agent trained from its config, first and last episodes compared.
 
-Trains zTT, Ring-DVFS, PPO on the frame env and PPO on the block env on xavier-nx with the steps of
+Trains zTT, Ring-DVFS, PPO on the frame env, PPO on the block env and DVFO on the edge-cloud env (its config's
+20 fps) on xavier-nx with the steps of
 ``configs/agents/<algo>.yaml`` (``--scale`` multiplies them), through :func:`agents.train.train` (what
 ``e4gym train`` runs), then reads each run's TensorBoard file back and prints, per agent: wall time, steps,
 the mean ``e4gym/episode_reward`` of the first and of the last quarter of the logged points, and the last
@@ -23,6 +24,7 @@ AGENTS = (
     ("ring-dvfs", "ring-dvfs", "e4gym/EarlyExitDVFS-v1"),
     ("ppo", "ppo", "e4gym/EarlyExitDVFS-v1"),
     ("ppo-block", "ppo", "e4gym/EarlyExitDVFSBlock-v1"),
+    ("dvfo", "dvfo", "e4gym/EdgeCloudDVFS-v0"),
 )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
-__all__ = ["EDGE_CLOUD_ENV_ID", "ENV_IDS", "REAL_ENV_IDS", "__version__"]
+__all__ = ["BATCH_ENV_ID", "EDGE_CLOUD_ENV_ID", "ENV_IDS", "REAL_ENV_IDS", "__version__"]
 
 #: The registered environment ids.
 ENV_IDS = ("e4gym/EarlyExitDVFS-v1", "e4gym/EarlyExitDVFSBlock-v1")
@@ -37,6 +37,12 @@ if ENV_IDS[1] not in registry:
 EDGE_CLOUD_ENV_ID = "e4gym/EdgeCloudDVFS-v0"
 if EDGE_CLOUD_ENV_ID not in registry:
     register(id=EDGE_CLOUD_ENV_ID, entry_point="e4gym.envs.edge_cloud:EdgeCloudDVFSEnv", order_enforce=False)
+
+#: BCEdge's batching env (issue 19): per model a batch size and an instance count, optionally the clocks, each
+#: decision interval (:mod:`e4gym.envs.batching`).
+BATCH_ENV_ID = "e4gym/BatchConcurrency-v0"
+if BATCH_ENV_ID not in registry:
+    register(id=BATCH_ENV_ID, entry_point="e4gym.envs.batching:BatchConcurrencyEnv", order_enforce=False)
 
 #: The same envs on a real Jetson board (``backend="jetson"``; ``backend_kwargs`` e.g. ``{"sysfs_root": ...}``).
 #: Registered ``nondeterministic=True``: a board's timing and power are not reproducible from a seed. Steps are

@@ -55,7 +55,8 @@ def test_env_speed_measures_every_env_in_one_run(capsys: pytest.CaptureFixture[s
     header, body = _table(out)
     assert header == ["env", "counted", "per second", "µs each", "× CartPole rate"]
     names = ["CartPole-v1 (gymnasium.make)", "e4gym/EarlyExitDVFS-v1", "e4gym/EarlyExitDVFS-v1, control_memory=True",
-             "e4gym/EarlyExitDVFSBlock-v1", "e4gym/EdgeCloudDVFS-v0 (synthetic uplink)", "make_vec sync, 8 envs",
+             "e4gym/EarlyExitDVFSBlock-v1", "e4gym/EdgeCloudDVFS-v0 (synthetic uplink)",
+             "e4gym/BatchConcurrency-v0 (4 models, Poisson)", "make_vec sync, 8 envs",
              "make_vec native vector env, 16 envs"]
     assert [row[0] for row in body] == names == list(rates)
     cartpole = rates[names[0]]
@@ -70,13 +71,15 @@ def test_env_speed_measures_every_env_in_one_run(capsys: pytest.CaptureFixture[s
     summary = re.search(r"frame env: ([\d.]+)× CartPole's step rate \(target ≥ 0\.5: (met|missed); aim 1\.0\); "
                         r"native vector env: ([\d.]+) M frames/s = ([\d.]+)× CartPole's rate \(target ≥ 10: "
                         r"(met|missed); aim 30\); edge-cloud env: ([\d.]+)× \(target ≥ 0\.3, issue 18: "
-                        r"(met|missed)\)", out)
+                        r"(met|missed)\); batching env: ([\d.]+)× \(target ≥ 0\.2, issue 19: (met|missed)\)", out)
     assert summary, out
-    frame, vector, edge_cloud = rates[names[1]] / cartpole, rates[names[6]], rates[names[4]] / cartpole
+    frame, vector, edge_cloud = rates[names[1]] / cartpole, rates[names[7]], rates[names[4]] / cartpole
+    batching = rates[names[5]] / cartpole
     assert _close(float(summary[1]), frame, 2) and summary[2] == ("met" if frame >= 0.5 else "missed")
     assert _close(float(summary[3]), vector / 1e6, 2) and _close(float(summary[4]), vector / cartpole, 1)
     assert summary[5] == ("met" if vector / cartpole >= 10 else "missed")
     assert _close(float(summary[6]), edge_cloud, 2) and summary[7] == ("met" if edge_cloud >= 0.3 else "missed")
+    assert _close(float(summary[8]), batching, 2) and summary[9] == ("met" if batching >= 0.2 else "missed")
 
 
 def test_emulator_speed_prints_a_consistent_table(capsys: pytest.CaptureFixture[str]) -> None:

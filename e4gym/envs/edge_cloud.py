@@ -230,6 +230,8 @@ class EdgeCloudDVFSEnv(StreamEnv):
                                                          / cost_table(s.spec, w, epw).latency_s
                                                          ).reshape(s.spec.n_levels).tolist())
         self._send_fraction = tuple(fractions)
+        #: Per share index: (share, the edge's work, bytes sent, the send-start fractions, the server's time (s)).
+        self._share_rows = tuple(zip(plan.shares, plan.edge, plan.tx_bytes, self._send_fraction, self._cloud_s))
         self.radio: RadioPower = opts.radio if isinstance(opts.radio, RadioPower) else RADIO_PROFILES[opts.radio]
         #: The uplink's trace when it is fixed (a rate, a CSV, a trace); None: a synthetic trace per episode.
         self._trace: BandwidthTrace | None = _fixed_trace(opts.uplink, s.episode_frames * s.period_s)
@@ -289,6 +291,7 @@ class EdgeCloudDVFSEnv(StreamEnv):
         o.last_share = o.latency = o.energy = o.last_transfer = o.importance_offloaded = 0.0
         o.slack = o.fps = 1.0
         self._measured_rates.clear()
+        self._estimate_bps = self.uplink.estimate_bps if self.split_runner is None else self._uplink_estimate
         o.uplink = self._uplink_estimate(0.0) / UPLINK_REF_BPS
         top = s.max_levels
         self._pending = [0, top[0], top[1], top[2]]  # the first frame of a concurrent episode: edge-only, top clocks
@@ -324,13 +327,13 @@ class EdgeCloudDVFSEnv(StreamEnv):
         k: int = self._k  # type: ignore[assignment]
         s, clock, o, b = self.setup, self._clock, self._o, self.backend
         i = vals[0]
-        share = self.shares[i]
+        share, work, n_bytes, fractions, cloud_s = self._share_rows[i]
         if self._decision_s > 0.0 and not self._concurrent:
             self._delay_next_frame(self._decision_s)  # the board waits for the controller's decision
         before = b.levels
         start = clock.free_s
         try:
-            m, idle = self._run_then_idle(self.plan.edge[i], clock.slot_s(), 1, (vals[1], vals[2], vals[3]))
+            m, idle = self._run_then_idle(work, clock.slot_s(), 1, (vals[1], vals[2], vals[3]))
         except HardwareError:
             if self.split_runner is not None:  # the server is gone or refused the frame: the run cannot go on
                 self.close()  # the board is restored now, not at exit
@@ -345,7 +348,6 @@ class EdgeCloudDVFSEnv(StreamEnv):
         arrival = k * clock.period_s
         edge_latency = clock.finish(edge_done)
         pos = self._pos
-        n_bytes = self.plan.tx_bytes[i]
         failed = False
         real = self.split_runner.last if self.split_runner is not None else None
         if real is not None:  # a real board offloaded for real: measured, not modelled
@@ -358,9 +360,8 @@ class EdgeCloudDVFSEnv(StreamEnv):
             if transfer_s > 0.0:
                 self._measured_rates.append(n_bytes * 8.0 / transfer_s)
         elif n_bytes > 0.0:
-            frac = self._send_fraction[i][vals[1]][vals[2]][vals[3]]
+            frac = fractions[vals[1]][vals[2]][vals[3]]  # type: ignore[index]
             tx = self.uplink.send(start + m.latency_s * frac, n_bytes)  # queues behind earlier sends
-            cloud_s = self._cloud_s[i]
             transfer_s = tx.latency_s
             done = max(edge_done, tx.arrival_s + cloud_s + 0.5 * tx.rtt_s)  # the result comes back: RTT / 2
             radio_j = tx.energy_j + tx.tail_j
@@ -391,7 +392,7 @@ class EdgeCloudDVFSEnv(StreamEnv):
         o.throttled = 1.0 if m.throttled else 0.0
         o.slack = clock.slack
         o.fps = clock.fps
-        est = self._uplink_estimate(clock.free_s)  # what the board knows when it decides the next frame
+        est = self._estimate_bps(clock.free_s)  # what the board knows when it decides the next frame
         o.uplink = est / UPLINK_REF_BPS
         o.last_transfer = transfer_s * self._inv_deadline
         o.importance_offloaded = mass

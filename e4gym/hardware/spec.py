@@ -150,6 +150,9 @@ class DeviceSpec:
     thermal: ThermalSpec
     model: EmulatorModel
     source_file: str = ""
+    #: Memory of the board (GB = 10^9 bytes; on a Jetson the CPU and the GPU share it); ``None`` where the YAML
+    #: gives none (the cloud servers). The batching env's memory limit.
+    memory_gb: float | None = None
 
     @property
     def n_cpu(self) -> int:
@@ -317,7 +320,8 @@ def parse_device(data: dict, file: Path | str = "<dict>") -> DeviceSpec:
         ConfigError: names the file, the field and what was expected.
     """
     f = Fields(data, file)
-    f.check_known({"name", "full_name", "soc", "sources", "cpu", "gpu", "emc", "power_modes", "thermal", "model"})
+    f.check_known({"name", "full_name", "soc", "memory_gb", "sources", "cpu", "gpu", "emc", "power_modes", "thermal",
+                  "model"})
     cpu, gpu, emc = f.sub("cpu"), f.sub("gpu"), f.sub("emc")
     cpu.check_known({"arch", "cores", "clusters", "levels_khz", "governor", "source"})
     gpu.check_known({"arch", "cuda_cores", "tensor_cores", "levels_hz", "governor", "source"})
@@ -387,6 +391,7 @@ def parse_device(data: dict, file: Path | str = "<dict>") -> DeviceSpec:
         thermal=thermal,
         model=_emulator_model(f.sub("model")),
         source_file=str(file),
+        memory_gb=f.number("memory_gb", min=0.0, strict_min=True) if "memory_gb" in f.data else None,
     )
 
 
