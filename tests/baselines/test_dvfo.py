@@ -87,6 +87,22 @@ def test_dvfo_trains_from_the_cli_and_serves_the_harness_with_its_concurrent_env
     assert len(infos) == 30 and {i["offload_share"] for i in infos} <= set(env.unwrapped.shares)
 
 
+@pytest.mark.slow  # 6000 DQN steps: about 12 s
+def test_dvfo_learning_curve_rises_in_tensorboard(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "dvfo"
+    assert main(["train", "--algo", "dvfo", "--env", EDGE_CLOUD_ENV_ID, "--out", str(out), "--steps", "6000",
+                 "--quiet", "--env-kwargs", "episode_frames=200"]) == 0
+    ea = EventAccumulator(str(out / "tb"))
+    ea.Reload()
+    curve = [e.value for e in ea.Scalars("e4gym/episode_reward")]
+    assert len(curve) >= 20
+    # DVFO's reward per 200-frame episode: about -500 while exploring, about -290 at the end (training is
+    # deterministic per seed).
+    assert np.mean(curve[-4:]) > np.mean(curve[:4]) + 100
+
+
 def test_trained_policy_env_kwargs_override_the_config_for_the_sequential_variant() -> None:
     seq = TrainedPolicy(algo="dvfo", env_id=EDGE_CLOUD_ENV_ID, env_kwargs={"concurrent": False}, name="dvfo-seq")
     assert seq.env_kwargs == {"concurrent": False}
