@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.e4gym-installed
+# The Triton server's own environment (PyTriton pins numpy<2; docs/serving.md), used by the serving tests.
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.e4gym-installed
 
-.PHONY: demo test lint calibrate bench-emulator bench-env clean
+.PHONY: demo test lint calibrate bench-emulator bench-env triton-env clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,10 +16,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
+$(TRITON_STAMP): pyproject.toml constraints.txt requirements-triton.txt
+	@test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	@echo '*' > $(TRITON_VENV)/.gitignore  # as Python 3.13's venv does: git and ruff skip it
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install --quiet -c constraints.txt -r requirements-triton.txt -e .
+	@touch $(TRITON_STAMP)
+
+triton-env: $(TRITON_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/e4gym bench --config quickstart --out runs/quickstart
 
-test: $(STAMP)
+test: $(STAMP) $(TRITON_STAMP)
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
@@ -35,4 +47,4 @@ bench-env: $(STAMP)
 	$(BIN)/python benchmarks/env_speed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .ruff_cache

@@ -190,6 +190,65 @@ class BCEdgeUtility:
                                        REWARD_ENERGY: r_e}
 
 
+# ---------------------------------------------------------------------------------------------- what a controller knows
+
+
+@dataclass(frozen=True)
+class BatchSetup:
+    """What a controller of the serving board knows (``PolicyContext.setup`` for the batching env).
+
+    Attributes:
+        spec: the board (level tables in Hz). models: the services, in action order. batch_sizes: the batch-size
+        grid. max_instances: the instance counts are 1..max_instances. slo_s: each model's SLO (s). rate_ref_rps:
+        each model's nominal mean arrival rate (req/s; the service's provisioned load, not the future).
+        interval_s: the decision interval (s). episode_intervals: intervals per episode. max_queue_delay_s: each
+        model's dynamic-batching wait bound (s). usable_memory_gb: memory the instances may use (GB).
+        memory_gb: memory of ``n + 1`` instances of model ``m`` at batch index ``b``, ``memory_gb[m][b][n]`` (GB;
+        on a board: measured by loading each model once per batch size). control_clocks: the action carries the
+        clock levels. max_levels: the highest CPU, GPU, EMC levels of the power mode.
+    """
+
+    spec: DeviceSpec
+    models: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    max_instances: int
+    slo_s: tuple[float, ...]
+    rate_ref_rps: tuple[float, ...]
+    interval_s: float
+    episode_intervals: int
+    max_queue_delay_s: tuple[float, ...]
+    usable_memory_gb: float
+    memory_gb: tuple[tuple[tuple[float, ...], ...], ...]
+    control_clocks: bool
+    max_levels: tuple[int, int, int]
+
+    def config_memory_gb(self, config: Sequence[int]) -> float:
+        """Memory (GB) of a configuration ``[batch index, instances − 1] * M``."""
+        return sum(self.memory_gb[m][int(config[2 * m])][int(config[2 * m + 1])] for m in range(len(self.models)))
+
+
+@dataclass(frozen=True)
+class BatchCostModel:
+    """Batch latencies as a controller measures them (profiling runs of each model alone): the solo latency of a
+    batch of ``k`` requests of a model at a clock setting. The emulated serving has no noise, so this is its
+    table; on a board it is measured.
+
+    Attributes:
+        spec: the board. tables: the serving cost tables (latency row only is read here). top_levels: the power
+        mode's highest levels.
+    """
+
+    spec: DeviceSpec
+    tables: sv.ServingTables
+    top_levels: tuple[int, int, int]
+
+    def latency_s(self, model: int, batch: int, levels: tuple[int, int, int] | None = None) -> float:
+        """Solo latency (s) of a batch of ``batch`` requests of model index ``model`` at ``levels`` (default: the
+        power mode's top levels)."""
+        lv = self.top_levels if levels is None else levels
+        return sv.solo_latency_s(self.tables, int(self.spec.flat_index(lv)), int(model), int(batch))
+
+
 # ---------------------------------------------------------------------------------------------- options
 
 
@@ -466,6 +525,18 @@ class BatchConcurrencyEnv(gym.Env):
         self._inv_ni = 1.0 / (ni - 1) if ni > 1 else 0.0
         self._inv_max = tuple(1.0 / x if x else 0.0 for x in mx)
         self._gathers()
+        #: What a controller knows (:class:`BatchSetup`; ``PolicyContext.setup``).
+        self.setup = BatchSetup(
+            spec=spec, models=self.models, batch_sizes=self.batch_sizes, max_instances=self.max_instances,
+            slo_s=tuple(self.slo_s), rate_ref_rps=tuple(self.rate_ref_rps), interval_s=self.interval_s,
+            episode_intervals=self.episode_intervals, max_queue_delay_s=tuple(self.max_queue_delay_s),
+            usable_memory_gb=float(self.usable_memory_gb),
+            memory_gb=tuple(tuple(tuple(float(x) for x in row) for row in per) for per in self._mem),
+            control_clocks=self.control_clocks, max_levels=tuple(int(x) for x in mx))
+
+    def cost_model(self) -> BatchCostModel:
+        """Batch latencies as profiling runs measure them (:class:`BatchCostModel`)."""
+        return BatchCostModel(self.device_spec, self.tables, tuple(int(x) for x in self.max_levels))
 
     def _gathers(self) -> None:
         """Where the observation and the info read the server's output (flat indices into ``server.out``) and
