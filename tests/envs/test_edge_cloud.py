@@ -54,10 +54,11 @@ def test_passes_gymnasiums_checker_on_every_board(device: str) -> None:
         assert all(isinstance(v, np.generic) for v in info.values())
 
 
-def test_passes_sb3_checker() -> None:
+@pytest.mark.parametrize("device", available_devices())
+def test_passes_sb3_checker_on_every_board(device: str) -> None:
     from stable_baselines3.common.env_checker import check_env as sb3_check
 
-    sb3_check(gym.make(ID, device="jetson-nano", episode_frames=20).unwrapped, warn=False)
+    sb3_check(gym.make(ID, device=device, episode_frames=20).unwrapped, warn=False)
 
 
 def test_same_seed_same_trajectory_and_seeds_differ() -> None:
