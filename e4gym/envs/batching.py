@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, NamedTuple
 
@@ -44,6 +44,8 @@ SLO_FACTOR = 5.0
 LOAD_FACTOR = 0.5
 #: ASSUMPTION: Triton's ``max_queue_delay`` per model by default: this share of its SLO (ms).
 QUEUE_DELAY_OF_SLO = 0.1
+#: Serving backends: the emulator, or a real Triton server (:class:`e4gym.serving.triton.TritonServing`).
+BACKENDS = ("emulated", "triton")
 #: ASSUMPTION: the serving runtime by default: eager PyTorch (Triton's PyTorch backend), what the board
 #: coefficients are fitted to (``runtime="tensorrt-fp16"`` is offered).
 DEFAULT_RUNTIME = "pytorch"
@@ -185,7 +187,7 @@ class BCEdgeUtility:
         vio = sum(o.violation_rate)
         k = 1.0 / len(o.slo_s)
         r_t, r_l, r_v = self.throughput * thr * k, -self.latency * lat * k, -self.violation * vio * k
-        r_e = -self.energy * o.energy_j / (o.power_ref_w * o.interval_s)
+        r_e = -self.energy * o.energy_j / (o.power_ref_w * o.interval_s) if self.energy else 0.0
         return r_t + r_l + r_v + r_e, {REWARD_THROUGHPUT: r_t, REWARD_LATENCY: r_l, REWARD_VIOLATION: r_v,
                                        REWARD_ENERGY: r_e}
 
@@ -272,6 +274,8 @@ class BatchConcurrencyOptions:
     power_mode: str | None = None
     runtime: str = DEFAULT_RUNTIME
     render_mode: str | None = None
+    backend: str = "emulated"
+    backend_kwargs: dict[str, Any] | None = None
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -335,6 +339,15 @@ def _check(o: BatchConcurrencyOptions) -> BatchConcurrencyOptions:
         if not (math.isfinite(d) and 0 <= d <= 3.6e6):
             raise ConfigError(f"max_queue_delay_ms must be a time in 0..3600000 ms (or None: a tenth of each SLO), "
                               f"got {o.max_queue_delay_ms!r}")
+    if o.backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {list(BACKENDS)} (the emulator, or a real Triton server: make "
+                          f"triton-env), got {o.backend!r}")
+    if o.backend == "triton" and o.control_clocks:
+        raise ConfigError("control_clocks needs the emulated backend: the Triton backend serves on this machine's own "
+                          "clocks (drop control_clocks, or use backend='emulated')")
+    if o.backend_kwargs is not None and (o.backend == "emulated" or not isinstance(o.backend_kwargs, Mapping)):
+        raise ConfigError(f"backend_kwargs apply to backend='triton' (a mapping of TritonBackend arguments, e.g. "
+                          f"{{'input_shape': [3, 64, 64]}}), got {o.backend_kwargs!r} with backend={o.backend!r}")
     if o.power_mode is not None and not isinstance(o.power_mode, str):
         raise ConfigError(f"power_mode must be a power mode's name or None, got {o.power_mode!r}")
     return o
@@ -426,6 +439,12 @@ class BatchConcurrencyEnv(gym.Env):
     - ``max_queue_delay_ms``: the dynamic batcher's bounded wait (default :data:`QUEUE_DELAY_OF_SLO` × SLO).
     - ``power_mode`` (the device's default), ``runtime`` (default :data:`DEFAULT_RUNTIME`), ``render_mode``
       (``"ansi"``).
+    - ``backend``: ``"emulated"`` (default) or ``"triton"``: the intervals are served by a real Triton Inference
+      Server on this machine (:class:`e4gym.serving.triton.TritonServing`; ``make triton-env``; docs/serving.md),
+      the env's models as its networks, each action's batch sizes and instances as Triton's dynamic batching and
+      instance counts, the arrivals sent at their times; ``backend_kwargs``: :class:`~e4gym.serving.triton.
+      TritonBackend`'s arguments (e.g. ``input_shape``, ``power``). Not deterministic (a real server's timing);
+      the memory refusals stay the model's; ``close()`` stops the server.
 
     Raises :class:`~e4gym.errors.ConfigError` (one line) on bad input, including a configuration that cannot
     fit at all: the starting one, or ``max_instances`` instances of the smallest model at the smallest batch.
@@ -511,7 +530,11 @@ class BatchConcurrencyEnv(gym.Env):
         self.obs_names = self._obs_builder.names
         self.observation_space = self._obs_builder.space()
         self._low, self._high = self._obs_builder.low, self._obs_builder.high
-        self.server = sv.Server(M, self.max_instances, t.cores)
+        self.server: Any = sv.Server(M, self.max_instances, t.cores)
+        if o.backend == "triton":
+            from e4gym.serving.triton import TritonBackend, TritonServing
+
+            self.server = TritonServing(self.models, TritonBackend(**dict(o.backend_kwargs or {})))
         self._par = np.zeros((M, 4))
         self._par[:, 2] = self.max_queue_delay_s
         self._par[:, 3] = self.slo_s
@@ -552,10 +575,12 @@ class BatchConcurrencyEnv(gym.Env):
                            ("oldest_wait_s", inv_slo), ("queue", 0.0), ("queue", 0.0)):  # the last two: config
                 idx.append(m * W + S(col))
                 scale.append(k)
-        idx += [board + Bd("gpu_util"), board, board + Bd("power_w")]
+        # (the placeholders, scale 0, gather a count that is always finite: a backend may leave the energy NaN)
+        hold = board + Bd("completed")
+        idx += [board + Bd("gpu_util"), hold, board + Bd("power_w")]
         scale += [1.0, 0.0, 1.0 / self.power_ref_w]
         n_clock = 3 if self.control_clocks else 0
-        idx += [board] * n_clock
+        idx += [hold] * n_clock
         scale += [0.0] * n_clock
         self._obs_idx, self._obs_scale = np.array(idx, dtype=np.intp), np.array(scale)
         #: the observation's values that are not statistics (configuration, memory, clocks), added to the gather
@@ -671,6 +696,12 @@ class BatchConcurrencyEnv(gym.Env):
         for key, v in terms.items():
             info[key] = np.float64(v)
         return self._observe(), float(reward) + pen, False, k + 1 >= self.episode_intervals, info
+
+    def close(self) -> None:
+        """Stop the Triton server with ``backend="triton"`` (nothing to do on the emulator)."""
+        closer = getattr(self.server, "close", None)
+        if callable(closer):
+            closer()
 
     def render(self) -> str | None:
         """``ansi``: one line describing the last interval and the configuration."""

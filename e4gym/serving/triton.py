@@ -728,7 +728,8 @@ class TritonBackend:
 
         Args:
             configs: network -> its batching configuration (every network to serve).
-            arrivals: network -> a Poisson rate (requests/s) or arrival times (s from the start, < duration_s).
+            arrivals: network -> a Poisson rate (requests/s) or arrival times (s from the start, < duration_s; an
+                empty list: the network stays loaded and serves nothing this interval).
             duration_s: the interval's length (s) over which arrivals are drawn.
             slo_ms: the latency objective (ms), one for all networks or one per network.
 
@@ -753,9 +754,10 @@ class TritonBackend:
             spec = arrivals[net]
             if isinstance(spec, (int, float, np.number)) and not isinstance(spec, bool):
                 plans[net] = poisson_times(float(spec), duration, self.rng)  # may be empty at a low rate
-            else:
-                plans[net] = _check_arrivals(spec)  # type: ignore[arg-type]
-                if plans[net][-1] >= duration:
+            else:  # arrival times; none: the network stays loaded and serves nothing this interval
+                arr = np.asarray(spec, dtype=float).reshape(-1)
+                plans[net] = arr if arr.size == 0 else _check_arrivals(arr)
+                if plans[net].size and plans[net][-1] >= duration:
                     raise ConfigError(f"arrivals[{net!r}] reach {plans[net][-1]:g} s, past duration_s={duration:g} s")
         t0 = time.perf_counter()
         for net in [n for n in self.server.models if n not in configs]:
@@ -804,3 +806,116 @@ class TritonBackend:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class TritonServing:
+    """A real Triton server behind the batching env's serving interface (``reset`` / ``bind`` / ``advance`` /
+    ``out``, as :class:`e4gym.hardware.serving.Server`): ``e4gym/BatchConcurrency-v0`` with ``backend="triton"``.
+
+    Each :meth:`advance` serves one decision interval on the server: the configuration in ``par`` (per model: batch
+    size, instances, batching delay (s), SLO (s)) becomes each network's :class:`BatchConfig`, the interval's arrivals
+    are sent at their times (:meth:`TritonBackend.serve`), and the measurements fill :attr:`out` with the emulator's
+    columns (:data:`~e4gym.hardware.serving.MODEL_STATS`, :data:`~e4gym.hardware.serving.BOARD_STATS`).
+
+    What differs from the emulator, by construction of a real run:
+
+    - an interval lasts until its requests are answered, plus any reconfiguration (3–7 s when a model's batching or
+      instances change: Triton rebinds it under a new name); every request of the interval is served in it, so the
+      queue at its end is 0 and every request resolves in its own interval;
+    - a request that fails counts as an SLO violation; the p99 is over the completed requests;
+    - without a power monitor (``power=None``, e.g. on a desktop CPU) the energy is NaN and the power and the GPU's
+      utilisation 0 (not measured); with one (a Jetson's rails) they are measured;
+    - the clocks are the board's own (the env refuses ``control_clocks`` on this backend).
+
+    Args:
+        models: the networks, in the env's order. backend: the :class:`TritonBackend` (closed by :meth:`close`).
+    """
+
+    def __init__(self, models: Sequence[str], backend: TritonBackend) -> None:
+        from e4gym.hardware.serving import BOARD_STATS, MODEL_STATS, STATS_WIDTH
+
+        self.models = tuple(models)
+        self.n_models = len(self.models)
+        self.backend = backend
+        self.out = np.zeros((self.n_models + 1, STATS_WIDTH))
+        self._m = {c: i for i, c in enumerate(MODEL_STATS)}
+        self._b = {c: i for i, c in enumerate(BOARD_STATS)}
+        self._arrivals: list[np.ndarray] = [np.zeros(0) for _ in self.models]
+        self._par: np.ndarray | None = None
+        self._t = 0.0
+        #: The last interval's measurement (Triton's batching statistics per network included).
+        self.last: IntervalMeasurement | None = None
+
+    def reset(self, arrivals: Sequence[np.ndarray]) -> None:
+        """Start an episode at 0 s with these arrivals (per model, sorted times in s)."""
+        if len(arrivals) != self.n_models:
+            raise ConfigError(f"the server has {self.n_models} models, got arrivals for {len(arrivals)}")
+        self._arrivals = [np.asarray(a, dtype=float) for a in arrivals]
+        self._t = 0.0
+        self.out[:] = 0.0
+        self.last = None
+
+    def bind(self, tab: Any, par: np.ndarray, floor_w: float, cpu_busy_w: float, **_: Any) -> None:
+        """Take the configuration ``par`` (read at each interval; the cost table and power terms are the emulator's
+        and are not used)."""
+        self._par = par
+
+    def advance(self, t1_s: float) -> np.ndarray:
+        """Serve the interval ``[t, t1_s)`` on the server; returns :attr:`out`."""
+        if self._par is None:
+            raise ConfigError("TritonServing.advance before bind(): nothing configured")
+        t0, t1 = self._t, float(t1_s)
+        duration = t1 - t0
+        configs, arrivals, slos = {}, {}, {}
+        for m, net in enumerate(self.models):
+            batch, inst, delay_s, slo_s = (float(x) for x in self._par[m])
+            configs[net] = BatchConfig(int(batch), int(inst), round(delay_s * 1e6))
+            a = self._arrivals[m]
+            arrivals[net] = a[(a >= t0) & (a < t1)] - t0
+            slos[net] = slo_s * 1e3
+        measured = self.backend.serve(configs, arrivals, duration, slos)
+        self.last = measured
+        out, M, B = self.out, self._m, self._b
+        out[:] = 0.0
+        all_lat: list[float] = []
+        for m, net in enumerate(self.models):
+            r = measured.results.get(net)
+            requests = int(arrivals[net].size)
+            done = viol = 0
+            lat: list[float] = []
+            if r is not None and requests:
+                lat = [x for x in r.latency_ms if math.isfinite(x)]
+                done, viol = int(r.completed), int(r.slo_violations)
+            row = out[m]
+            row[M["arrived"]] = requests
+            row[M["completed"]] = done
+            row[M["violations"]] = viol
+            row[M["on_time"]] = max(done - viol, 0) if done else 0
+            row[M["p99_s"]] = _nearest_rank(lat, 0.99) * 1e-3 if lat else 0.0
+            row[M["mean_latency_s"]] = float(np.mean(lat)) * 1e-3 if lat else 0.0
+            row[M["throughput_rps"]] = done / duration
+            row[M["goodput_rps"]] = row[M["on_time"]] / duration
+            row[M["violation_rate"]] = viol / requests if requests else 0.0
+            all_lat += lat
+        board = out[self.n_models]
+        for col in ("completed", "on_time", "violations", "arrived", "throughput_rps", "goodput_rps"):
+            board[B[col]] = out[: self.n_models, M[col]].sum()
+        board[B["violation_rate"]] = board[B["violations"]] / board[B["arrived"]] if board[B["arrived"]] else 0.0
+        board[B["p99_s"]] = _nearest_rank(all_lat, 0.99) * 1e-3 if all_lat else 0.0
+        energy = math.nan if measured.energy_j is None else float(measured.energy_j)
+        board[B["energy_j"]] = energy
+        board[B["power_w"]] = 0.0 if measured.avg_power_w is None else float(measured.avg_power_w)
+        done = board[B["completed"]]
+        board[B["energy_per_request_j"]] = energy / done if done else energy
+        self._t = t1
+        return out
+
+    def close(self) -> None:
+        """Close the backend (and the server it started)."""
+        self.backend.close()
+
+
+def _nearest_rank(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` by nearest rank (the emulator's rule)."""
+    xs = sorted(values)
+    return float(xs[max(math.ceil(q * len(xs)) - 1, 0)])

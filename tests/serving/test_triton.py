@@ -226,6 +226,42 @@ def test_backend_serves_one_decision_interval(server: TritonServer) -> None:
     assert m.energy_j == pytest.approx(5.0 * m.duration_s, rel=0.1)
 
 
+@needs_server
+@pytest.mark.slow  # two reconfigurations of a real server: about 10 s
+def test_the_batching_env_serves_its_intervals_on_triton(server: TritonServer) -> None:
+    """``e4gym/BatchConcurrency-v0`` with ``backend="triton"``: each action becomes Triton's batching and instances,
+    the interval's arrivals are sent for real, and the info is what was measured."""
+    import gymnasium as gym
+
+    import e4gym  # noqa: F401
+
+    env = gym.make("e4gym/BatchConcurrency-v0", models=["mobilenet_v2"], rates_rps=8.0, episode_intervals=3,
+                   backend="triton", backend_kwargs={"server": server, "input_shape": [3, 32, 32], "seed": 2})
+    obs, info = env.reset(seed=0)
+    steps = []
+    for action in ([0, 0], [3, 1], [3, 1]):  # batch 1 × 1 instance, then batch 8 × 2 instances
+        obs, reward, _, truncated, info = env.step(np.array(action))
+        assert env.observation_space.contains(obs) and np.isfinite(reward)
+        steps.append((info, env.unwrapped.server.last.results["mobilenet_v2"]))
+    env.close()
+    assert truncated and server.alive  # a server the env was given is not the env's to stop
+    for info, r in steps:
+        assert int(info["arrived"]) == r.requests and int(info["completed"]) == r.completed
+        assert info["throughput_rps"] == pytest.approx(r.completed / 1.0)
+        assert np.isnan(info["energy_j"]) and info["power_w"] == 0.0  # no power monitor here: not measured
+    (_, first), (_, second), (_, third) = steps
+    assert first.model.config == BatchConfig(1, 1, first.model.config.max_queue_delay_us)
+    assert first.batch_histogram.keys() <= {1}
+    assert (second.model.config.max_batch_size, second.model.config.instances) == (8, 2)
+    assert third.model is second.model  # the same configuration: no reconfiguration
+    with pytest.raises(ConfigError, match="control_clocks needs the emulated backend"):
+        gym.make("e4gym/BatchConcurrency-v0", backend="triton", control_clocks=True)
+    with pytest.raises(ConfigError, match="backend_kwargs apply to backend='triton'"):
+        gym.make("e4gym/BatchConcurrency-v0", backend_kwargs={"input_shape": [3, 8, 8]})
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        gym.make("e4gym/BatchConcurrency-v0", backend="jetson")
+
+
 # ---------------------------------------------------------------------------------------------- lifetime
 
 
