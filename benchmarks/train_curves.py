@@ -1,7 +1,7 @@
 """Learning curves of the learned baselines: each agent trained from its config, first and last episodes compared.
 
-Trains zTT, Ring-DVFS, PPO on the frame env, PPO on the block env and DVFO on the edge-cloud env (its config's
-20 fps) on xavier-nx with the steps of
+Trains zTT, Ring-DVFS, PPO on the frame env, PPO on the block env, DVFO on the edge-cloud env (its config's
+20 fps) and BCEdge on the batching env on xavier-nx with the steps of
 ``configs/agents/<algo>.yaml`` (``--scale`` multiplies them), through :func:`agents.train.train` (what
 ``e4gym train`` runs), then reads each run's TensorBoard file back and prints, per agent: wall time, steps,
 the mean ``e4gym/episode_reward`` of the first and of the last quarter of the logged points, and the last
@@ -25,6 +25,7 @@ AGENTS = (
     ("ppo", "ppo", "e4gym/EarlyExitDVFS-v1"),
     ("ppo-block", "ppo", "e4gym/EarlyExitDVFSBlock-v1"),
     ("dvfo", "dvfo", "e4gym/EdgeCloudDVFS-v0"),
+    ("bcedge", "bcedge", "e4gym/BatchConcurrency-v0"),
 )
 
 
@@ -55,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, float | str]]:
         steps = max(int(section.get("n_timesteps", 20_000) * args.scale), 1)
         run = Path(args.out) / label
         shutil.rmtree(run, ignore_errors=True)
-        kw = {} if args.episode_frames is None else {"episode_frames": args.episode_frames}
+        length = "episode_intervals" if env_id == "e4gym/BatchConcurrency-v0" else "episode_frames"  # its steps
+        kw = {} if args.episode_frames is None else {length: args.episode_frames}
         t0 = time.perf_counter()
         train(algo, env_id, run, env_kwargs=kw, steps=steps, progress=False)
         wall = time.perf_counter() - t0
