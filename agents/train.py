@@ -345,15 +345,21 @@ class TrainedPolicy:
 
         assert self._to_train is not None and self.algo is not None
         section = load_agent_config(self.algo, self.env_id)
-        kw = {**dict(section.get("env_kwargs") or {}), **self._extra_env, "device": setup.spec.name,
-              "model": setup.profile.name,
-              "fps": setup.fps, "deadline_ms": setup.deadline_s * 1e3, "power_mode": setup.power_mode,
-              "control_memory": setup.control_memory}
+        scenario = getattr(setup, "scenario_kwargs", None)
+        if callable(scenario):  # a serving scenario (the batching env): its own arguments
+            kw = {**dict(section.get("env_kwargs") or {}), **self._extra_env, **scenario()}
+            model = "+".join(setup.models)
+        else:
+            kw = {**dict(section.get("env_kwargs") or {}), **self._extra_env, "device": setup.spec.name,
+                  "model": setup.profile.name,
+                  "fps": setup.fps, "deadline_ms": setup.deadline_s * 1e3, "power_mode": setup.power_mode,
+                  "control_memory": setup.control_memory}
+            model = setup.profile.name
         key = json.dumps({"algo": self.algo, "env_id": self.env_id, "env_kwargs": kw, "section": section,
                           **self._to_train}, sort_keys=True, default=str)
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         root = Path(os.environ.get("E4GYM_CACHE_DIR", Path.home() / ".cache" / "e4gym")) / "trained"
-        run = root / f"{self.algo}-{setup.spec.name}-{setup.profile.name}-{digest}"
+        run = root / f"{self.algo}-{setup.spec.name}-{model}-{digest}"
         (root / ".locks").mkdir(parents=True, exist_ok=True)
         with open(root / ".locks" / f"{run.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # parallel bench workers train a scenario once

@@ -32,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 
 from e4gym import BATCH_ENV_ID
-from e4gym.envs.batching import QUEUE_DELAY_OF_SLO, BatchSetup
+from e4gym.envs.batching import BatchSetup
 from e4gym.errors import ConfigError
 from e4gym.policy import PolicyContext
 
@@ -157,15 +157,15 @@ class TritonDynamicPolicy(_BatchPolicy):
 class BestStaticBatchingPolicy(_BatchPolicy):
     """The best fixed configuration of a coordinate-descent sweep through the backend (module docstring).
 
-    The sweep runs its own env with the bound env's arguments that :class:`BatchSetup` holds (board, models,
-    SLOs, nominal rates, interval, batch grid, instances, queue-delay bounds, clock control) and ``env_kwargs``
-    for those it does not (``arrivals``, ``power_mode``, ``runtime``, ``utility``, ``memory_penalty``,
-    ``backend`` and ``backend_kwargs``: the scenario's, when they are not the env's defaults).
+    The sweep runs its own env with the bound env's scenario arguments (:meth:`BatchSetup.scenario_kwargs`: board,
+    models, SLOs, rates, arrivals, interval, batch grid, instances, queue-delay bounds, clocks, power mode, runtime,
+    memory penalty; always on the emulator) and ``env_kwargs`` over them (e.g. a ``utility``).
 
     Args:
         intervals: decision intervals per calibration episode. episodes: calibration episodes (seeds
             ``CALIBRATION_SEED + k``) per configuration. passes: coordinate-descent passes over the models.
-        env_kwargs: the batching env's arguments :class:`BatchSetup` does not carry.
+        env_kwargs: env arguments over the bound env's scenario for the sweep (default: none; the scenario's own,
+            :meth:`BatchSetup.scenario_kwargs`, are used).
     """
 
     name = "best_static_batching"
@@ -190,27 +190,9 @@ class BestStaticBatchingPolicy(_BatchPolicy):
         return [CALIBRATION_SEED + k for k in range(self.episodes)]
 
     def sweep_env_kwargs(self, setup: BatchSetup) -> dict[str, Any]:
-        """The arguments of the sweep's env: the bound env's, from ``setup`` and :attr:`env_kwargs`.
-
-        Raises:
-            ConfigError: ``setup``'s top levels are not those of the board's default power mode and
-                ``env_kwargs`` names no ``power_mode``.
-        """
-        kw: dict[str, Any] = {
-            "device": setup.spec, "models": list(setup.models), "slo_ms": [s * 1e3 for s in setup.slo_s],
-            "interval_ms": setup.interval_s * 1e3, "episode_intervals": self.intervals,
-            "batch_sizes": list(setup.batch_sizes), "max_instances": setup.max_instances,
-            "control_clocks": setup.control_clocks,
-        }
-        arrivals = self.env_kwargs.get("arrivals", "poisson")
-        if not (isinstance(arrivals, str) and arrivals.lower().endswith(".csv")):  # a log brings its own rates
-            kw["rates_rps"] = list(setup.rate_ref_rps)
-        if any(not math.isclose(d, QUEUE_DELAY_OF_SLO * s, rel_tol=1e-9)
-               for d, s in zip(setup.max_queue_delay_s, setup.slo_s)):
-            kw["max_queue_delay_ms"] = setup.max_queue_delay_s[0] * 1e3  # one number for all models in the env
-        if "power_mode" not in self.env_kwargs and tuple(setup.spec.max_levels(None)) != tuple(setup.max_levels):
-            raise ConfigError(f"best_static_batching: the env runs a power mode other than {setup.spec.name}'s "
-                              "default; pass it in env_kwargs={'power_mode': ...}")
+        """The arguments of the sweep's env: the bound env's scenario (:meth:`BatchSetup.scenario_kwargs`), with
+        the sweep's episode length, and :attr:`env_kwargs` over them."""
+        kw = {**setup.scenario_kwargs(), "episode_intervals": self.intervals}
         return {**kw, **{k: v for k, v in self.env_kwargs.items() if k != "episode_intervals"}}
 
     def bind(self, context: PolicyContext) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
-__all__ = ["BATCH_ENV_ID", "EDGE_CLOUD_ENV_ID", "ENV_IDS", "REAL_ENV_IDS", "__version__"]
+__all__ = ["BATCH_ENV_ID", "EDGE_CLOUD_ENV_ID", "ENV_IDS", "REAL_ENV_IDS", "SERVING_ENV_IDS", "__version__"]
 
 #: The registered environment ids.
 ENV_IDS = ("e4gym/EarlyExitDVFS-v1", "e4gym/EarlyExitDVFSBlock-v1")
@@ -43,6 +43,8 @@ if EDGE_CLOUD_ENV_ID not in registry:
 BATCH_ENV_ID = "e4gym/BatchConcurrency-v0"
 if BATCH_ENV_ID not in registry:
     register(id=BATCH_ENV_ID, entry_point="e4gym.envs.batching:BatchConcurrencyEnv", order_enforce=False)
+#: The serving env family (requests served per decision interval; the benchmark counts intervals, not frames).
+SERVING_ENV_IDS = (BATCH_ENV_ID,)
 
 #: The same envs on a real Jetson board (``backend="jetson"``; ``backend_kwargs`` e.g. ``{"sysfs_root": ...}``).
 #: Registered ``nondeterministic=True``: a board's timing and power are not reproducible from a seed. Steps are

@@ -55,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 from e4gym._yaml import load_yaml
+from e4gym.bench.metrics import env_family
+from e4gym.envs.batching import BatchConcurrencyOptions
 from e4gym.envs.common import resolve_setup
 from e4gym.envs.core import EnvConfig
 from e4gym.errors import ConfigError, E4gymError, UnknownNameError
@@ -69,6 +71,10 @@ POLICY_FIELDS = ("name", "policy", "label", "args")
 ENV_FIELDS: tuple[str, ...] = tuple(n for n in EnvConfig.names() if n not in ("reward", "render_mode"))
 #: Env arguments that choose the backend, not the scenario's setup.
 BACKEND_FIELDS = ("backend", "backend_kwargs")
+#: The env arguments ``env`` and ``matrix`` may set for the serving env (the batching env's options; not the
+#: utility callable or rendering).
+SERVING_FIELDS: tuple[str, ...] = tuple(n for n in BatchConcurrencyOptions.names() if n not in ("utility",
+                                                                                                 "render_mode"))
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -172,6 +178,12 @@ class Experiment:
     policies: tuple[PolicyEntry, ...]
     episode_frames: int | None = None
     sha256: str = ""
+
+    @property
+    def family(self) -> str:
+        """The env family its policies run on (:func:`e4gym.bench.metrics.env_family`): ``"frame"`` or
+        ``"serving"`` (one per experiment)."""
+        return env_family(self.policies[0].env_id) if self.policies else "frame"
 
     @property
     def n_tasks(self) -> int:
@@ -313,6 +325,14 @@ def _check_policy_setup(policy: Any, setup: Any, src: str, label: str, scenario:
         raise _rewrap(exc, f"{src}: policy '{label}' on scenario {scenario}") from exc
 
 
+def _serving_setup(kwargs: Mapping[str, Any]) -> Any:
+    """A serving scenario's :class:`~e4gym.envs.batching.BatchSetup`, by building its env once (every argument
+    checked as the env checks it; with ``backend="triton"`` the server is not started here)."""
+    from e4gym.envs.batching import BatchConcurrencyEnv
+
+    return BatchConcurrencyEnv(**{**kwargs, "backend": "emulated", "backend_kwargs": None}).setup
+
+
 def _check_backend(kwargs: Mapping[str, Any]) -> None:
     """An unknown backend name or a backend_kwargs that is not a mapping fails at config time."""
     from e4gym.envs.common import BACKENDS
@@ -385,10 +405,31 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
     if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
         raise ConfigError(f"--frames must be an integer >= 1, got {frames!r}")
 
+    # The policies first: the env family they run on decides what a scenario is.
+    items = data.get("policies")
+    if not isinstance(items, list) or not items:
+        raise _fail(src, f"field 'policies' must be a non-empty list of policies, got {items!r}")
+    parsed = [_parse_policy(item, i, src) for i, item in enumerate(items)]
+    labels = [p[1] for p in parsed]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise _fail(src, f"duplicate policy label(s) {dup}; give each entry a unique 'label'")
+    built = [_build_policy_entry(n, lab, a, src) for n, lab, a in parsed]
+    for p, _ in built:
+        if p.env_id not in gym.registry:
+            raise UnknownNameError(f"{src}: policy '{p.label}' runs on env '{p.env_id}', which is not registered; "
+                                   f"e4gym envs: {list(e4gym.ENV_IDS)}")
+    families = {env_family(p.env_id) for p, _ in built}
+    if len(families) > 1:
+        raise _fail(src, "the policies run on envs of different families (frame envs and the serving env "
+                         f"{list(e4gym.SERVING_ENV_IDS)}); benchmark them in separate configs")
+    serving = families == {"serving"}
+    fields = SERVING_FIELDS if serving else ENV_FIELDS
+
     env = data.get("env") or {}
     if not isinstance(env, Mapping):
         raise _fail(src, f"field 'env' must be a mapping of env arguments, got {env!r}")
-    _check_known(env, ENV_FIELDS, src, "in 'env'")
+    _check_known(env, fields, src, "in 'env'")
 
     if "matrix" not in data:
         raise _fail(src, f"missing field 'matrix' (env arguments to vary, e.g. device: [xavier-nx]); "
@@ -402,13 +443,13 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
         if not isinstance(matrix, Mapping) or not matrix:
             raise _fail(src, f"field {where} must be a non-empty mapping of env arguments to lists of values (or "
                              f"'matrix' a list of such mappings), got {matrix!r}")
-        _check_known(matrix, ENV_FIELDS, src, f"in {where}")
+        _check_known(matrix, fields, src, f"in {where}")
         for key, values in matrix.items():
             if not isinstance(values, list) or not values:
                 raise _fail(src, f"field '{where[1:-1]}.{key}' must be a non-empty list of values, got {values!r}")
             if key in env:
                 raise _fail(src, f"'{key}' is both in 'env' and in {where}; give it in one of them")
-        for req in ("device", "model"):
+        for req in () if serving else ("device", "model"):
             if req not in env and req not in matrix:
                 raise _fail(src, f"no '{req}' in {where}: give it there (e.g. {req}: [...]) or in 'env'")
 
@@ -419,15 +460,6 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
     if len(set(seeds)) != len(seeds):
         raise _fail(src, f"field 'seeds' repeats {sorted({s for s in seeds if seeds.count(s) > 1})}")
 
-    items = data.get("policies")
-    if not isinstance(items, list) or not items:
-        raise _fail(src, f"field 'policies' must be a non-empty list of policies, got {items!r}")
-    parsed = [_parse_policy(item, i, src) for i, item in enumerate(items)]
-    labels = [p[1] for p in parsed]
-    dup = sorted({x for x in labels if labels.count(x) > 1})
-    if dup:
-        raise _fail(src, f"duplicate policy label(s) {dup}; give each entry a unique 'label'")
-
     # Scenarios: resolve each once (unknown device/model/power mode, bad numbers), before building policies.
     keys = tuple(dict.fromkeys(k for m in matrices for k in m))
     scenarios: list[Scenario] = []
@@ -437,8 +469,11 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
         key = canonical_json(kwargs)
         if key not in setups:
             try:
-                setups[key] = resolve_setup(**{k: v for k, v in kwargs.items() if k not in BACKEND_FIELDS})
-                _check_backend(kwargs)
+                if serving:
+                    setups[key] = _serving_setup(kwargs)
+                else:
+                    setups[key] = resolve_setup(**{k: v for k, v in kwargs.items() if k not in BACKEND_FIELDS})
+                    _check_backend(kwargs)
             except E4gymError as exc:
                 raise _rewrap(exc, f"{src}: {where}") from exc
             except TypeError as exc:
@@ -446,13 +481,23 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
         return setups[key]
 
     combos = [dict(zip(tuple(m), combo)) for m in matrices for combo in itertools.product(*m.values())]
+    if serving and backend:
+        raise ConfigError(f"{src}: --backend applies to the frame envs; the serving env takes backend='triton' in "
+                          "its config's env arguments")
     for params in combos:
         kwargs = {**env, **params}
         if frames is not None:
-            kwargs["episode_frames"] = frames
+            kwargs["episode_intervals" if serving else "episode_frames"] = frames
         if backend:
             kwargs.update(backend)
         sname = "_".join(_piece(k, v) for k, v in params.items())
+        if serving:
+            s = setup_of(kwargs, f"scenario {sname}")
+            models = "+".join(s.models)
+            extra = [f"{k}={v}" for k, v in params.items() if k != "device"]
+            title = " · ".join([s.spec.name, models, f"{s.interval_s * 1e3:g} ms intervals", *extra])
+            scenarios.append(Scenario(sname, params, kwargs, title, s.spec.name, models, math.nan, math.nan))
+            continue
         kwargs = _symbolic(kwargs, setup_of, f"scenario {sname}", src)
         s = setup_of(kwargs, f"scenario {sname}")
         extra = [f"{k}={v}" for k, v in params.items() if k not in ("device", "model", "fps", "deadline_ms")]
@@ -465,14 +510,10 @@ def load_experiment(config: str | Path | Mapping[str, Any], frames: int | None =
     if dup:
         raise _fail(src, f"the matrix gives several scenarios the same name {dup}; remove repeated values")
 
-    built = [_build_policy_entry(n, lab, a, src) for n, lab, a in parsed]
     policies = tuple(entry for entry, _ in built)
     for p, policy in built:
-        if p.env_id not in gym.registry:
-            raise UnknownNameError(f"{src}: policy '{p.label}' runs on env '{p.env_id}', which is not registered; "
-                                   f"e4gym envs: {list(e4gym.ENV_IDS)}")
         for sc in scenarios:
-            shared = {k: v for k, v in p.env_kwargs.items() if k in ENV_FIELDS}  # the env's own options: at make
+            shared = {k: v for k, v in p.env_kwargs.items() if k in fields}  # the env's own options: at make
             setup = setup_of({**sc.env_kwargs, **shared}, f"scenario {sc.name} with policy '{p.label}'")
             _check_policy_setup(policy, setup, src, p.label, sc.name)
     return Experiment(

@@ -141,3 +141,73 @@ def frame_trace(infos: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
            for k in TRACE_DOCS if k != "decision_ms"}
     out["decision_ms"] = frame_decision_ms(infos)
     return {k: out[k] for k in TRACE_DOCS}
+
+
+# ---------------------------------------------------------------------------------------------- serving envs
+
+#: The metrics of a task's row on a serving env (the batching env; ``env.unwrapped.family == "serving"``), with
+#: their meaning and units: the :data:`e4gym.envs.wrappers.SERVING_STAT_KEYS` figures without their ``ep_`` prefix,
+#: the episode's reward and the policy's decision time per interval.
+SERVING_METRIC_DOCS: dict[str, str] = {
+    "intervals": "decision intervals served in the episode (count)",
+    "utility_per_interval": "mean reward (the utility, memory penalty included) per interval",
+    "throughput_rps": "requests completed / episode time (req/s)",
+    "goodput_rps": "requests completed within their SLO / episode time (req/s)",
+    "p99_latency_ms": "mean over the intervals of their p99 latency (ms)",
+    "slo_violation_rate": "SLO violations / requests arrived (0..1)",
+    "energy_per_request_j": "board energy / requests completed (J; NaN when not measured)",
+    "power_w": "board energy / episode time (W; NaN when not measured)",
+    "refused_rate": "share of the intervals whose action was refused for memory (0..1)",
+    "memory_gb": "mean memory the served configuration held (GB)",
+    "episode_reward": "sum of the rewards of every step of the episode",
+    "decision_mean_ms": "mean wall time the policy took to decide an interval (ms)",
+    "decision_p50_ms": "median decision time (ms)",
+    "decision_p99_ms": "99th percentile of the decision time (ms)",
+}
+SERVING_METRICS: tuple[str, ...] = tuple(SERVING_METRIC_DOCS)
+#: The per-interval arrays of a serving task's trace file (``.npz``), with units.
+SERVING_TRACE_DOCS: dict[str, str] = {
+    "throughput_rps": "requests completed in the interval / interval (req/s)",
+    "p99_latency_ms": "p99 latency of the interval's completed requests (ms)",
+    "slo_violation_rate": "the interval's SLO-violation share",
+    "energy_j": "board energy over the interval (J)",
+    "memory_gb": "memory of the configuration served (GB)",
+    "refused": "the interval's action was refused for memory",
+    "reward": "the interval's reward",
+    "decision_ms": "wall time the policy took to decide the interval (ms)",
+}
+
+
+def serving_metrics(infos: Sequence[Mapping[str, Any]], episode_stats: Mapping[str, float]) -> dict[str, float]:
+    """The :data:`SERVING_METRICS` of a serving env's episode (``episode_stats``: the
+    :class:`~e4gym.envs.wrappers.ServingEpisodeStats` figures of the same episode)."""
+    out: dict[str, float] = {k[3:]: float(v) for k, v in episode_stats.items()}
+    out["intervals"] = int(episode_stats["ep_intervals"])
+    out["episode_reward"] = float(sum(float(i["reward"]) for i in infos))
+    dec = np.array([float(i.get("decision_ms", math.nan)) for i in infos])
+    ok = dec.size > 0 and bool(np.isfinite(dec).all())
+    out["decision_mean_ms"] = float(dec.mean()) if ok else math.nan
+    out["decision_p50_ms"] = float(np.percentile(dec, 50)) if ok else math.nan
+    out["decision_p99_ms"] = float(np.percentile(dec, 99)) if ok else math.nan
+    return {k: out[k] for k in SERVING_METRICS}
+
+
+def interval_trace(infos: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The per-interval arrays of :data:`SERVING_TRACE_DOCS` (one entry per step, in order)."""
+    return {k: np.array([i.get(k, math.nan) for i in infos], dtype=np.bool_ if k == "refused" else np.float64)
+            for k in SERVING_TRACE_DOCS}
+
+
+def env_family(env_id: str) -> str:
+    """``"serving"`` for an env of :data:`e4gym.SERVING_ENV_IDS` (with or without the ``e4gym:`` prefix), else
+    ``"frame"`` (the frame, block and edge-cloud envs)."""
+    from e4gym import SERVING_ENV_IDS
+
+    return "serving" if env_id.split(":", 1)[-1] in SERVING_ENV_IDS else "frame"
+
+
+def family_columns(family: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """``(metrics, trace arrays, count column)`` of a result row of ``family`` (:func:`env_family`)."""
+    if family == "serving":
+        return SERVING_METRICS, tuple(SERVING_TRACE_DOCS), "intervals"
+    return METRICS, tuple(TRACE_DOCS), "frames"

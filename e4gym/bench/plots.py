@@ -68,6 +68,9 @@ def write_plots(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]) -> l
             written: list[Path] = []
             if not items:
                 continue  # an empty folder swapped in: no stale plots of an earlier run
+            if exp.family == "serving":  # requests per interval, no frames: utility and tail latency per policy
+                written.append(_serving_bars(d / "bars.png", sc, items, styles))
+                continue
             written += [_bars(d / "bars.png", sc, items, styles), _scatter(d / "scatter.png", sc, items, styles)]
             first = {}
             for s in items:
@@ -79,6 +82,26 @@ def write_plots(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]) -> l
             written.append(_traces(d / "traces.png", sc, first, styles))
         files += [final / f.name for f in written]
     return files
+
+
+def _serving_bars(path: Path, sc: Any, items: Sequence[Any], styles: dict[str, tuple[Any, str]]) -> Path:
+    """A serving scenario: each policy's utility per interval and p99 latency (means over seeds, ± the std)."""
+    from matplotlib.figure import Figure
+
+    n = len(items)
+    fig = Figure(figsize=(max(8.0, 3.0 + 1.1 * n), 4.6), layout="constrained")
+    x = np.arange(n)
+    for ax, key, ylabel in zip(fig.subplots(1, 2), ("utility_per_interval", "p99_latency_ms"),
+                               ("utility per interval", "p99 latency (ms)")):
+        ax.bar(x, [s.mean[key] for s in items], yerr=[s.std[key] for s in items], capsize=3,
+               color=[styles[s.label][0] for s in items], edgecolor="black", linewidth=0.6)
+        ax.set_xticks(x, [s.label for s in items], rotation=35, ha="right")
+        ax.set_xlabel("policy")
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(sc.title)
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def _bars(path: Path, sc: Any, items: Sequence[Any], styles: dict[str, tuple[Any, str]]) -> Path:

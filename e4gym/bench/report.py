@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from e4gym.bench.config import Experiment
-from e4gym.bench.metrics import ID_COLUMNS, METRICS, TAIL_COLUMNS
+from e4gym.bench.metrics import ID_COLUMNS, METRICS, SERVING_METRICS, TAIL_COLUMNS
 from e4gym.bench.score import (
     MAX_ACCURACY_LOSS,
     MAX_MISS_RATE,
@@ -128,7 +128,7 @@ def result_columns(exp: Experiment, rows: Sequence[dict[str, Any]]) -> list[str]
     """The column order of the result tables: ids, matrix parameters, metrics, policy stats, tail."""
     cols = list(ID_COLUMNS)
     cols += [k for k in exp.matrix_keys if k not in cols]
-    cols += list(METRICS)
+    cols += list(SERVING_METRICS if exp.family == "serving" else METRICS)
     for r in rows:
         cols += [k for k in r if k not in cols and k not in TAIL_COLUMNS]
     return cols + list(TAIL_COLUMNS)
@@ -253,27 +253,67 @@ def scenario_table(items: Sequence[PolicySummary], scores: Mapping[str, Scenario
     return markdown_table(headers, lines)
 
 
+def serving_table(items: Sequence[PolicySummary]) -> str:
+    """The Markdown table of one scenario of a serving experiment (the batching env): per policy its utility per
+    interval (± 95 % CI over seeds) and the paired difference to ``batch1`` (batch 1, one instance), throughput,
+    goodput, p99 latency, SLO violations, energy per request, refusals, memory, decision time, and the board time a
+    policy's sweep spent (``sweep_board_s``, when reported)."""
+    ref = _reference(items, "batch1")
+    sweep = any("sweep_board_s" in s.mean for s in items)
+    headers = ["policy", "seeds", "utility/interval", "Δ vs batch1", "throughput req/s", "goodput req/s",
+               "p99 ms", "SLO viol. %", "J/request", "refused %", "memory GB", "decide p50 ms", "decide p99 ms"]
+    if sweep:
+        headers.append("sweep board s")
+    lines = []
+    for s in items:
+        m = s.mean
+        u = m["utility_per_interval"]
+        util = _num(u, ".3f") + (f" ± {s.ci95('utility_per_interval'):.3f}" if len(s.seeds) > 1 else "")
+        if ref is None:
+            delta = _DASH
+        elif s is ref:
+            delta = "+0.000"
+        else:
+            common = [i for i, x in enumerate(s.seeds) if x in ref.seeds]
+            diffs = np.array([s.values["utility_per_interval"][i]
+                              - ref.values["utility_per_interval"][ref.seeds.index(s.seeds[i])] for i in common])
+            h = ci95_halfwidth(diffs)
+            delta = _num(float(diffs.mean()), "+.3f") + (f" ± {h:.3f}" if math.isfinite(h) else "") if common \
+                else _DASH
+        cells = [s.label + (" (bound)" if s.clairvoyant else ""), str(len(s.seeds)), util, delta,
+                 _num(m["throughput_rps"], ".2f"), _num(m["goodput_rps"], ".2f"), _num(m["p99_latency_ms"], ".1f"),
+                 _num(100.0 * m["slo_violation_rate"], ".2f"), _num(m["energy_per_request_j"], ".4f"),
+                 _num(100.0 * m["refused_rate"], ".1f"), _num(m["memory_gb"], ".2f"),
+                 _num(m.get("decision_p50_ms", math.nan), ".3f"), _num(m.get("decision_p99_ms", math.nan), ".3f")]
+        if sweep:
+            cells.append(_num(m.get("sweep_board_s", math.nan), ".0f"))
+        lines.append(cells)
+    return markdown_table(headers, lines)
+
+
 def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Sequence[Any], ran: int,
                   reused: int, quarantined: int = 0) -> str:
     """The Markdown report: a header, one table per scenario, the failures, the column legend.
 
     ``quarantined``: stored results found damaged and moved to ``quarantine/`` (their tasks ran again).
     """
-    frames = sorted({int(r["frames"]) for r in rows})
+    serving = exp.family == "serving"
+    count = "intervals" if serving else "frames"
+    frames = sorted({int(r[count]) for r in rows})
     parts = [f"# Benchmark: {exp.name}", ""]
     if exp.description:
         parts += [exp.description.strip(), ""]
     parts += [
         f"{len(exp.scenarios)} scenario(s) × {len(exp.policies)} policies × {len(exp.seeds)} seed(s) "
         f"{list(exp.seeds)} = {exp.n_tasks} tasks; {len(rows)} with results ({ran} run now, {reused} reused), "
-        f"{len(failures)} failed. Frames per episode: {', '.join(map(str, frames)) or _DASH}. "
+        f"{len(failures)} failed. {count.capitalize()} per episode: {', '.join(map(str, frames)) or _DASH}. "
         f"Config: `{exp.source}` (sha256 `{exp.sha256[:16]}`).",
         "",
     ]
     if quarantined:
         parts += [f"{quarantined} stored result(s) were damaged: moved to `quarantine/` and run again.", ""]
     agg = aggregate(exp, rows)
-    scores = experiment_scores(exp, rows)
+    scores = {} if serving else experiment_scores(exp, rows)
     suite = suite_scores(scores, [p.label for p in exp.policies]) if any(scores.values()) else {}
     if suite:
         parts += ["## Suite score", "", suite_table(suite), "",
@@ -286,7 +326,7 @@ def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Seq
         parts += [f"## {sc.title}", "", f"Scenario `{sc.name}`.", ""]
         items = agg.get(sc.name, [])
         if items:
-            parts += [scenario_table(items, scores.get(sc.name)), ""]
+            parts += [serving_table(items) if serving else scenario_table(items, scores.get(sc.name)), ""]
             any_bound = any_bound or any(s.clairvoyant for s in items)
         else:
             parts += ["No results.", ""]
@@ -294,7 +334,7 @@ def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Seq
         parts += ["## Failures", ""]
         parts += [f"- {f.describe()}" for f in failures]
         parts += [""]
-    notes = [
+    notes = [SERVING_NOTE] if serving else [
         "Energy: true board energy per frame including the idle wait until the next frame (J); measured: as the "
         "power monitor reports it. vs default / vs oracle: energy change against those policies on the same "
         "seeds (%). Latency includes queueing. Δacc: accuracy minus the `performance` policy's (percentage "
@@ -310,6 +350,18 @@ def render_report(exp: Experiment, rows: Sequence[dict[str, Any]], failures: Seq
                      "deployable.")
     parts += notes
     return "\n".join(parts).rstrip() + "\n"
+
+
+#: The legend of a serving experiment's tables.
+SERVING_NOTE = (
+    "Utility: the env's reward per decision interval (its utility, the memory penalty included; "
+    "e4gym.envs.batching.BCEdgeUtility unless the config names another), mean over seeds ± the 95 % confidence "
+    "interval of the mean (Student's t); Δ vs batch1: the paired per-seed difference to `batch1` (batch 1, one "
+    "instance per model). p99: the mean over the intervals of their p99 latency. SLO viol.: violations / requests "
+    "arrived (a request violates once: late, or unserved when its deadline passed). J/request: board energy / "
+    "requests completed. refused: intervals whose action needed more memory than the board has. decide: the "
+    "policy's decision time per interval (wall time of its predict call). sweep board s: board time a policy's "
+    "calibration sweep spent before the episode (not in the episode's figures).")
 
 
 def suite_table(suite: Mapping[str, SuiteScore]) -> str:
@@ -328,7 +380,7 @@ def scores_json(exp: Experiment, rows: Sequence[dict[str, Any]]) -> dict[str, An
     def num(x: float) -> float | None:
         return float(x) if math.isfinite(x) else None
 
-    scores = experiment_scores(exp, rows)
+    scores = {} if exp.family == "serving" else experiment_scores(exp, rows)
     suite = suite_scores(scores, [p.label for p in exp.policies]) if any(scores.values()) else {}
     return {
         "scenarios": {name: {label: {"seeds": list(sc.seeds), "scores": list(sc.scores), "mean": num(sc.mean),

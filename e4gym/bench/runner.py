@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -52,7 +53,16 @@ from typing import Any
 import numpy as np
 
 from e4gym.bench.config import Experiment, PolicyEntry, Scenario, canonical_json, load_experiment
-from e4gym.bench.metrics import ID_COLUMNS, METRICS, TAIL_COLUMNS, TRACE_DOCS, episode_metrics, frame_trace
+from e4gym.bench.metrics import (
+    ID_COLUMNS,
+    TAIL_COLUMNS,
+    env_family,
+    episode_metrics,
+    family_columns,
+    frame_trace,
+    interval_trace,
+    serving_metrics,
+)
 from e4gym.io import output_dir_problem, write_json, write_npz
 
 #: Bumped when what a task computes changes, so results of an older harness are not reused.
@@ -229,13 +239,14 @@ def check_result(out: Path, task: Task) -> tuple[dict[str, Any] | None, str | No
     row = data.get("row")
     if not isinstance(row, dict):
         return None, f"{path.name} has no result row"
-    missing = [c for c in (*ID_COLUMNS, *METRICS, *TAIL_COLUMNS) if c not in row]
+    metrics, trace_docs, count = family_columns(env_family(task.policy.env_id))
+    missing = [c for c in (*ID_COLUMNS, *metrics, *TAIL_COLUMNS) if c not in row]
     if missing:
         return None, f"{path.name}'s row lacks the column(s) {missing}"
     expected = {"scenario": task.scenario.name, "label": task.policy.label, "seed": task.seed, "hash": task.hash,
                 "trace": f"{task.relpath}.npz"}
     wrong = sorted(k for k, v in expected.items() if row[k] != v)
-    frames = row["frames"]
+    frames = row[count]
     if wrong or isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
         return None, f"{path.name}'s row has wrong {', '.join(wrong) or 'frames'} for this task"
     trace = out / f"{task.relpath}.npz"
@@ -250,12 +261,12 @@ def check_result(out: Path, task: Task) -> tuple[dict[str, Any] | None, str | No
             arrays = {k: z[k] for k in z.files}
     except Exception as exc:  # BadZipFile, EOFError, zlib.error, ValueError, OSError: any unreadable trace
         return None, f"{trace.name} does not read ({type(exc).__name__}: {exc})"
-    absent = [k for k in TRACE_DOCS if k not in arrays]
+    absent = [k for k in trace_docs if k not in arrays]
     if absent:
         return None, f"{trace.name} lacks the array(s) {absent}"
-    shapes = {k: arrays[k].shape for k in TRACE_DOCS if arrays[k].shape != (frames,)}
+    shapes = {k: arrays[k].shape for k in trace_docs if arrays[k].shape != (frames,)}
     if shapes:
-        return None, f"{trace.name}'s arrays do not have the row's {frames} frames: {shapes}"
+        return None, f"{trace.name}'s arrays do not have the row's {frames} {count}: {shapes}"
     return data, None
 
 
@@ -286,14 +297,14 @@ def run_task(task: Task, out: str | Path) -> dict[str, Any]:
 
         import e4gym  # noqa: F401  (registers the envs)
         from e4gym.bench.policies import make_policy
-        from e4gym.envs.wrappers import EpisodeStats
+        from e4gym.envs.wrappers import episode_stats_wrapper
         from e4gym.policy import run_episode
 
         policy = make_policy(task.policy.name, task.policy.args)
         seeded = getattr(policy, "for_task_seed", None)  # optional: a policy that depends on the episode's seed
         if callable(seeded):
             seeded(task.seed)
-        env = EpisodeStats(gym.make(task.policy.env_id, **task.env_kwargs))
+        env = episode_stats_wrapper(gym.make(task.policy.env_id, **task.env_kwargs))
         try:
             with one_torch_thread():
                 infos = run_episode(policy, env, seed=task.seed)
@@ -302,16 +313,18 @@ def run_task(task: Task, out: str | Path) -> dict[str, Any]:
             env.close()
         if stats_ep is None:
             raise RuntimeError("the episode did not end (no EpisodeStats figures)")
-        metrics = episode_metrics(infos, stats_ep)
+        serving = env_family(task.policy.env_id) == "serving"
+        metrics = (serving_metrics if serving else episode_metrics)(infos, stats_ep)
         extra = _policy_stats(policy)
         setup = env.unwrapped.setup
         sc = task.scenario
         row: dict[str, Any] = {
             "scenario": sc.name,
             "device": setup.spec.name,
-            "model": setup.profile.name,
-            "fps": float(setup.fps),
-            "deadline_ms": float(setup.deadline_s * 1e3),
+            # a serving scenario: its models joined by "+", no frame rate or deadline (each model has its SLO)
+            "model": "+".join(setup.models) if serving else setup.profile.name,
+            "fps": math.nan if serving else float(setup.fps),
+            "deadline_ms": math.nan if serving else float(setup.deadline_s * 1e3),
             "policy": task.policy.name,
             "label": task.policy.label,
             "seed": task.seed,
@@ -327,7 +340,7 @@ def run_task(task: Task, out: str | Path) -> dict[str, Any]:
         row["wall_s"] = time.perf_counter() - t0
         row["hash"] = task.hash
         row["trace"] = f"{task.relpath}.npz"
-        write_npz(out / f"{task.relpath}.npz", frame_trace(infos))
+        write_npz(out / f"{task.relpath}.npz", (interval_trace if serving else frame_trace)(infos))
         write_json(out / f"{task.relpath}.json", {
             "hash": task.hash,
             "definition": task.definition,

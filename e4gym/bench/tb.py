@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from e4gym.bench.config import Experiment
-from e4gym.bench.metrics import ID_COLUMNS, METRICS, TAIL_COLUMNS
+from e4gym.bench.metrics import ID_COLUMNS, METRICS, SERVING_METRICS, TAIL_COLUMNS
 from e4gym.bench.score import experiment_scores, suite_scores
 from e4gym.io import atomic_write, staged_dir
 
@@ -54,6 +54,27 @@ SUMMARY_TAGS: dict[str, str] = {
     "profiling/share": "profiling_share",
 }
 #: Trace tag -> (trace array, scale): the value written is ``array * scale`` (step = frame).
+#: A serving experiment's per-episode summaries (tag -> result column) and per-interval trace (tag -> (array, scale)).
+SERVING_SUMMARY_TAGS: dict[str, str] = {
+    "serving/utility_per_interval": "utility_per_interval",
+    "serving/throughput_rps": "throughput_rps",
+    "serving/goodput_rps": "goodput_rps",
+    "serving/p99_latency_ms": "p99_latency_ms",
+    "serving/slo_violation_rate": "slo_violation_rate",
+    "serving/energy_per_request_j": "energy_per_request_j",
+    "serving/refused_rate": "refused_rate",
+    "serving/memory_gb": "memory_gb",
+    "reward/episode": "episode_reward",
+    "decision/mean_ms": "decision_mean_ms",
+}
+SERVING_TRACE_TAGS: dict[str, tuple[str, float]] = {
+    "trace/throughput_rps": ("throughput_rps", 1.0),
+    "trace/p99_latency_ms": ("p99_latency_ms", 1.0),
+    "trace/slo_violation_rate": ("slo_violation_rate", 1.0),
+    "trace/energy_j": ("energy_j", 1.0),
+    "trace/memory_gb": ("memory_gb", 1.0),
+    "trace/reward": ("reward", 1.0),
+}
 TRACE_TAGS: dict[str, tuple[str, float]] = {
     "trace/cpu_mhz": ("cpu_hz", 1e-6),
     "trace/gpu_mhz": ("gpu_hz", 1e-6),
@@ -101,8 +122,9 @@ def write_tensorboard(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]
     root = Path(out) / "tb"
     runs: list[Path] = []
     seed_order = {s: i for i, s in enumerate(exp.seeds)}
-    fixed = {*ID_COLUMNS, *exp.matrix_keys, *METRICS, *TAIL_COLUMNS}
-    scores = experiment_scores(exp, rows)
+    serving = exp.family == "serving"
+    fixed = {*ID_COLUMNS, *exp.matrix_keys, *(SERVING_METRICS if serving else METRICS), *TAIL_COLUMNS}
+    scores: dict[str, Any] = {sc.name: {} for sc in exp.scenarios} if serving else experiment_scores(exp, rows)
     for sc in exp.scenarios:
         groups = []
         for p in exp.policies:
@@ -114,7 +136,7 @@ def write_tensorboard(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]
             for label, rs in groups:
                 got = scores[sc.name].get(label)
                 per_seed = dict(zip(got.seeds, got.scores)) if got is not None and got.scores else {}
-                _write_run(staging / label, Path(out), rs, fixed, per_seed)
+                _write_run(staging / label, Path(out), rs, fixed, per_seed, serving)
         runs += [root / sc.name / label for label, _ in groups]
     suite = suite_scores(scores, [p.label for p in exp.policies]) if any(scores.values()) else {}
     if suite:
@@ -131,21 +153,22 @@ def write_tensorboard(out: Path, exp: Experiment, rows: Sequence[dict[str, Any]]
 
 
 def _write_run(logdir: Path, out: Path, rs: Sequence[dict[str, Any]], fixed: set[str],
-               scores: dict[int, float] | None = None) -> None:
+               scores: dict[int, float] | None = None, serving: bool = False) -> None:
     """One (scenario, policy) run into ``logdir``: the per-seed summaries of ``rs`` (step = seed) and the
     first row's per-frame trace (step = frame). ``fixed``: the result columns that are not the policy's stats."""
     logdir.mkdir(parents=True, exist_ok=True)
     w = _Writer(logdir)
     now = time.time()
+    summary, trace_tags = (SERVING_SUMMARY_TAGS, SERVING_TRACE_TAGS) if serving else (SUMMARY_TAGS, TRACE_TAGS)
     for r in rs:
-        values = {tag: r[col] for tag, col in SUMMARY_TAGS.items() if col in r}
+        values = {tag: r[col] for tag, col in summary.items() if col in r}
         values.update({f"policy/{k}": v for k, v in r.items() if k not in fixed})  # the policy's stats()
         if scores and int(r["seed"]) in scores:
             values["score/normalised"] = scores[int(r["seed"])]
         w.scalars(values, r["seed"], now)
     with np.load(out / rs[0]["trace"]) as z:
         series = {tag: np.asarray(z[key], dtype=np.float64) * scale
-                  for tag, (key, scale) in TRACE_TAGS.items() if key in z.files}
-    for i in range(len(series["trace/exit"])):
+                  for tag, (key, scale) in trace_tags.items() if key in z.files}
+    for i in range(len(next(iter(series.values()))) if series else 0):
         w.scalars({tag: v[i] for tag, v in series.items()}, i, now)
     w.close()

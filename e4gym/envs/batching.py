@@ -7,7 +7,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
@@ -44,6 +44,8 @@ SLO_FACTOR = 5.0
 LOAD_FACTOR = 0.5
 #: ASSUMPTION: Triton's ``max_queue_delay`` per model by default: this share of its SLO (ms).
 QUEUE_DELAY_OF_SLO = 0.1
+#: Constructor arguments that do not define the scenario (left out of :attr:`BatchSetup.env_kwargs`).
+SCENARIO_EXCLUDED = ("utility", "render_mode", "backend", "backend_kwargs")
 #: Serving backends: the emulator, or a real Triton server (:class:`e4gym.serving.triton.TritonServing`).
 BACKENDS = ("emulated", "triton")
 #: ASSUMPTION: the serving runtime by default: eager PyTorch (Triton's PyTorch backend), what the board
@@ -62,6 +64,7 @@ REFUSED = "refused"
 GPU_UTIL = "gpu_util"
 ARRIVED = "arrived"
 COMPLETED = "completed"
+VIOLATIONS = "violations"
 QUEUED = "queued"
 INTERVAL = "interval"
 BATCH_SIZE = "batch_size"
@@ -91,6 +94,8 @@ BATCH_INFO_KEYS: dict[str, str] = {
               "Σ u_mem) / s)",
     ARRIVED: "requests that arrived in the interval",
     COMPLETED: "requests completed in the interval",
+    VIOLATIONS: "requests that violated their SLO in the interval (completed late, or still unserved when their "
+                "deadline passed)",
     QUEUED: "requests waiting (arrived, not yet in a batch) at the end of the interval",
     INTERVAL: "decision interval served (0-based)",
     CPU_HZ: "CPU clock during the interval (Hz)",
@@ -208,6 +213,9 @@ class BatchSetup:
         memory_gb: memory of ``n + 1`` instances of model ``m`` at batch index ``b``, ``memory_gb[m][b][n]`` (GB;
         on a board: measured by loading each model once per batch size). control_clocks: the action carries the
         clock levels. max_levels: the highest CPU, GPU, EMC levels of the power mode.
+        env_kwargs: the scenario's constructor arguments (device, models, rates, arrivals, SLOs, interval, ...;
+        not the utility, the backend or the render mode): what builds the same scenario again (a policy's sweep
+        on calibration seeds, a trained agent's env).
     """
 
     spec: DeviceSpec
@@ -223,6 +231,11 @@ class BatchSetup:
     memory_gb: tuple[tuple[tuple[float, ...], ...], ...]
     control_clocks: bool
     max_levels: tuple[int, int, int]
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def scenario_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that build this scenario's env again (:attr:`env_kwargs`)."""
+        return dict(self.env_kwargs)
 
     def config_memory_gb(self, config: Sequence[int]) -> float:
         """Memory (GB) of a configuration ``[batch index, instances − 1] * M``."""
@@ -281,6 +294,17 @@ class BatchConcurrencyOptions:
     def names(cls) -> tuple[str, ...]:
         """The argument names."""
         return tuple(f.name for f in fields(cls))
+
+
+def _plain(value: Any) -> Any:
+    """A constructor argument as plain data (sequences as lists, a device spec as its name)."""
+    if isinstance(value, DeviceSpec):
+        return value.name
+    if isinstance(value, (tuple, list, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _number(value: object) -> float:
@@ -455,6 +479,8 @@ class BatchConcurrencyEnv(gym.Env):
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
+    #: The env family (the benchmark harness counts its episodes by decision interval, not by frame).
+    family: ClassVar[str] = "serving"
     #: The arguments it takes (:class:`BatchConcurrencyOptions`).
     OPTIONS: ClassVar[tuple[str, ...]] = BatchConcurrencyOptions.names()
 
@@ -555,7 +581,8 @@ class BatchConcurrencyEnv(gym.Env):
             episode_intervals=self.episode_intervals, max_queue_delay_s=tuple(self.max_queue_delay_s),
             usable_memory_gb=float(self.usable_memory_gb),
             memory_gb=tuple(tuple(tuple(float(x) for x in row) for row in per) for per in self._mem),
-            control_clocks=self.control_clocks, max_levels=tuple(int(x) for x in mx))
+            control_clocks=self.control_clocks, max_levels=tuple(int(x) for x in mx),
+            env_kwargs={f.name: _plain(getattr(o, f.name)) for f in fields(o) if f.name not in SCENARIO_EXCLUDED})
 
     def cost_model(self) -> BatchCostModel:
         """Batch latencies as profiling runs measure them (:class:`BatchCostModel`)."""
@@ -598,8 +625,8 @@ class BatchConcurrencyEnv(gym.Env):
                 f_idx.append(m * W + S(col))
                 f_scale.append(k)
         self._f_keys, self._f_idx, self._f_scale = tuple(f_keys), np.array(f_idx, dtype=np.intp), np.array(f_scale)
-        i_keys = [ARRIVED, COMPLETED, QUEUED, *(model_key(QUEUED, m) for m in self.models)]
-        i_idx = [board + Bd("arrived"), board + Bd("completed"), board + Bd("queue"),
+        i_keys = [ARRIVED, COMPLETED, VIOLATIONS, QUEUED, *(model_key(QUEUED, m) for m in self.models)]
+        i_idx = [board + Bd("arrived"), board + Bd("completed"), board + Bd("violations"), board + Bd("queue"),
                  *(m * W + S("queue") for m in range(M))]
         self._i_keys, self._i_idx = tuple(i_keys), np.array(i_idx, dtype=np.intp)
         self._outcome_cols = tuple(S(c) for c in ("throughput_rps", "goodput_rps", "p99_s", "violation_rate"))

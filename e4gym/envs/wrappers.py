@@ -38,10 +38,14 @@ from e4gym.errors import ConfigError, SettingError, UnknownNameError
 __all__ = [
     "EPISODE_STAT_DOCS",
     "EPISODE_STAT_KEYS",
+    "SERVING_STAT_DOCS",
+    "SERVING_STAT_KEYS",
     "ContinuousActions",
     "DiscreteActions",
     "EpisodeStats",
     "SelectObservation",
+    "ServingEpisodeStats",
+    "episode_stats_wrapper",
 ]
 
 
@@ -396,3 +400,93 @@ class EpisodeStats(gym.Wrapper, gym.utils.RecordConstructorArgs):
             "ep_throttled_fraction": self._throttled / n,
             "ep_mean_exit": self._exit_sum / n,
         }
+
+
+#: The figures :class:`ServingEpisodeStats` adds at the end of an episode of a serving env (the batching env), with
+#: their meaning and units.
+SERVING_STAT_DOCS: dict[str, str] = {
+    "ep_intervals": "decision intervals served in the episode (count)",
+    "ep_utility_per_interval": "mean reward (the utility, memory penalty included) per interval",
+    "ep_throughput_rps": "requests completed / episode time (req/s)",
+    "ep_goodput_rps": "requests completed within their SLO / episode time (req/s; the mean of the intervals')",
+    "ep_p99_latency_ms": "mean over the intervals of their p99 latency (ms; intervals that completed none left out)",
+    "ep_slo_violation_rate": "SLO violations / requests arrived in the episode (a request violates once: late, or "
+                             "unserved when its deadline passed)",
+    "ep_energy_per_request_j": "board energy / requests completed over the episode (J; NaN when not measured)",
+    "ep_power_w": "board energy / episode time (W; NaN when not measured)",
+    "ep_refused_rate": "share of the intervals whose action was refused for memory",
+    "ep_memory_gb": "mean memory the served configuration held (GB)",
+}
+SERVING_STAT_KEYS: tuple[str, ...] = tuple(SERVING_STAT_DOCS)
+
+
+class ServingEpisodeStats(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """:class:`EpisodeStats` for a serving env (``env.unwrapped.family == "serving"``, the batching env): an episode
+    is counted by decision interval, and the step where it ends gets the :data:`SERVING_STAT_KEYS` figures in its
+    ``info``; :attr:`last_episode_stats` keeps the last finished episode's."""
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        self.last_episode_stats: dict[str, float] | None = None
+        self._interval_s = float(getattr(env.unwrapped, "interval_s", 1.0))
+        self._clear()
+
+    def _clear(self) -> None:
+        self._n = 0
+        self._reward = self._completed = self._violations = self._arrived = self._energy = 0.0
+        self._goodput = self._refused = self._memory = 0.0
+        self._p99: list[float] = []
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Reset the env and the episode counters."""
+        self._clear()
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Step the env; on the episode's last step add the :data:`SERVING_STAT_KEYS` figures to ``info``."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._n += 1
+        self._reward += float(reward)
+        done = float(info.get("completed", 0))
+        self._completed += done
+        self._violations += float(info.get("violations", 0))
+        self._arrived += float(info.get("arrived", 0))
+        self._energy += float(info.get("energy_j", math.nan))
+        self._goodput += float(info.get("goodput_rps", 0.0))
+        self._refused += bool(info.get("refused", False))
+        self._memory += float(info.get("memory_gb", math.nan))
+        if done > 0:
+            self._p99.append(float(info.get("p99_latency_ms", math.nan)))
+        if terminated or truncated:
+            stats = self.episode_stats()
+            self.last_episode_stats = stats
+            info = {**info, **stats}
+        return obs, reward, terminated, truncated, info
+
+    def episode_stats(self) -> dict[str, float]:
+        """The :data:`SERVING_STAT_KEYS` figures of the episode so far."""
+        n = self._n
+        if n == 0:
+            return {"ep_intervals": 0, **{k: math.nan for k in SERVING_STAT_KEYS[1:]}}
+        seconds = n * self._interval_s
+        return {
+            "ep_intervals": n,
+            "ep_utility_per_interval": self._reward / n,
+            "ep_throughput_rps": self._completed / seconds,
+            "ep_goodput_rps": self._goodput / n,
+            "ep_p99_latency_ms": float(np.mean(self._p99)) if self._p99 else math.nan,
+            "ep_slo_violation_rate": self._violations / self._arrived if self._arrived else 0.0,
+            "ep_energy_per_request_j": self._energy / self._completed if self._completed else math.nan,
+            "ep_power_w": self._energy / seconds,
+            "ep_refused_rate": self._refused / n,
+            "ep_memory_gb": self._memory / n,
+        }
+
+
+def episode_stats_wrapper(env: gym.Env) -> EpisodeStats | ServingEpisodeStats:
+    """``env`` under the episode-statistics wrapper of its family: :class:`ServingEpisodeStats` for a serving env
+    (``env.unwrapped.family == "serving"``), :class:`EpisodeStats` for the frame, block and edge-cloud envs."""
+    if getattr(env.unwrapped, "family", "frame") == "serving":
+        return ServingEpisodeStats(env)
+    return EpisodeStats(env)

@@ -140,12 +140,17 @@ def test_best_static_beats_triton_dynamic_on_held_out_seeds() -> None:
     assert util["best_static_batching"] > util["triton_dynamic"] + 0.02
 
 
-def test_best_static_needs_the_power_mode_the_setup_cannot_tell() -> None:
-    env = _env()
-    pol = BestStaticBatchingPolicy(intervals=3, episodes=1, passes=1, env_kwargs={"arrivals": "bursty"})
-    kw = pol.sweep_env_kwargs(env.unwrapped.setup)
-    assert kw["arrivals"] == "bursty" and kw["episode_intervals"] == 3
-    assert kw["rates_rps"] == list(env.unwrapped.setup.rate_ref_rps)
+def test_best_static_sweeps_the_bound_scenario() -> None:
+    env = _env(power_mode="10W", arrivals="poisson-constant")
+    setup = env.unwrapped.setup
+    pol = BestStaticBatchingPolicy(intervals=3, episodes=1, passes=1, env_kwargs={"memory_penalty": 2.0})
+    kw = pol.sweep_env_kwargs(setup)
+    # the scenario's own arguments (power mode and arrivals included), the sweep's length, env_kwargs over them
+    assert kw == {**setup.scenario_kwargs(), "episode_intervals": 3, "memory_penalty": 2.0}
+    assert kw["power_mode"] == "10W" and kw["arrivals"] == "poisson-constant"
+    again = gym.make(BATCH_ENV_ID, **kw).unwrapped.setup
+    assert again.max_levels == setup.max_levels and again.slo_s == setup.slo_s
+    assert again.rate_ref_rps == setup.rate_ref_rps and again.memory_gb == setup.memory_gb
     with pytest.raises(ConfigError, match="intervals must be an integer >= 2"):
         BestStaticBatchingPolicy(intervals=1)
 
