@@ -27,11 +27,13 @@ confidence intervals (Student's t over seeds).
 
 **Claims** (:data:`CLAIMS`) are entries of one registry: each names its source (paper, figure or section, the
 published numbers), the evidence it needs (``bench``: the E4 experiment; ``dvfo``: DVFO's, ``configs/experiments/
-dvfo.yaml``, run into ``OUT/bench-dvfo``; ``dutt``, ``sweep``), a function that computes the emulated figure from
-that evidence (per seed, so that it has a confidence interval), and a verdict rule (:class:`Range`, :class:`Point`,
-:class:`Above`, :class:`AtMost`). Adding a claim is adding one :class:`Claim` to :data:`CLAIMS`; methods whose
-claims are not checked yet (BCEdge) are listed in :data:`NOT_BUILT` and named in the report. DVFO's claims compare
-DVFO (trained per board) with its baselines by the same comparability rule as E4's.
+dvfo.yaml``, run into ``OUT/bench-dvfo``; ``bcedge``: BCEdge's; ``dutt``, ``sweep``), a function that computes the
+emulated figure from that evidence (per seed, so that it has a confidence interval), and a verdict rule
+(:class:`Range`, :class:`Point`, :class:`Above`, :class:`AtMost`). Adding a claim is adding one :class:`Claim` to
+:data:`CLAIMS`; methods whose claims are not checked yet would be listed in :data:`NOT_BUILT` and named in the
+report (none is now). DVFO's claims compare DVFO (trained per board) with its baselines by the same comparability
+rule as E4's; BCEdge's (``bcedge``: ``configs/experiments/bcedge.yaml``, the serving env, into ``OUT/bench-bcedge``)
+compare BCEdge with every baseline in every scenario (a serving env has no frame deadline to exclude a pair by).
 
 **Verdicts** (:func:`judge`): *reproduced*, *not reproduced* (the reason gives the emulated figure, its interval and
 the published one), or *not comparable*: the emulated figure cannot stand for the published one. E4 is compared
@@ -114,6 +116,15 @@ DVFO_CONFIG = "dvfo"
 DVFO_BENCH_DIR = "bench-dvfo"
 DVFO_LABEL = "dvfo"
 DVFO_BASELINES = ("edge_only", "e4", "cloud_only", "best_static_offload")
+#: The experiment BCEdge's claims read (``configs/experiments/bcedge.yaml``, the serving env), run into
+#: ``OUT/bench-bcedge``; BCEdge's label and its baselines (issue 19).
+BCEDGE_CONFIG = "bcedge"
+BCEDGE_BENCH_DIR = "bench-bcedge"
+BCEDGE_LABEL = "bcedge"
+BCEDGE_BASELINES = ("batch1", "triton_dynamic", "scale_with_load", "best_static_batching")
+#: The experiments besides the E4 one, by the evidence name a claim needs: (default config, output folder under OUT).
+EXTRA_EXPERIMENTS: dict[str, tuple[str, str]] = {"dvfo": (DVFO_CONFIG, DVFO_BENCH_DIR),
+                                                 "bcedge": (BCEDGE_CONFIG, BCEDGE_BENCH_DIR)}
 #: The files ``e4gym reproduce`` writes in its output folder (the bench run goes to ``bench/``).
 REPORT_FILE = "report.md"
 STATE_FILE = "reproduce.json"
@@ -322,22 +333,25 @@ class Evidence:
     Attributes:
         experiment: the bench experiment (``None`` when no claim needed it). rows: its result rows by
             ``(scenario, label, seed)`` (a failed task has none).
-        dvfo_experiment / dvfo_rows: the same for DVFO's experiment (:data:`DVFO_CONFIG`).
+        extra: the other experiments' ``(experiment, rows)`` by evidence name (``dvfo``, ``bcedge``;
+            :data:`EXTRA_EXPERIMENTS`).
         dutt: Dutt et al.'s experiments by ``(device, model, seed)``. sweep: the Fig. 1 sweep.
         seeds: the seeds of the run.
     """
 
     experiment: Experiment | None = None
     rows: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
-    dvfo_experiment: Experiment | None = None
-    dvfo_rows: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+    extra: dict[str, tuple[Experiment, dict[tuple[str, str, int], dict[str, Any]]]] = field(default_factory=dict)
     dutt: dict[tuple[str, str, int], DuttRun] = field(default_factory=dict)
     sweep: SweepResult | None = None
     seeds: tuple[int, ...] = ()
 
     def bench(self, which: str) -> tuple[Experiment | None, dict[tuple[str, str, int], dict[str, Any]]]:
-        """``(experiment, rows)`` of ``which``: ``"bench"`` (the E4 experiment) or ``"dvfo"``."""
-        return (self.dvfo_experiment, self.dvfo_rows) if which == "dvfo" else (self.experiment, self.rows)
+        """``(experiment, rows)`` of ``which``: ``"bench"`` (the E4 experiment) or an extra one (``"dvfo"``,
+        ``"bcedge"``); ``(None, {})`` when it did not run."""
+        if which == "bench":
+            return self.experiment, self.rows
+        return self.extra.get(which, (None, {}))
 
 
 @dataclass(frozen=True)
@@ -509,6 +523,71 @@ def larger_on(big: str, small: str, setting: Setting) -> Callable[[Evidence], Es
     return compute
 
 
+def bcedge_against(metric: Callable[[Mapping[str, Any], Mapping[str, Any]], float], unit: str,
+                   best: bool = True) -> Callable[[Evidence], Estimate | NotComparable]:
+    """A BCEdge claim's figure: ``metric`` of BCEdge against each of :data:`BCEDGE_BASELINES` in every scenario of
+    its experiment (serving: no deadline to miss; every pair compares), per seed; ``best``: the pair with the highest
+    mean (the paper's "up to"), else the mean over the pairs."""
+    def compute(ev: Evidence) -> Estimate | NotComparable:
+        exp, rows = ev.bench("bcedge")
+        if exp is None:
+            return NotComparable("the BCEdge bench experiment did not run")
+        comps, excluded = [], []
+        for sc in exp.scenarios:
+            for b in BCEDGE_BASELINES:
+                pairs = {s: (rows[(sc.name, BCEDGE_LABEL, s)], rows[(sc.name, b, s)]) for s in exp.seeds
+                         if (sc.name, BCEDGE_LABEL, s) in rows and (sc.name, b, s) in rows}
+                if pairs:
+                    comps.append(Comparison(sc, b, pairs))
+                else:
+                    excluded.append(f"{sc.name} vs {b}: no results (BCEdge or {b} failed or did not run)")
+        if not comps:
+            return NotComparable(f"no BCEdge comparison: {_summary_of(excluded)}", tuple(excluded))
+        groups = [(f"{c.scenario.name} vs {BASELINES.get(c.baseline, c.baseline)}",
+                   float(np.mean([metric(a, r) for a, r in c.pairs.values()]))) for c in comps]
+        if best:
+            top = max(range(len(comps)), key=lambda i: groups[i][1])
+            values = per_seed([comps[top]], metric)
+            used = (f"the highest of {len(comps)} scenario × baseline pairs: {groups[top][0]}",)
+        else:
+            values = per_seed(comps, metric)
+            used = (f"mean over {len(comps)} scenario × baseline pairs, per seed",)
+        return Estimate(tuple(values), tuple(values.values()), unit, tuple(groups), used, tuple(excluded))
+    return compute
+
+
+def utility_gain_pct(a: Mapping[str, Any], base: Mapping[str, Any]) -> float:
+    """BCEdge's utility per interval above the baseline's, relative to the baseline's magnitude (%)."""
+    u, ub = float(a["utility_per_interval"]), float(base["utility_per_interval"])
+    return 100.0 * (u - ub) / abs(ub) if ub else math.nan
+
+
+def memory_saving_pct(a: Mapping[str, Any], base: Mapping[str, Any]) -> float:
+    """Memory BCEdge's configurations held below the baseline's, ``100 · (1 − M / M_base)`` (%)."""
+    return 100.0 * (1.0 - float(a["memory_gb"]) / float(base["memory_gb"]))
+
+
+def bcedge_violations(ev: Evidence) -> Estimate | NotComparable:
+    """BCEdge's SLO-violation rate (%), mean over the scenarios of its experiment, per seed."""
+    exp, rows = ev.bench("bcedge")
+    if exp is None:
+        return NotComparable("the BCEdge bench experiment did not run")
+    by_seed: dict[int, list[float]] = defaultdict(list)
+    groups = []
+    for sc in exp.scenarios:
+        vals = {s: 100.0 * float(rows[(sc.name, BCEDGE_LABEL, s)]["slo_violation_rate"]) for s in exp.seeds
+                if (sc.name, BCEDGE_LABEL, s) in rows}
+        if vals:
+            groups.append((sc.name, float(np.mean(list(vals.values())))))
+            for s, v in vals.items():
+                by_seed[s].append(v)
+    if not groups:
+        return NotComparable("BCEdge has no result in its experiment")
+    values = {s: float(np.mean(v)) for s, v in sorted(by_seed.items())}
+    used = (f"BCEdge's SLO violations / requests arrived, mean over {len(groups)} scenario(s), per seed",)
+    return Estimate(tuple(values), tuple(values.values()), "%", tuple(groups), used)
+
+
 def dvfo_accuracy_loss(ev: Evidence) -> Estimate | NotComparable:
     """DVFO's accuracy claim: the top-1 points DVFO loses against edge-only inference (the whole network on the
     board, default governors) in every scenario of its experiment (deadlines do not matter here), per seed."""
@@ -641,6 +720,10 @@ class Claim:
 
 
 DVFO = "DVFO (Zhang et al., IEEE TMC 2024)"
+BCEDGE = "BCEdge (Zhang et al., IEEE TNSM 2024)"
+#: The BCEdge experiment's setting.
+_BCEDGE_SETTING = ("the serving env: four models (EfficientNet-B0, MobileNet-V2, ResNet-18, tiny-YOLOv3) at half "
+                   "their capacity, Poisson and bursty arrivals, Xavier NX and AGX Orin, 60 one-second intervals")
 E4_POSTER = "E4 poster (SenSys 2023)"
 E4_PAPER = "E4 full paper (AAAI 2025)"
 DUTT = "Dutt et al. (Stony Brook)"
@@ -690,14 +773,18 @@ CLAIMS: tuple[Claim, ...] = (
           against(DVFO_BASELINES, latency_reduction_pct, "%", DVFO_SETTING, subject=DVFO_LABEL, which="dvfo")),
     Claim("dvfo-accuracy", DVFO, "abstract", "DVFO's accuracy loss against edge-only inference", "within 1 % "
           "(on average)", DVFO_SETTING.text, AtMost(1.0), ("dvfo",), dvfo_accuracy_loss),
+    Claim("bcedge-utility", BCEDGE, "abstract", "BCEdge's utility gain over its baselines (batch 1, Triton-style "
+          "dynamic batching, load-scaled instances, the best static configuration), at best", "up to 37.6 %",
+          _BCEDGE_SETTING, Point(37.6), ("bcedge",), bcedge_against(utility_gain_pct, "%")),
+    Claim("bcedge-slo", BCEDGE, "abstract", "BCEdge's SLO violations", "within 5 %", _BCEDGE_SETTING, AtMost(5.0),
+          ("bcedge",), bcedge_violations),
+    Claim("bcedge-memory", BCEDGE, "abstract", "BCEdge's memory saving over its baselines, at best", "up to 38 %",
+          _BCEDGE_SETTING, Point(38.0), ("bcedge",), bcedge_against(memory_saving_pct, "%")),
 )
 
 #: Seed papers whose claims are not checked yet: ``(paper, its claims, why not)``. A claim moves into :data:`CLAIMS`
 #: (one entry each) once its method and benchmark exist.
-NOT_BUILT: tuple[tuple[str, str, str], ...] = (
-    ("BCEdge (Zhang et al., IEEE TNSM 2024)", "up to 37.6 % average utility gain, SLO violations within 5 %, up to "
-     "38 % less memory", "Not built yet: no batching env and no BCEdge policy"),
-)
+NOT_BUILT: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -814,6 +901,7 @@ def run_reproduce(
     command: str | None = None,
     sweep_frames: int | None = None,
     dvfo_config: str | Path | Mapping[str, Any] = DVFO_CONFIG,
+    bcedge_config: str | Path | Mapping[str, Any] = BCEDGE_CONFIG,
 ) -> Reproduction:
     """Run what ``claims`` need, judge them, write the report and figures under ``out``.
 
@@ -825,7 +913,8 @@ def run_reproduce(
             its frames per episode and seeds (DVFO's experiment's too). claims: the claims to judge. command: the
             command line to record.
         sweep_frames: frames the Fig. 1 sweep measures the default governors over (default: the sweep's).
-        dvfo_config: the experiment DVFO's claims read (run into ``out/bench-dvfo`` when a claim needs it).
+        dvfo_config / bcedge_config: the experiments DVFO's and BCEdge's claims read (run into ``out/bench-dvfo``
+            and ``out/bench-bcedge`` when a claim needs them).
 
     Raises:
         ConfigError / UnknownNameError: a bad config or output folder; nothing runs.
@@ -842,7 +931,9 @@ def run_reproduce(
     needs = {n for c in claims for n in c.needs}
     loaded = load_experiment(config, frames=frames, seeds=seeds)  # also the seeds of the other experiments
     exp = loaded if "bench" in needs else None
-    dvfo_exp = load_experiment(dvfo_config, frames=frames, seeds=seeds) if "dvfo" in needs else None
+    configs = {"dvfo": dvfo_config, "bcedge": bcedge_config}
+    extra_exps = {name: load_experiment(configs[name], frames=frames, seeds=seeds)
+                  for name in EXTRA_EXPERIMENTS if name in needs}
     run_seeds = tuple(loaded.seeds)
     check_out(out, quick, str(config_name), force)
     write_json(out / STATE_FILE, {"mode": "quick" if quick else "full", "config": str(config_name),
@@ -856,13 +947,13 @@ def run_reproduce(
         ran, reused, failures = res.ran, res.reused, list(res.failures)
         ev.experiment = exp
         ev.rows = {(r["scenario"], r["label"], int(r["seed"])): r for r in res.rows}
-    if dvfo_exp is not None:
-        _say(quiet, "DVFO's experiment (the edge-cloud env; DVFO trained per board) ...")
-        res = run_benchmark(dvfo_exp, out / DVFO_BENCH_DIR, jobs=jobs, force=force, quiet=quiet, plots=False,
-                            tensorboard=False)
+    for name, extra_exp in extra_exps.items():
+        _say(quiet, f"the {extra_exp.name} experiment ({extra_exp.n_tasks} tasks; learned agents trained per "
+                    "scenario) ...")
+        res = run_benchmark(extra_exp, out / EXTRA_EXPERIMENTS[name][1], jobs=jobs, force=force, quiet=quiet,
+                            plots=False, tensorboard=False)
         ran, reused, failures = ran + res.ran, reused + res.reused, failures + list(res.failures)
-        ev.dvfo_experiment = dvfo_exp
-        ev.dvfo_rows = {(r["scenario"], r["label"], int(r["seed"])): r for r in res.rows}
+        ev.extra[name] = (extra_exp, {(r["scenario"], r["label"], int(r["seed"])): r for r in res.rows})
     if "dutt" in needs:
         _say(quiet, "Dutt et al.'s experiments (Nano, Xavier NX) ...")
         ev.dutt = run_dutt(run_seeds)
@@ -887,7 +978,7 @@ def run_reproduce(
     write_text(out / REPORT_FILE, report)
     write_json(out / STATE_FILE, {
         "mode": "quick" if quick else "full", "config": str(config_name), "status": "done", "command": command,
-        "wall_s": wall, "seeds": list(run_seeds), "frames": _frames(exp, dvfo_exp), "tasks_run": ran,
+        "wall_s": wall, "seeds": list(run_seeds), "frames": _frames(exp, *extra_exps.values()), "tasks_run": ran,
         "tasks_reused": reused,
         "failures": [f.describe() for f in failures],
         "claims": [{"key": r.claim.key, "paper": r.claim.paper, "published": r.claim.published, "verdict": r.verdict,
@@ -933,7 +1024,7 @@ def render_report(results: Sequence[ClaimResult], ev: Evidence, *, quick: bool, 
                   seeds_overridden: bool = False) -> str:
     """The Markdown report: the verdict table first, then what is not checked, the figures, the details, the runs."""
     exp = ev.experiment
-    frames = _frames(exp, ev.dvfo_experiment)
+    frames = _frames(exp, *(e for e, _ in ev.extra.values()))
     seeds = ", ".join(map(str, ev.seeds))
     counts = {v: sum(r.verdict == v for r in results) for v in VERDICTS}
     parts = ["# e4gym reproduce: the seed papers' claims on the emulator", ""]
@@ -961,7 +1052,8 @@ def render_report(results: Sequence[ClaimResult], ev: Evidence, *, quick: bool, 
               "the published figure is said, not counted); an order (larger) when the difference's whole interval "
               "is above 0.", ""]
     parts += ["## Not checked yet", ""]
-    parts += [f"- **{p}**: {c}. {why}." for p, c, why in NOT_BUILT] + [""]
+    parts += [f"- **{p}**: {c}. {why}." for p, c, why in NOT_BUILT] or ["Every seed paper's claims are checked."]
+    parts += [""]
     if figures:
         parts += ["## Figures", ""]
         if FIG1_FILE in figures and ev.sweep is not None:
@@ -999,11 +1091,11 @@ def render_report(results: Sequence[ClaimResult], ev: Evidence, *, quick: bool, 
     if exp is not None:
         parts += [f"- The bench experiment's tables: [`{BENCH_DIR}/report.md`]({BENCH_DIR}/report.md) and "
                   f"`{BENCH_DIR}/results.csv`. Its plots and TensorBoard runs: {rerun(exp, config, BENCH_DIR)}."]
-    dexp = ev.dvfo_experiment
-    if dexp is not None:
-        parts += [f"- DVFO's experiment: [`{DVFO_BENCH_DIR}/report.md`]({DVFO_BENCH_DIR}/report.md) and "
-                  f"`{DVFO_BENCH_DIR}/results.csv`; its plots: {rerun(dexp, str(dexp.source), DVFO_BENCH_DIR)}. "
-                  "DVFO is trained per board (and per training seed, `train_seeds`) and cached like zTT."]
+    for name, (dexp, _) in ev.extra.items():
+        folder = EXTRA_EXPERIMENTS[name][1]
+        parts += [f"- The {dexp.name} experiment: [`{folder}/report.md`]({folder}/report.md) and "
+                  f"`{folder}/results.csv`; its plots: {rerun(dexp, str(dexp.source), folder)}. Its learned agent "
+                  "is trained per scenario (and per training seed, `train_seeds`) and cached like zTT."]
     parts += ["- Dutt et al.'s experiments: `e4gym.hardware.calibration` (`best_static`, `default_governor_energy`), "
               "the functions `e4gym calibrate` checks with, once per seed.",
               "- The learned baselines zTT and Ring-DVFS are trained per scenario and cached in "
@@ -1114,6 +1206,8 @@ def resume_command(args: argparse.Namespace) -> str:
         argv += ["--config", str(args.config)]
     if args.dvfo_config != DVFO_CONFIG:
         argv += ["--dvfo-config", str(args.dvfo_config)]
+    if args.bcedge_config != BCEDGE_CONFIG:
+        argv += ["--bcedge-config", str(args.bcedge_config)]
     return shlex.join(argv)
 
 
@@ -1127,7 +1221,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out or (QUICK_OUT if args.quick else DEFAULT_OUT))
     try:
         rep = run_reproduce(out, quick=args.quick, jobs=args.jobs, force=args.force, quiet=args.quiet,
-                            config=args.config, dvfo_config=args.dvfo_config, command=_command(args))
+                            config=args.config, dvfo_config=args.dvfo_config, bcedge_config=args.bcedge_config,
+                            command=_command(args))
     except KeyboardInterrupt:
         print(f"e4gym reproduce: interrupted; finished tasks are kept under {out / BENCH_DIR / 'runs'}, resume with: "
               f"{resume_command(args)}", file=sys.stderr)
@@ -1136,8 +1231,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     counts = {v: sum(r.verdict == v for r in rep.results) for v in VERDICTS}
     print(f"\n{counts[REPRODUCED]} reproduced, {counts[NOT_REPRODUCED]} not reproduced, {counts[NOT_COMPARABLE]} not "
           f"comparable{' (quick run: not a headline result)' if rep.quick else ''}")
-    print(f"outputs in {rep.out}: {', '.join(p.name for p in rep.files)}, {BENCH_DIR}/, {DVFO_BENCH_DIR}/ ({rep.ran} "
-          f"task(s) run, "
+    print(f"outputs in {rep.out}: {', '.join(p.name for p in rep.files)}, {BENCH_DIR}/, {DVFO_BENCH_DIR}/, "
+          f"{BCEDGE_BENCH_DIR}/ ({rep.ran} task(s) run, "
           f"{rep.reused} reused, {_duration(rep.wall_s)})")
     from e4gym.bench.cli import report_failures
 
@@ -1167,4 +1262,7 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dvfo-config", default=DVFO_CONFIG,
                    help=f"the bench experiment DVFO's claims read (default: {DVFO_CONFIG}; its labels dvfo, edge_only, "
                         "e4, cloud_only and best_static_offload are what the claims read)")
+    p.add_argument("--bcedge-config", default=BCEDGE_CONFIG,
+                   help=f"the bench experiment BCEdge's claims read (default: {BCEDGE_CONFIG}; its labels bcedge, "
+                        "batch1, triton_dynamic, scale_with_load and best_static_batching are what the claims read)")
     p.set_defaults(func=cmd_reproduce)

@@ -158,7 +158,7 @@ def test_the_registry_names_every_claim_of_the_issue() -> None:
             "e4-max-speedup", "e4-orin-vs-nano", "dutt-best-static-nano", "dutt-best-static-nx",
             "dutt-nx-vs-nano"} <= set(keys)
     for c in CLAIMS:
-        assert set(c.needs) <= {"bench", "dvfo", "dutt", "sweep"} and c.needs, c.key
+        assert set(c.needs) <= {"bench", "dvfo", "bcedge", "dutt", "sweep"} and c.needs, c.key
         assert c.paper and c.published and c.setting and c.text
     by = {c.key: c for c in CLAIMS}
     assert by["e4-saving-ztt"].rule == Range(20, 37) and by["e4-speedup-ring"].rule == Range(1.3, 2.2)
@@ -167,7 +167,7 @@ def test_the_registry_names_every_claim_of_the_issue() -> None:
     for key, dev in (("dutt-best-static-nano", "jetson-nano"), ("dutt-best-static-nx", "xavier-nx")):
         lo, hi = SAVING_TARGETS[dev]
         assert by[key].rule == Range(100 * lo, 100 * hi, over="groups")
-    assert {p.split(" (")[0] for p, _, _ in rp.NOT_BUILT} == {"BCEdge"}
+    assert rp.NOT_BUILT == ()  # every seed paper's claims are entries
 
 
 # ---------------------------------------------------------------------------------------------- comparability
@@ -288,24 +288,40 @@ TINY_DVFO = {
 }
 
 
+#: BCEdge's experiment, tiny: one board, BCEdge and its baselines with cheap training and sweeps.
+TINY_BCEDGE = {
+    "name": "tiny-bcedge",
+    "env": {"episode_intervals": 8},
+    "matrix": {"device": ["xavier-nx"]},
+    "seeds": [0, 1],
+    "policies": [
+        "batch1", "triton_dynamic", "scale_with_load",
+        {"name": "best_static_batching", "args": {"intervals": 4, "episodes": 1, "passes": 1}},
+        {"name": "trained", "label": "bcedge", "args": {"algo": "bcedge", "env_id": "e4gym/BatchConcurrency-v0",
+                                                        "steps": 200}},
+    ],
+}
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, rp.Reproduction]:
     """The tiny configs run once (in-process, trained baselines cached in a temporary folder)."""
     root = tmp_path_factory.mktemp("reproduce")
-    cfg, dvfo = root / "tiny.yaml", root / "tiny-dvfo.yaml"
+    cfg, dvfo, bcedge = root / "tiny.yaml", root / "tiny-dvfo.yaml", root / "tiny-bcedge.yaml"
     cfg.write_text(yaml.safe_dump(TINY, sort_keys=False))
     dvfo.write_text(yaml.safe_dump(TINY_DVFO, sort_keys=False))
+    bcedge.write_text(yaml.safe_dump(TINY_BCEDGE, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("E4GYM_CACHE_DIR", str(root / "cache"))
         rep = run_reproduce(root / "out", config=str(cfg), jobs=1, command="e4gym reproduce (test)", sweep_frames=30,
-                            dvfo_config=str(dvfo))
+                            dvfo_config=str(dvfo), bcedge_config=str(bcedge))
     return cfg, rep
 
 
 @pytest.mark.slow
 def test_every_claim_resolves_against_a_tiny_run(tiny) -> None:
     _, rep = tiny
-    assert rep.ran == 40 + 10 and rep.reused == 0 and not rep.failures  # E4's experiment, then DVFO's
+    assert rep.ran == 40 + 10 + 10 and rep.reused == 0 and not rep.failures  # E4's experiment, DVFO's, BCEdge's
     assert [r.claim.key for r in rep.results] == [c.key for c in CLAIMS]
     for r in rep.results:
         assert r.verdict in VERDICTS and r.reason, r.claim.key
@@ -333,8 +349,9 @@ def test_the_report_and_figures_end_to_end_and_a_resumed_run_reuses_every_task(t
     assert "Command: `e4gym reproduce (test)`" in report and "Wall time: **" in report
     for r in rep.results:
         assert r.claim.text in report and r.reason in report
-    assert "**BCEdge" in report and "Not built yet: no batching env" in report and "**DVFO" not in report
+    assert "Every seed paper's claims are checked." in report
     assert "(`dvfo-energy`)" in report and (out / rp.DVFO_BENCH_DIR / "report.md").is_file()
+    assert "(`bcedge-utility`)" in report and (out / rp.BCEDGE_BENCH_DIR / "report.md").is_file()
     for png in (rp.FIG1_FILE, rp.FIG3_FILE):
         assert f"]({png})" in report
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -344,10 +361,11 @@ def test_the_report_and_figures_end_to_end_and_a_resumed_run_reuses_every_task(t
     assert (out / "bench" / "report.md").is_file() and not (out / "bench" / "plots").exists()
 
     # Resume through the command: every bench task is reused, the verdicts are the same.
-    assert main(["reproduce", "--config", str(cfg), "--dvfo-config", str(cfg.parent / "tiny-dvfo.yaml"), "--out",
-                 str(out), "--jobs", "1", "--quiet"]) == 0
+    assert main(["reproduce", "--config", str(cfg), "--dvfo-config", str(cfg.parent / "tiny-dvfo.yaml"),
+                 "--bcedge-config", str(cfg.parent / "tiny-bcedge.yaml"), "--out", str(out), "--jobs", "1",
+                 "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "(0 task(s) run, 50 reused" in printed
+    assert "(0 task(s) run, 60 reused" in printed
     again = json.loads((out / rp.STATE_FILE).read_text())
     assert [c["verdict"] for c in again["claims"]] == [r.verdict for r in rep.results]
 
@@ -378,6 +396,8 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, monkeypatch, c
                                    "env": {"episode_frames": 30}, "policies": ["default"]}, sort_keys=False))
     dvfo = tmp_path / "dvfo.yaml"
     dvfo.write_text(yaml.safe_dump({**TINY_DVFO, "env": {"episode_frames": 30}, "policies": ["edge_only"]}))
+    bcedge = tmp_path / "bcedge.yaml"
+    bcedge.write_text(yaml.safe_dump({**TINY_BCEDGE, "policies": ["batch1"]}))
     out = tmp_path / "out"
     real = bench_runner.run_task
     calls = []
@@ -389,8 +409,8 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, monkeypatch, c
         return real(task, out_dir)
 
     monkeypatch.setattr(bench_runner, "run_task", second_is_interrupted)
-    argv = ["reproduce", "--config", str(cfg), "--dvfo-config", str(dvfo), "--out", str(out), "--jobs", "1", "--quiet",
-            "--force"]
+    argv = ["reproduce", "--config", str(cfg), "--dvfo-config", str(dvfo), "--bcedge-config", str(bcedge), "--out",
+            str(out), "--jobs", "1", "--quiet", "--force"]
     assert main(argv) == 130
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -398,10 +418,10 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, monkeypatch, c
     assert lines[0].startswith("e4gym reproduce: interrupted") and "kept" in lines[0]
     command = lines[0].split("resume with: ", 1)[1]
     assert command == shlex.join(["e4gym", "reproduce", "--out", str(out), "--jobs", "1", "--quiet", "--config",
-                                  str(cfg), "--dvfo-config", str(dvfo)])  # --force dropped
+                                  str(cfg), "--dvfo-config", str(dvfo), "--bcedge-config", str(bcedge)])
     monkeypatch.setattr(bench_runner, "run_task", real)
     assert main(shlex.split(command)[1:]) == 0
-    assert "(3 task(s) run, 1 reused" in capsys.readouterr().out  # the rest of E4's, then DVFO's two
+    assert "(5 task(s) run, 1 reused" in capsys.readouterr().out  # the rest of E4's, then DVFO's and BCEdge's two
 
 
 def test_bad_input_is_one_line(tmp_path, capsys) -> None:
