@@ -3,15 +3,19 @@
 Usage::
 
     e4gym bench --config quickstart --out runs/quickstart [--jobs N] [--force] [--quiet] [--frames N] [--seeds S ...]
+                [--executor {local,ray}] [--address ADDR]
 
 ``--config`` takes a path or a name under ``configs/experiments/`` (format: :mod:`e4gym.bench.config`).
 Outputs under ``--out`` (see :mod:`e4gym.bench.runner`): ``runs/`` (per-task results and traces),
 ``results.csv``, ``results.json``, ``report.md`` (also printed), ``tb/`` (``tensorboard --logdir OUT/tb``) and
-``plots/``. Finished tasks are reused on the next invocation unless their definition changed or ``--force``
-is given; a stored result whose files are damaged is moved to ``quarantine/`` and its task runs again (one
-line on stderr). Exit status: 0 when every task has a result, 1 when a task failed (the others still ran), 2 for
-a bad config or an ``--out`` that cannot take the outputs (one line, before any task runs), 130 on Ctrl-C (one
-line with the command that resumes: finished tasks are kept and not run again).
+``plots/``. ``--executor ray`` runs every task as a Ray task (``pip install 'e4gym[ray]'``; docs/ray.md): on a
+Ray instance of this machine with ``--jobs`` CPUs, or on the cluster at ``--address``; the results come back and
+are written here as the local executor writes them. Finished tasks are reused on the next invocation unless their
+definition changed or ``--force`` is given; a stored result whose files are damaged is moved to ``quarantine/``
+and its task runs again (one line on stderr). Exit status: 0 when every task has a result, 1 when a task failed
+(the others still ran), 2 for a bad config, an ``--out`` that cannot take the outputs or ``--executor ray``
+without Ray (one line, before any task runs), 130 on Ctrl-C (one line with the command that resumes: finished
+tasks are kept and not run again).
 
 This module imports nothing heavy at import time (the ``e4gym`` command builds every verb's parser).
 """
@@ -39,7 +43,8 @@ _RESUME_OPTIONS = (("--config", "config"), ("--out", "out"), ("--jobs", "jobs"),
                    ("--frames", "frames"), ("--seeds", "seeds"), ("--backend", "backend"),
                    ("--sysfs-root", "sysfs_root"), ("--dry-run", "dry_run"), ("--read-only", "read_only"),
                    ("--thermal-limit-c", "thermal_limit_c"), ("--runner-device", "runner_device"),
-                   ("--measured-profile", "measured_profile"))
+                   ("--measured-profile", "measured_profile"), ("--executor", "executor"),
+                   ("--address", "address"))
 
 
 def resume_command(args: argparse.Namespace) -> str:
@@ -91,7 +96,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.sysfs_root or args.dry_run or args.read_only or args.measured_profile:
         raise ConfigError("--sysfs-root, --dry-run, --read-only and --measured-profile need --backend")
     res = run_benchmark(args.config, args.out, jobs=args.jobs, force=args.force, frames=args.frames,
-                        quiet=args.quiet, backend=backend, seeds=args.seeds)
+                        quiet=args.quiet, backend=backend, seeds=args.seeds,
+                        executor=getattr(args, "executor", None) or "local", address=getattr(args, "address", None))
     print(res.report, end="")
     print(f"\noutputs in {res.out}: results.csv, results.json, report.md, plots/, tb/ "
           f"({res.ran} task(s) run, {res.reused} reused, {res.wall_s:.1f} s)")
@@ -106,6 +112,16 @@ def report_failures(verb: str, failures: list) -> int:
     for f in failures:
         print(f"  {f.describe()}", file=sys.stderr)
     return 1
+
+
+def add_executor_arguments(p: argparse.ArgumentParser) -> None:
+    """Add ``--executor`` and ``--address`` (``bench`` and ``reproduce``)."""
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="where tasks run: local worker processes (default) or Ray tasks (pip install 'e4gym[ray]'; "
+                        "docs/ray.md)")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="with --executor ray: the Ray cluster to run on (host:port or auto; default: a Ray instance "
+                        "of this machine with --jobs CPUs, started and shut down by the run)")
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -123,6 +139,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
                    help="override episode_frames (frames per episode) of every scenario, e.g. for a smoke run")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                    help="override the config's seeds (e.g. --seeds 0 for a one-seed smoke run)")
+    add_executor_arguments(p)
     g = p.add_argument_group("backend (default: the emulator)")
     g.add_argument("--backend", choices=("emulated", "jetson"), default=None,
                    help="run every scenario on this backend (jetson: a real board through sysfs)")

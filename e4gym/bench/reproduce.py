@@ -3,6 +3,7 @@
 Usage::
 
     e4gym reproduce [--out DIR] [--quick] [--jobs N] [--force] [--quiet] [--config NAME_OR_PATH]
+                    [--executor {local,ray}] [--address ADDR]
 
 One command runs what the claims need and writes one report, ``DIR/report.md`` (default ``build/reproduce``, or
 ``build/reproduce-quick`` with ``--quick``):
@@ -10,9 +11,9 @@ One command runs what the claims need and writes one report, ``DIR/report.md`` (
 * the **bench experiment** ``configs/experiments/reproduce.yaml`` (the E4 paper's five boards × EfficientNet-B0 and
   MobileNet-V2 at 30 fps and at each board's feasible rate; E4, zTT, Ring-DVFS, EENet and the default governors;
   seeds 0–4, 1000 frames), run by :func:`e4gym.bench.runner.run_benchmark` into ``DIR/bench``: cached per task,
-  resumable, ``--jobs`` worker processes, bench's progress bar. Its tables are ``DIR/bench/report.md``; its
-  plots and TensorBoard runs are not drawn (``e4gym bench --config reproduce --out DIR/bench`` draws them,
-  reusing every task);
+  resumable, ``--jobs`` worker processes (or Ray tasks: ``--executor ray [--address ADDR]``, as for ``e4gym
+  bench``), bench's progress bar. Its tables are ``DIR/bench/report.md``; its plots and TensorBoard runs are
+  not drawn (``e4gym bench --config reproduce --out DIR/bench`` draws them, reusing every task);
 * **Dutt et al.'s experiments** (3200 inferences back to back, batch 8, under the default governors and at the
   best static CPU × GPU pair, on Jetson Nano and Xavier NX): the functions ``e4gym calibrate`` checks with
   (:mod:`e4gym.hardware.calibration`), once per seed (milliseconds each);
@@ -911,6 +912,8 @@ def run_reproduce(
     sweep_frames: int | None = None,
     dvfo_config: str | Path | Mapping[str, Any] = DVFO_CONFIG,
     bcedge_config: str | Path | Mapping[str, Any] = BCEDGE_CONFIG,
+    executor: str = "local",
+    address: str | None = None,
 ) -> Reproduction:
     """Run what ``claims`` need, judge them, write the report and figures under ``out``.
 
@@ -924,14 +927,21 @@ def run_reproduce(
         sweep_frames: frames the Fig. 1 sweep measures the default governors over (default: the sweep's).
         dvfo_config / bcedge_config: the experiments DVFO's and BCEdge's claims read (run into ``out/bench-dvfo``
             and ``out/bench-bcedge`` when a claim needs them).
+        executor / address: where the bench tasks run, as for :func:`e4gym.bench.runner.run_benchmark` (each
+            experiment's run starts and stops its own Ray instance when ``address`` is None).
 
     Raises:
         ConfigError / UnknownNameError: a bad config or output folder; nothing runs.
     """
     from e4gym.bench.config import load_experiment
-    from e4gym.bench.runner import run_benchmark
+    from e4gym.bench.runner import EXECUTORS, import_ray, run_benchmark
 
     t0 = time.perf_counter()
+    if executor not in EXECUTORS or (address is not None and executor != "ray"):
+        raise ConfigError(f"executor must be one of {list(EXECUTORS)} (address only with 'ray'), got "
+                          f"{executor!r} with address {address!r}")
+    if executor == "ray":
+        import_ray()  # Ray missing: one line before anything is written
     out = Path(out if out is not None else QUICK_OUT if quick else DEFAULT_OUT)
     if quick:
         seeds = list(QUICK_SEEDS) if seeds is None else seeds
@@ -941,8 +951,7 @@ def run_reproduce(
     loaded = load_experiment(config, frames=frames, seeds=seeds)  # also the seeds of the other experiments
     exp = loaded if "bench" in needs else None
     configs = {"dvfo": dvfo_config, "bcedge": bcedge_config}
-    extra_exps = {name: load_experiment(configs[name], frames=frames, seeds=seeds)
-                  for name in EXTRA_EXPERIMENTS if name in needs}
+    extra_exps = {name: _load_extra(configs[name], frames, seeds) for name in EXTRA_EXPERIMENTS if name in needs}
     run_seeds = tuple(loaded.seeds)
     check_out(out, quick, str(config_name), force)
     write_json(out / STATE_FILE, {"mode": "quick" if quick else "full", "config": str(config_name),
@@ -952,7 +961,7 @@ def run_reproduce(
     failures: list[Any] = []
     if exp is not None:
         res = run_benchmark(exp, out / BENCH_DIR, jobs=jobs, force=force, quiet=quiet, plots=False,
-                            tensorboard=False)
+                            tensorboard=False, executor=executor, address=address)
         ran, reused, failures = res.ran, res.reused, list(res.failures)
         ev.experiment = exp
         ev.rows = {(r["scenario"], r["label"], int(r["seed"])): r for r in res.rows}
@@ -960,7 +969,7 @@ def run_reproduce(
         _say(quiet, f"the {extra_exp.name} experiment ({extra_exp.n_tasks} tasks; learned agents trained per "
                     "scenario) ...")
         res = run_benchmark(extra_exp, out / EXTRA_EXPERIMENTS[name][1], jobs=jobs, force=force, quiet=quiet,
-                            plots=False, tensorboard=False)
+                            plots=False, tensorboard=False, executor=executor, address=address)
         ran, reused, failures = ran + res.ran, reused + res.reused, failures + list(res.failures)
         ev.extra[name] = (extra_exp, {(r["scenario"], r["label"], int(r["seed"])): r for r in res.rows})
     if "dutt" in needs:
@@ -1000,12 +1009,22 @@ def run_reproduce(
     return Reproduction(out, results, ev, quick, ran, reused, failures, time.perf_counter() - t0, report, files)
 
 
+def _load_extra(config: str | Path | Mapping[str, Any], frames: int | None, seeds: Sequence[int] | None) -> Experiment:
+    """One of the other experiments with the run's seeds; ``frames`` (frames per episode, e.g. ``--quick``'s) applies
+    to a frame-env experiment only: a serving experiment keeps its decision intervals per episode (its learned agent's
+    cached training stays valid)."""
+    from e4gym.bench.config import load_experiment
+
+    exp = load_experiment(config, seeds=seeds)
+    return exp if frames is None or exp.family == "serving" else load_experiment(config, frames=frames, seeds=seeds)
+
+
 def _frames(*exps: Experiment | None) -> list[int]:
     """The frames per episode of the experiments' scenarios."""
     from e4gym.envs.core import DEFAULT_EPISODE_FRAMES
 
     return sorted({int(sc.env_kwargs.get("episode_frames", DEFAULT_EPISODE_FRAMES)) for exp in exps
-                   if exp is not None for sc in exp.scenarios})
+                   if exp is not None and exp.family != "serving" for sc in exp.scenarios})
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -1217,6 +1236,9 @@ def resume_command(args: argparse.Namespace) -> str:
         argv += ["--dvfo-config", str(args.dvfo_config)]
     if args.bcedge_config != BCEDGE_CONFIG:
         argv += ["--bcedge-config", str(args.bcedge_config)]
+    for option, attr in (("--executor", "executor"), ("--address", "address")):
+        if getattr(args, attr, None) is not None:
+            argv += [option, str(getattr(args, attr))]
     return shlex.join(argv)
 
 
@@ -1231,7 +1253,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     try:
         rep = run_reproduce(out, quick=args.quick, jobs=args.jobs, force=args.force, quiet=args.quiet,
                             config=args.config, dvfo_config=args.dvfo_config, bcedge_config=args.bcedge_config,
-                            command=_command(args))
+                            command=_command(args), executor=getattr(args, "executor", None) or "local",
+                            address=getattr(args, "address", None))
     except KeyboardInterrupt:
         print(f"e4gym reproduce: interrupted; finished tasks are kept under {out / BENCH_DIR / 'runs'}, resume with: "
               f"{resume_command(args)}", file=sys.stderr)
@@ -1250,7 +1273,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``reproduce`` verb."""
-    from e4gym.bench.cli import _positive_int
+    from e4gym.bench.cli import _positive_int, add_executor_arguments
 
     p = sub.add_parser("reproduce", help="every claim of the seed papers against the emulator, with a verdict; one "
                        "report (Markdown + PNG)", description=__doc__.split("\n\n")[0])
@@ -1274,4 +1297,5 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bcedge-config", default=BCEDGE_CONFIG,
                    help=f"the bench experiment BCEdge's claims read (default: {BCEDGE_CONFIG}; its labels bcedge, "
                         "batch1, triton_dynamic, scale_with_load and best_static_batching are what the claims read)")
+    add_executor_arguments(p)
     p.set_defaults(func=cmd_reproduce)

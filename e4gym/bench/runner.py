@@ -14,6 +14,14 @@ Every task runs its policy with one math thread, as in a worker process: the wor
 policy has imported torch runs with ``torch.set_num_threads(1)``, the caller's setting restored afterwards.
 The harness never imports torch itself. The decision-time columns (``decision_*_ms``) are measured that way.
 
+Two executors run the tasks (``executor=``): ``"local"`` (the default) runs them in this process or in a spawn
+pool of worker processes, each writing its own task's files; ``"ray"`` (the optional extra ``e4gym[ray]``,
+docs/ray.md) runs each as a Ray task reserving :func:`task_resources`, on a Ray instance of this machine started
+and shut down by the run, or on a cluster (``address=``). A Ray task only computes (:func:`compute_task`): its
+row and trace come back to this process, which writes them (:func:`write_task`, the same code as a local worker)
+on its own ``out``, so workers need no shared file system. A task whose worker dies is run again by Ray (at most
+:data:`RAY_MAX_RETRIES` times); a dead attempt wrote nothing. Ray is imported only by that executor.
+
 A policy that trained on the episode's frame stream is refused (:func:`e4gym.policy.check_training_streams`):
 the task fails with a :class:`~e4gym.errors.ConfigError` that names the policy, the stream and the fix.
 
@@ -37,6 +45,7 @@ writing them leaves the previous ones in place.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -45,7 +54,7 @@ import time
 import traceback
 import zipfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +72,7 @@ from e4gym.bench.metrics import (
     interval_trace,
     serving_metrics,
 )
-from e4gym.io import output_dir_problem, write_json, write_npz
+from e4gym.io import atomic_write, output_dir_problem, write_json
 
 #: Bumped when what a task computes changes, so results of an older harness are not reused.
 HARNESS_VERSION = 2
@@ -284,12 +293,19 @@ def quarantine(out: Path, task: Task, stamp: str) -> Path:
     return dest
 
 
-def run_task(task: Task, out: str | Path) -> dict[str, Any]:
-    """Run one task and write its trace and result (atomically); never raises for the task's own errors.
+def compute_task(task: Task) -> dict[str, Any]:
+    """Run one task's episode and return its result without writing anything; never raises for the task's own
+    errors.
 
-    Returns ``{"ok": True, "row": ...}`` or ``{"ok": False, "error": "Type: message", "traceback": ...}``.
+    Both executors call it: the local one in its worker processes (then :func:`write_task` in the same process),
+    the Ray one in a Ray task whose outcome travels back to the driver, which writes it (:func:`write_task`).
+
+    Returns:
+        ``{"ok": True, "row": ..., "trace_npz": bytes, "started_at": ..., "finished_at": ...}`` (the row with
+        ``wall_s``, the episode's time in s; the trace as the bytes of its compressed ``.npz``, some 10-100 kB; the
+        times since the epoch in s) or
+        ``{"ok": False, "error": "Type: message", "traceback": ...}``.
     """
-    out = Path(out)
     started = time.time()
     t0 = time.perf_counter()
     try:
@@ -340,17 +356,56 @@ def run_task(task: Task, out: str | Path) -> dict[str, Any]:
         row["wall_s"] = time.perf_counter() - t0
         row["hash"] = task.hash
         row["trace"] = f"{task.relpath}.npz"
-        write_npz(out / f"{task.relpath}.npz", (interval_trace if serving else frame_trace)(infos))
+        buf = io.BytesIO()  # compressed here, in the worker: the writer only moves bytes to disk
+        np.savez_compressed(buf, **(interval_trace if serving else frame_trace)(infos))
+        return {"ok": True, "row": row, "trace_npz": buf.getvalue(), "started_at": started,
+                "finished_at": time.time()}
+    except Exception as exc:
+        return _failure(exc)
+
+
+def _failure(exc: BaseException, first_line: bool = False) -> dict[str, Any]:
+    """The outcome of a task that raised ``exc`` (called in its ``except`` block, for the traceback).
+
+    ``first_line``: keep only the first line of the message (Ray's errors run over many lines).
+    """
+    text = str(exc).strip().splitlines()[:1] if first_line else [str(exc)]
+    return {"ok": False, "error": f"{type(exc).__name__}: {text[0] if text else ''}",
+            "traceback": traceback.format_exc()}
+
+
+def write_task(out: str | Path, task: Task, outcome: dict[str, Any]) -> dict[str, Any]:
+    """Write a computed outcome (:func:`compute_task`) as the task's trace and JSON, each atomically, the trace
+    first (a JSON on disk always has its trace); never raises for a write error.
+
+    Returns ``{"ok": True, "row": ...}``, the failed outcome as it is, or a failure for an error while writing
+    (then no JSON was written: the task runs again on the next invocation).
+    """
+    if not outcome.get("ok"):
+        return outcome
+    out = Path(out)
+    try:
+        row = outcome["row"]
+        data = outcome["trace_npz"]
+        atomic_write(out / f"{task.relpath}.npz", lambda f: f.write(data))
         write_json(out / f"{task.relpath}.json", {
             "hash": task.hash,
             "definition": task.definition,
             "row": row,
-            "started_at": started,
-            "finished_at": time.time(),
+            "started_at": outcome["started_at"],
+            "finished_at": outcome["finished_at"],
         })
         return {"ok": True, "row": row}
     except Exception as exc:
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        return _failure(exc)
+
+
+def run_task(task: Task, out: str | Path) -> dict[str, Any]:
+    """Run one task and write its trace and result (atomically); never raises for the task's own errors.
+
+    Returns ``{"ok": True, "row": ...}`` or ``{"ok": False, "error": "Type: message", "traceback": ...}``.
+    """
+    return write_task(out, task, compute_task(task))
 
 
 def _policy_stats(policy: Any) -> dict[str, float]:
@@ -418,8 +473,144 @@ def _worker_init(parent_pid: int | None = None) -> None:
         torch.set_num_threads(1)
 
 
-def _run_pending(pending: list[Task], out: Path, jobs: int, quiet: bool, name: str) -> list[TaskFailure]:
-    """Run ``pending`` (in this process when ``jobs <= 1``, else in a spawn pool) with a progress bar."""
+#: Executors of :func:`run_benchmark`: worker processes of this machine, or Ray tasks (``e4gym[ray]``).
+EXECUTORS = ("local", "ray")
+#: Times Ray runs a task again whose worker died (killed, out of memory, a lost node); its own errors are not
+#: retried (:func:`compute_task` returns them as a failure).
+RAY_MAX_RETRIES = 3
+#: The one-line fix for a missing Ray.
+RAY_INSTALL_HINT = "pip install 'e4gym[ray]'"
+
+
+def import_ray() -> Any:
+    """The ``ray`` module (imported here only: the local executor never imports it).
+
+    Raises:
+        ConfigError: Ray is not installed; the message names the fix (:data:`RAY_INSTALL_HINT`).
+    """
+    from e4gym.errors import ConfigError
+
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(f"--executor ray needs Ray, which is not installed here ({exc}); install it with: "
+                          f"{RAY_INSTALL_HINT}") from None
+    return ray
+
+
+def task_resources(task: Task) -> dict[str, float]:
+    """What one Ray task of ``task`` reserves: one CPU (a task runs one math thread, see the module docstring),
+    and one GPU when the task runs its network on CUDA (a real-board scenario whose ``backend_kwargs`` name a
+    ``runner_device`` ``cuda`` or ``cuda:<i>``; ``e4gym bench --runner-device cuda``). A real board whose runner
+    device is not given picks CUDA when its node has one, without a reservation: pass ``--runner-device``.
+    """
+    kw = task.env_kwargs.get("backend_kwargs") or {}
+    device = kw.get("runner_device") if isinstance(kw, Mapping) else None
+    cuda = task.env_kwargs.get("backend", "emulated") != "emulated" and str(device or "").startswith("cuda")
+    return {"num_cpus": 1, "num_gpus": 1 if cuda else 0}
+
+
+def _ray_compute(task: Task) -> dict[str, Any]:
+    """The body of a Ray task: one math thread (as in a local worker), then :func:`compute_task`."""
+    _worker_init()
+    return compute_task(task)
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int) -> Iterator[tuple[Any, bool]]:
+    """Ray for the duration of the block; yields ``(the ray module, whether this call started a Ray instance of
+    this machine with num_cpus CPUs)``.
+
+    With ``address=None`` a Ray instance of this machine is started with ``num_cpus`` CPUs, no dashboard, no
+    worker output on this process's terminal, and the driver's ``sys.path`` as the workers' ``PYTHONPATH`` (as a
+    spawned local worker inherits it); it is shut down when the block ends, however it ends (Ctrl-C included).
+    With an ``address`` (``host:port``, ``auto``, ``ray://host:port``) that cluster is connected to and
+    disconnected at the end, never shut down; its nodes need e4gym and the policies' modules installed. When Ray
+    is already initialised in this process (a caller's own session), that session is used as it is and left
+    running. Ray's SIGTERM handler is removed again at the end.
+
+    Raises:
+        ConfigError: Ray is not installed (:func:`import_ray`).
+    """
+    import logging
+    import signal
+    import threading
+
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray, False
+        return
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
+    common = {"log_to_driver": False, "logging_level": logging.ERROR}
+    try:
+        if address is None:
+            # "local": a new instance even when RAY_ADDRESS names a cluster.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **common,
+                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
+        else:
+            ray.init(address=address, **common)
+        yield ray, address is None
+    finally:
+        try:
+            ray.shutdown()  # a cluster we connected to is only disconnected from
+        finally:
+            if main and sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
+
+
+def _ray_outcomes(pending: list[Task], address: str | None, jobs: int) -> Iterator[tuple[Task, dict[str, Any]]]:
+    """Run ``pending`` as Ray tasks (:func:`task_resources`, :data:`RAY_MAX_RETRIES`), at most ``jobs`` at a
+    time; yield ``(task, outcome)`` as outcomes come back (:func:`compute_task`'s, or a failure when the task's
+    retries ran out). Tasks still running when the caller stops (Ctrl-C) are cancelled.
+
+    On a Ray instance started here (``jobs`` CPUs) every task is submitted at once: Ray runs ``jobs`` at a time
+    and a worker starts its next task while this process writes the last one's result. On a cluster or a session
+    the caller started, at most ``jobs`` tasks are submitted at a time."""
+    import queue as queues
+
+    with ray_session(address, jobs) as (ray, started):
+        remote = ray.remote(_ray_compute)
+        todo = list(pending)
+        in_flight = len(todo) if started else jobs
+        running: dict[Any, Task] = {}
+        remotes: dict[tuple[tuple[str, float], ...], Any] = {}
+        # Results arrive through the futures' callbacks: this thread sleeps until one is done (no polling).
+        done: queues.SimpleQueue[tuple[Any, Any]] = queues.SimpleQueue()
+        try:
+            while todo or running:
+                while todo and len(running) < in_flight:
+                    task = todo.pop(0)
+                    need = tuple(sorted(task_resources(task).items()))
+                    if need not in remotes:  # built once per kind of task, not once per task
+                        remotes[need] = remote.options(**dict(need), max_retries=RAY_MAX_RETRIES,
+                                                       retry_exceptions=False)
+                    ref = remotes[need].remote(task)
+                    running[ref] = task
+                    ref.future().add_done_callback(lambda fut, ref=ref: done.put((ref, fut)))
+                try:
+                    ref, fut = done.get(timeout=1.0)  # a timeout: Ctrl-C is seen within a second
+                except queues.Empty:
+                    continue
+                task = running.pop(ref)
+                try:
+                    outcome = fut.result()
+                except Exception as exc:  # its worker died RAY_MAX_RETRIES + 1 times, or its node was lost
+                    outcome = _failure(exc, first_line=True)
+                yield task, outcome
+        finally:
+            for ref in running:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # already finished, or Ray is going away anyway
+                    pass
+
+
+def _run_pending(pending: list[Task], out: Path, jobs: int, quiet: bool, name: str, executor: str = "local",
+                 address: str | None = None) -> list[TaskFailure]:
+    """Run ``pending`` with a progress bar: locally in this process when ``jobs <= 1``, else in a spawn pool of
+    ``jobs`` processes; with ``executor="ray"`` as Ray tasks, at most ``jobs`` at a time, each outcome written
+    here (:func:`write_task`) as it comes back."""
     from tqdm import tqdm
 
     failures: list[TaskFailure] = []
@@ -433,7 +624,11 @@ def _run_pending(pending: list[Task], out: Path, jobs: int, quiet: bool, name: s
 
     bar = tqdm(total=len(pending), desc=f"bench {name}", unit="task", file=sys.stderr, disable=quiet)
     try:
-        if jobs <= 1:
+        if executor == "ray":
+            with closing(_ray_outcomes(pending, address, jobs)) as outcomes:  # Ray stops with the loop, however
+                for task, outcome in outcomes:
+                    record(task, write_task(out, task, outcome))
+        elif jobs <= 1:
             for task in pending:
                 record(task, run_task(task, out))
         else:
@@ -448,8 +643,7 @@ def _run_pending(pending: list[Task], out: Path, jobs: int, quiet: bool, name: s
                         try:
                             outcome = fut.result()
                         except Exception as exc:  # the worker process died (BrokenProcessPool, ...)
-                            outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                                       "traceback": traceback.format_exc()}
+                            outcome = _failure(exc)
                         record(futures[fut], outcome)
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)
@@ -471,6 +665,8 @@ def run_benchmark(
     tensorboard: bool = True,
     backend: Mapping[str, Any] | None = None,
     seeds: Any = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> Results:
     """Run an experiment and write its outputs under ``out``.
 
@@ -483,6 +679,12 @@ def run_benchmark(
         backend: ``{"backend": NAME, "backend_kwargs": {...}}`` for every scenario (real boards).
         seeds: override the config's seeds (a list of integers >= 0).
         quiet: no progress bar. plots / tensorboard: write ``plots/`` / ``tb/``.
+        executor: ``"local"`` (worker processes of this machine) or ``"ray"`` (Ray tasks; ``e4gym[ray]``,
+            docs/ray.md): each task's outcome comes back to this process, which writes the same files as the local
+            executor; a task whose worker dies runs again (:data:`RAY_MAX_RETRIES`). Without ``address``, a Ray
+            instance of this machine with ``jobs`` CPUs is started and shut down (:func:`ray_session`).
+        address: ``executor="ray"`` only: the Ray cluster to connect to (``host:port``, ``auto``); ``jobs`` then
+            caps the tasks in flight (default: every pending task; the cluster's resources decide).
 
     Returns:
         The :class:`Results`; check ``results.ok`` (failed tasks do not raise).
@@ -493,10 +695,18 @@ def run_benchmark(
     Raises:
         ConfigError / UnknownNameError: the config is invalid; nothing is run and ``out`` is not touched.
         ConfigError: ``out`` cannot take the outputs (:func:`check_out`); nothing is run.
+        ConfigError: an unknown ``executor``, an ``address`` without ``executor="ray"``, or Ray not installed
+            (one line naming the fix); nothing is run.
     """
     from e4gym.errors import ConfigError
 
     t0 = time.perf_counter()
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
+    if address is not None and executor != "ray":
+        raise ConfigError("--address is the Ray cluster of --executor ray; add --executor ray or drop --address")
+    if executor == "ray":
+        import_ray()
     if isinstance(config, Experiment):
         exp = config
         if frames is not None or backend or seeds is not None:
@@ -524,6 +734,8 @@ def run_benchmark(
                       "running it again", file=sys.stderr)
     pending = [t for i, t in enumerate(tasks) if i not in stored]
     n_jobs = min(jobs or os.cpu_count() or 1, len(pending))
+    if executor == "ray" and address is not None and jobs is None:
+        n_jobs = len(pending)  # a cluster: every task in flight, the cluster's resources decide
     if n_jobs > 1 and any(t.scenario.env_kwargs.get("backend", "emulated") != "emulated" for t in pending):
         # One owner per board: real-board tasks take turns (two at once would clobber each other's settings).
         if not quiet:
@@ -531,7 +743,8 @@ def run_benchmark(
                   file=sys.stderr)
         n_jobs = 1
     out.mkdir(parents=True, exist_ok=True)
-    failures = _run_pending(pending, out, n_jobs, quiet, exp.name) if pending else []
+    failures = (_run_pending(pending, out, n_jobs, quiet, exp.name, executor, address)
+                if pending else [])
 
     # A task that failed now is reported as failed, not by an older result it may have left (--force).
     failed = {(f.scenario, f.label, f.seed) for f in failures}

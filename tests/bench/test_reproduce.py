@@ -375,6 +375,16 @@ def test_the_report_and_figures_end_to_end_and_a_resumed_run_reuses_every_task(t
 DUTT_ONLY = [c for c in CLAIMS if c.needs == ("dutt",)]
 
 
+def test_frames_shorten_frame_experiments_not_serving_ones() -> None:
+    """--quick's frames per episode apply to DVFO's frame-env experiment; BCEdge's keeps its decision intervals (so
+    its cached trained agent stays valid)."""
+    dvfo = rp._load_extra(TINY_DVFO, 30, [0, 1])
+    assert {sc.env_kwargs["episode_frames"] for sc in dvfo.scenarios} == {30}
+    bcedge = rp._load_extra(TINY_BCEDGE, 30, [0, 1])
+    assert bcedge.family == "serving" and {sc.env_kwargs["episode_intervals"] for sc in bcedge.scenarios} == {8}
+    assert bcedge.seeds == (0, 1) and rp._frames(dvfo, bcedge) == [30]
+
+
 def test_quick_mode_is_labelled_and_a_folder_keeps_its_mode(tmp_path) -> None:
     rep = run_reproduce(tmp_path / "q", quick=True, claims=DUTT_ONLY)
     assert rep.quick and rep.evidence.seeds == rp.QUICK_SEEDS and len(rp.QUICK_SEEDS) >= 2
