@@ -322,6 +322,16 @@ EPISODE_STAT_DOCS: dict[str, str] = {
 EPISODE_STAT_KEYS: tuple[str, ...] = tuple(EPISODE_STAT_DOCS)
 
 
+def _at_episode_end(wrapper: Any, info: dict[str, Any], ended: bool) -> dict[str, Any]:
+    """``info``, with the wrapper's episode figures added (and kept in ``last_episode_stats``) when the episode
+    ``ended``."""
+    if not ended:
+        return info
+    stats = wrapper.episode_stats()
+    wrapper.last_episode_stats = stats
+    return {**info, **stats}
+
+
 class EpisodeStats(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Accumulate an episode's per-frame figures and report them in the ``info`` of its last step.
 
@@ -373,11 +383,7 @@ class EpisodeStats(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self._switches += float(info.get("dvfs_switches", 0))
             self._throttled += bool(info.get("throttled", False))
             self._exit_sum += float(info.get("exit", math.nan))
-        if terminated or truncated:
-            stats = self.episode_stats()
-            self.last_episode_stats = stats
-            info = {**info, **stats}
-        return obs, reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, _at_episode_end(self, info, terminated or truncated)
 
     def episode_stats(self) -> dict[str, float]:
         """The :data:`EPISODE_STAT_KEYS` figures of the episode so far."""
@@ -458,11 +464,7 @@ class ServingEpisodeStats(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._memory += float(info.get("memory_gb", math.nan))
         if done > 0:
             self._p99.append(float(info.get("p99_latency_ms", math.nan)))
-        if terminated or truncated:
-            stats = self.episode_stats()
-            self.last_episode_stats = stats
-            info = {**info, **stats}
-        return obs, reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, _at_episode_end(self, info, terminated or truncated)
 
     def episode_stats(self) -> dict[str, float]:
         """The :data:`SERVING_STAT_KEYS` figures of the episode so far."""

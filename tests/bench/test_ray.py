@@ -12,11 +12,9 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from e4gym.bench.config import load_experiment
 from e4gym.bench.runner import build_tasks, check_result, task_resources
 from e4gym.cli import main
 from e4gym.errors import ConfigError
+from tests.cli_signals import interrupt_after_first_result
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench_policies and this module must be importable here and in the workers
@@ -230,32 +229,17 @@ def test_sigint_to_a_ray_bench_shuts_its_ray_down(tmp_path) -> None:
     cfg.write_text(json.dumps(BASE | {"seeds": [0, 1, 2], "policies": [
         {"name": "bench_policies:Slow", "label": "slow", "args": {"ms": 20.0}}]}))
     out = tmp_path / "out"
-    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "from e4gym.cli import main; sys.exit(main(sys.argv[1:]))")
-    argv = [sys.executable, "-c", code, "bench", "--config", str(cfg), "--out", str(out), "--jobs", "1",
-            "--executor", "ray", "--quiet"]
+    args = ["bench", "--config", str(cfg), "--out", str(out), "--jobs", "1", "--executor", "ray", "--quiet"]
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while not list((out / "runs").rglob("seed*.json")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no task finished within 120 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    rc, err = interrupt_after_first_result(args, out, env)
     try:
         left = subprocess.run(["ps", "-e", "-o", "pid=,args="], capture_output=True, text=True).stdout
         assert [line for line in left.splitlines() if ray_tmp in line] == []
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    if proc.returncode == 0:
+    if rc == 0:
         pytest.skip("the bench finished before the signal arrived")
-    assert proc.returncode == 130, err
+    assert rc == 130, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("e4gym bench: interrupted"), err
     assert lines[0].endswith("--executor ray")

@@ -16,11 +16,7 @@ import json
 import os
 import shlex
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -33,6 +29,7 @@ from e4gym.bench import runner as bench_runner
 from e4gym.bench import tb as bench_tb
 from e4gym.cli import main
 from e4gym.errors import ConfigError
+from tests.cli_signals import interrupt_after_first_result
 
 SCENARIO = "xavier-nx_efficientnet_b0_30fps_dl-period"
 #: Two tasks of 20 frames (well under a second each).
@@ -412,26 +409,10 @@ def test_sigint_to_a_running_bench(tmp_path) -> None:
     """A real Ctrl-C (SIGINT) to the command: one line, exit 130, the finished task kept and resumed."""
     cfg = write_config(tmp_path / "tiny.yaml", {**TINY, "env": {"episode_frames": 400}, "seeds": [0, 1, 2]})
     out = tmp_path / "out"
-    # Ctrl-C's handler set explicitly: a process started with SIGINT ignored (a background job) passes that on.
-    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "from e4gym.cli import main; sys.exit(main(sys.argv[1:]))")
-    argv = [sys.executable, "-c", code, *_bench(cfg, out)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not list((out / "runs").rglob("seed*.json")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no task finished within 120 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    if proc.returncode == 0:
+    rc, err = interrupt_after_first_result(_bench(cfg, out), out)
+    if rc == 0:
         pytest.skip("the bench finished before the signal arrived")
-    assert proc.returncode == 130, err
+    assert rc == 130, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("e4gym bench: interrupted") and "resume with: e4gym bench --config" in lines[0]
