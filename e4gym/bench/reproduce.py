@@ -490,16 +490,24 @@ def against(baselines: Sequence[str], metric: Metric, unit: str, setting: Settin
         if not comps:
             return NotComparable(f"no comparable scenario at {setting.text}: {_summary_of(excluded)}",
                                  tuple(excluded))
-        groups = [_group(c, metric) for c in comps]
-        if best:
-            top = max(range(len(comps)), key=lambda i: groups[i][1])
-            values = per_seed([comps[top]], metric)
-            used = (f"the highest of {len(comps)} comparable scenario × baseline pairs: {comps[top].name}",)
-        else:
-            values = per_seed(comps, metric)
-            used = (f"mean over {len(comps)} comparable scenario × baseline pair(s) at {setting.text}, per seed",)
-        return Estimate(tuple(values), tuple(values.values()), unit, tuple(groups), used, tuple(excluded))
+        return _pairs_estimate(comps, [_group(c, metric) for c in comps], metric, unit, best, excluded,
+                               f"comparable scenario × baseline pair(s) at {setting.text}")
     return compute
+
+
+def _pairs_estimate(comps: Sequence[Comparison], groups: Sequence[tuple[str, float]], metric: Metric, unit: str,
+                    best: bool, excluded: Sequence[str], what: str) -> Estimate:
+    """The figure of a claim over method × baseline pairs: with ``best``, the pair with the highest mean (its
+    per-seed values: the papers' "up to"); else the mean over the pairs, per seed. ``groups``: each pair's name and
+    mean; ``what``: the pairs, in words."""
+    if best:
+        top = max(range(len(comps)), key=lambda i: groups[i][1])
+        values = per_seed([comps[top]], metric)
+        used = (f"the highest of {len(comps)} {what}: {groups[top][0]}",)
+    else:
+        values = per_seed(comps, metric)
+        used = (f"mean over {len(comps)} {what}, per seed",)
+    return Estimate(tuple(values), tuple(values.values()), unit, tuple(groups), used, tuple(excluded))
 
 
 def larger_on(big: str, small: str, setting: Setting) -> Callable[[Evidence], Estimate | NotComparable]:
@@ -554,14 +562,7 @@ def bcedge_against(metric: Callable[[Mapping[str, Any], Mapping[str, Any]], floa
             return NotComparable(f"no BCEdge comparison: {_summary_of(excluded)}", tuple(excluded))
         groups = [(f"{c.scenario.name} vs {BASELINES.get(c.baseline, c.baseline)}",
                    float(np.mean([metric(a, r) for a, r in c.pairs.values()]))) for c in comps]
-        if best:
-            top = max(range(len(comps)), key=lambda i: groups[i][1])
-            values = per_seed([comps[top]], metric)
-            used = (f"the highest of {len(comps)} scenario × baseline pairs: {groups[top][0]}",)
-        else:
-            values = per_seed(comps, metric)
-            used = (f"mean over {len(comps)} scenario × baseline pairs, per seed",)
-        return Estimate(tuple(values), tuple(values.values()), unit, tuple(groups), used, tuple(excluded))
+        return _pairs_estimate(comps, groups, metric, unit, best, excluded, "scenario × baseline pairs")
     return compute
 
 
