@@ -27,6 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from e4gym.envs.core import Constraints
+
+_DEFAULT_CONSTRAINTS = Constraints()
+
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "MAX_ACCURACY_LOSS",
@@ -39,10 +43,13 @@ __all__ = [
     "suite_scores",
 ]
 
-#: Largest share of frames over the deadline a scored run may have.
-MAX_MISS_RATE = 0.01
-#: Largest accuracy loss (fraction; 0.01 = 1 percentage point) against the ``default`` run on the same seed.
-MAX_ACCURACY_LOSS = 0.01
+#: Largest share of frames over the deadline a scored run may have: the env's constrained formulation
+#: (:class:`e4gym.envs.core.Constraints`; the mean of ``info["cost_miss"]``).
+MAX_MISS_RATE = _DEFAULT_CONSTRAINTS.max_miss_rate
+#: Largest accuracy loss (fraction; 0.01 = 1 percentage point) against the ``default`` run on the same seed: the
+#: env's ``Constraints.max_accuracy_loss`` (the default governors run the last exit on the same frames, so this
+#: is the mean of ``info["cost_accuracy"]``).
+MAX_ACCURACY_LOSS = _DEFAULT_CONSTRAINTS.max_accuracy_loss
 #: Bootstrap resamples of the suite score's confidence interval.
 BOOTSTRAP_RESAMPLES = 2000
 _EPS = 1e-12  # (tolerance of the constraint checks: the references meet them exactly)

@@ -10,14 +10,26 @@ from __future__ import annotations
 
 from e4gym.envs.block import EarlyExitDVFSBlockEnv
 from e4gym.envs.common import EnvSetup, resolve_setup
-from e4gym.envs.core import INFO_KEYS, EnvConfig, FrameOutcome, FrameReward, ObsBuilder, ObsField, RewardWeights
+from e4gym.envs.core import (
+    COST_KEYS,
+    INFO_KEYS,
+    Constraints,
+    EnvConfig,
+    FrameOutcome,
+    FrameReward,
+    ObsBuilder,
+    ObsField,
+    RewardWeights,
+)
 from e4gym.envs.frame import EarlyExitDVFSEnv
 from e4gym.envs.frame_vector import EarlyExitDVFSVectorEnv
 from e4gym.envs.wrappers import EPISODE_STAT_KEYS, ContinuousActions, DiscreteActions, EpisodeStats, SelectObservation
 
 __all__ = [
+    "COST_KEYS",
     "EPISODE_STAT_KEYS",
     "INFO_KEYS",
+    "Constraints",
     "ContinuousActions",
     "DiscreteActions",
     "EarlyExitDVFSBlockEnv",

@@ -18,6 +18,8 @@ from e4gym.envs.common import SOURCE_CHUNK, check_levels_action, flat_action, ma
 from e4gym.envs.core import (
     CONFIDENCE,
     CORRECT,
+    COST_ACCURACY,
+    COST_MISS,
     CPU_HZ,
     DEADLINE_MISSED,
     DVFS_SWITCHES,
@@ -57,6 +59,8 @@ if COMPLEXITY_FEATURES != ("edge_density", "motion", "contrast"):  # pragma: no 
 #: ``NP_BOOL[flag]`` is ``np.bool_(flag)`` (making a NumPy scalar costs as much as a dozen float operations).
 NP_INT = tuple(np.int64(i) for i in range(-1, 4095))
 NP_BOOL = (np.False_, np.True_)
+#: ``NP_COST[d + 1]`` is ``np.float64(d)`` for d in (-1, 0, 1): the constraint costs' values (COST_KEYS).
+NP_COST = (F64(-1.0), F64_ZERO, F64(1.0))
 
 
 def env_config(config: EnvConfig | None, kwargs: dict[str, Any], extra: tuple[str, ...] = ()) -> EnvConfig:
@@ -375,6 +379,8 @@ class StreamEnv(gym.Env):
             PROFILING_RUNS: I64(0),
             PROFILING_MS: F64(0.0),
             PROFILING_ENERGY_J: F64(0.0),
+            COST_MISS: F64_ZERO,
+            COST_ACCURACY: F64_ZERO,
             **self._rails(getattr(sensors, "rails_w", ())),
         }
 

@@ -11,11 +11,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from e4gym.envs.base import F64, I64, NP_BOOL, NP_INT, B, StreamEnv
+from e4gym.envs.base import F64, F64_ZERO, I64, NP_BOOL, NP_COST, NP_INT, B, StreamEnv
 from e4gym.envs.core import (
     BLOCK,
     CONFIDENCE,
     CORRECT,
+    COST_ACCURACY,
+    COST_MISS,
     CPU_HZ,
     DEADLINE_MISSED,
     DVFS_SWITCHES,
@@ -302,12 +304,15 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
         if frame_done:
             pos = self._pos
             o.last_feature_change = self._fchg[pos][ex]
-            correct = self._correct[pos][ex]
+            row = self._correct[pos]
+            correct = row[ex]
             confidence = self._conf[pos][ex]
             missed = elapsed > s.deadline_s
+            costs = NP_COST[missed + 1], NP_COST[row[-1] - correct + 1]
             span = clock.free_s - start + self._prof_s
         else:
             ex, correct, missed, confidence = -1, True, False, 0.0
+            costs = F64_ZERO, F64_ZERO
             span = run_s + self._prof_s
         reward, terms = self.reward_fn(FrameOutcome(e_step, meas_step, missed, correct, elapsed, ex, frame_done))
         f = self._freqs
@@ -333,6 +338,8 @@ class EarlyExitDVFSBlockEnv(StreamEnv):
             PROFILING_RUNS: NP_INT[p_runs + 1] if p_runs < 4094 else I64(p_runs),
             PROFILING_MS: F64(p_s * 1e3),
             PROFILING_ENERGY_J: F64(p_true),
+            COST_MISS: costs[0],
+            COST_ACCURACY: costs[1],
         }
         for key, v in terms.items():
             info[key] = F64(v)

@@ -58,6 +58,10 @@ PROFILING_ENERGY_J = "profiling_energy_j"
 #: Block env only: the frame ended in this step; the block this step ran (−1: none).
 FRAME_DONE = "frame_done"
 BLOCK = "block"
+#: Per-step constraint costs (issue 21; :class:`Constraints`): the frame missed its deadline (0 or 1), and the
+#: accuracy it lost against the last exit on the same frame (−1, 0 or 1).
+COST_MISS = "cost_miss"
+COST_ACCURACY = "cost_accuracy"
 
 #: ``info`` keys every step of every e4gym env carries (DESIGN.md "The environments"), with their meaning.
 INFO_KEYS: dict[str, str] = {
@@ -83,6 +87,9 @@ INFO_KEYS: dict[str, str] = {
     PROFILING_RUNS: "profiling runs a policy ran on the board before this frame (PolicyContext.profile_run)",
     PROFILING_MS: "board time of those runs (ms); the frame started that much later",
     PROFILING_ENERGY_J: "true energy of those runs (J), included in energy_j",
+    COST_MISS: "constraint cost: 1.0 if the frame missed its deadline, else 0.0 (0.0 while a frame is running)",
+    COST_ACCURACY: "constraint cost: the last exit's correctness minus the result's on the same frame (-1.0, 0.0 or "
+                   "1.0; 0.0 while a frame is running); its mean is the accuracy lost against the last exit",
 }
 
 #: Besides :data:`INFO_KEYS`, every step carries ``power_<rail>_w`` for each rail of the backend's power
@@ -97,6 +104,61 @@ REWARD_TERMS = (REWARD_ENERGY, REWARD_DEADLINE, REWARD_ACCURACY)
 #: Where the default reward's energy term comes from (``reward_energy=``): the true energy (the evaluation
 #: metric), or what the board's power monitor reports (as a controller trained on a board would see it).
 REWARD_ENERGY_SOURCES = ("true", "measured")
+
+
+#: The constraint costs every frame-family step reports (:class:`Constraints` bounds their means).
+COST_KEYS = (COST_MISS, COST_ACCURACY)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """The constrained formulation of the frame-family envs (issue 21): bounds on the mean of each cost.
+
+    Over an episode, the mean of ``info[COST_MISS]`` is the deadline-miss rate and the mean of
+    ``info[COST_ACCURACY]`` is the accuracy lost against running the last exit on the same frames (a fraction:
+    0.01 = 1 point). A run meets the constraints when each mean is at most its bound. The suite's score
+    (:mod:`e4gym.bench.score`) uses these definitions and the defaults below; a constrained learner
+    (``e4gym train --algo ppo-lagrangian``) reads the costs from ``info`` and the bounds from here.
+
+    Attributes:
+        max_miss_rate: largest share of frames over the deadline (fraction, default 0.01 = 1 %).
+        max_accuracy_loss: largest accuracy loss against the last exit (fraction, default 0.01 = 1 point).
+    """
+
+    max_miss_rate: float = 0.01
+    max_accuracy_loss: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("max_miss_rate", "max_accuracy_loss"):
+            v = getattr(self, name)
+            if not (_is_finite_number(v) and 0 <= v <= 1):
+                raise ConfigError(f"constraint '{name}' must be a number in [0, 1] (a fraction: 0.01 = 1 %), got {v!r}")
+
+    @property
+    def limits(self) -> dict[str, float]:
+        """The bound of each cost key's mean (:data:`COST_KEYS` → fraction)."""
+        return {COST_MISS: float(self.max_miss_rate), COST_ACCURACY: float(self.max_accuracy_loss)}
+
+    @classmethod
+    def from_arg(cls, constraints: object) -> Constraints:
+        """Bounds from ``None`` (defaults), a :class:`Constraints` or a dict of some of its fields."""
+        if constraints is None:
+            return cls()
+        if isinstance(constraints, cls):
+            return constraints
+        if isinstance(constraints, Mapping):
+            allowed = tuple(f.name for f in fields(cls))
+            unknown = [k for k in constraints if k not in allowed]
+            if unknown:
+                raise UnknownNameError(f"unknown constraint(s) {unknown}; constraints: {list(allowed)}")
+            return cls(**constraints)  # type: ignore[arg-type]
+        raise ConfigError(f"constraints must be a dict like {{'max_miss_rate': 0.01, 'max_accuracy_loss': 0.01}}, "
+                          f"got {constraints!r}")
+
+
+def _is_finite_number(v: object) -> bool:
+    """Whether ``v`` is a finite real number (a bool is not one)."""
+    return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v)
 
 
 def rail_keys(rail_names: tuple[str, ...]) -> tuple[str, ...]:
@@ -145,9 +207,7 @@ class RewardWeights:
     def __post_init__(self) -> None:
         for name in ("energy", "deadline", "accuracy"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (
-                math.isfinite(v) and v >= 0
-            ):
+            if not (_is_finite_number(v) and v >= 0):
                 raise ConfigError(f"reward weight '{name}' must be a finite number >= 0, got {v!r}")
 
     @classmethod

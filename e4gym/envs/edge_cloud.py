@@ -20,10 +20,12 @@ from e4gym.dnn.offload import (
     importance_mass,
     split_accuracy_loss,
 )
-from e4gym.envs.base import F64, NP_BOOL, NP_INT, StreamEnv, _tuple_new
+from e4gym.envs.base import F64, NP_BOOL, NP_COST, NP_INT, StreamEnv, _tuple_new
 from e4gym.envs.core import (
     CONFIDENCE,
     CORRECT,
+    COST_ACCURACY,
+    COST_MISS,
     CPU_HZ,
     DEADLINE_MISSED,
     DVFS_SWITCHES,
@@ -372,7 +374,8 @@ class EdgeCloudDVFSEnv(StreamEnv):
             cloud_s = transfer_s = radio_j = mass = 0.0
             done = edge_done
         latency = max(edge_latency, done - arrival)
-        correct = bool(self._correct[pos][self._last]) and not failed
+        correct_last = bool(self._correct[pos][self._last])
+        correct = correct_last and not failed
         conf = self._conf[pos][self._last]
         if correct and share > 0.0:
             correct = self._u[pos] >= split_accuracy_loss(share, mass) / self._acc_full
@@ -423,6 +426,8 @@ class EdgeCloudDVFSEnv(StreamEnv):
             PROFILING_RUNS: NP_INT[1],
             PROFILING_MS: F64(0.0),
             PROFILING_ENERGY_J: F64(0.0),
+            COST_MISS: NP_COST[missed + 1],
+            COST_ACCURACY: NP_COST[correct_last - correct + 1],
             SHARE: F64(share),
             TX_BYTES: F64(n_bytes),
             TRANSFER_MS: F64(transfer_s * 1e3),

@@ -7,10 +7,12 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from e4gym.envs.base import F64, I64, NP_BOOL, NP_INT, StreamEnv, _tuple_new
+from e4gym.envs.base import F64, I64, NP_BOOL, NP_COST, NP_INT, StreamEnv, _tuple_new
 from e4gym.envs.core import (
     CONFIDENCE,
     CORRECT,
+    COST_ACCURACY,
+    COST_MISS,
     CPU_HZ,
     DEADLINE_MISSED,
     DVFS_SWITCHES,
@@ -208,7 +210,8 @@ class EarlyExitDVFSEnv(StreamEnv):
         else:
             p_s, prof = 0.0, self._no_profiling
         pos = self._pos
-        correct = self._correct[pos][ex]
+        row = self._correct[pos]
+        correct = row[ex]
         missed = latency > s.deadline_s
         reward, terms = self.reward_fn(_tuple_new(FrameOutcome, (energy, measured, missed, correct, latency, ex, True)))
         # The next observation: the previous frame's figures as a controller on the board reads them (the
@@ -253,6 +256,8 @@ class EarlyExitDVFSEnv(StreamEnv):
             PROFILING_RUNS: prof[0],
             PROFILING_MS: prof[1],
             PROFILING_ENERGY_J: prof[2],
+            COST_MISS: NP_COST[missed + 1],
+            COST_ACCURACY: NP_COST[row[-1] - correct + 1],
         }
         for key, v in terms.items():
             info[key] = F64(v)

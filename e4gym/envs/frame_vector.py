@@ -16,6 +16,8 @@ from e4gym.envs.common import check_levels_action, resolve_setup
 from e4gym.envs.core import (
     CONFIDENCE,
     CORRECT,
+    COST_ACCURACY,
+    COST_MISS,
     CPU_HZ,
     DEADLINE_MISSED,
     DVFS_SWITCHES,
@@ -250,6 +252,7 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
         pos = self._pos
         at = (self._row_base + pos) * self.profile.n_exits + ex  # frame pos, exit ex of each sub-env, flat
         correct = self._correct_flat.take(at)
+        correct_last = self._correct_flat.take(at - ex + (self.profile.n_exits - 1))
         conf = self._conf_flat.take(at).astype(np.float64)
         missed = latency > s.deadline_s
         reward, terms = self.reward_fn(FrameOutcome(energy, measured, missed, correct, latency, ex, self._all))
@@ -291,6 +294,8 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             PROFILING_RUNS: self._zeros_i,
             PROFILING_MS: self._zeros_f,
             PROFILING_ENERGY_J: self._zeros_f,
+            COST_MISS: missed.astype(np.float64),
+            COST_ACCURACY: correct_last.astype(np.float64) - correct,
         }
         for key, v in terms.items():
             info[key] = np.asarray(v, dtype=np.float64)
@@ -467,6 +472,8 @@ class EarlyExitDVFSVectorEnv(VectorEnv):
             PROFILING_RUNS: np.zeros(n, np.int64),
             PROFILING_MS: np.zeros(n),
             PROFILING_ENERGY_J: np.zeros(n),
+            COST_MISS: np.zeros(n),
+            COST_ACCURACY: np.zeros(n),
         }
         for key in getattr(self.reward_fn, "terms", ()):
             info[key] = np.zeros(n)

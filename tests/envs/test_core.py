@@ -156,3 +156,75 @@ def test_info_values_are_numpy_scalars(env_id: str) -> None:
         assert set(INFO_KEYS) <= set(info)
         bad = {k: type(v).__name__ for k, v in info.items() if not isinstance(v, np.generic)}
         assert not bad, bad
+
+
+# ---------------------------------------------------------------------------------------------- constraints
+
+
+def _costs_and_outcomes(env_id: str, seed: int, exit_choice: int | None, frames: int) -> dict[str, list]:
+    """Per finished frame: the two costs, the miss flag and the correctness, over ``frames`` frames."""
+    env = gym.make(env_id, episode_frames=frames)
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    out: dict[str, list] = {"cost_miss": [], "cost_accuracy": [], "missed": [], "correct": []}
+    done = False
+    while not done:
+        a = env.action_space.sample()
+        if exit_choice is not None:
+            a[0] = exit_choice
+        _, _, term, trunc, info = env.step(a)
+        done = term or trunc
+        if not info.get("frame_done", True):
+            assert info["cost_miss"] == 0.0 and info["cost_accuracy"] == 0.0  # a running frame costs nothing
+            continue
+        out["cost_miss"].append(info["cost_miss"])
+        out["cost_accuracy"].append(info["cost_accuracy"])
+        out["missed"].append(bool(info["deadline_missed"]))
+        out["correct"].append(bool(info["correct"]))
+    env.close()
+    return out
+
+
+@pytest.mark.parametrize("env_id", [ENV_ID, "e4gym/EarlyExitDVFSBlock-v1", "e4gym/EdgeCloudDVFS-v0"])
+def test_constraint_costs_are_the_miss_rate_and_the_accuracy_lost_to_the_last_exit(env_id: str) -> None:
+    frames, seed = 1000, 4
+    policy = _costs_and_outcomes(env_id, seed, None, frames)  # random exits and clocks
+    assert np.mean(policy["cost_miss"]) == pytest.approx(np.mean(policy["missed"]))
+    if env_id == ENV_ID:  # the last exit on the same frames: the reference the accuracy cost is measured from
+        last = _costs_and_outcomes(env_id, seed, 4, frames)
+        assert np.mean(policy["cost_accuracy"]) == pytest.approx(np.mean(last["correct"]) - np.mean(policy["correct"]))
+        first = _costs_and_outcomes(env_id, seed, 0, frames)  # the first exit loses accuracy: the cost sees it
+        assert np.mean(first["cost_accuracy"]) == pytest.approx(np.mean(last["correct"]) - np.mean(first["correct"]))
+        assert np.mean(first["cost_accuracy"]) > 0.05
+        assert np.all(np.asarray(last["cost_accuracy"]) == 0.0)
+    assert set(np.unique(policy["cost_accuracy"])) <= {-1.0, 0.0, 1.0}
+
+
+def test_constraint_costs_in_the_native_vector_env_match_the_single_env() -> None:
+    n, steps = 3, 60
+    venv = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", episode_frames=1000)
+    venv.reset(seed=11)
+    rng = np.random.default_rng(0)
+    actions = [rng.integers(0, venv.single_action_space.nvec, size=(n, 3)) for _ in range(steps)]
+    vec = np.array([[venv.step(a)[4][k] for k in ("cost_miss", "cost_accuracy")] for a in actions])  # (steps, 2, n)
+    venv.close()
+    for i in range(n):
+        env = gym.make(ENV_ID, episode_frames=1000)
+        env.reset(seed=11 + i)
+        one = np.array([[env.step(a[i])[4][k] for k in ("cost_miss", "cost_accuracy")] for a in actions])
+        assert np.array_equal(one, vec[:, :, i])
+        env.close()
+
+
+def test_constraints_bound_the_costs_and_reject_bad_bounds() -> None:
+    from e4gym.bench.score import MAX_ACCURACY_LOSS, MAX_MISS_RATE
+    from e4gym.envs import COST_KEYS, Constraints
+
+    c = Constraints()
+    assert c.limits == {"cost_miss": MAX_MISS_RATE, "cost_accuracy": MAX_ACCURACY_LOSS}  # the suite's definitions
+    assert set(COST_KEYS) <= set(INFO_KEYS)
+    assert Constraints.from_arg({"max_miss_rate": 0.05}).limits["cost_miss"] == 0.05
+    with pytest.raises(ConfigError, match="max_miss_rate"):
+        Constraints(max_miss_rate=5)
+    with pytest.raises(UnknownNameError, match="unknown constraint"):
+        Constraints.from_arg({"miss": 0.1})
