@@ -69,6 +69,7 @@ from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
+from e4gym._jit import njit_cached
 from e4gym.dnn.work import Work
 from e4gym.errors import ConfigError, OverheatError, SettingError, UnknownNameError
 from e4gym.hardware.backend import Cooling, Measurement, SensorReading, Setting, run_then_idle_separately
@@ -574,7 +575,6 @@ def _k_run_idle(fs: np.ndarray, ist: np.ndarray, dev: np.ndarray, table: np.ndar
 def _kernels() -> SimpleNamespace:
     """The compiled kernels (``reset``, ``request``, ``run``, ``idle``, ``run_idle``), compiled (or loaded from
     numba's cache in ``__pycache__``) on first use, so that importing the emulator does not import numba."""
-    import numba
     from numba.extending import register_jitable
 
     for fn in (*JITABLE, _consts, _splitmix64, _normals, _stall, _settle, _advance, _snapshot, _record, _run_boards,
@@ -583,12 +583,7 @@ def _kernels() -> SimpleNamespace:
         # (numba-level inlining would triple the compile time; LLVM inlines them anyway.)
         register_jitable(error_model="numpy")(fn)
 
-    def jit(fn: Any) -> Any:
-        try:
-            return numba.njit(cache=True, error_model="numpy")(fn)
-        except RuntimeError:  # no writable cache location (read-only install and home): compile every process
-            return numba.njit(error_model="numpy")(fn)
-
+    jit = njit_cached
     return SimpleNamespace(reset=jit(_k_reset), request=jit(_k_request), run=jit(_k_run), idle=jit(_k_idle),
                            run_idle=jit(_k_run_idle))
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from e4gym._jit import lazy_kernel
 from e4gym.errors import ConfigError
 from e4gym.workload.base import (
     N_FEATURES,
@@ -29,13 +30,6 @@ from e4gym.workload.base import (
 if TYPE_CHECKING:
     from e4gym.dnn.profile import ModelProfile
 
-try:  # the clip ufunc itself: np.clip is it behind ~2 µs of Python-level checks, paid per call
-    from numpy._core.umath import clip as _clip  # NumPy 2
-except ImportError:  # pragma: no cover
-    try:
-        from numpy.core.umath import clip as _clip  # NumPy 1.x
-    except ImportError:
-        _clip = np.clip
 
 _CHUNK = 512  # frames generated per internal chunk: the stream is a function of the seed alone
 
@@ -505,11 +499,12 @@ class SyntheticVideo(FrameSource):
         index0: np.ndarray,
         out: Sequence[np.ndarray],
     ) -> None:
-        """The model's arithmetic (the class docstring's formulas), once over ``S`` streams of ``n`` frames.
+        """The model's arithmetic (the class docstring's formulas), once over ``S`` streams of ``n`` frames: one
+        compiled loop (:func:`_k_frames`) over streams and frames.
 
         Every value is computed by the same IEEE operations on the same operands whatever ``S`` (elementwise
-        operations, and cumulative sums / maxima along the frame axis), so a stream's frames do not depend on
-        the streams computed with it.
+        operations, and sums along the frame axis in frame order), so a stream's frames do not depend on the
+        streams computed with it.
 
         Args:
             draws: per entry of :meth:`_draws`, ``(S, n, cols)``, or ``(S, n)`` where ``cols`` is None
@@ -520,99 +515,91 @@ class SyntheticVideo(FrameSource):
                 first frame.
             out: ``(S, n, …)`` arrays to write, in :data:`_FIELDS` order (views allowed).
         """
-        index, scene, features, correct, confidence, feature_change, difficulty = out
-        s_n, n, e = d_prev.shape[0], index.shape[1], self.n_exits
-        fresh, steps, shared, strength = draws["fresh"], draws["steps"], draws["shared"], draws["strength"]
-        own, conf_noise, noise, change_noise = draws["own"], draws["conf_noise"], draws["noise"], draws["change_noise"]
-        per_exit = s_n * n >= _LONG  # many frames: per-exit arithmetic loops over the exits (NumPy loops along
-        # the short exit axis are slow); few: one broadcast call
-
-        # Scenes and difficulty: a cut restarts the walk at a fresh draw; otherwise it steps from the last value.
-        cut = draws["cut"] < 1.0 / self.mean_scene_frames
-        if first:
-            cut[first, 0] = True
-        a = np.where(cut, fresh, steps)
-        cs = np.add.accumulate(a, axis=1)  # np.cumsum
-        # Unfolded walk: cs − (cs − a) at the frame's scene start, or d_prev + cs before the stream's first cut
-        # in this chunk (written as cs − (−d_prev): IEEE subtraction is addition of the negation, so the same).
-        base = np.empty((s_n, n + 1))
-        np.negative(d_prev, out=base[:, 0])
-        np.subtract(cs, a, out=base[:, 1:])
-        start_col, start_cut = _start_indices(s_n, n)
-        src = np.where(cut, start_cut, start_col)
-        np.maximum.accumulate(src, axis=1, out=src)
-        cs -= base.ravel().take(src)
-        # Fold onto [0, 1] by mirror reflection (a triangle wave of period 2): m = cs mod 2, computed as
-        # cs − 2·floor(cs / 2), which rounds once as np.mod does (the same bits) at a fifth of its time.
-        m = np.multiply(cs, 0.5)
-        np.floor(m, out=m)
-        m *= -2.0
-        m += cs
-        d = difficulty
-        np.copyto(d, m)
-        np.subtract(2.0, m, out=d, where=m > 1.0)
-        delta = m  # |d_t − d_{t−1}|
-        np.subtract(d[:, 1:], d[:, :-1], out=delta[:, 1:])
-        np.subtract(d[:, 0], d_prev, out=delta[:, 0])
-        np.abs(delta, out=delta)
-        np.add.accumulate(cut, axis=1, dtype=np.int64, out=scene)
-        scene += scene0[:, None]
-        np.add(index0[:, None], _arange(n), out=index)
-
-        # Correctness and confidence (latent threshold model).
-        x = d + shared
-        z = np.empty((s_n, n, e))  # the margin, then reused in place
-        if per_exit:
-            for k in range(e):
-                np.subtract(self.thresholds[k], x, out=z[:, :, k])
-        else:
-            np.subtract(self.thresholds, x[:, :, None], out=z)
-        z -= own
-        np.greater(z, 0.0, out=correct)
-        # The mean confidence is sigmoid(b + g·margin) clipped to [CONF_MIN, CONF_MAX]; its logit is b + g·margin
-        # clipped to the logits [lo, hi] of those bounds (the sigmoid is monotonic), computed without exp and log.
-        # confidence = 1 / (1 + exp(−(logit + noise))), computed with the negation carried through: −g·margin − b,
-        # clipped to [−hi, −lo], minus the noise (exact: IEEE rounding is symmetric about 0; exp(−0) = exp(+0)).
+        first_mask = np.zeros(d_prev.shape[0], np.bool_)
+        first_mask[first] = True
         lo, hi = math.log(self.CONF_MIN / (1.0 - self.CONF_MIN)), math.log(self.CONF_MAX / (1.0 - self.CONF_MAX))
-        z *= -self.CONF_GAIN
-        z += -self.CONF_BIAS
-        _clip(z, -hi, -lo, out=z)
-        z -= conf_noise
-        np.exp(z, out=z)
-        z += 1.0
-        np.divide(1.0, z, out=z)  # in float64, then stored as float32 (a cast in the ufunc goes through a buffer)
-        np.copyto(confidence, z, casting="same_kind")
+        consts = np.array([
+            1.0 / self.mean_scene_frames, -self.CONF_GAIN, -self.CONF_BIAS, -hi, -lo,
+            self.EDGE_BASE, self.EDGE_GAIN, self.EDGE_NOISE,
+            self.MOTION_BASE, self.MOTION_GAIN, self.MOTION_CUT_BASE, self.MOTION_CUT_SPAN,
+            self.CONTRAST_BASE, self.CONTRAST_GAIN, self.CONTRAST_NOISE,
+            self.CHANGE_BASE, self.CHANGE_GAIN, self.CHANGE_CUT_BASE, self.CHANGE_CUT_SPAN,
+            self.TEMPORAL_FEATURE_NOISE,
+        ])
+        _frames_kernel()(
+            draws["cut"], draws["fresh"], draws["steps"], draws["shared"], draws["own"], draws["conf_noise"],
+            draws["noise"], draws["strength"], draws["change_noise"], np.asarray(d_prev, np.float64), first_mask,
+            np.asarray(scene0, np.int64), np.asarray(index0, np.int64), self.thresholds, consts, *out,
+        )
 
-        # Pre-inference features (pixel statistics), then the post-inference feature change per exit.
-        tn = self.TEMPORAL_FEATURE_NOISE
-        feats = np.empty((s_n, n, N_FEATURES))
-        edge, motion, contrast = feats[:, :, 0], feats[:, :, 1], feats[:, :, 2]
-        np.multiply(self.EDGE_GAIN, d, out=edge)
-        edge += self.EDGE_BASE
-        edge += self.EDGE_NOISE * noise[:, :, 0]
-        np.multiply(self.MOTION_GAIN, delta, out=motion)
-        motion += self.MOTION_BASE
-        np.copyto(motion, self.MOTION_CUT_BASE + self.MOTION_CUT_SPAN * strength, where=cut)
-        motion += tn * noise[:, :, 1]
-        np.multiply(self.CONTRAST_GAIN, d, out=contrast)
-        contrast += self.CONTRAST_BASE
-        contrast += self.CONTRAST_NOISE * noise[:, :, 2]
-        _clip(feats, 0.0, 1.0, out=feats)
-        np.copyto(features, feats, casting="same_kind")
-        c = self.CHANGE_GAIN * delta
-        c += self.CHANGE_BASE
-        np.copyto(c, self.CHANGE_CUT_BASE + self.CHANGE_CUT_SPAN * strength, where=cut)
-        c += tn * noise[:, :, N_FEATURES]
-        change = np.empty((s_n, n, e))
-        if per_exit:
+
+def _k_frames(
+    cut_u: np.ndarray, fresh: np.ndarray, steps: np.ndarray, shared: np.ndarray, own: np.ndarray,
+    conf_noise: np.ndarray, noise: np.ndarray, strength: np.ndarray, change_noise: np.ndarray, d_prev: np.ndarray,
+    first: np.ndarray, scene0: np.ndarray, index0: np.ndarray, thresholds: np.ndarray, c: np.ndarray,
+    index: np.ndarray, scene: np.ndarray, features: np.ndarray, correct: np.ndarray, confidence: np.ndarray,
+    feature_change: np.ndarray, difficulty: np.ndarray,
+) -> None:
+    """:meth:`SyntheticVideo._frames_from_draws` as one loop over streams and frames (compiled by numba; see
+    :func:`_frames_kernel`). ``c`` holds the model's constants in the order that method packs them. Each value is
+    the IEEE operation sequence of the model's formulas, in the order the NumPy version computed them."""
+    s_n, n = cut_u.shape
+    e = thresholds.shape[0]
+    nf = noise.shape[2] - 1  # the feature noises; the last column is the shared change noise
+    inv_scene, neg_gain, neg_bias, z_lo, z_hi = c[0], c[1], c[2], c[3], c[4]
+    tn = c[19]
+    # Per stream: the running sum of the walk's steps, the walk's base (the walk before the chunk's first cut
+    # continues from the previous frame), the last difficulty and the scene id. Frames are the outer loop, so
+    # the writes of one frame of every stream are close together in either layout of the outputs.
+    csum = np.zeros(s_n)
+    base = np.empty(s_n)
+    d_last = np.empty(s_n)
+    sc = np.empty(s_n, np.int64)
+    for s in range(s_n):
+        base[s] = -d_prev[s]
+        d_last[s] = d_prev[s]
+        sc[s] = scene0[s]
+    for t in range(n):
+        for s in range(s_n):
+            fresh_start = t == 0 and first[s]
+            cut = cut_u[s, t] < inv_scene or fresh_start
+            a = fresh[s, t] if cut else steps[s, t]
+            cs = a if t == 0 else csum[s] + a
+            csum[s] = cs
+            if cut:
+                base[s] = cs - a
+                sc[s] += 1
+            v = cs - base[s]
+            m = math.floor(v * 0.5) * -2.0 + v  # v mod 2, rounded once
+            d = 2.0 - m if m > 1.0 else m  # folded onto [0, 1] (a triangle wave)
+            delta = abs(d - d_last[s])
+            d_last[s] = d
+            difficulty[s, t] = d
+            scene[s, t] = sc[s]
+            index[s, t] = index0[s] + t
+            x = d + shared[s, t]
             for k in range(e):
-                np.add(c, change_noise[:, :, k], out=change[:, :, k])
-        else:
-            np.add(c[:, :, None], change_noise, out=change)
-        if first:
-            change[first, 0] = 0.0  # the first frame of a stream: no previous frame to compare with
-        _clip(change, 0.0, 1.0, out=change)
-        np.copyto(feature_change, change, casting="same_kind")
+                z = (thresholds[k] - x) - own[s, t, k]
+                correct[s, t, k] = z > 0.0
+                z = z * neg_gain + neg_bias
+                z = min(max(z, z_lo), z_hi) - conf_noise[s, t, k]
+                confidence[s, t, k] = np.float32(1.0 / (math.exp(z) + 1.0))
+            edge = c[6] * d + c[5] + c[7] * noise[s, t, 0]
+            motion = (c[10] + c[11] * strength[s, t]) if cut else (c[9] * delta + c[8])
+            motion = motion + tn * noise[s, t, 1]
+            contrast = c[13] * d + c[12] + c[14] * noise[s, t, 2]
+            features[s, t, 0] = np.float32(min(max(edge, 0.0), 1.0))
+            features[s, t, 1] = np.float32(min(max(motion, 0.0), 1.0))
+            features[s, t, 2] = np.float32(min(max(contrast, 0.0), 1.0))
+            ch = (c[17] + c[18] * strength[s, t]) if cut else (c[16] * delta + c[15])
+            ch = ch + tn * noise[s, t, nf]
+            for k in range(e):
+                v_k = 0.0 if fresh_start else ch + change_noise[s, t, k]
+                feature_change[s, t, k] = np.float32(min(max(v_k, 0.0), 1.0))
+
+
+#: :func:`_k_frames` compiled (on first use).
+_frames_kernel = lazy_kernel(_k_frames)
 
 
 class _Draw(NamedTuple):
@@ -625,15 +612,12 @@ class _Draw(NamedTuple):
 
 
 _BLOCK = 16  # streams per stacked generation in batch_many (a block's draws stay in cache)
-_LONG = 2048  # from this many frames in a stacked generation, per-exit arithmetic loops over the exits
 _FIELDS = ("index", "scene", "features", "correct", "confidence", "feature_change", "difficulty")
 _LAYOUTS: dict[tuple, tuple] = {}
 #: The model constants (class attributes) the generation reads.
 _CONSTANTS = frozenset(k for k in vars(SyntheticVideo) if k.isupper())
 _RANDOM = np.random.Generator.random
 _F32_ONE, _F32_MINUS_TWO, _F32_TWO_PI = np.float32(1.0), np.float32(-2.0), np.float32(2.0 * math.pi)
-_STARTS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-_ARANGES: dict[int, np.ndarray] = {}
 
 
 def _arrays(frames: FrameBatch | StackedFrames) -> list[np.ndarray]:
@@ -733,29 +717,3 @@ def _draw_stacked(
         for name, b, lo, size, cols in views
     }
 
-
-def _arange(n: int) -> np.ndarray:
-    """``np.arange(n)`` (int64), cached read-only."""
-    a = _ARANGES.get(n)
-    if a is None:
-        if len(_ARANGES) > 64:
-            _ARANGES.clear()
-        a = _ARANGES[n] = np.arange(n, dtype=np.int64)
-        a.setflags(write=False)
-    return a
-
-
-def _start_indices(s_n: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices into an ``(s_n, n + 1)`` array: ``s·(n+1)`` (shape ``(s_n, 1)``: column 0 of each row) and
-    ``s·(n+1) + t + 1`` (shape ``(s_n, n)``: per frame t, the column after it). Cached read-only."""
-    key = (s_n, n)
-    got = _STARTS.get(key)
-    if got is None:
-        if len(_STARTS) > 64:
-            _STARTS.clear()
-        col = (np.arange(s_n, dtype=np.int64) * (n + 1))[:, None]
-        got = (col, col + np.arange(1, n + 1, dtype=np.int64))
-        for x in got:
-            x.setflags(write=False)
-        _STARTS[key] = got
-    return got
