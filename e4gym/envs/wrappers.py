@@ -48,6 +48,7 @@ __all__ = [
     "FeasibleActions",
     "SelectObservation",
     "ServingEpisodeStats",
+    "env_action",
     "episode_stats_wrapper",
 ]
 
@@ -265,6 +266,11 @@ class FeasibleActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     still miss: the projection removes settings that are hopeless, it does not guarantee the deadline. The cost
     model's measurement is offline work a board would do once (``cost_model().stats()`` reports it).
 
+    Args:
+        margin: the latency bound as a fraction of the deadline (default 1.0).
+        cost_model: the measured cost model to project with (default ``env.unwrapped.cost_model()``; a harness
+            policy passes its ``PolicyContext.cost_model()``, which on a real board is the board's).
+
     Attributes:
         projected: steps whose action was changed, since construction (int).
         feasible: ``(n_exits, n_cpu, n_gpu, n_emc)`` bool, the feasibility table (``n_emc`` is 1 when the env does
@@ -275,7 +281,7 @@ class FeasibleActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
             ``cost_model()``); ``margin`` not a number > 0.
     """
 
-    def __init__(self, env: gym.Env, margin: float = 1.0) -> None:
+    def __init__(self, env: gym.Env, margin: float = 1.0, cost_model: Any = None) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, margin=margin)
         gym.ActionWrapper.__init__(self, env)
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (math.isfinite(margin)
@@ -287,14 +293,20 @@ class FeasibleActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         if names[:3] != ("exit", "cpu_level", "gpu_level") or not hasattr(u, "cost_model") or np.any(start != 0):
             raise ConfigError(f"FeasibleActions needs the frame env (actions exit, cpu_level, gpu_level[, "
                               f"emc_level]), got actions {list(names)} of {type(u).__name__}")
-        setup = u.setup
-        model = u.cost_model()
-        memory = len(nvec) == 4
+        self._nvec, self._margin = nvec, float(margin)
+        self._memory = len(nvec) == 4
+        self.projected = 0
+        self.use_cost_model(u.cost_model() if cost_model is None else cost_model)
+
+    def use_cost_model(self, model: Any) -> None:
+        """Remake the projection from ``model`` (a :class:`~e4gym.hardware.costmodel.MeasuredCostModel` of this
+        env's board, e.g. a harness's ``PolicyContext.cost_model()``)."""
+        setup, nvec, memory = self.env.unwrapped.setup, self._nvec, self._memory
         n_exits = int(nvec[0])
-        shape = model.shape
+        shape = tuple(model.shape)
         if shape[:2] != (int(nvec[1]), int(nvec[2])) or (memory and shape[2] != int(nvec[3])):
             raise ConfigError(f"the cost model's grid {shape} does not match the action space {nvec.tolist()}")
-        limit = margin * setup.deadline_s
+        limit = self._margin * setup.deadline_s
         feasible = np.empty((n_exits, *shape), bool)
         table = np.empty((n_exits, *shape, 3), np.int64)
         top = np.array([shape[0] - 1, shape[1] - 1, shape[2] - 1])
@@ -311,8 +323,6 @@ class FeasibleActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
                 table[ex][idx] = (np.array(j) + idx) if np.isfinite(above[j]) else top
         self.feasible = feasible
         self._table = table
-        self._memory = memory
-        self.projected = 0
 
     def action(self, action: Any) -> np.ndarray:
         """The action with its setting raised to a feasible one at its exit (unchanged when already feasible)."""
@@ -326,6 +336,16 @@ class FeasibleActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
             return a
         self.projected += 1
         return np.array([ex, to[0], to[1], to[2]] if self._memory else [ex, to[0], to[1]], dtype=np.int64)
+
+
+def env_action(env: gym.Env, action: Any) -> Any:
+    """``action`` as the innermost env receives it: through the ``action()`` of every action wrapper of ``env``,
+    outermost first (e.g. a ``Discrete`` index through :class:`DiscreteActions`, then :class:`FeasibleActions`)."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.ActionWrapper):
+            action = env.action(action)
+        env = env.env
+    return action
 
 
 class SelectObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):

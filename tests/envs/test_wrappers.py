@@ -427,3 +427,15 @@ def test_feasible_actions_refuse_other_envs_and_bad_margins() -> None:
         FeasibleActions(gym.make("e4gym/EarlyExitDVFSBlock-v1"))
     with pytest.raises(ConfigError, match="margin"):
         FeasibleActions(gym.make("e4gym/EarlyExitDVFS-v1"), margin=0)
+
+
+def test_env_action_maps_through_every_action_wrapper() -> None:
+    from e4gym.envs.wrappers import env_action
+
+    base = gym.make(ENV_ID, episode_frames=50)
+    feasible = FeasibleActions(base)
+    chain = DiscreteActions(feasible, {"cpu_level": [0, 24], "gpu_level": [0, 14]})
+    for i in range(chain.action_space.n):
+        multi = chain.action(i)
+        assert np.array_equal(env_action(chain, i), feasible.action(multi))  # outermost first, then the projection
+    assert env_action(base, [1, 2, 3]) == [1, 2, 3]
