@@ -43,6 +43,7 @@ from e4gym.errors import ConfigError, UnknownNameError
 from e4gym.io import atomic_write, write_json
 
 __all__ = [
+    "EVAL_METRICS",
     "EVAL_SEED_OFFSET",
     "PROVIDER_PREFIX",
     "RECORD_SUFFIX",
@@ -78,6 +79,12 @@ EVAL_SEED_OFFSET = 10_000
 TRAIN_SEED_OFFSET = 1_000_000
 #: The run folder's log of the frame streams the agent trained and was evaluated on (one JSON key per line).
 STREAMS_FILE = "streams.jsonl"
+#: What a periodic evaluation gives :attr:`TrainRun.on_evaluation`: the mean and standard deviation of the
+#: evaluation episodes' returns and their mean length (steps); besides these, ``eval/<figure>``: the mean over
+#: the evaluation episodes of each :data:`~e4gym.envs.wrappers.EPISODE_STAT_KEYS` figure the algorithm's
+#: evaluation gives (``eval/ep_energy_per_frame_j``, ``eval/ep_deadline_miss_rate``, ``eval/ep_accuracy``, ...),
+#: which do not depend on the reward's weights.
+EVAL_METRICS = ("eval/mean_reward", "eval/std_reward", "eval/mean_ep_length")
 #: Prefix of the modules of this package that register algorithms (imported on the first lookup).
 PROVIDER_PREFIX = "algos_"
 #: Suffix of a checkpoint's record (``ckpt_<steps>_steps.meta.json``: env, hyper-parameters, overrides).
@@ -228,7 +235,10 @@ class AlgoSpec:
             for a model made for other spaces than ``env``'s; any other exception means an unreadable file.
         train: ``train(run) -> model``: the training loop of a :class:`TrainRun` (build or resume, learn with
             callbacks, checkpoints, evaluation, TensorBoard); returns the trained model, which
-            :func:`agents.train.train` saves as :attr:`model_file`.
+            :func:`agents.train.train` saves as :attr:`model_file`. A loop of its own calls
+            :meth:`TrainRun.evaluated` after each periodic evaluation and stops when it returns ``False``
+            (``e4gym tune`` reports and stops trials through it; :func:`~agents.algos_sb3.learn_with_callbacks`
+            does it).
         policy: ``policy(path, name, meta) -> Policy``: the benchmark harness's policy serving a model file,
             with ``meta`` the run's ``train.json`` (env id, config wrapper, ...).
         save: ``save(model, path)``: write a model (default :func:`save_model`: ``model.save`` into an atomic
@@ -340,6 +350,10 @@ class TrainRun:
             :attr:`AlgoSpec.load_override`); empty: the checkpoint's are kept.
         overrides: the run's history of such changes, ``{"steps", "changed": {key: [old, new]}}`` each, the
             resume's own included; written into every checkpoint's record and ``train.json``.
+        on_evaluation: ``on_evaluation(steps, metrics) -> bool``, called after every periodic evaluation with the
+            env steps done and :data:`EVAL_METRICS` (``eval/mean_reward``: the mean evaluation return, ...);
+            returning ``False`` ends training there, and the run finishes as usual (model, ``train.json``).
+            ``None`` (the default): no hook (``e4gym tune`` sets one to report to Ray Tune).
     """
 
     spec: AlgoSpec
@@ -356,6 +370,14 @@ class TrainRun:
     resume_from: Path | None = None
     override: frozenset[str] = frozenset()
     overrides: tuple[dict[str, Any], ...] = ()
+    on_evaluation: Callable[[int, dict[str, float]], bool] | None = field(default=None, compare=False)
+
+    def evaluated(self, steps: int, metrics: Mapping[str, float]) -> bool:
+        """Pass an evaluation's :data:`EVAL_METRICS` at ``steps`` env steps to :attr:`on_evaluation`; whether
+        training goes on (always ``True`` without a hook)."""
+        if self.on_evaluation is None:
+            return True
+        return self.on_evaluation(int(steps), {k: float(v) for k, v in metrics.items()}) is not False
 
     @property
     def streams(self) -> Path:

@@ -119,13 +119,24 @@ def train_ring_dvfs(run: TrainRun) -> Any:
             run.save_checkpoint(agent, step)
         if step % run.eval_freq == 0:
             pol = RingDVFSPolicy(agent=agent)
-            rewards = []
+            rewards, lengths, figures = [], [], []
             for i in range(run.eval_episodes):
                 ev = run.env(train=False, wrapped=False)
-                rewards.append(sum(x["reward"] for x in run_episode(pol, ev, seed=run.seed + EVAL_SEED_OFFSET + i)))
+                infos = run_episode(pol, ev, seed=run.seed + EVAL_SEED_OFFSET + i)
+                rewards.append(sum(x["reward"] for x in infos))
+                lengths.append(len(infos))
+                figures.append([[float(x["energy_j"]), float(x["deadline_missed"]), float(x["correct"])]
+                                for x in infos])
                 ev.close()
             logger.record("eval/mean_reward", float(np.mean(rewards)))
             logger.dump(step)
+            energy, missed, correct = np.mean([np.mean(f, axis=0) for f in figures], axis=0)
+            return run.evaluated(step, {"eval/mean_reward": float(np.mean(rewards)),
+                                        "eval/std_reward": float(np.std(rewards)),
+                                        "eval/mean_ep_length": float(np.mean(lengths)),
+                                        "eval/ep_energy_per_frame_j": float(energy),
+                                        "eval/ep_deadline_miss_rate": float(missed),
+                                        "eval/ep_accuracy": float(correct)})
         return True
 
     remaining = run.total_steps - agent.num_timesteps

@@ -196,9 +196,44 @@ def _evaluation(run: TrainRun, eval_env: gym.Env, history: dict[str, list] | Non
                 os.replace(staged, published)
             return True
 
-    callback = EvalCallback(eval_env, n_eval_episodes=run.eval_episodes, eval_freq=run.eval_freq,
-                            best_model_save_path=None, log_path=str(staged.parent), deterministic=True, verbose=0,
-                            callback_on_new_best=SaveBest(), callback_after_eval=Publish())
+    class EvalWithFigures(EvalCallback):
+        """SB3's EvalCallback that also keeps each evaluation episode's figures (the ``Monitor``'s episode info:
+        :data:`~e4gym.envs.wrappers.EPISODE_STAT_KEYS`), for the run's hook."""
+
+        figures: list[dict[str, float]]
+
+        def _log_success_callback(self, locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+            super()._log_success_callback(locals_, globals_)
+            episode = locals_["info"].get("episode") if locals_.get("done") else None
+            if episode is not None:
+                self.figures.append({k: float(v) for k, v in episode.items() if k not in ("r", "l", "t")
+                                     and isinstance(v, (int, float, np.number)) and not isinstance(v, bool)})
+
+    class Report(BaseCallback):
+        """Give the evaluation to the run's hook (:meth:`TrainRun.evaluated`); ``False`` ends training."""
+
+        def _on_step(self) -> bool:
+            parent = self.parent
+            results = parent.evaluations_results[-1] if parent.evaluations_results else [parent.last_mean_reward]
+            lengths = parent.evaluations_length[-1] if parent.evaluations_length else [np.nan]
+            figures, parent.figures = parent.figures, []
+            means = {f"eval/{k}": float(np.mean([f[k] for f in figures if k in f]))
+                     for k in dict.fromkeys(k for f in figures for k in f)}
+            return run.evaluated(self.num_timesteps, {"eval/mean_reward": float(np.mean(results)),
+                                                      "eval/std_reward": float(np.std(results)),
+                                                      "eval/mean_ep_length": float(np.mean(lengths)), **means})
+
+    after: BaseCallback = Publish()
+    cls = EvalCallback
+    if run.on_evaluation is not None:  # only a run with a hook differs from plain SB3 evaluation
+        from stable_baselines3.common.callbacks import CallbackList
+
+        after, cls = CallbackList([after, Report()]), EvalWithFigures
+    callback = cls(eval_env, n_eval_episodes=run.eval_episodes, eval_freq=run.eval_freq,
+                   best_model_save_path=None, log_path=str(staged.parent), deterministic=True, verbose=0,
+                   callback_on_new_best=SaveBest(), callback_after_eval=after)
+    if cls is EvalWithFigures:
+        callback.figures = []
     if history:
         callback.evaluations_timesteps = [int(t) for t in history["timesteps"]]
         callback.evaluations_results = [list(r) for r in history["results"]]

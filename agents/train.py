@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +192,7 @@ def train(
     checkpoint_freq: int | None = None,
     progress: bool = True,
     override_hyperparams: bool = False,
+    on_evaluation: Callable[[int, dict[str, float]], bool] | None = None,
 ) -> Path:
     """Train ``algo`` on ``env_id`` and write the run into ``out`` (see the module docstring).
 
@@ -207,6 +208,9 @@ def train(
         progress: show a progress bar (stderr).
         override_hyperparams: with ``resume``, apply the config's hyper-parameters to the resumed model where
             they differ from the checkpoint's (without it such a difference is refused).
+        on_evaluation: a hook called after every periodic evaluation (:attr:`agents.algos.TrainRun.on_evaluation`:
+            ``(steps, metrics) -> bool``; ``False`` ends training there and the run is written as usual, with the
+            steps it did). ``e4gym tune`` reports to Ray Tune through it; ``None``: training is unchanged.
 
     Returns:
         The path of the final model (``out/`` and the algorithm's ``model_file``).
@@ -242,7 +246,8 @@ def train(
                    eval_episodes=int(eval_episodes or section.get("eval_episodes") or record.get("eval_episodes")
                                      or 2),
                    checkpoint_freq=int(checkpoint_freq or section.get("checkpoint_freq") or max(total // 4, 1)),
-                   progress=progress, resume_from=resume_from, override=override, overrides=overrides)
+                   progress=progress, resume_from=resume_from, override=override, overrides=overrides,
+                   on_evaluation=on_evaluation)
     model = spec.train(run)
     spec.save(model, final)
     done = getattr(model, "num_timesteps", None)

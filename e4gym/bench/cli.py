@@ -13,9 +13,9 @@ Ray instance of this machine with ``--jobs`` CPUs, or on the cluster at ``--addr
 are written here as the local executor writes them. Finished tasks are reused on the next invocation unless their
 definition changed or ``--force`` is given; a stored result whose files are damaged is moved to ``quarantine/``
 and its task runs again (one line on stderr). Exit status: 0 when every task has a result, 1 when a task failed
-(the others still ran), 2 for a bad config, an ``--out`` that cannot take the outputs or ``--executor ray``
-without Ray (one line, before any task runs), 130 on Ctrl-C (one line with the command that resumes: finished
-tasks are kept and not run again).
+(the others still ran), 2 for a bad config, an ``--out`` that cannot take the outputs, ``--executor ray``
+without Ray or an ``--address`` where no Ray cluster answers (one line, before any task runs or anything is
+written), 130 on Ctrl-C (one line with the command that resumes: finished tasks are kept and not run again).
 
 This module imports nothing heavy at import time (the ``e4gym`` command builds every verb's parser).
 """
@@ -120,8 +120,9 @@ def add_executor_arguments(p: argparse.ArgumentParser) -> None:
                    help="where tasks run: local worker processes (default) or Ray tasks (pip install 'e4gym[ray]'; "
                         "docs/ray.md)")
     p.add_argument("--address", default=None, metavar="ADDR",
-                   help="with --executor ray: the Ray cluster to run on (host:port or auto; default: a Ray instance "
-                        "of this machine with --jobs CPUs, started and shut down by the run)")
+                   help="with --executor ray: the Ray cluster to run on (host:port or auto; checked first, a few "
+                        "seconds at most; default: a Ray instance of this machine with --jobs CPUs, started and shut "
+                        "down by the run)")
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:

@@ -928,14 +928,19 @@ def run_reproduce(
         sweep_frames: frames the Fig. 1 sweep measures the default governors over (default: the sweep's).
         dvfo_config / bcedge_config: the experiments DVFO's and BCEdge's claims read (run into ``out/bench-dvfo``
             and ``out/bench-bcedge`` when a claim needs them).
-        executor / address: where the bench tasks run, as for :func:`e4gym.bench.runner.run_benchmark` (each
-            experiment's run starts and stops its own Ray instance when ``address`` is None).
+        executor / address: where the bench tasks run, as for :func:`e4gym.bench.runner.run_benchmark`. With
+            ``executor="ray"`` every experiment runs in one :func:`e4gym.bench.runner.ray_session`: one Ray instance
+            of this machine (``jobs`` CPUs, default the CPU count; started only if a task is to run) or one
+            connection to the cluster at ``address`` (checked first), shut down or closed when the runs end.
 
     Raises:
-        ConfigError / UnknownNameError: a bad config or output folder; nothing runs.
+        ConfigError / UnknownNameError: a bad config or output folder, or no Ray cluster answering at
+            ``address``; nothing runs.
     """
+    from contextlib import nullcontext
+
     from e4gym.bench.config import load_experiment
-    from e4gym.bench.runner import EXECUTORS, import_ray, run_benchmark
+    from e4gym.bench.runner import EXECUTORS, check_ray_address, import_ray, ray_session, run_benchmark
 
     t0 = time.perf_counter()
     if executor not in EXECUTORS or (address is not None and executor != "ray"):
@@ -943,6 +948,8 @@ def run_reproduce(
                           f"{executor!r} with address {address!r}")
     if executor == "ray":
         import_ray()  # Ray missing: one line before anything is written
+        if address is not None:
+            check_ray_address(address)  # nothing answers there: one line now, before the configs load
     out = Path(out if out is not None else QUICK_OUT if quick else DEFAULT_OUT)
     if quick:
         seeds = list(QUICK_SEEDS) if seeds is None else seeds
@@ -955,24 +962,27 @@ def run_reproduce(
     extra_exps = {name: _load_extra(configs[name], frames, seeds) for name in EXTRA_EXPERIMENTS if name in needs}
     run_seeds = tuple(loaded.seeds)
     check_out(out, quick, str(config_name), force)
-    write_json(out / STATE_FILE, {"mode": "quick" if quick else "full", "config": str(config_name),
-                                  "status": "running", "command": command})
     ev = Evidence(seeds=run_seeds)
     ran = reused = 0
     failures: list[Any] = []
-    if exp is not None:
-        res = run_benchmark(exp, out / BENCH_DIR, jobs=jobs, force=force, quiet=quiet, plots=False,
-                            tensorboard=False, executor=executor, address=address)
-        ran, reused, failures = res.ran, res.reused, list(res.failures)
-        ev.experiment = exp
-        ev.rows = {(r["scenario"], r["label"], int(r["seed"])): r for r in res.rows}
-    for name, extra_exp in extra_exps.items():
-        _say(quiet, f"the {extra_exp.name} experiment ({extra_exp.n_tasks} tasks; learned agents trained per "
-                    "scenario) ...")
-        res = run_benchmark(extra_exp, out / EXTRA_EXPERIMENTS[name][1], jobs=jobs, force=force, quiet=quiet,
-                            plots=False, tensorboard=False, executor=executor, address=address)
-        ran, reused, failures = ran + res.ran, reused + res.reused, failures + list(res.failures)
-        ev.extra[name] = (extra_exp, {(r["scenario"], r["label"], int(r["seed"])): r for r in res.rows})
+    # One Ray for every experiment (started when a run first has a task for it, shut down when the last ends, also
+    # on an error or Ctrl-C); a wrong --address is refused here, before anything is written.
+    with ray_session(address, jobs) if executor == "ray" else nullcontext():
+        write_json(out / STATE_FILE, {"mode": "quick" if quick else "full", "config": str(config_name),
+                                      "status": "running", "command": command})
+        if exp is not None:
+            res = run_benchmark(exp, out / BENCH_DIR, jobs=jobs, force=force, quiet=quiet, plots=False,
+                                tensorboard=False, executor=executor, address=address)
+            ran, reused, failures = res.ran, res.reused, list(res.failures)
+            ev.experiment = exp
+            ev.rows = {(r["scenario"], r["label"], int(r["seed"])): r for r in res.rows}
+        for name, extra_exp in extra_exps.items():
+            _say(quiet, f"the {extra_exp.name} experiment ({extra_exp.n_tasks} tasks; learned agents trained per "
+                        "scenario) ...")
+            res = run_benchmark(extra_exp, out / EXTRA_EXPERIMENTS[name][1], jobs=jobs, force=force, quiet=quiet,
+                                plots=False, tensorboard=False, executor=executor, address=address)
+            ran, reused, failures = ran + res.ran, reused + res.reused, failures + list(res.failures)
+            ev.extra[name] = (extra_exp, {(r["scenario"], r["label"], int(r["seed"])): r for r in res.rows})
     if "dutt" in needs:
         _say(quiet, "Dutt et al.'s experiments (Nano, Xavier NX) ...")
         ev.dutt = run_dutt(run_seeds)

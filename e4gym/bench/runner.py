@@ -17,10 +17,12 @@ The harness never imports torch itself. The decision-time columns (``decision_*_
 Two executors run the tasks (``executor=``): ``"local"`` (the default) runs them in this process or in a spawn
 pool of worker processes, each writing its own task's files; ``"ray"`` (the optional extra ``e4gym[ray]``,
 docs/ray.md) runs each as a Ray task reserving :func:`task_resources`, on a Ray instance of this machine started
-and shut down by the run, or on a cluster (``address=``). A Ray task only computes (:func:`compute_task`): its
-row and trace come back to this process, which writes them (:func:`write_task`, the same code as a local worker)
-on its own ``out``, so workers need no shared file system. A task whose worker dies is run again by Ray (at most
-:data:`RAY_MAX_RETRIES` times); a dead attempt wrote nothing. Ray is imported only by that executor.
+and shut down by the run (in its own temporary folder, removed afterwards), or on a cluster (``address=``,
+checked before anything runs); :func:`ray_session` shares one Ray between several runs (``e4gym reproduce``).
+A Ray task only computes (:func:`compute_task`): its row and trace come back to this process, which writes them
+(:func:`write_task`, the same code as a local worker) on its own ``out``, so workers need no shared file system. A
+task whose worker dies is run again by Ray (at most :data:`RAY_MAX_RETRIES` times); a dead attempt wrote nothing.
+Ray is imported only by that executor.
 
 A policy that trained on the episode's frame stream is refused (:func:`e4gym.policy.check_training_streams`):
 the task fails with a :class:`~e4gym.errors.ConfigError` that names the policy, the stream and the fix.
@@ -516,47 +518,166 @@ def _ray_compute(task: Task) -> dict[str, Any]:
     return compute_task(task)
 
 
-@contextmanager
-def ray_session(address: str | None, num_cpus: int) -> Iterator[tuple[Any, bool]]:
-    """Ray for the duration of the block; yields ``(the ray module, whether this call started a Ray instance of
-    this machine with num_cpus CPUs)``.
+#: Seconds the reachability check of ``--address`` waits for a TCP connection (:func:`check_ray_address`).
+RAY_CONNECT_TIMEOUT_S = 3.0
+#: Where a Ray instance started here keeps its temporary folder (sockets, logs): a new folder under this one (Ray's
+#: ``RAY_TMPDIR`` when set), removed when the instance is shut down. Short: Ray's socket paths must fit in 107
+#: bytes, so not the (possibly long) system temporary folder of ``tempfile``.
+RAY_TEMP_PARENT = "/tmp"
 
-    With ``address=None`` a Ray instance of this machine is started with ``num_cpus`` CPUs, no dashboard, no
-    worker output on this process's terminal, and the driver's ``sys.path`` as the workers' ``PYTHONPATH`` (as a
-    spawned local worker inherits it); it is shut down when the block ends, however it ends (Ctrl-C included).
-    With an ``address`` (``host:port``, ``auto``, ``ray://host:port``) that cluster is connected to and
-    disconnected at the end, never shut down; its nodes need e4gym and the policies' modules installed. When Ray
-    is already initialised in this process (a caller's own session), that session is used as it is and left
-    running. Ray's SIGTERM handler is removed again at the end.
+
+def check_ray_address(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Check that a Ray cluster answers at ``address`` before anything runs or is written.
+
+    ``host:port`` (the GCS port of the head node, ``ray start --head --port``) and ``ray://host:port`` (Ray Client)
+    must accept a TCP connection within ``timeout_s`` seconds; ``auto`` must name a running cluster (Ray's own
+    lookup: ``RAY_ADDRESS``, then the last ``ray start`` of this machine, then a running GCS). Ray's own connect
+    would instead retry for tens of seconds before failing.
 
     Raises:
-        ConfigError: Ray is not installed (:func:`import_ray`).
+        ConfigError: nothing answers there, the address does not parse, or ``auto`` finds no cluster (one line
+            naming the address and the fix).
     """
-    import logging
-    import signal
-    import threading
+    import socket
 
-    ray = import_ray()
-    if ray.is_initialized():
-        yield ray, False
-        return
-    main = threading.current_thread() is threading.main_thread()
-    sigterm = signal.getsignal(signal.SIGTERM) if main else None
-    common = {"log_to_driver": False, "logging_level": logging.ERROR}
-    try:
-        if address is None:
-            # "local": a new instance even when RAY_ADDRESS names a cluster.
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **common,
-                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
-        else:
-            ray.init(address=address, **common)
-        yield ray, address is None
-    finally:
+    from e4gym.errors import ConfigError
+
+    fix = ("start the cluster (`ray start --head --port PORT` on its head node) or fix --address; without --address "
+           "the run starts a Ray instance of this machine")
+    target = address
+    if address == "auto":
         try:
-            ray.shutdown()  # a cluster we connected to is only disconnected from
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+        except ImportError:  # Ray moved its private helper: let ray.init look for the cluster itself
+            return
+        try:
+            target = canonicalize_bootstrap_address_or_die("auto")
+        except Exception as exc:
+            raise ConfigError(f"--address auto: no running Ray cluster found on this machine "
+                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {fix}") from None
+    hostport = target.split("://", 1)[1] if "://" in target else target
+    host, sep, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--address {address}: not a Ray cluster address (expected HOST:PORT, ray://HOST:PORT "
+                          f"or auto); {fix}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        why = f"no answer within {timeout_s:g} s" if isinstance(exc, TimeoutError) else (
+            exc.strerror or type(exc).__name__)
+        raise ConfigError(f"--address {address}: no Ray cluster answers at {host}:{port} ({why}); {fix}") from None
+
+
+@dataclass
+class RaySession:
+    """Ray for one :func:`ray_session` block: started (or connected to) on first use, at most once.
+
+    Attributes:
+        address: the cluster (``host:port``, ``auto``, ``ray://host:port``), or None for a Ray instance of this
+            machine with ``num_cpus`` CPUs.
+        num_cpus: CPUs of the instance started here (``address=None``).
+        started: whether this session started a Ray instance of this machine (False: a cluster, or a caller's own
+            ``ray.init()``, or not used yet).
+        temp_dir: the instance's temporary folder (removed at the end), when it was started here.
+    """
+
+    address: str | None
+    num_cpus: int
+    started: bool = False
+    temp_dir: str | None = None
+    _ray: Any = None  # the ray module once initialised
+    _module: Any = None  # the ray module this session called ray.init on
+    _owned: bool = False  # this session called ray.init (so it calls ray.shutdown)
+    _sigterm: Any = None
+
+    def ray(self) -> Any:
+        """The ``ray`` module, initialised: on the first call a Ray instance of this machine is started (no
+        dashboard, no worker output on this terminal, its own temporary folder under :data:`RAY_TEMP_PARENT`, the
+        driver's ``sys.path`` as the workers' ``PYTHONPATH``) or the cluster at ``address`` is connected to; a
+        ``ray.init()`` the caller already made is used as it is."""
+        if self._ray is not None:
+            return self._ray
+        import logging
+        import signal
+        import tempfile
+        import threading
+
+        ray = import_ray()
+        if not ray.is_initialized():
+            if threading.current_thread() is threading.main_thread():
+                self._sigterm = signal.getsignal(signal.SIGTERM)  # ray.init installs its own: restored at the end
+            common = {"log_to_driver": False, "logging_level": logging.ERROR}
+            self._owned, self._module = True, ray  # shut down at the end even if ray.init fails halfway
+            if self.address is None:
+                parent = os.environ.get("RAY_TMPDIR") or RAY_TEMP_PARENT
+                self.temp_dir = tempfile.mkdtemp(prefix="e4r", dir=parent if os.path.isdir(parent) else None)
+                # "local": a new instance even when RAY_ADDRESS names a cluster.
+                ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, _temp_dir=self.temp_dir,
+                         runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}},
+                         **common)
+                self.started = True
+            else:
+                ray.init(address=self.address, **common)
+        self._ray = ray
+        return ray
+
+    def close(self) -> None:
+        """Shut down the instance started here, or disconnect from the cluster (never shut down); remove the
+        temporary folder; restore the SIGTERM handler. A caller's own session is left running."""
+        import shutil
+        import signal
+
+        try:
+            if self._owned and self._module is not None:
+                self._module.shutdown()
         finally:
-            if main and sigterm is not None:
-                signal.signal(signal.SIGTERM, sigterm)
+            if self._sigterm is not None:
+                signal.signal(signal.SIGTERM, self._sigterm)
+            if self.temp_dir is not None:
+                shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self._ray = self._module = self._sigterm = None
+            self._owned = False
+
+
+#: The :class:`RaySession` of the innermost open :func:`ray_session` block (None outside any).
+_ACTIVE_SESSION: RaySession | None = None
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[RaySession]:
+    """One Ray for every Ray run inside the block: ``run_benchmark(..., executor="ray")`` calls in it share it.
+
+    Ray is started (``address=None``: a Ray instance of this machine with ``num_cpus`` CPUs, default the CPU
+    count) or connected to (``address``: a cluster) when a run first needs it, and shut down (or disconnected from)
+    when the block ends, however it ends (an error, Ctrl-C). A block opened inside another one is the outer one.
+    ``e4gym reproduce --executor ray`` runs its experiments in one such block; ``run_benchmark`` opens its own when
+    none is open. A cluster ``address`` is checked first (:func:`check_ray_address`).
+
+    Raises:
+        ConfigError: Ray is not installed (:func:`import_ray`), nothing answers at ``address``, or an inner block
+            names another ``address`` than the open one.
+    """
+    global _ACTIVE_SESSION
+    from e4gym.errors import ConfigError
+
+    if _ACTIVE_SESSION is not None:
+        if address is not None and address != _ACTIVE_SESSION.address:
+            raise ConfigError(f"a Ray session for {_ACTIVE_SESSION.address or 'this machine'} is open; "
+                              f"--address {address} cannot be used inside it")
+        yield _ACTIVE_SESSION
+        return
+    import_ray()
+    if address is not None:
+        check_ray_address(address)
+    session = RaySession(address, num_cpus or os.cpu_count() or 1)
+    _ACTIVE_SESSION = session
+    try:
+        yield session
+    finally:
+        _ACTIVE_SESSION = None
+        session.close()
 
 
 def _ray_outcomes(pending: list[Task], address: str | None, jobs: int) -> Iterator[tuple[Task, dict[str, Any]]]:
@@ -564,15 +685,19 @@ def _ray_outcomes(pending: list[Task], address: str | None, jobs: int) -> Iterat
     time; yield ``(task, outcome)`` as outcomes come back (:func:`compute_task`'s, or a failure when the task's
     retries ran out). Tasks still running when the caller stops (Ctrl-C) are cancelled.
 
-    On a Ray instance started here (``jobs`` CPUs) every task is submitted at once: Ray runs ``jobs`` at a time
-    and a worker starts its next task while this process writes the last one's result. On a cluster or a session
-    the caller started, at most ``jobs`` tasks are submitted at a time."""
+    Ray is the open :func:`ray_session`'s, or one opened for these tasks (a Ray instance of this machine with
+    ``jobs`` CPUs, or the cluster at ``address``). On an instance started here with at most ``jobs`` CPUs every
+    task is submitted at once: Ray runs as many as it has CPUs and a worker starts its next task while this process
+    writes the last one's result. On a cluster, a larger instance or a session the caller started, at most ``jobs``
+    tasks are submitted at a time."""
     import queue as queues
 
-    with ray_session(address, jobs) as (ray, started):
+    with ray_session(address, jobs) as session:
+        ray = session.ray()
         remote = ray.remote(_ray_compute)
         todo = list(pending)
-        in_flight = len(todo) if started else jobs
+        # All at once on an instance of this machine no larger than jobs (its CPUs pace the tasks); else jobs.
+        in_flight = len(todo) if session.started and session.num_cpus <= jobs else jobs
         running: dict[Any, Task] = {}
         remotes: dict[tuple[tuple[str, float], ...], Any] = {}
         # Results arrive through the futures' callbacks: this thread sleeps until one is done (no polling).
@@ -681,10 +806,12 @@ def run_benchmark(
         quiet: no progress bar. plots / tensorboard: write ``plots/`` / ``tb/``.
         executor: ``"local"`` (worker processes of this machine) or ``"ray"`` (Ray tasks; ``e4gym[ray]``,
             docs/ray.md): each task's outcome comes back to this process, which writes the same files as the local
-            executor; a task whose worker dies runs again (:data:`RAY_MAX_RETRIES`). Without ``address``, a Ray
-            instance of this machine with ``jobs`` CPUs is started and shut down (:func:`ray_session`).
-        address: ``executor="ray"`` only: the Ray cluster to connect to (``host:port``, ``auto``); ``jobs`` then
-            caps the tasks in flight (default: every pending task; the cluster's resources decide).
+            executor; a task whose worker dies runs again (:data:`RAY_MAX_RETRIES`). Inside a :func:`ray_session`
+            block its Ray is used; otherwise, without ``address``, a Ray instance of this machine with ``jobs`` CPUs
+            (and its own temporary folder) is started and shut down by the run.
+        address: ``executor="ray"`` only: the Ray cluster to connect to (``host:port``, ``auto``), checked before
+            anything is written (:func:`check_ray_address`); ``jobs`` then caps the tasks in flight (default: every
+            pending task; the cluster's resources decide).
 
     Returns:
         The :class:`Results`; check ``results.ok`` (failed tasks do not raise).
@@ -695,8 +822,8 @@ def run_benchmark(
     Raises:
         ConfigError / UnknownNameError: the config is invalid; nothing is run and ``out`` is not touched.
         ConfigError: ``out`` cannot take the outputs (:func:`check_out`); nothing is run.
-        ConfigError: an unknown ``executor``, an ``address`` without ``executor="ray"``, or Ray not installed
-            (one line naming the fix); nothing is run.
+        ConfigError: an unknown ``executor``, an ``address`` without ``executor="ray"``, Ray not installed, or no
+            Ray cluster answering at ``address`` (one line naming the fix); nothing is run or written.
     """
     from e4gym.errors import ConfigError
 
@@ -707,6 +834,8 @@ def run_benchmark(
         raise ConfigError("--address is the Ray cluster of --executor ray; add --executor ray or drop --address")
     if executor == "ray":
         import_ray()
+        if address is not None and (_ACTIVE_SESSION is None or _ACTIVE_SESSION.address != address):
+            check_ray_address(address)  # nothing answers there: one line now, not Ray's timeout after writing
     if isinstance(config, Experiment):
         exp = config
         if frames is not None or backend or seeds is not None:

@@ -1,6 +1,7 @@
 """The Ray executor of the benchmark harness (`e4gym bench --executor ray`, issue 20).
 
-Ray is started with at most 2 CPUs and no dashboard, and every test checks that no Ray is left running. The tests
+Ray is started with at most 2 CPUs and no dashboard, and every test checks that no Ray is left running and that
+no folder was left in Ray's default temporary folder (/tmp/ray): a Ray started by a run keeps its own. The tests
 that need Ray skip when it is not installed (CI installs it with the test extra).
 """
 
@@ -12,9 +13,11 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +27,11 @@ import pytest
 from e4gym.bench import run_benchmark
 from e4gym.bench import runner as bench_runner
 from e4gym.bench.config import load_experiment
-from e4gym.bench.runner import build_tasks, check_result, task_resources
+from e4gym.bench.runner import build_tasks, check_result, ray_session, task_resources
 from e4gym.cli import main
 from e4gym.errors import ConfigError
 from tests.cli_signals import interrupt_after_first_result
+from tests.ray_helpers import ray_processes, ray_session_folders
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench_policies and this module must be importable here and in the workers
@@ -82,27 +86,22 @@ def traces(out: Path) -> dict[str, dict[str, np.ndarray]]:
     return found
 
 
-def ray_processes() -> list[str]:
-    """Ray's processes (raylet, gcs_server, workers) descending from this process, as ``pid name``."""
-    table = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,comm="], capture_output=True, text=True, check=True)
-    children: dict[int, list[tuple[int, str]]] = {}
-    for line in table.stdout.splitlines():
-        pid, ppid, comm = line.split(None, 2)
-        children.setdefault(int(ppid), []).append((int(pid), comm))
-    found, todo = [], [os.getpid()]
-    while todo:
-        for pid, comm in children.get(todo.pop(), []):
-            todo.append(pid)
-            if any(k in comm.lower() for k in ("raylet", "gcs_server", "ray::")):
-                found.append(f"{pid} {comm}")
-    return found
-
-
-def assert_no_ray_left() -> None:
+def assert_no_ray_left(folders_before: set[str] | None = None) -> None:
+    """No Ray initialised here, no Ray process left, and (given the folders before) no new folder in /tmp/ray."""
     import ray
 
     assert not ray.is_initialized()
     assert ray_processes() == []
+    if folders_before is not None:
+        assert ray_session_folders() - folders_before == set()
+
+
+@pytest.fixture
+def no_ray_folder_left():
+    """Fail the test if it left a session folder of this process in /tmp/ray."""
+    before = ray_session_folders()
+    yield before
+    assert ray_session_folders() - before == set()
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +110,7 @@ def both(tmp_path_factory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("ray")
     bars = {}
     results = {}
+    folders = ray_session_folders()
     for name, kw in (("local", {"jobs": 1}), ("ray", {"jobs": 2, "executor": "ray"})):
         saved, sys.stderr = sys.stderr, io.StringIO()  # where the bar writes (tqdm's file=sys.stderr)
         try:
@@ -119,7 +119,7 @@ def both(tmp_path_factory) -> dict[str, Any]:
             bars[name] = sys.stderr.getvalue()
         finally:
             sys.stderr = saved
-    return {"root": root, "results": results, "bars": bars}
+    return {"root": root, "results": results, "bars": bars, "folders_before": folders}
 
 
 @needs_ray
@@ -139,7 +139,7 @@ def test_ray_gives_the_local_executors_results(both) -> None:
     # the same tables, but for the measured decision times
     csv = {n: (both["root"] / n / "results.csv").read_text().splitlines()[0] for n in ("local", "ray")}
     assert csv["local"] == csv["ray"]
-    assert_no_ray_left()
+    assert_no_ray_left(both["folders_before"])
 
 
 @needs_ray
@@ -169,7 +169,8 @@ def test_a_ray_run_resumes_with_every_task_reused(both) -> None:
 
 @needs_ray
 @pytest.mark.slow
-def test_a_task_whose_worker_dies_is_retried_and_one_out_of_retries_fails(tmp_path, monkeypatch) -> None:
+def test_a_task_whose_worker_dies_is_retried_and_one_out_of_retries_fails(tmp_path, monkeypatch,
+                                                                          no_ray_folder_left) -> None:
     monkeypatch.setattr(bench_runner, "RAY_MAX_RETRIES", 1)  # the always-dying task costs two worker deaths
     marker, doomed = tmp_path / "died-once", tmp_path / "died-always"
     cfg = copy.deepcopy(BASE) | {"seeds": [0], "policies": [
@@ -197,19 +198,27 @@ def test_a_task_whose_worker_dies_is_retried_and_one_out_of_retries_fails(tmp_pa
             np.testing.assert_array_equal(v, traces(tmp_path / "ray")[path][k])
 
 
-@needs_ray
-@pytest.mark.slow
-def test_ctrl_c_shuts_ray_down_and_keeps_finished_tasks(tmp_path, monkeypatch) -> None:
+def interrupt_second_write(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the harness's second write of a task's result raise KeyboardInterrupt (Ctrl-C while results come in);
+    returns the list of the tasks it was asked to write."""
     write = bench_runner.write_task
-    calls = []
+    written: list[str] = []
 
     def interrupted(out, task, outcome):
-        calls.append(task.describe())
-        if len(calls) == 2:
+        written.append(task.describe())
+        if len(written) == 2:
             raise KeyboardInterrupt
         return write(out, task, outcome)
 
     monkeypatch.setattr(bench_runner, "write_task", interrupted)
+    return written
+
+
+@needs_ray
+@pytest.mark.slow
+def test_ctrl_c_shuts_ray_down_and_keeps_finished_tasks(tmp_path, monkeypatch, no_ray_folder_left) -> None:
+    write = bench_runner.write_task
+    interrupt_second_write(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(copy.deepcopy(BASE), tmp_path, jobs=2, executor="ray", plots=False, tensorboard=False)
     assert_no_ray_left()
@@ -222,8 +231,9 @@ def test_ctrl_c_shuts_ray_down_and_keeps_finished_tasks(tmp_path, monkeypatch) -
 @needs_ray
 @pytest.mark.slow
 def test_sigint_to_a_ray_bench_shuts_its_ray_down(tmp_path) -> None:
-    """A real Ctrl-C (SIGINT) to `e4gym bench --executor ray`: exit 130, one line with the resume command, and no
-    Ray process left (found by the temporary folder its processes name)."""
+    """A real Ctrl-C (SIGINT) to `e4gym bench --executor ray`: exit 130, one line with the resume command, no Ray
+    process left (found by the temporary folder its processes name) and nothing left in that folder (the run's Ray
+    keeps its own folder under ``RAY_TMPDIR`` and removes it)."""
     ray_tmp = tempfile.mkdtemp(prefix="e4r", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     cfg = tmp_path / "slow.yaml"
     cfg.write_text(json.dumps(BASE | {"seeds": [0, 1, 2], "policies": [
@@ -235,6 +245,7 @@ def test_sigint_to_a_ray_bench_shuts_its_ray_down(tmp_path) -> None:
     try:
         left = subprocess.run(["ps", "-e", "-o", "pid=,args="], capture_output=True, text=True).stdout
         assert [line for line in left.splitlines() if ray_tmp in line] == []
+        assert os.listdir(ray_tmp) == []
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     if rc == 0:
@@ -245,6 +256,109 @@ def test_sigint_to_a_ray_bench_shuts_its_ray_down(tmp_path) -> None:
     assert lines[0].endswith("--executor ray")
     kept = list((out / "runs").rglob("seed*.json"))
     assert 1 <= len(kept) < 3 and not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+def free_port() -> int:
+    """A TCP port of this machine on which nothing listens (just closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@needs_ray
+def test_a_wrong_address_fails_up_front_in_one_line(tmp_path, capsys) -> None:
+    """Nothing listening at --address: exit 2 within seconds, one line naming the address and the fix, nothing
+    written (Ray's own connect would retry for tens of seconds)."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(json.dumps(BASE))
+    out = tmp_path / "out"
+    address = f"127.0.0.1:{free_port()}"
+    for verb in (["bench", "--config", str(cfg)], ["reproduce", "--quick"]):
+        t0 = time.monotonic()
+        assert main([*verb, "--out", str(out), "--executor", "ray", "--address", address]) == 2
+        assert time.monotonic() - t0 < 10
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and address in err and "ray start --head" in err, err
+        assert not out.exists()
+    for bad in ("nohost", "127.0.0.1:notaport"):
+        with pytest.raises(ConfigError, match="not a Ray cluster address"):
+            run_benchmark(copy.deepcopy(BASE), out, executor="ray", address=bad)
+    assert not out.exists()
+    assert_no_ray_left()
+
+
+def _counting_ray_init(monkeypatch) -> list[dict]:
+    """Record every ``ray.init`` call's keyword arguments (the calls still start Ray)."""
+    import ray
+
+    calls: list[dict] = []
+    real = ray.init
+
+    def init(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "init", init)
+    return calls
+
+
+@needs_ray
+@pytest.mark.slow
+def test_runs_in_one_ray_session_share_one_ray_in_its_own_temporary_folder(tmp_path, monkeypatch,
+                                                                           no_ray_folder_left) -> None:
+    calls = _counting_ray_init(monkeypatch)
+    cfg = copy.deepcopy(BASE) | {"seeds": [0]}
+    with ray_session(num_cpus=2) as session:
+        assert calls == []  # started on first use only
+        first = run_benchmark(copy.deepcopy(cfg), tmp_path / "a", executor="ray", plots=False, tensorboard=False)
+        temp = Path(session.temp_dir)
+        assert temp.is_dir() and temp.parent == Path("/tmp") and len(str(temp)) < 30
+        second = run_benchmark(copy.deepcopy(cfg), tmp_path / "b", executor="ray", plots=False, tensorboard=False)
+        assert first.ok and second.ok and first.ran == second.ran == 2
+        import ray
+
+        assert ray.is_initialized()
+    assert len(calls) == 1 and calls[0]["_temp_dir"] == str(temp)
+    assert not temp.exists()
+    assert_no_ray_left()
+
+
+#: The three experiments of `e4gym reproduce`, one or two cheap tasks each (its claims then mostly not comparable).
+TINY_REPRODUCE = {
+    "config": BASE | {"policies": ["performance"]},
+    "dvfo_config": {"name": "tiny-dvfo", "env": {"episode_frames": 30, "control_memory": True},
+                    "matrix": {"device": ["xavier-nx"], "model": ["efficientnet_b0"], "fps": [20],
+                               "deadline_ms": [None]}, "seeds": [0], "policies": ["edge_only"]},
+    "bcedge_config": {"name": "tiny-bcedge", "env": {"episode_intervals": 4}, "matrix": {"device": ["xavier-nx"]},
+                      "seeds": [0], "policies": ["batch1"]},
+}
+
+
+def _reproduce_claims() -> list:
+    from e4gym.bench.reproduce import CLAIMS
+
+    return [c for c in CLAIMS if set(c.needs) <= {"bench", "dvfo", "bcedge"}]
+
+
+@needs_ray
+@pytest.mark.slow
+def test_reproduce_starts_ray_once_and_shuts_it_down_on_ctrl_c(tmp_path, monkeypatch, no_ray_folder_left) -> None:
+    from e4gym.bench.reproduce import run_reproduce
+
+    calls = _counting_ray_init(monkeypatch)
+    kw = dict(copy.deepcopy(TINY_REPRODUCE), claims=_reproduce_claims(), seeds=[0], frames=30, jobs=2,
+              executor="ray")
+    rep = run_reproduce(tmp_path / "out", **kw)
+    assert (rep.ran, rep.reused, rep.failures) == (3, 0, [])  # one task in each of the three experiments
+    assert len(calls) == 1  # one Ray for the three
+    assert_no_ray_left()
+    # Ctrl-C in the second experiment: Ray is shut down all the same
+    calls.clear()
+    written = interrupt_second_write(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_reproduce(tmp_path / "again", **kw)
+    assert len(calls) == 1 and len(written) == 2
+    assert_no_ray_left()
 
 
 def test_executor_ray_without_ray_is_one_line_naming_the_fix(tmp_path, monkeypatch, capsys) -> None:
