@@ -37,6 +37,7 @@ from agents.algos import (
     register_algo,
     save_model,
 )
+from e4gym.envs.wrappers import env_action
 from e4gym.errors import ConfigError
 from e4gym.io import atomic_path
 
@@ -371,6 +372,15 @@ class SB3ModelPolicy:
                          power_mode=setup.power_mode, episode_frames=2,
                          **own_env_kwargs(self.meta.get("env_kwargs") or {}))
         self._wrapper = self.spec.wrap_env(probe, self.meta.get("wrapper"))
+        # Action masking maps with the measured cost model of the board the policy runs on (the harness's: a real
+        # board's on a board), not the probe's emulated one.
+        from e4gym.envs.masking import DeadlineFeasibleActions
+
+        layer = self._wrapper
+        while isinstance(layer, gym.Wrapper):
+            if isinstance(layer, DeadlineFeasibleActions):
+                layer.use_cost_model(context.cost_model)
+            layer = layer.env
         try:
             self._model = self.spec.load(self.path, None)
         except Exception as exc:
@@ -387,8 +397,8 @@ class SB3ModelPolicy:
             raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
         action, state = self._model.predict(observation, state=state, episode_start=episode_start,
                                             deterministic=deterministic)
-        if isinstance(self._wrapper, gym.ActionWrapper):
-            action = self._wrapper.action(action)
+        if self._wrapper is not None:
+            action = env_action(self._wrapper, action)  # through every action wrapper of the training env
         return np.asarray(action, dtype=np.int64), state
 
     def reset(self) -> None:

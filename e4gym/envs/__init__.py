@@ -23,6 +23,7 @@ from e4gym.envs.core import (
 )
 from e4gym.envs.frame import EarlyExitDVFSEnv
 from e4gym.envs.frame_vector import EarlyExitDVFSVectorEnv
+from e4gym.envs.masking import DeadlineFeasibleActions
 from e4gym.envs.wrappers import EPISODE_STAT_KEYS, ContinuousActions, DiscreteActions, EpisodeStats, SelectObservation
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "INFO_KEYS",
     "Constraints",
     "ContinuousActions",
+    "DeadlineFeasibleActions",
     "DiscreteActions",
     "EarlyExitDVFSBlockEnv",
     "EarlyExitDVFSEnv",

@@ -3,8 +3,7 @@
 - :class:`DiscreteActions`: ``MultiDiscrete`` → ``Discrete`` (DQN), optionally on a coarse grid of levels.
 - :class:`ContinuousActions`: ``MultiDiscrete`` → ``Box(-1, 1)`` (SAC, TD3), rounded to the nearest level.
 - :class:`SelectObservation`: keep only some named fields of the observation vector.
-- :class:`FeasibleActions`: raise the clocks of a frame env action whose setting cannot meet the deadline at its
-  exit, by the measured cost model a controller on the board has (action masking by projection).
+- :func:`env_action`: an action through every action wrapper of a chain (what the innermost env receives).
 - :class:`EpisodeStats`: per-episode energy, latency, deadline, accuracy and DVFS figures in the final ``info``
   (keys :data:`EPISODE_STAT_KEYS`), ready for stable-baselines3's ``Monitor(info_keywords=...)``.
 
@@ -45,7 +44,6 @@ __all__ = [
     "ContinuousActions",
     "DiscreteActions",
     "EpisodeStats",
-    "FeasibleActions",
     "SelectObservation",
     "ServingEpisodeStats",
     "env_action",
@@ -249,98 +247,10 @@ class ContinuousActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
 # ---------------------------------------------------------------------------------------------- observations
 
 
-class FeasibleActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
-    """Action masking by projection for the frame env: a setting that cannot meet the deadline at the chosen exit
-    is raised to one that can, by the **measured** cost model (``env.unwrapped.cost_model()``, what a controller
-    obtains by running the board; never the emulator's internal model).
-
-    A setting (CPU, GPU[, EMC] levels) is *feasible* at an exit when its measured latency for that exit's frame is
-    at most ``margin · deadline``. An action ``(exit, cpu, gpu[, emc])`` with a feasible setting passes unchanged;
-    otherwise its setting becomes, at the same exit, the feasible one with every level at or above the requested
-    one (the agent's choice is a floor: clocks only go up) of least measured streaming energy (the run plus the
-    idle wait until the next frame, :meth:`~e4gym.hardware.costmodel.MeasuredCostModel.streaming`); if there is
-    none, the top levels. The exit is never changed, so an exit too slow even at the top clocks still misses and
-    its cost tells the agent. The projection is a table made once (a lookup per step).
-
-    Measured latency excludes queueing behind a late frame and DVFS transition stalls, so a projected action can
-    still miss: the projection removes settings that are hopeless, it does not guarantee the deadline. The cost
-    model's measurement is offline work a board would do once (``cost_model().stats()`` reports it).
-
-    Args:
-        margin: the latency bound as a fraction of the deadline (default 1.0).
-        cost_model: the measured cost model to project with (default ``env.unwrapped.cost_model()``; a harness
-            policy passes its ``PolicyContext.cost_model()``, which on a real board is the board's).
-
-    Attributes:
-        projected: steps whose action was changed, since construction (int).
-        feasible: ``(n_exits, n_cpu, n_gpu, n_emc)`` bool, the feasibility table (``n_emc`` is 1 when the env does
-            not control memory).
-
-    Raises:
-        ConfigError: the env is not a frame env (an action ``(exit, cpu_level, gpu_level[, emc_level])`` and a
-            ``cost_model()``); ``margin`` not a number > 0.
-    """
-
-    def __init__(self, env: gym.Env, margin: float = 1.0, cost_model: Any = None) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, margin=margin)
-        gym.ActionWrapper.__init__(self, env)
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (math.isfinite(margin)
-                                                                                  and margin > 0):
-            raise ConfigError(f"FeasibleActions margin must be a number > 0 (a fraction of the deadline), "
-                              f"got {margin!r}")
-        nvec, start, names = _multi_discrete(env, "FeasibleActions")
-        u = env.unwrapped
-        if names[:3] != ("exit", "cpu_level", "gpu_level") or not hasattr(u, "cost_model") or np.any(start != 0):
-            raise ConfigError(f"FeasibleActions needs the frame env (actions exit, cpu_level, gpu_level[, "
-                              f"emc_level]), got actions {list(names)} of {type(u).__name__}")
-        self._nvec, self._margin = nvec, float(margin)
-        self._memory = len(nvec) == 4
-        self.projected = 0
-        self.use_cost_model(u.cost_model() if cost_model is None else cost_model)
-
-    def use_cost_model(self, model: Any) -> None:
-        """Remake the projection from ``model`` (a :class:`~e4gym.hardware.costmodel.MeasuredCostModel` of this
-        env's board, e.g. a harness's ``PolicyContext.cost_model()``)."""
-        setup, nvec, memory = self.env.unwrapped.setup, self._nvec, self._memory
-        n_exits = int(nvec[0])
-        shape = tuple(model.shape)
-        if shape[:2] != (int(nvec[1]), int(nvec[2])) or (memory and shape[2] != int(nvec[3])):
-            raise ConfigError(f"the cost model's grid {shape} does not match the action space {nvec.tolist()}")
-        limit = self._margin * setup.deadline_s
-        feasible = np.empty((n_exits, *shape), bool)
-        table = np.empty((n_exits, *shape, 3), np.int64)
-        top = np.array([shape[0] - 1, shape[1] - 1, shape[2] - 1])
-        for ex in range(n_exits):
-            lat, energy = model.streaming(setup.profile.frame_work(ex), setup.period_s)
-            ok = feasible[ex] = lat <= limit
-            energy = np.where(ok, energy, np.inf)
-            for idx in np.ndindex(*shape):
-                if ok[idx]:
-                    table[ex][idx] = idx
-                    continue
-                above = energy[idx[0]:, idx[1]:, idx[2]:]
-                j = np.unravel_index(int(np.argmin(above)), above.shape)
-                table[ex][idx] = (np.array(j) + idx) if np.isfinite(above[j]) else top
-        self.feasible = feasible
-        self._table = table
-
-    def action(self, action: Any) -> np.ndarray:
-        """The action with its setting raised to a feasible one at its exit (unchanged when already feasible)."""
-        a = np.asarray(action, dtype=np.int64).reshape(-1)
-        if a.shape != (4 if self._memory else 3,) or not self.action_space.contains(a):
-            return action  # the env names what is wrong with it
-        ex, c, g = int(a[0]), int(a[1]), int(a[2])
-        e = int(a[3]) if self._memory else 0
-        to = self._table[ex, c, g, e]
-        if to[0] == c and to[1] == g and to[2] == e:
-            return a
-        self.projected += 1
-        return np.array([ex, to[0], to[1], to[2]] if self._memory else [ex, to[0], to[1]], dtype=np.int64)
-
-
 def env_action(env: gym.Env, action: Any) -> Any:
     """``action`` as the innermost env receives it: through the ``action()`` of every action wrapper of ``env``,
-    outermost first (e.g. a ``Discrete`` index through :class:`DiscreteActions`, then :class:`FeasibleActions`)."""
+    outermost first (e.g. a ``Discrete`` index through :class:`DiscreteActions`, then
+    :class:`~e4gym.envs.masking.DeadlineFeasibleActions`)."""
     while isinstance(env, gym.Wrapper):
         if isinstance(env, gym.ActionWrapper):
             action = env.action(action)

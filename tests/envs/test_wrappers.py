@@ -17,13 +17,13 @@ from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 
 import e4gym  # noqa: F401  (registers the envs)
+from e4gym.envs.masking import DeadlineFeasibleActions
 from e4gym.envs.wrappers import (
     EPISODE_STAT_DOCS,
     EPISODE_STAT_KEYS,
     ContinuousActions,
     DiscreteActions,
     EpisodeStats,
-    FeasibleActions,
     SelectObservation,
 )
 from e4gym.errors import ConfigError, SettingError, UnknownNameError
@@ -382,58 +382,11 @@ def test_callback_without_monitor_and_nan(one_torch_thread) -> None:
     assert cb.n_episodes == 3
 
 
-# ---------------------------------------------------------------------------------------------- FeasibleActions
-
-
-def test_feasible_actions_raise_only_hopeless_settings_by_the_measured_cost_model() -> None:
-    env = FeasibleActions(gym.make("e4gym/EarlyExitDVFS-v1", episode_frames=200))
-    u = env.unwrapped
-    model, s = u.cost_model(), u.setup
-    for ex in range(s.profile.n_exits):  # the table is the measured latency against the deadline
-        lat, _ = model.streaming(s.profile.frame_work(ex), s.period_s)
-        assert np.array_equal(env.feasible[ex], lat <= s.deadline_s)
-    assert 0 < env.feasible.mean() < 1  # some settings are hopeless, some are not: the test below means something
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        a = rng.integers(0, env.action_space.nvec)
-        out = env.action(a)
-        ex, c, g = (int(v) for v in a)
-        if env.feasible[ex, c, g, 0]:
-            assert out is a or np.array_equal(out, a)  # a feasible setting passes unchanged
-            continue
-        oc, og = int(out[1]), int(out[2])
-        assert out[0] == ex and oc >= c and og >= g  # same exit; clocks only go up
-        if env.feasible[ex, c:, g:, 0].any():
-            assert env.feasible[ex, oc, og, 0]
-        else:
-            assert (oc, og) == (env.action_space.nvec[1] - 1, env.action_space.nvec[2] - 1)  # none: top levels
-
-
-def test_feasible_actions_cut_the_misses_of_random_actions() -> None:
-    misses = {}
-    for wrap in (False, True):
-        env = gym.make("e4gym/EarlyExitDVFS-v1", episode_frames=500)
-        if wrap:
-            env = FeasibleActions(env)
-        env.reset(seed=4)
-        env.action_space.seed(1)
-        misses[wrap] = np.mean([env.step(env.action_space.sample())[4]["deadline_missed"] for _ in range(500)])
-    assert misses[True] < 0.5 * misses[False]
-    assert env.projected > 0
-
-
-def test_feasible_actions_refuse_other_envs_and_bad_margins() -> None:
-    with pytest.raises(ConfigError, match="frame env"):
-        FeasibleActions(gym.make("e4gym/EarlyExitDVFSBlock-v1"))
-    with pytest.raises(ConfigError, match="margin"):
-        FeasibleActions(gym.make("e4gym/EarlyExitDVFS-v1"), margin=0)
-
-
 def test_env_action_maps_through_every_action_wrapper() -> None:
     from e4gym.envs.wrappers import env_action
 
     base = gym.make(ENV_ID, episode_frames=50)
-    feasible = FeasibleActions(base)
+    feasible = DeadlineFeasibleActions(base)
     chain = DiscreteActions(feasible, {"cpu_level": [0, 24], "gpu_level": [0, 14]})
     for i in range(chain.action_space.n):
         multi = chain.action(i)
