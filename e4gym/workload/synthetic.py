@@ -338,9 +338,10 @@ class SyntheticVideo(FrameSource):
         frames, so ``frames = 512`` with every stream at a boundary (the native vector env's refill) is the case
         this is built for; any ``frames`` works.
 
-        Cost per frame and stream (shared 2-core x86 VM, NumPy 2.4, 5 exits, 64 or 1024 streams of 512 frames):
-        ~0.65 µs in the loop, ~0.43 µs here, ~0.40 µs with ``out``, of which ~0.26 µs are the random draws, which
-        stay per stream (~21 normals and 3 uniforms a frame); see ``benchmarks/synthetic_speed.py``.
+        Cost per frame and stream (shared 2-core x86 VM, NumPy 2.4, 5 exits, 1024 streams of 512 frames, the frame
+        arithmetic compiled: :func:`_k_frames`): ~0.22 µs in the loop, ~0.19 µs here, ~0.15 µs with ``out``, of
+        which ~0.09 µs are the random draws, which stay per stream (~21 normals and 3 uniforms a frame); see
+        ``benchmarks/synthetic_speed.py``.
 
         Args:
             streams: frame sources with the same number of exits; a source may appear more than once (it is
@@ -548,34 +549,26 @@ def _k_frames(
     nf = noise.shape[2] - 1  # the feature noises; the last column is the shared change noise
     inv_scene, neg_gain, neg_bias, z_lo, z_hi = c[0], c[1], c[2], c[3], c[4]
     tn = c[19]
-    # Per stream: the running sum of the walk's steps, the walk's base (the walk before the chunk's first cut
-    # continues from the previous frame), the last difficulty and the scene id. Frames are the outer loop, so
-    # the writes of one frame of every stream are close together in either layout of the outputs.
-    csum = np.zeros(s_n)
-    base = np.empty(s_n)
-    d_last = np.empty(s_n)
-    sc = np.empty(s_n, np.int64)
     for s in range(s_n):
-        base[s] = -d_prev[s]
-        d_last[s] = d_prev[s]
-        sc[s] = scene0[s]
-    for t in range(n):
-        for s in range(s_n):
+        csum = 0.0
+        base = -d_prev[s]  # the walk before the chunk's first cut continues from the previous frame
+        d_last = d_prev[s]
+        sc = scene0[s]
+        for t in range(n):
             fresh_start = t == 0 and first[s]
             cut = cut_u[s, t] < inv_scene or fresh_start
             a = fresh[s, t] if cut else steps[s, t]
-            cs = a if t == 0 else csum[s] + a
-            csum[s] = cs
+            csum = a if t == 0 else csum + a
             if cut:
-                base[s] = cs - a
-                sc[s] += 1
-            v = cs - base[s]
+                base = csum - a
+                sc += 1
+            v = csum - base
             m = math.floor(v * 0.5) * -2.0 + v  # v mod 2, rounded once
             d = 2.0 - m if m > 1.0 else m  # folded onto [0, 1] (a triangle wave)
-            delta = abs(d - d_last[s])
-            d_last[s] = d
+            delta = abs(d - d_last)
+            d_last = d
             difficulty[s, t] = d
-            scene[s, t] = sc[s]
+            scene[s, t] = sc
             index[s, t] = index0[s] + t
             x = d + shared[s, t]
             for k in range(e):
