@@ -45,7 +45,7 @@ demo: $(STAMP)
 	$(BIN)/e4gym bench --config quickstart --out runs/quickstart
 
 test: $(STAMP) $(TRITON_STAMP) $(RLLIB_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 
