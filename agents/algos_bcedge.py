@@ -44,6 +44,7 @@ from agents.algos import TRAIN_SEED_OFFSET, TrainRun, register_algo, wrap_env
 from agents.algos_sb3 import learn_with_callbacks, sb3_algo
 from e4gym.envs.batching import P99_LATENCY_MS, THROUGHPUT_RPS, BatchSetup, model_key
 from e4gym.errors import ConfigError
+from e4gym.policy import not_bound
 
 #: The algorithm name (``e4gym train --algo bcedge``; ``configs/agents/bcedge.yaml``).
 BCEDGE = "bcedge"
@@ -541,7 +542,7 @@ class BCEdgePolicy:
             ConfigError: the policy was not bound to an env.
         """
         if self._model is None or self.filter is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+            raise not_bound(self.name)
         action, _ = self._model.predict(observation, deterministic=deterministic)
         if isinstance(self._map, gym.ActionWrapper):
             action = self._map.action(action)

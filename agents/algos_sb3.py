@@ -40,6 +40,7 @@ from agents.algos import (
 from e4gym.envs.wrappers import env_action
 from e4gym.errors import ConfigError
 from e4gym.io import atomic_path
+from e4gym.policy import not_bound
 
 __all__ = ["BEST_MODEL_FILE", "EVALUATIONS_FILE", "SB3_ALGOS", "SB3ModelPolicy", "learn_with_callbacks",
            "replay_buffer_path", "sb3_algo"]
@@ -394,7 +395,7 @@ class SB3ModelPolicy:
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
         """The env's action for ``observation`` (the model's action through the training wrapper)."""
         if self._model is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+            raise not_bound(self.name)
         action, state = self._model.predict(observation, state=state, episode_start=episode_start,
                                             deterministic=deterministic)
         if self._wrapper is not None:

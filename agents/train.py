@@ -79,6 +79,7 @@ from e4gym._yaml import load_yaml
 from e4gym.errors import ConfigError, E4gymError, HardwareError, UnknownNameError
 from e4gym.io import write_json
 from e4gym.paths import config_dir
+from e4gym.policy import not_bound
 
 # ---------------------------------------------------------------------------------------------- configs
 
@@ -411,7 +412,7 @@ class TrainedPolicy:
             ConfigError: the policy was not bound to an env.
         """
         if self._inner is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+            raise not_bound(self.name)
         return self._inner.predict(observation, state, episode_start, deterministic)
 
     def reset(self) -> None:

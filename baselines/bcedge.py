@@ -34,7 +34,7 @@ import numpy as np
 from e4gym import BATCH_ENV_ID
 from e4gym.envs.batching import BatchSetup
 from e4gym.errors import ConfigError
-from e4gym.policy import PolicyContext
+from e4gym.policy import PolicyContext, not_bound
 
 #: Calibration episodes of the best static sweep are seeded from here (the benchmark's are small integers).
 CALIBRATION_SEED = 30_000
@@ -111,7 +111,7 @@ class _BatchPolicy:
             ConfigError: the policy was not bound to an env.
         """
         if self._action is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+            raise not_bound(self.name)
         return self._action.copy(), state
 
     def reset(self) -> None:
@@ -323,5 +323,5 @@ class LoadScalingPolicy(_BatchPolicy):
             ConfigError: the policy was not bound to an env.
         """
         if self._setup is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+            raise not_bound(self.name)
         return with_clocks(self._setup, self.config_for(np.asarray(observation))), state

@@ -24,7 +24,7 @@ import numpy as np
 from e4gym import EDGE_CLOUD_ENV_ID
 from e4gym.bench.score import MAX_ACCURACY_LOSS, MAX_MISS_RATE
 from e4gym.errors import ConfigError
-from e4gym.policy import PolicyContext
+from e4gym.policy import PolicyContext, not_bound
 
 #: Calibration streams of the best static sweep: seeds from here (the benchmark's are small integers).
 CALIBRATION_SEED = 30_000
@@ -61,7 +61,7 @@ class _EdgeCloudPolicy:
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:
         """The fixed action (share index, then levels)."""
         if self._action is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+            raise not_bound(self.name)
         return self._action, state
 
     def reset(self) -> None:

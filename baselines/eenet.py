@@ -84,7 +84,7 @@ import numpy as np
 
 from e4gym.envs.common import EnvSetup
 from e4gym.errors import ConfigError
-from e4gym.policy import PolicyContext
+from e4gym.policy import PolicyContext, not_bound
 from e4gym.workload.base import COMPLEXITY_FEATURES, N_FEATURES
 
 #: The env EENet runs in: the block env, where the agent sees each exit's confidence before deciding to leave.
@@ -686,7 +686,7 @@ class EENetPolicy:
             ConfigError: the policy was not bound to an env (:func:`e4gym.policy.bind_policy`).
         """
         if self._ctx is None or self.model is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+            raise not_bound(self.name)
         obs = np.asarray(observation).reshape(-1)
         action = self._action.copy()
         if obs[self._i_at] > 0.5 and not self._left:

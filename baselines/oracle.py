@@ -16,7 +16,7 @@ from e4gym.envs.common import EnvSetup
 from e4gym.errors import ConfigError
 from e4gym.hardware.costmodel import best_pair
 from e4gym.hardware.model import grid_cost
-from e4gym.policy import PolicyContext
+from e4gym.policy import PolicyContext, not_bound
 
 
 def analytic_sweep(setup: EnvSetup, exit: int = -1, margin: float = DEFAULT_MARGIN) -> StaticSweep:
@@ -117,7 +117,7 @@ class ClairvoyantOracle:
             ConfigError: not bound to an env, or the env cannot show the upcoming frame.
         """
         if self._ctx is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+            raise not_bound(self.name)
         correct = np.asarray(self._ctx.upcoming_frame().correct, bool)
         ex = int(np.argmax(correct)) if correct.any() else (len(self._actions) - 1 if self.hopeless == "last" else 0)
         action = self._actions[ex].copy()

@@ -80,7 +80,7 @@ import numpy as np
 from e4gym.envs.common import EnvSetup
 from e4gym.errors import ConfigError
 from e4gym.io import atomic_write
-from e4gym.policy import PolicyContext
+from e4gym.policy import PolicyContext, not_bound
 
 #: Transient fault rate at the top frequency (faults per second), Zhu, Melhem & Mossé 2004 via CALIBRATION.md
 #: ("Ring-DVFS"); the Ring-DVFS paper's own value was not found (assumption).
@@ -747,7 +747,7 @@ class RingDVFSPolicy:
             ConfigError: the policy was not bound to an env (:func:`e4gym.policy.bind_policy`).
         """
         if self._ctx is None or self.agent is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+            raise not_bound(self.name)
         return self.agent.predict(np.asarray(observation), self._ctx.last_info), state
 
     def reset(self) -> None:

@@ -114,7 +114,7 @@ from e4gym.envs.common import EnvSetup
 from e4gym.envs.wrappers import DiscreteActions
 from e4gym.errors import ConfigError, SettingError
 from e4gym.io import atomic_write
-from e4gym.policy import PolicyContext
+from e4gym.policy import PolicyContext, not_bound
 
 __all__ = [
     "ZTTDQN",
@@ -1092,7 +1092,7 @@ class ZTTPolicy:
         """
         core, ctx = self.core, self._ctx
         if core is None or ctx is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+            raise not_bound(self.name)
         info = core.first_info(ctx.last_info)
         s = core.state(info)
         a, _ = self.model.predict(s, deterministic=True)

@@ -178,11 +178,16 @@ class FixedActionPolicy:
             ConfigError: the policy was not bound to an env (:func:`bind_policy`).
         """
         if self._action is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+            raise not_bound(self.name)
         return self._action.copy(), state
 
     def reset(self) -> None:
         """Stateless: nothing to forget (a governor's state lives on the board, which the env resets)."""
+
+
+def not_bound(name: str) -> ConfigError:
+    """The one-line error of a policy named ``name`` asked to act before :func:`bind_policy` bound it to an env."""
+    return ConfigError(f"{name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
 
 
 def bind_policy(policy: Any, env: Any) -> PolicyContext:

@@ -31,7 +31,7 @@ import numpy as np
 from agents.e4.cascade import CUT_THRESHOLD, DEFAULT_WINDOW, Cascade, FeatureWindow, stream_data, train_cascade
 from agents.e4.profiler import JITProfiler, Plan
 from e4gym.errors import ConfigError
-from e4gym.policy import PolicyContext
+from e4gym.policy import PolicyContext, not_bound
 from e4gym.workload.base import COMPLEXITY_FEATURES
 
 FRAME_ENV_ID = "e4gym/EarlyExitDVFS-v1"
@@ -331,7 +331,7 @@ class E4Policy:
             ConfigError: the policy was not bound to an env (:func:`e4gym.policy.bind_policy`).
         """
         if self._ctx is None or self.profiler is None:
-            raise ConfigError(f"{self.name} is not bound to an env: call e4gym.policy.bind_policy(policy, env)")
+            raise not_bound(self.name)
         if episode_start is not None and bool(np.asarray(episode_start).reshape(-1)[0]) and self._frames:
             self.reset()
         obs = np.asarray(observation, dtype=np.float64).reshape(-1)
